@@ -1,0 +1,221 @@
+//! The line protocol the helper writes on its stdout, which reaches the manager through the
+//! helper service's logs.
+//!
+//! Service logs pass through the node's log driver, which is line-oriented and not
+//! binary-safe (json-file replaces invalid UTF-8). So the helper never writes the command's
+//! bytes raw: each chunk is base64-encoded on a line of its own,
+//!
+//! ```text
+//! swx1 <nonce> o <base64>   a chunk of the command's stdout
+//! swx1 <nonce> e <base64>   a chunk of the command's stderr
+//! swx1 <nonce> x <code>     the command exited with <code> (the last record)
+//! swx1 <nonce> t            the helper's own deadline passed (the last record)
+//! swx1 <nonce> f <base64>   the helper failed before or while running the command
+//! ```
+//!
+//! The nonce is chosen by the manager per run. Lines without it are not records, and since
+//! the command's output is always encoded, nothing the command prints can forge a record.
+//! Lines stay well below 16 KiB so no log driver splits them.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+const MAGIC: &str = "swx1";
+
+/// Raw bytes per output record; 8 KiB encodes to a line of about 11 KiB.
+pub const CHUNK: usize = 8 * 1024;
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(i64),
+    TimedOut,
+    Failed(String),
+}
+
+/// Encodes records for one nonce.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    prefix: String,
+}
+
+impl Encoder {
+    pub fn new(nonce: &str) -> Self {
+        Encoder {
+            prefix: format!("{MAGIC} {nonce} "),
+        }
+    }
+
+    /// Appends the lines for `record` to `out`; output is split into [`CHUNK`]-sized records.
+    pub fn encode(&self, record: &Record, out: &mut Vec<u8>) {
+        let mut line = |tag: &str, payload: &str| {
+            out.extend_from_slice(self.prefix.as_bytes());
+            out.extend_from_slice(tag.as_bytes());
+            if !payload.is_empty() {
+                out.push(b' ');
+                out.extend_from_slice(payload.as_bytes());
+            }
+            out.push(b'\n');
+        };
+        match record {
+            Record::Stdout(bytes) | Record::Stderr(bytes) => {
+                let tag = if matches!(record, Record::Stdout(_)) {
+                    "o"
+                } else {
+                    "e"
+                };
+                for chunk in bytes.chunks(CHUNK) {
+                    line(tag, &B64.encode(chunk));
+                }
+            }
+            Record::Exit(code) => line("x", &code.to_string()),
+            Record::TimedOut => line("t", ""),
+            Record::Failed(msg) => line("f", &B64.encode(msg.as_bytes())),
+        }
+    }
+}
+
+/// Reassembles lines from arbitrarily split log chunks and decodes the records in them.
+#[derive(Debug)]
+pub struct Decoder {
+    prefix: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+/// What one complete line turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Record(Record),
+    /// Not ours (no nonce), e.g. a diagnostic the helper printed before it knew the nonce.
+    Other(Vec<u8>),
+}
+
+impl Decoder {
+    pub fn new(nonce: &str) -> Self {
+        Decoder {
+            prefix: format!("{MAGIC} {nonce} ").into_bytes(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Feeds a chunk of the log stream; calls `f` for every line it completes.
+    pub fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(Line)) {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos;
+            f(self.decode_line(&self.pending[start..end]));
+            start = end + 1;
+        }
+        self.pending.drain(..start);
+    }
+
+    /// Whatever is left after the stream ended (a line without its newline).
+    pub fn finish(&mut self) -> Option<Line> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.pending);
+        Some(self.decode_line(&rest))
+    }
+
+    fn decode_line(&self, line: &[u8]) -> Line {
+        let other = || Line::Other(line.to_vec());
+        let Some(body) = line.strip_prefix(self.prefix.as_slice()) else {
+            return other();
+        };
+        let Ok(body) = std::str::from_utf8(body) else {
+            return other();
+        };
+        let (tag, payload) = body.split_once(' ').unwrap_or((body, ""));
+        let record = match tag {
+            "o" => B64.decode(payload).ok().map(Record::Stdout),
+            "e" => B64.decode(payload).ok().map(Record::Stderr),
+            "x" => payload.parse().ok().map(Record::Exit),
+            "t" if payload.is_empty() => Some(Record::TimedOut),
+            "f" => B64
+                .decode(payload)
+                .ok()
+                .map(|m| Record::Failed(String::from_utf8_lossy(&m).into_owned())),
+            _ => None,
+        };
+        record.map_or_else(other, Line::Record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(nonce: &str, stream: &[u8], split: usize) -> Vec<Line> {
+        let mut d = Decoder::new(nonce);
+        let mut lines = Vec::new();
+        for piece in stream.chunks(split.max(1)) {
+            d.feed(piece, |l| lines.push(l));
+        }
+        lines.extend(d.finish());
+        lines
+    }
+
+    #[test]
+    fn round_trip_is_byte_exact_however_the_stream_is_split() {
+        let binary: Vec<u8> = (0..=255u8).cycle().take(3 * CHUNK + 17).collect();
+        let enc = Encoder::new("n0nce");
+        let mut wire = Vec::new();
+        enc.encode(&Record::Stdout(binary.clone()), &mut wire);
+        enc.encode(&Record::Stderr(b"\xff\xfe no newline".to_vec()), &mut wire);
+        enc.encode(&Record::Exit(7), &mut wire);
+        for split in [1, 3, 100, 4096, wire.len()] {
+            let lines = decode_all("n0nce", &wire, split);
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let mut exit = None;
+            for l in lines {
+                match l {
+                    Line::Record(Record::Stdout(b)) => out.extend(b),
+                    Line::Record(Record::Stderr(b)) => err.extend(b),
+                    Line::Record(Record::Exit(c)) => exit = Some(c),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(out, binary);
+            assert_eq!(err, b"\xff\xfe no newline");
+            assert_eq!(exit, Some(7));
+        }
+    }
+
+    #[test]
+    fn lines_stay_under_the_log_driver_split() {
+        let mut wire = Vec::new();
+        Encoder::new(&"n".repeat(32)).encode(&Record::Stdout(vec![0; 10 * CHUNK]), &mut wire);
+        assert!(wire.split(|&b| b == b'\n').all(|l| l.len() < 16 * 1024));
+    }
+
+    #[test]
+    fn other_nonces_and_garbage_are_not_records() {
+        let mut wire = Vec::new();
+        Encoder::new("other").encode(&Record::Exit(0), &mut wire);
+        wire.extend_from_slice(b"swx1 right x notanumber\nswx1 right o !!!\nplain text\n");
+        let lines = decode_all("right", &wire, 5);
+        assert_eq!(lines.len(), 4);
+        assert!(lines.iter().all(|l| matches!(l, Line::Other(_))));
+    }
+
+    #[test]
+    fn failure_and_timeout_records() {
+        let enc = Encoder::new("k");
+        let mut wire = Vec::new();
+        enc.encode(&Record::Failed("no such container: abc".into()), &mut wire);
+        enc.encode(&Record::TimedOut, &mut wire);
+        let lines = decode_all("k", &wire, 7);
+        assert_eq!(
+            lines,
+            vec![
+                Line::Record(Record::Failed("no such container: abc".into())),
+                Line::Record(Record::TimedOut)
+            ]
+        );
+    }
+}

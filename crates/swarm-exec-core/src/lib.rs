@@ -1,0 +1,39 @@
+//! The orchestration behind `swarm-exec`: run a command in the container of a Docker Swarm
+//! task from a manager, through a one-shot helper service pinned to the task's node.
+//!
+//! This crate has no CLI concerns: it never prints and never exits. Adapters (the
+//! `swarm-exec` binary, its node-local helper mode, the Skopos plugin) sit on top of it.
+//!
+//! # Layout
+//!
+//! - [`target`]: parsing and validating what the user names (`TASK`, IDs, names).
+//! - [`duration`]: the duration syntax of `--timeout` (`30`, `30s`, `5m`, `1m30s`).
+//! - [`api`]: the narrow Docker API the orchestration needs ([`api::SwarmApi`]), its
+//!   bollard implementation with bounded retries of transient errors, and the error type.
+//! - [`resolve`]: from a [`target::TaskRef`] to a running task with its node and container.
+//! - [`helper`]: the helper service spec (labels, constraint, mounts, limits).
+//! - [`frame`]: the line protocol the helper writes on its log stream: output chunks and a
+//!   final record carrying the exit code, tagged with a per-run nonce.
+//! - [`task_exec`]: the manager side: resolve, create the helper, follow it, remove it.
+//! - [`node_exec`]: the helper side: exec in the target container over the node's socket.
+
+pub mod api;
+pub mod duration;
+pub mod frame;
+pub mod helper;
+pub mod node_exec;
+pub mod resolve;
+pub mod target;
+pub mod task_exec;
+
+pub use api::{ApiError, BollardApi, SwarmApi};
+pub use task_exec::{task_exec, ExecError, ExecRequest, Interrupt, Outcome, OutputSink};
+
+/// The label every object swarm-exec creates carries; leftovers are found by it.
+pub const HELPER_LABEL: &str = "swarm-exec.helper";
+/// Unix time (seconds) after which a helper is stale and may be garbage-collected.
+pub const DEADLINE_LABEL: &str = "swarm-exec.deadline";
+
+/// The helper image used when none is given: this project's own image, tagged with the
+/// version of the binary, so a manager and its helpers always speak the same protocol.
+pub const DEFAULT_IMAGE: &str = concat!("swarm-exec:", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,360 @@
+//! From what the user named to one running task, with its node and container.
+
+use std::time::Duration;
+
+use tokio::time::{sleep, Instant};
+
+use crate::api::{ApiError, SwarmApi, TaskFilter, TaskInfo};
+use crate::target::{is_container_id, is_swarm_id, TaskRef};
+
+/// A task ready to exec into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub task_id: String,
+    pub service_id: String,
+    pub service_name: String,
+    /// `web.2` or `web@node2`, for messages.
+    pub display: String,
+    pub node_id: String,
+    pub node_name: String,
+    pub container_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no task matches {0}")]
+    NotFound(String),
+    #[error("no task matches {given}; {hint}")]
+    NotFoundHint { given: String, hint: String },
+    #[error("{given} is ambiguous: it matches {}", .candidates.join(", "))]
+    Ambiguous {
+        given: String,
+        candidates: Vec<String>,
+    },
+    #[error("no service named {0}")]
+    NoService(String),
+    #[error("no node named {0}")]
+    NoNode(String),
+    #[error("service {service} has no task in slot {slot}{}", slots_hint(.slots))]
+    NoSlot {
+        service: String,
+        slot: u64,
+        slots: Vec<u64>,
+    },
+    #[error("service {service} is global: name its task as {service}@NODE")]
+    GlobalNeedsNode { service: String },
+    #[error("service {service} has no task on node {node}")]
+    NoTaskOnNode { service: String, node: String },
+    #[error("task {task} ({display}) on node {node} is {state}{}", err_suffix(.err))]
+    NotRunning {
+        task: String,
+        display: String,
+        node: String,
+        state: String,
+        err: String,
+    },
+    #[error("task {task} ({display}) is being shut down (desired state {desired})")]
+    ShuttingDown {
+        task: String,
+        display: String,
+        desired: String,
+    },
+    #[error(
+        "task {task} ({display}) on node {node} did not start within {waited:?} (still {state})"
+    )]
+    StartTimeout {
+        task: String,
+        display: String,
+        node: String,
+        state: String,
+        waited: Duration,
+    },
+    #[error("task {task} reports an invalid container ID {container:?}")]
+    BadContainer { task: String, container: String },
+    #[error("{step}: {source}")]
+    Api {
+        step: &'static str,
+        #[source]
+        source: ApiError,
+    },
+}
+
+fn slots_hint(slots: &[u64]) -> String {
+    if slots.is_empty() {
+        String::new()
+    } else {
+        let s: Vec<String> = slots.iter().map(u64::to_string).collect();
+        format!(" (running slots: {})", s.join(", "))
+    }
+}
+
+fn err_suffix(err: &str) -> String {
+    if err.is_empty() {
+        String::new()
+    } else {
+        format!(": {err}")
+    }
+}
+
+fn api(step: &'static str) -> impl FnOnce(ApiError) -> ResolveError {
+    move |source| ResolveError::Api { step, source }
+}
+
+/// States a task passes through before `running`; worth waiting on.
+fn is_starting(state: &str) -> bool {
+    matches!(
+        state,
+        "new"
+            | "allocated"
+            | "pending"
+            | "assigned"
+            | "accepted"
+            | "preparing"
+            | "ready"
+            | "starting"
+    )
+}
+
+/// How often a starting task is re-read.
+const START_POLL: Duration = Duration::from_millis(100);
+
+/// Finds the task `target` names and waits (at most `start_wait`) for it to be running.
+pub async fn resolve<A: SwarmApi>(
+    api: &A,
+    target: &TaskRef,
+    start_wait: Duration,
+) -> Result<Resolved, ResolveError> {
+    let mut task = find(api, target).await?;
+    let service = api
+        .inspect_service(&task.service_id)
+        .await
+        .map_err(crate::resolve::api("inspect the task's service"))?;
+    let display = match target {
+        TaskRef::OnNode { service, node } => format!("{service}@{node}"),
+        _ if task.slot > 0 => format!("{}.{}", service.name, task.slot),
+        _ => format!("{}@{}", service.name, task.node_id),
+    };
+
+    let started = Instant::now();
+    loop {
+        if task.desired_state != "running" {
+            return Err(ResolveError::ShuttingDown {
+                task: task.id,
+                display,
+                desired: task.desired_state,
+            });
+        }
+        if task.state == "running" {
+            break;
+        }
+        let node = node_name(api, &task.node_id).await;
+        if !is_starting(&task.state) {
+            return Err(ResolveError::NotRunning {
+                task: task.id,
+                display,
+                node,
+                state: task.state,
+                err: task.err,
+            });
+        }
+        if started.elapsed() >= start_wait {
+            return Err(ResolveError::StartTimeout {
+                task: task.id,
+                display,
+                node,
+                state: task.state,
+                waited: start_wait,
+            });
+        }
+        tracing::debug!(task = %task.id, state = %task.state, "waiting for the task to run");
+        sleep(START_POLL).await;
+        task = api
+            .inspect_task(&task.id)
+            .await
+            .map_err(crate::resolve::api("inspect the task"))?;
+    }
+
+    if !is_container_id(&task.container_id) {
+        return Err(ResolveError::BadContainer {
+            task: task.id,
+            container: task.container_id,
+        });
+    }
+    if !is_swarm_id(&task.node_id) {
+        return Err(ResolveError::Api {
+            step: "read the task's node",
+            source: ApiError::Other(format!("invalid node ID {:?}", task.node_id)),
+        });
+    }
+    let node_name = node_name(api, &task.node_id).await;
+    Ok(Resolved {
+        task_id: task.id,
+        service_id: service.id,
+        service_name: service.name,
+        display,
+        node_id: task.node_id,
+        node_name,
+        container_id: task.container_id,
+    })
+}
+
+/// The node's hostname for messages; its ID when it cannot be read.
+async fn node_name<A: SwarmApi>(api: &A, node_id: &str) -> String {
+    if node_id.is_empty() {
+        return "(not assigned)".to_owned();
+    }
+    match api.inspect_node(node_id).await {
+        Ok(n) if !n.hostname.is_empty() => n.hostname,
+        _ => node_id.to_owned(),
+    }
+}
+
+async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, ResolveError> {
+    match target {
+        TaskRef::Id(prefix) => {
+            let filter = TaskFilter {
+                id_prefix: Some(prefix.clone()),
+                ..Default::default()
+            };
+            let mut tasks: Vec<TaskInfo> = api
+                .list_tasks(&filter)
+                .await
+                .map_err(api_err("list tasks"))?
+                .into_iter()
+                .filter(|t| t.id.starts_with(prefix.as_str()))
+                .collect();
+            match tasks.len() {
+                0 => Err(not_found_hint(api, prefix).await),
+                1 => Ok(tasks.remove(0)),
+                _ => {
+                    // An exact ID wins over longer IDs that merely start with it.
+                    if let Some(i) = tasks.iter().position(|t| t.id == *prefix) {
+                        return Ok(tasks.remove(i));
+                    }
+                    Err(ResolveError::Ambiguous {
+                        given: prefix.clone(),
+                        candidates: describe(&tasks),
+                    })
+                }
+            }
+        }
+        TaskRef::Slot { service, slot } => {
+            let svc = service_by_name(api, service).await?;
+            if svc.global {
+                return Err(ResolveError::GlobalNeedsNode { service: svc.name });
+            }
+            let tasks = service_tasks(api, &svc.id, None).await?;
+            pick(
+                tasks.iter().filter(|t| t.slot == *slot).cloned().collect(),
+                target,
+            )
+            .ok_or_else(|| {
+                let mut slots: Vec<u64> = tasks
+                    .iter()
+                    .filter(|t| t.desired_state == "running")
+                    .map(|t| t.slot)
+                    .collect();
+                slots.sort_unstable();
+                slots.dedup();
+                ResolveError::NoSlot {
+                    service: svc.name.clone(),
+                    slot: *slot,
+                    slots,
+                }
+            })?
+        }
+        TaskRef::OnNode { service, node } => {
+            let svc = service_by_name(api, service).await?;
+            let n = match api.inspect_node(node).await {
+                Ok(n) => n,
+                Err(ApiError::NotFound(_)) => return Err(ResolveError::NoNode(node.clone())),
+                Err(e) => return Err(api_err("inspect node")(e)),
+            };
+            let tasks = service_tasks(api, &svc.id, Some(&n.id)).await?;
+            pick(tasks, target).ok_or_else(|| ResolveError::NoTaskOnNode {
+                service: svc.name.clone(),
+                node: node.clone(),
+            })?
+        }
+    }
+}
+
+fn api_err(step: &'static str) -> impl FnOnce(ApiError) -> ResolveError {
+    api(step)
+}
+
+/// Among the tasks of one slot (or node), the one meant to be running; failing that, the
+/// most recent one, so the error can say what became of it.
+fn pick(mut tasks: Vec<TaskInfo>, target: &TaskRef) -> Option<Result<TaskInfo, ResolveError>> {
+    let running: Vec<&TaskInfo> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running")
+        .collect();
+    match running.len() {
+        1 => return Some(Ok(running[0].clone())),
+        n if n > 1 => {
+            let running: Vec<TaskInfo> = running.into_iter().cloned().collect();
+            return Some(Err(ResolveError::Ambiguous {
+                given: target.to_string(),
+                candidates: describe(&running),
+            }));
+        }
+        _ => {}
+    }
+    tasks.sort_by(|a, b| a.updated.cmp(&b.updated));
+    tasks.pop().map(Ok)
+}
+
+fn describe(tasks: &[TaskInfo]) -> Vec<String> {
+    tasks
+        .iter()
+        .map(|t| format!("{} ({}, {})", t.id, t.state, t.node_id))
+        .collect()
+}
+
+async fn service_by_name<A: SwarmApi>(
+    api: &A,
+    name: &str,
+) -> Result<crate::api::ServiceInfo, ResolveError> {
+    match api.inspect_service(name).await {
+        // Inspect also matches ID prefixes; a name must match exactly.
+        Ok(s) if s.name == name || s.id == name => Ok(s),
+        Ok(_) | Err(ApiError::NotFound(_)) => Err(ResolveError::NoService(name.to_owned())),
+        Err(e) => Err(api_err("inspect service")(e)),
+    }
+}
+
+async fn service_tasks<A: SwarmApi>(
+    api: &A,
+    service_id: &str,
+    node_id: Option<&str>,
+) -> Result<Vec<TaskInfo>, ResolveError> {
+    let filter = TaskFilter {
+        service: Some(service_id.to_owned()),
+        node: node_id.map(str::to_owned),
+        ..Default::default()
+    };
+    Ok(api
+        .list_tasks(&filter)
+        .await
+        .map_err(api_err("list the service's tasks"))?
+        .into_iter()
+        // The service filter is a prefix match on some engines; keep exact matches only.
+        .filter(|t| t.service_id == service_id && node_id.is_none_or(|n| t.node_id == n))
+        .collect())
+}
+
+/// A task ID prefix that matched nothing may have been meant as a service name.
+async fn not_found_hint<A: SwarmApi>(api: &A, given: &str) -> ResolveError {
+    match api.inspect_service(given).await {
+        Ok(s) if s.name == given => ResolveError::NotFoundHint {
+            given: given.to_owned(),
+            hint: if s.global {
+                format!("{given} is a global service: name one of its tasks as {given}@NODE")
+            } else {
+                format!("{given} is a service: name one of its tasks as {given}.SLOT")
+            },
+        },
+        _ => ResolveError::NotFound(given.to_owned()),
+    }
+}

@@ -1,0 +1,100 @@
+//! `swarm-exec task-exec`.
+
+use std::ffi::OsString;
+use std::future::Future;
+
+use swarm_exec_core::{task_exec, BollardApi, ExecRequest, Interrupt};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::TaskExecArgs;
+use crate::exit::{CliError, Status};
+use crate::output::StdSink;
+
+pub async fn run(args: TaskExecArgs) -> Result<Status, CliError> {
+    // Signals are caught from the start so that none slips past before the helper exists.
+    let interrupted = interrupted().map_err(CliError::Runtime)?;
+    let req = ExecRequest {
+        target: args.task,
+        command: args
+            .command
+            .into_iter()
+            .map(utf8_arg)
+            .collect::<Result<_, _>>()?,
+        env: args
+            .env
+            .iter()
+            .filter_map(|e| env_var(e).transpose())
+            .collect::<Result<_, _>>()?,
+        workdir: args
+            .workdir
+            .map(|w| non_empty("--workdir", w))
+            .transpose()?,
+        user: args.user.map(|u| non_empty("--user", u)).transpose()?,
+        privileged: args.privileged,
+        timeout: args.timeout,
+        image: non_empty("--image", args.image)?,
+    };
+    let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
+    let outcome = task_exec(&api, &req, &mut StdSink::default(), interrupted).await?;
+    Ok(Status::Outcome(outcome))
+}
+
+/// A future that resolves on the first SIGINT or SIGTERM; handlers are installed now.
+fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => Interrupt::Sigint,
+            _ = term.recv() => Interrupt::Sigterm,
+        }
+    })
+}
+
+/// The Engine API carries arguments as JSON strings: they must be UTF-8.
+fn utf8_arg(arg: OsString) -> Result<String, CliError> {
+    arg.into_string().map_err(|a| {
+        CliError::Usage(format!(
+            "command argument {a:?} is not valid UTF-8, which the Docker API cannot carry"
+        ))
+    })
+}
+
+fn non_empty(flag: &str, value: String) -> Result<String, CliError> {
+    if value.is_empty() {
+        Err(CliError::Usage(format!("{flag} must not be empty")))
+    } else {
+        Ok(value)
+    }
+}
+
+/// `KEY=VALUE` as is; `KEY` alone takes this process's value, or is dropped if unset (as
+/// `docker exec -e KEY` does).
+fn env_var(spec: &str) -> Result<Option<String>, CliError> {
+    let key = spec.split_once('=').map_or(spec, |(k, _)| k);
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(CliError::Usage(format!(
+            "invalid --env {spec:?}: expected KEY=VALUE or KEY"
+        )));
+    }
+    if spec.contains('=') {
+        return Ok(Some(spec.to_owned()));
+    }
+    Ok(std::env::var(key).ok().map(|v| format!("{key}={v}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_forms() {
+        assert_eq!(env_var("A=1").unwrap().as_deref(), Some("A=1"));
+        assert_eq!(env_var("A=").unwrap().as_deref(), Some("A="));
+        assert_eq!(env_var("A=b=c").unwrap().as_deref(), Some("A=b=c"));
+        assert_eq!(env_var("SWARM_EXEC_SURELY_UNSET_VAR").unwrap(), None);
+        assert!(env_var("=1").is_err());
+        assert!(env_var("").is_err());
+        assert!(env_var("A B=1").is_err());
+    }
+}

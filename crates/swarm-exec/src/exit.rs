@@ -1,0 +1,84 @@
+//! Every exit code swarm-exec can return is decided here.
+//!
+//! | code    | meaning                                                                   |
+//! |---------|---------------------------------------------------------------------------|
+//! | 0–255   | the command's own exit code, passed through                               |
+//! | 124     | `--timeout` expired before the command finished                           |
+//! | 125     | swarm-exec itself failed: bad usage, engine unreachable, not a manager,  |
+//! |         | task not found/ambiguous/not running, helper rejected or never started   |
+//! | 126/127 | the command could not be invoked / was not found (as the engine reports)  |
+//! | 130     | interrupted by SIGINT (the helper is removed first)                       |
+//! | 143     | terminated by SIGTERM (the helper is removed first)                       |
+//!
+//! 124–127 may also be the command's own code; the message on stderr tells them apart.
+
+use std::process::ExitCode;
+
+use swarm_exec_core::{ExecError, Interrupt, Outcome};
+
+use crate::cli::Cli;
+
+pub const TIMED_OUT: u8 = 124;
+pub const FAILED: u8 = 125;
+pub const SIGINT: u8 = 130;
+pub const SIGTERM: u8 = 143;
+
+/// Runs the parsed command line and turns its result into the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match crate::cmd::run(cli) {
+        Ok(Status::Outcome(outcome)) => outcome_code(outcome),
+        Ok(Status::Code(code)) => code,
+        Err(err) => {
+            report(&err);
+            FAILED
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// What a subcommand ended with, short of failing.
+pub enum Status {
+    Outcome(Outcome),
+    /// An exit code decided elsewhere (the helper's node-local mode).
+    Code(u8),
+}
+
+fn outcome_code(outcome: Outcome) -> u8 {
+    match outcome {
+        // Exit statuses are 0–255; anything else could only come from a broken engine.
+        Outcome::Exited(code) => u8::try_from(code).unwrap_or(FAILED),
+        Outcome::TimedOut => {
+            eprintln!("swarm-exec: timed out; the helper was removed");
+            TIMED_OUT
+        }
+        Outcome::Interrupted(Interrupt::Sigint) => SIGINT,
+        Outcome::Interrupted(Interrupt::Sigterm) => SIGTERM,
+    }
+}
+
+/// The error and its causes, on one line each, on stderr.
+fn report(err: &(dyn std::error::Error + 'static)) {
+    let mut msg = format!("swarm-exec: error: {err}");
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!("\n  caused by: {text}"));
+        }
+        source = s.source();
+    }
+    eprintln!("{msg}");
+}
+
+/// Failures of the binary's own layer, around the library's.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("cannot connect to the Docker engine: {0}")]
+    Connect(#[source] swarm_exec_core::ApiError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
