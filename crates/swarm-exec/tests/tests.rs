@@ -1,0 +1,6 @@
+//! End-to-end tests: the real binary against the real multi-node lab swarm.
+//! Unit tests of error paths and timing live with the library (a fake API, paused time).
+
+mod util;
+
+mod task_exec;

@@ -1,0 +1,261 @@
+//! Shared machinery for the end-to-end tests: the lab swarm they run against, target
+//! services they create (labelled, uniquely named, removed on drop), and running the real
+//! binary with a hard time limit.
+//!
+//! The lab is the one `scripts/lab up` brings up; `DOCKER_HOST` points at its manager.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Every object the tests create carries this label.
+pub const TEST_LABEL: &str = "swarm-exec.test";
+pub const TARGET_IMAGE: &str = "swarm-exec-lab/busybox:1";
+pub const WORKERS: [&str; 2] = ["node2", "node3"];
+
+/// Panics with instructions unless the lab manager answers.
+pub fn lab() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+        let out = docker(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+        assert!(
+            out.code == 0,
+            "the end-to-end tests need the lab swarm (scripts/lab up, then \
+             `. /var/tmp/swarm-exec-lab/env`); DOCKER_HOST={host:?}: {}",
+            out.stderr_str()
+        );
+        for node in ["node1"].iter().chain(WORKERS.iter()) {
+            assert!(
+                out.stdout_str().contains(&format!("{node} Ready")),
+                "lab node {node} is not ready:\n{}",
+                out.stdout_str()
+            );
+        }
+    });
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Collects a child's output and status; kills it if it outlives `limit`.
+pub fn wait(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut v = Vec::new();
+        out_pipe.read_to_end(&mut v).unwrap();
+        v
+    });
+    let err = thread::spawn(move || {
+        let mut v = Vec::new();
+        err_pipe.read_to_end(&mut v).unwrap();
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Starts the swarm-exec binary under test.
+pub fn spawn_swarm_exec(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start swarm-exec")
+}
+
+/// Runs the swarm-exec binary under test to completion (at most two minutes).
+pub fn swarm_exec(args: &[&str]) -> Output {
+    wait(spawn_swarm_exec(args), Duration::from_secs(120))
+}
+
+/// Runs the docker CLI against the lab manager.
+pub fn docker(args: &[&str]) -> Output {
+    let child = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start docker");
+    wait(child, Duration::from_secs(120))
+}
+
+/// Runs the docker CLI and insists that it succeeds; returns its trimmed stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert_eq!(out.code, 0, "docker {args:?} failed: {}", out.stderr_str());
+    out.stdout_str().trim().to_owned()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, at most `limit`.
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running task of a target service.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub node: String,
+    pub slot: String,
+}
+
+/// A target service made for one test, removed when dropped (unless shared).
+pub struct Service {
+    pub name: String,
+    pub tasks: Vec<Task>,
+    owned: bool,
+}
+
+impl Service {
+    /// A global service: one `sleep` task on every node.
+    pub fn global() -> Service {
+        Service::create(None, &["--mode", "global"], 3)
+    }
+
+    /// A replicated service with `n` tasks.
+    pub fn replicated(n: usize) -> Service {
+        Service::create(None, &["--replicas", &n.to_string()], n)
+    }
+
+    fn create(fixed_name: Option<&str>, mode: &[&str], expect: usize) -> Service {
+        lab();
+        let owned = fixed_name.is_none();
+        let name = fixed_name.map_or_else(
+            || format!("sxt-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+            str::to_owned,
+        );
+        let label = format!("{TEST_LABEL}=e2e");
+        let mut args = vec![
+            "service",
+            "create",
+            "--detach",
+            "--quiet",
+            "--no-resolve-image",
+            "--name",
+            &name,
+            "--label",
+            &label,
+            "--container-label",
+            &label,
+            "--stop-grace-period",
+            "1s",
+        ];
+        args.extend_from_slice(mode);
+        args.extend_from_slice(&[TARGET_IMAGE, "sleep", "3600"]);
+        // A fixed-name service from an earlier run is reused, not duplicated.
+        if owned || docker(&["service", "inspect", &name]).code != 0 {
+            docker_ok(&args);
+        }
+        let mut svc = Service {
+            name,
+            tasks: Vec::new(),
+            owned,
+        };
+        svc.tasks = eventually("target tasks to run", Duration::from_secs(60), || {
+            let tasks = svc.running_tasks();
+            (tasks.len() == expect).then_some(tasks)
+        });
+        svc
+    }
+
+    pub fn running_tasks(&self) -> Vec<Task> {
+        let out = docker_ok(&[
+            "service",
+            "ps",
+            &self.name,
+            "--filter",
+            "desired-state=running",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Node}} {{.Name}} {{.CurrentState}}",
+        ]);
+        out.lines()
+            .filter(|l| l.contains(" Running "))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Task {
+                    id: f[0].to_owned(),
+                    node: f[1].to_owned(),
+                    slot: f[2].rsplit('.').next().unwrap_or_default().to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    /// `service@node` for a worker.
+    pub fn at(&self, node: &str) -> String {
+        format!("{}@{node}", self.name)
+    }
+
+    /// Helper services swarm-exec left for tasks of this service.
+    pub fn helpers(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "service",
+            "ls",
+            "--quiet",
+            "--filter",
+            "label=swarm-exec.helper",
+            "--filter",
+            &format!("label=swarm-exec.target.service={}", self.name),
+        ]);
+        out.lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = docker(&["service", "rm", &self.name]);
+        }
+    }
+}
+
+/// The global target service shared by tests that only run commands in it. It has a fixed
+/// name so later runs reuse it; `scripts/test` removes it (by label) at the end.
+pub fn shared() -> &'static Service {
+    static SHARED: OnceLock<Service> = OnceLock::new();
+    SHARED.get_or_init(|| Service::create(Some("sxt-shared"), &["--mode", "global"], 3))
+}
