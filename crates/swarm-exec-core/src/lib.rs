@@ -16,12 +16,14 @@
 //!   final record carrying the exit code, tagged with a per-run nonce.
 //! - [`task_exec`]: the manager side: resolve, create the helper, follow it, remove it.
 //! - [`node_exec`]: the helper side: exec in the target container over the node's socket.
+//! - [`plugin`]: the Skopos plugin's `inst_exec` action over several instances.
 
 pub mod api;
 pub mod duration;
 pub mod frame;
 pub mod helper;
 pub mod node_exec;
+pub mod plugin;
 pub mod resolve;
 pub mod target;
 pub mod task_exec;

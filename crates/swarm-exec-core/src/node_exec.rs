@@ -10,6 +10,7 @@ use bollard::models::ExecConfig;
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use crate::api::LogStream;
 use crate::frame::{Encoder, Record};
 use crate::helper::ExecSpec;
 use crate::target::is_container_id;
@@ -29,7 +30,37 @@ pub async fn node_exec<W: Write>(
 ) -> i32 {
     let enc = Encoder::new(nonce);
     let mut buf = Vec::with_capacity(16 * 1024);
-    let code = match tokio::time::timeout(timeout, run(docker, exec, &enc, &mut buf, out)).await {
+    // The helper only ever execs into the one container it was created for, named by a
+    // full ID; anything else is refused before the socket is touched.
+    if !is_container_id(&exec.container_id) {
+        let reason = format!("invalid container ID {:?}", exec.container_id);
+        enc.encode(&Record::Failed(reason), &mut buf);
+        let _ = out.write_all(&buf).and_then(|()| out.flush());
+        return HELPER_FAILED;
+    }
+    let mut write_err = None;
+    let run = exec_in_container(docker, exec, |stream, bytes| {
+        let record = match stream {
+            LogStream::Stdout => Record::Stdout(bytes.to_vec()),
+            LogStream::Stderr => Record::Stderr(bytes.to_vec()),
+        };
+        enc.encode(&record, &mut buf);
+        // One write per chunk keeps output live; the log driver sees whole lines.
+        let r = out.write_all(&buf).and_then(|()| out.flush());
+        buf.clear();
+        if let Err(e) = r {
+            write_err.get_or_insert(e);
+        }
+    });
+    let result = tokio::time::timeout(timeout, run).await;
+    let code = match result {
+        Ok(Ok(_)) if write_err.is_some() => {
+            let e = write_err
+                .take()
+                .unwrap_or_else(|| std::io::Error::other("?"));
+            enc.encode(&Record::Failed(format!("writing output: {e}")), &mut buf);
+            HELPER_FAILED
+        }
         Ok(Ok(code)) => {
             enc.encode(&Record::Exit(code), &mut buf);
             // Exit statuses are 0-255; anything else (never seen) is reported as a failure.
@@ -48,18 +79,13 @@ pub async fn node_exec<W: Write>(
     code
 }
 
-async fn run<W: Write>(
+/// Execs `exec` in its container on the engine `docker` talks to, handing each chunk of
+/// output to `on_output` as it arrives; returns the command's exit code.
+pub async fn exec_in_container(
     docker: &Docker,
     exec: &ExecSpec,
-    enc: &Encoder,
-    buf: &mut Vec<u8>,
-    out: &mut W,
+    mut on_output: impl FnMut(LogStream, &[u8]),
 ) -> Result<i64, String> {
-    // The helper only ever execs into the one container it was created for, named by a
-    // full ID; anything else is refused before the socket is touched.
-    if !is_container_id(&exec.container_id) {
-        return Err(format!("invalid container ID {:?}", exec.container_id));
-    }
     if exec.command.is_empty() {
         return Err("empty command".to_owned());
     }
@@ -99,16 +125,11 @@ async fn run<W: Write>(
     while let Some(item) = output.next().await {
         use bollard::container::LogOutput;
         match item {
-            Ok(LogOutput::StdOut { message }) => enc.encode(&Record::Stdout(message.to_vec()), buf),
-            Ok(LogOutput::StdErr { message }) => enc.encode(&Record::Stderr(message.to_vec()), buf),
-            Ok(_) => continue,
+            Ok(LogOutput::StdOut { message }) => on_output(LogStream::Stdout, &message),
+            Ok(LogOutput::StdErr { message }) => on_output(LogStream::Stderr, &message),
+            Ok(_) => {}
             Err(e) => return Err(format!("reading the command's output: {e}")),
         }
-        // One write per chunk keeps output live; the log driver sees whole lines.
-        out.write_all(buf)
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("writing output: {e}"))?;
-        buf.clear();
     }
     // The output can end a moment before the engine records the exit code.
     for _ in 0..200 {

@@ -17,10 +17,7 @@ use crate::exit;
 /// command's output back and exits with the command's exit code.
 #[derive(Debug, Parser)]
 #[command(name = "swarm-exec", version, propagate_version = true)]
-#[command(
-    after_help = "Exit codes: the command's own; 124 timeout; 125 swarm-exec failed; \
-126/127 cannot invoke / not found; 130/143 SIGINT/SIGTERM. See the README."
-)]
+#[command(after_help = TOP_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -31,10 +28,34 @@ pub enum Command {
     /// Run a command in the container of one service task
     #[command(after_help = TASK_EXEC_EXAMPLES)]
     TaskExec(TaskExecArgs),
+    /// Run a command in a container on the engine swarm-exec talks to (no helper)
+    #[command(after_help = EXEC_EXAMPLES)]
+    Exec(ExecArgs),
     /// (internal) Run inside the helper container: exec in a container on this node
     #[command(hide = true)]
     NodeExec(NodeExecArgs),
 }
+
+const TOP_HELP: &str = "\
+Exit codes: the command's own; 124 timeout; 125 swarm-exec failed; 126/127 cannot
+invoke / not found; 130/143 SIGINT/SIGTERM. See the README.
+
+As a Skopos plugin (a drop-in for the reference swarm-exec plugin):
+  swarm-exec [--debug] [--compact|-c] [--stdout FILE] [--stderr FILE] <ACTION> [JSON]
+  ACTION: inst_exec, preflight, postflight. JSON (or stdin) is the step's input object;
+  on success it is echoed on stdout with a \"swarm_exec\" key added (exit 0); on failure a
+  one-line reason goes to stderr (exit 2).
+
+Examples:
+  swarm-exec task-exec web.2 cat /etc/hostname
+  echo '{\"inst\":[{\"id\":\"q1mh1syk49e0\"}],\"command\":\"true\"}' | swarm-exec inst_exec";
+
+const EXEC_EXAMPLES: &str = "\
+Examples:
+  swarm-exec exec 4f1c2a9be0d1 cat /etc/hostname
+  DOCKER_HOST=unix:///var/run/docker.sock swarm-exec exec web.1.q1mh1syk49e0 -- ls -la
+
+The reference plugin's node-local word: like `docker exec`, without a TTY or stdin.";
 
 const TASK_EXEC_EXAMPLES: &str = "\
 Examples:
@@ -97,6 +118,23 @@ pub struct TaskExecArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Container ID or name, on the engine at DOCKER_HOST (default: the local socket)
+    #[arg(value_name = "CONTAINER", value_parser = parse_container)]
+    pub container: String,
+
+    /// The command and its arguments, passed as is (no shell)
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
 pub struct NodeExecArgs {
     /// Full ID of the container to exec in
     #[arg(long)]
@@ -127,14 +165,115 @@ fn parse_task(s: &str) -> Result<TaskRef, String> {
     TaskRef::parse(s).map_err(|e| e.to_string())
 }
 
+/// Container IDs and names as Docker accepts them.
+fn parse_container(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("invalid container name or ID {s:?}"))
+    }
+}
+
+/// How the process was invoked: swarm-exec's own command line, or the Skopos plugin protocol.
+#[derive(Debug)]
+pub enum Invocation {
+    Cli(Cli),
+    Plugin(PluginArgs),
+}
+
+/// `swarm-exec [--debug] [--compact|-c] [--stdout FILE] [--stderr FILE] <action> [JSON...]`,
+/// parsed as the reference plugin's helper parses it: the flags may appear anywhere.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PluginArgs {
+    pub debug: bool,
+    pub compact: bool,
+    pub stdout: Option<OsString>,
+    pub stderr: Option<OsString>,
+    pub action: String,
+    /// Joined with spaces, these are the input JSON; without them it is read from stdin.
+    pub input: Vec<OsString>,
+}
+
+/// Subcommand names and flags that mean swarm-exec's own command line.
+fn is_cli_word(arg: &str) -> bool {
+    matches!(arg, "task-exec" | "exec" | "node-exec" | "help") || arg.starts_with('-')
+}
+
+/// The plugin protocol's reading of `args` (without argv[0]), unless they are a
+/// swarm-exec command line. `Err` is a usage error of the plugin protocol.
+pub fn plugin_args(args: &[OsString]) -> Option<Result<PluginArgs, String>> {
+    let mut p = PluginArgs::default();
+    let mut action = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let text = arg.to_string_lossy();
+        let mut file_flag =
+            |name: &str, slot: &mut Option<OsString>| -> Option<Result<(), String>> {
+                if text == name {
+                    Some(match it.next() {
+                        Some(v) => {
+                            *slot = Some(v.clone());
+                            Ok(())
+                        }
+                        None => Err(format!("{name} needs a file name")),
+                    })
+                } else {
+                    text.strip_prefix(&format!("{name}=")).map(|v| {
+                        *slot = Some(OsString::from(v));
+                        Ok(())
+                    })
+                }
+            };
+        if let Some(r) = file_flag("--stdout", &mut p.stdout) {
+            if let Err(e) = r {
+                return Some(Err(e));
+            }
+            continue;
+        }
+        if let Some(r) = file_flag("--stderr", &mut p.stderr) {
+            if let Err(e) = r {
+                return Some(Err(e));
+            }
+            continue;
+        }
+        match text.as_ref() {
+            "--debug" => p.debug = true,
+            "--compact" | "-c" => p.compact = true,
+            _ if action.is_none() => {
+                if is_cli_word(&text) {
+                    return None;
+                }
+                action = Some(text.into_owned());
+            }
+            _ => p.input.push(arg.clone()),
+        }
+    }
+    p.action = action?;
+    Some(Ok(p))
+}
+
 /// Parses the arguments; prints help or version and exits 0, or prints a usage error and
-/// exits 125, as docker does for its own usage errors.
-pub fn parse_or_exit() -> Cli {
-    Cli::try_parse().unwrap_or_else(|e| {
+/// exits 125 (2 for the plugin protocol), as docker does for its own usage errors.
+pub fn parse_or_exit() -> Invocation {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match plugin_args(args.get(1..).unwrap_or_default()) {
+        Some(Ok(p)) => return Invocation::Plugin(p),
+        Some(Err(e)) => {
+            eprintln!("swarm-exec: {e}");
+            std::process::exit(exit::PLUGIN_FAILED.into())
+        }
+        None => {}
+    }
+    Invocation::Cli(Cli::try_parse_from(args).unwrap_or_else(|e| {
         let _ = e.print();
         let code = if e.use_stderr() { exit::FAILED } else { 0 };
         std::process::exit(code.into())
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -167,6 +306,44 @@ mod tests {
         assert_eq!(a.env, ["A=1"]);
         assert_eq!(a.command, ["ls", "-la", "--timeout", "1"]);
         assert_eq!(a.timeout, Duration::from_secs(300));
+    }
+
+    fn plugin(args: &[&str]) -> Option<Result<PluginArgs, String>> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        plugin_args(&args)
+    }
+
+    #[test]
+    fn plugin_protocol_is_told_apart_from_the_cli() {
+        assert_eq!(plugin(&["task-exec", "web.1", "true"]), None);
+        assert_eq!(plugin(&["exec", "abc", "true"]), None);
+        assert_eq!(plugin(&["--help"]), None);
+        assert_eq!(plugin(&[]), None);
+        assert_eq!(plugin(&["--compact"]), None);
+        let p = plugin(&[
+            "--debug",
+            "-c",
+            "--stdout",
+            "o.txt",
+            "inst_exec",
+            "{\"a\":",
+            "1}",
+            "--stderr=e.txt",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            p,
+            PluginArgs {
+                debug: true,
+                compact: true,
+                stdout: Some("o.txt".into()),
+                stderr: Some("e.txt".into()),
+                action: "inst_exec".into(),
+                input: vec!["{\"a\":".into(), "1}".into()],
+            }
+        );
+        assert!(plugin(&["inst_exec", "--stdout"]).unwrap().is_err());
     }
 
     #[test]

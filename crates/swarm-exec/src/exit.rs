@@ -11,23 +11,29 @@
 //! | 143     | terminated by SIGTERM (the helper is removed first)                       |
 //!
 //! 124–127 may also be the command's own code; the message on stderr tells them apart.
+//!
+//! As a Skopos plugin (`swarm-exec [OPTIONS] <action> [JSON]`) the protocol's codes apply:
+//! 0 success, 2 failure (one line on stderr), and 130/143 as above.
 
 use std::process::ExitCode;
 
 use swarm_exec_core::{ExecError, Interrupt, Outcome};
 
-use crate::cli::Cli;
+use crate::cli::Invocation;
 
 pub const TIMED_OUT: u8 = 124;
 pub const FAILED: u8 = 125;
 pub const SIGINT: u8 = 130;
 pub const SIGTERM: u8 = 143;
+pub const PLUGIN_FAILED: u8 = 2;
 
 /// Runs the parsed command line and turns its result into the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
-    let code = match crate::cmd::run(cli) {
+pub fn run(invocation: Invocation) -> ExitCode {
+    let code = match crate::cmd::run(invocation) {
         Ok(Status::Outcome(outcome)) => outcome_code(outcome),
-        Ok(Status::Code(code)) => code,
+        Ok(Status::Helper(code)) => u8::try_from(code).unwrap_or(FAILED),
+        Ok(Status::PluginDone) => 0,
+        Ok(Status::PluginFailed) => PLUGIN_FAILED,
         Err(err) => {
             report(&err);
             FAILED
@@ -39,8 +45,12 @@ pub fn run(cli: Cli) -> ExitCode {
 /// What a subcommand ended with, short of failing.
 pub enum Status {
     Outcome(Outcome),
-    /// An exit code decided elsewhere (the helper's node-local mode).
-    Code(u8),
+    /// The helper's node-local mode: the command's code, or 124/125 (see `node_exec`).
+    Helper(i32),
+    /// A plugin action succeeded (its JSON is printed).
+    PluginDone,
+    /// A plugin action failed (its one-line reason is printed).
+    PluginFailed,
 }
 
 fn outcome_code(outcome: Outcome) -> u8 {
@@ -79,6 +89,8 @@ pub enum CliError {
     Connect(#[source] swarm_exec_core::ApiError),
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    LocalExec(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }

@@ -3,4 +3,6 @@
 
 mod util;
 
+mod example;
+mod plugin;
 mod task_exec;

@@ -103,6 +103,25 @@ pub fn swarm_exec(args: &[&str]) -> Output {
     wait(spawn_swarm_exec(args), Duration::from_secs(120))
 }
 
+/// Runs the swarm-exec binary with `input` on its stdin.
+pub fn swarm_exec_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start swarm-exec");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    // From a thread, so a child that does not read cannot block the test.
+    thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    wait(child, Duration::from_secs(120))
+}
+
 /// Runs the docker CLI against the lab manager.
 pub fn docker(args: &[&str]) -> Output {
     let child = Command::new("docker")

@@ -33,7 +33,5 @@ pub async fn run(args: NodeExecArgs) -> Result<Status, CliError> {
         &mut std::io::stdout(),
     )
     .await;
-    Ok(Status::Code(
-        u8::try_from(code).unwrap_or(crate::exit::FAILED),
-    ))
+    Ok(Status::Helper(code))
 }

@@ -40,7 +40,7 @@ pub async fn run(args: TaskExecArgs) -> Result<Status, CliError> {
 }
 
 /// A future that resolves on the first SIGINT or SIGTERM; handlers are installed now.
-fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
+pub fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     Ok(async move {
@@ -52,7 +52,7 @@ fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
 }
 
 /// The Engine API carries arguments as JSON strings: they must be UTF-8.
-fn utf8_arg(arg: OsString) -> Result<String, CliError> {
+pub fn utf8_arg(arg: OsString) -> Result<String, CliError> {
     arg.into_string().map_err(|a| {
         CliError::Usage(format!(
             "command argument {a:?} is not valid UTF-8, which the Docker API cannot carry"

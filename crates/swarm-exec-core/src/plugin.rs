@@ -1,0 +1,523 @@
+//! The Skopos plugin's `inst_exec` action: its input, running it over several instances at
+//! once, and the result object. No I/O here: the binary reads, prints and exits.
+//!
+//! Input is one JSON object. `inst` lists the instances (Swarm tasks; `id` is the task ID);
+//! the step's arguments sit at the top level: `command` (required), `timeout`, `image`,
+//! `selector`. On success the input is echoed back with one key added, [`RESULT_KEY`].
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::duration::{parse_duration, MAX_TIMEOUT};
+use crate::target::TaskRef;
+use crate::task_exec::{task_exec, ExecRequest, Interrupt, Outcome, OutputSink};
+use crate::SwarmApi;
+
+/// The key added to the echoed input: one entry per instance, in input order, each with
+/// `id`, `exit_code` (null when the command did not finish), `duration_s`, `output_tail`.
+pub const RESULT_KEY: &str = "swarm_exec";
+
+/// Bytes of each instance's output (stdout and stderr, as they came) kept in the result.
+pub const TAIL_BYTES: usize = 2048;
+
+/// The reference plugin's default, kept.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why the action failed; the message is the one line printed on stderr.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    #[error("failed to parse input data for plugin swarm-exec: {0}")]
+    Json(String),
+    #[error("input data for plugin swarm-exec must be a JSON object")]
+    NotObject,
+    #[error("invalid argument {key}: {reason}")]
+    Argument { key: &'static str, reason: String },
+    #[error("inst_exec failed: {0}")]
+    Failed(String),
+    #[error("inst_exec interrupted; helpers removed")]
+    Interrupted(Interrupt),
+}
+
+fn arg(key: &'static str, reason: impl Into<String>) -> PluginError {
+    PluginError::Argument {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Parses the plugin's input; empty (or blank) input is `{}`.
+pub fn parse_input(src: &str) -> Result<Map<String, Value>, PluginError> {
+    if src.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(src) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(PluginError::NotObject),
+        Err(e) => Err(PluginError::Json(e.to_string())),
+    }
+}
+
+/// What `inst_exec` was asked to do, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstExec {
+    pub tasks: Vec<TaskRef>,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    pub image: String,
+}
+
+/// Reads and checks `inst_exec`'s arguments; nothing is created on the swarm before this.
+pub fn inst_exec_args(
+    input: &Map<String, Value>,
+    default_image: &str,
+) -> Result<InstExec, PluginError> {
+    let insts = match input.get("inst") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(arg("inst", "must be a list of instances")),
+        None => return Err(arg("inst", "missing: no instances given")),
+    };
+    let tasks = insts
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let id = inst
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| arg("inst", format!("instance {i} has no string \"id\"")))?;
+            TaskRef::parse(id).map_err(|e| arg("inst", format!("instance {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let command = match input.get("command") {
+        Some(Value::String(s)) => split_command(s)?,
+        Some(Value::Array(a)) => string_list(a)?,
+        Some(_) => return Err(arg("command", "must be a string or a list of strings")),
+        None => {
+            return Err(arg(
+                "command",
+                "missing: the command to execute is required",
+            ))
+        }
+    };
+    let timeout = match input.get("timeout") {
+        None | Some(Value::Null) => DEFAULT_TIMEOUT,
+        Some(v) => parse_timeout(v)?,
+    };
+    let image = match input.get("image") {
+        None | Some(Value::Null) => default_image.to_owned(),
+        Some(Value::String(s)) if valid_image(s) => s.clone(),
+        Some(v) => return Err(arg("image", format!("invalid image reference {v}"))),
+    };
+    Ok(InstExec {
+        tasks,
+        command,
+        timeout,
+        image,
+    })
+}
+
+/// A command string is split by shell-word rules (quotes, backslashes) but never run by a
+/// shell; a string that starts with `[` is a JSON array of strings, taken verbatim.
+pub fn split_command(s: &str) -> Result<Vec<String>, PluginError> {
+    let words = if s.trim_start().starts_with('[') {
+        match serde_json::from_str::<Value>(s) {
+            Ok(Value::Array(a)) => string_list(&a)?,
+            _ => {
+                return Err(arg(
+                    "command",
+                    "starts with '[' but is not a JSON array of strings",
+                ))
+            }
+        }
+    } else {
+        shell_words::split(s).map_err(|e| arg("command", format!("{e} in {s:?}")))?
+    };
+    if words.is_empty() || words[0].is_empty() {
+        return Err(arg("command", "is empty"));
+    }
+    if words.iter().any(|w| w.contains('\0')) {
+        return Err(arg("command", "contains a NUL byte"));
+    }
+    Ok(words)
+}
+
+fn string_list(a: &[Value]) -> Result<Vec<String>, PluginError> {
+    let words = a
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| arg("command", "a command list must hold only strings"))?;
+    if words.is_empty() || words[0].is_empty() || words.iter().any(|w| w.contains('\0')) {
+        return Err(arg("command", "is empty or contains a NUL byte"));
+    }
+    Ok(words)
+}
+
+/// `timeout`: seconds as a number (`30`, `1.5`) or a string (`"30"`, `"30s"`, `"5m"`).
+pub fn parse_timeout(v: &Value) -> Result<Duration, PluginError> {
+    match v {
+        Value::Number(n) => {
+            let secs = n.as_f64().unwrap_or(f64::NAN);
+            if secs.is_nan() || secs <= 0.0 {
+                Err(arg(
+                    "timeout",
+                    format!("{n} must be a positive number of seconds"),
+                ))
+            } else if secs > MAX_TIMEOUT.as_secs_f64() {
+                Err(arg(
+                    "timeout",
+                    format!("{n} is longer than the maximum of one week"),
+                ))
+            } else {
+                Ok(Duration::from_secs_f64(secs))
+            }
+        }
+        Value::String(s) => parse_duration(s).map_err(|e| arg("timeout", e.to_string())),
+        other => Err(arg(
+            "timeout",
+            format!("{other} is neither a number nor a duration string"),
+        )),
+    }
+}
+
+/// A plausible image reference: no whitespace or control characters, not empty or huge.
+fn valid_image(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 512 && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// One instance's run, for the result object and the failure message.
+#[derive(Debug, Clone)]
+pub struct InstResult {
+    pub task: String,
+    pub outcome: Result<Outcome, String>,
+    pub duration: Duration,
+    pub tail: Vec<u8>,
+}
+
+impl InstResult {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, Ok(Outcome::Exited(0)))
+    }
+
+    fn failure(&self, timeout: Duration) -> Option<String> {
+        match &self.outcome {
+            Ok(Outcome::Exited(0)) => None,
+            Ok(Outcome::Exited(code)) => Some(format!("task {} exited with {code}", self.task)),
+            Ok(Outcome::TimedOut) => {
+                Some(format!("task {} timed out after {timeout:?}", self.task))
+            }
+            Ok(Outcome::Interrupted(_)) => Some(format!("task {} was interrupted", self.task)),
+            Err(e) => Some(format!("task {}: {e}", self.task)),
+        }
+    }
+}
+
+/// Keeps the last [`TAIL_BYTES`] of what passes through, and passes it on.
+pub struct TailSink<S> {
+    inner: S,
+    tail: Vec<u8>,
+}
+
+impl<S: OutputSink> TailSink<S> {
+    pub fn new(inner: S) -> Self {
+        TailSink {
+            inner,
+            tail: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > TAIL_BYTES {
+            self.tail.drain(..self.tail.len() - TAIL_BYTES);
+        }
+    }
+
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.inner, self.tail)
+    }
+}
+
+impl<S: OutputSink> OutputSink for TailSink<S> {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.keep(bytes);
+        self.inner.stdout(bytes);
+    }
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.keep(bytes);
+        self.inner.stderr(bytes);
+    }
+    fn warn(&mut self, message: &str) {
+        self.inner.warn(message);
+    }
+}
+
+/// Runs the command in every instance at once. `sink_for(i, task)` gives instance `i` its
+/// output sink; `cancel` stops them all (each removes its helper first).
+pub async fn run_inst_exec<A, S, F, C>(
+    api: &A,
+    args: &InstExec,
+    mut sink_for: F,
+    cancel: C,
+) -> Vec<InstResult>
+where
+    A: SwarmApi,
+    S: OutputSink,
+    F: FnMut(usize, &TaskRef) -> S,
+    C: std::future::Future<Output = Interrupt>,
+{
+    let (tx, rx) = watch::channel(None::<Interrupt>);
+    let runs = args.tasks.iter().enumerate().map(|(i, task)| {
+        let mut sink = TailSink::new(sink_for(i, task));
+        let mut rx = rx.clone();
+        let req = ExecRequest {
+            target: task.clone(),
+            command: args.command.clone(),
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            privileged: false,
+            timeout: args.timeout,
+            image: args.image.clone(),
+        };
+        async move {
+            let started = Instant::now();
+            let cancelled = async move {
+                loop {
+                    if let Some(i) = *rx.borrow_and_update() {
+                        return i;
+                    }
+                    if rx.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            };
+            let outcome = task_exec(api, &req, &mut sink, cancelled)
+                .await
+                .map_err(|e| e.to_string());
+            let (_, tail) = sink.into_parts();
+            InstResult {
+                task: req.target.to_string(),
+                outcome,
+                duration: started.elapsed(),
+                tail,
+            }
+        }
+    });
+    let all = join_all(runs);
+    tokio::pin!(all);
+    tokio::select! {
+        results = &mut all => results,
+        i = cancel => {
+            let _ = tx.send(Some(i));
+            all.await
+        }
+    }
+}
+
+/// The input echoed with [`RESULT_KEY`] added; or why the step failed.
+pub fn finish(
+    mut input: Map<String, Value>,
+    args: &InstExec,
+    results: &[InstResult],
+) -> Result<Map<String, Value>, PluginError> {
+    if let Some(i) = results.iter().find_map(|r| match r.outcome {
+        Ok(Outcome::Interrupted(i)) => Some(i),
+        _ => None,
+    }) {
+        return Err(PluginError::Interrupted(i));
+    }
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.failure(args.timeout))
+        .collect();
+    if !failures.is_empty() {
+        return Err(PluginError::Failed(failures.join("; ")));
+    }
+    let entries: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.task,
+                "exit_code": match r.outcome { Ok(Outcome::Exited(c)) => Some(c), _ => None },
+                "duration_s": (r.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+                "output_tail": String::from_utf8_lossy(&r.tail),
+            })
+        })
+        .collect();
+    input.insert(RESULT_KEY.to_owned(), Value::Array(entries));
+    Ok(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn input_forms() {
+        assert_eq!(parse_input("").unwrap(), Map::new());
+        assert_eq!(parse_input("  \n").unwrap(), Map::new());
+        assert!(matches!(parse_input("{"), Err(PluginError::Json(_))));
+        assert!(matches!(parse_input("[1]"), Err(PluginError::NotObject)));
+        assert!(matches!(parse_input("\"x\""), Err(PluginError::NotObject)));
+    }
+
+    #[test]
+    fn commands_split_by_shell_words_never_by_spaces() {
+        assert_eq!(split_command("sleep 3").unwrap(), ["sleep", "3"]);
+        assert_eq!(
+            split_command(r#"sh -c 'echo "a  b"; exit 3'"#).unwrap(),
+            ["sh", "-c", r#"echo "a  b"; exit 3"#]
+        );
+        assert_eq!(split_command(r"printf a\ b").unwrap(), ["printf", "a b"]);
+        assert_eq!(
+            split_command(r#"["echo", "it's", "$HOME"]"#).unwrap(),
+            ["echo", "it's", "$HOME"]
+        );
+        for bad in [
+            "",
+            "   ",
+            "'unterminated",
+            "[1, 2]",
+            "[\"\"]",
+            "[not json",
+            "\"\"",
+        ] {
+            assert!(split_command(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout(&json!(30)).unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            parse_timeout(&json!(1.5)).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_timeout(&json!("30")).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse_timeout(&json!("5m")).unwrap(),
+            Duration::from_secs(300)
+        );
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1e12),
+            json!("soon"),
+            json!(true),
+            json!([30]),
+        ] {
+            assert!(parse_timeout(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn arguments() {
+        let ok = obj(
+            json!({"inst": [{"id": "abc", "ipaddr": "10.0.0.2"}], "command": "true", "selector": "new"}),
+        );
+        let a = inst_exec_args(&ok, "img:1").unwrap();
+        assert_eq!(a.tasks, [TaskRef::Id("abc".into())]);
+        assert_eq!(a.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(a.image, "img:1");
+        let cases = [
+            (json!({"command": "true"}), "inst"),
+            (json!({"inst": {}, "command": "true"}), "inst"),
+            (
+                json!({"inst": [{"ipaddr": "x"}], "command": "true"}),
+                "inst",
+            ),
+            (
+                json!({"inst": [{"id": "web.1; ls"}], "command": "true"}),
+                "inst",
+            ),
+            (json!({"inst": [{"id": "abc"}]}), "command"),
+            (json!({"inst": [{"id": "abc"}], "command": 5}), "command"),
+            (
+                json!({"inst": [{"id": "abc"}], "command": "true", "timeout": "x"}),
+                "timeout",
+            ),
+            (
+                json!({"inst": [{"id": "abc"}], "command": "true", "image": "a b"}),
+                "image",
+            ),
+            (
+                json!({"inst": [{"id": "abc"}], "command": "true", "image": ""}),
+                "image",
+            ),
+        ];
+        for (input, key) in cases {
+            match inst_exec_args(&obj(input.clone()), "img") {
+                Err(PluginError::Argument { key: k, .. }) => assert_eq!(k, key, "{input}"),
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn result_object_and_failure_message() {
+        let input =
+            obj(json!({"inst": [{"id": "a"}, {"id": "b"}], "command": "true", "project": "p"}));
+        let args = inst_exec_args(&input, "img").unwrap();
+        let r = |task: &str, outcome| InstResult {
+            task: task.into(),
+            outcome,
+            duration: Duration::from_millis(1234),
+            tail: b"hi\n".to_vec(),
+        };
+        let ok = finish(
+            input.clone(),
+            &args,
+            &[
+                r("a", Ok(Outcome::Exited(0))),
+                r("b", Ok(Outcome::Exited(0))),
+            ],
+        )
+        .unwrap();
+        let keys: Vec<&String> = ok.keys().collect();
+        assert_eq!(keys, ["inst", "command", "project", RESULT_KEY]);
+        assert_eq!(
+            ok[RESULT_KEY][1],
+            json!({"id": "b", "exit_code": 0, "duration_s": 1.234, "output_tail": "hi\n"})
+        );
+        let err = finish(
+            input,
+            &args,
+            &[
+                r("a", Ok(Outcome::Exited(3))),
+                r("b", Err("no task matches b".into())),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "inst_exec failed: task a exited with 3; task b: no task matches b"
+        );
+    }
+
+    #[test]
+    fn tail_keeps_the_end() {
+        struct Null;
+        impl OutputSink for Null {
+            fn stdout(&mut self, _: &[u8]) {}
+            fn stderr(&mut self, _: &[u8]) {}
+            fn warn(&mut self, _: &str) {}
+        }
+        let mut t = TailSink::new(Null);
+        t.stdout(&vec![b'a'; TAIL_BYTES]);
+        t.stderr(b"end");
+        let (_, tail) = t.into_parts();
+        assert_eq!(tail.len(), TAIL_BYTES);
+        assert!(tail.ends_with(b"aend"));
+    }
+}

@@ -1,0 +1,217 @@
+//! The Skopos plugin protocol: `swarm-exec [OPTIONS] <action> [JSON]`.
+//!
+//! Reads the input object (arguments, else stdin), runs the action, and prints either the
+//! input echoed with the results (stdout, exit 0) or one line saying why not (stderr,
+//! exit 2). Nothing is written to stdout unless the action succeeded.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use swarm_exec_core::plugin::{finish, inst_exec_args, parse_input, run_inst_exec, PluginError};
+use swarm_exec_core::target::TaskRef;
+use swarm_exec_core::{BollardApi, OutputSink, DEFAULT_IMAGE};
+
+use crate::cli::PluginArgs;
+use crate::cmd::task_exec::interrupted;
+use crate::exit::Status;
+
+type Stream = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Where the plugin's stdout and stderr go (`--stdout`/`--stderr` may name files; the same
+/// file for both means one file).
+struct Streams {
+    out: Stream,
+    err: Stream,
+}
+
+impl Streams {
+    fn open(args: &PluginArgs) -> io::Result<Streams> {
+        let file = |p: &std::ffi::OsString| -> io::Result<Stream> {
+            Ok(Arc::new(Mutex::new(Box::new(File::create(p)?))))
+        };
+        let out = match &args.stdout {
+            Some(p) => file(p)?,
+            None => Arc::new(Mutex::new(Box::new(io::stdout()) as Box<dyn Write + Send>)),
+        };
+        let err = match &args.stderr {
+            Some(p) if Some(p) == args.stdout.as_ref() => out.clone(),
+            Some(p) => file(p)?,
+            None => Arc::new(Mutex::new(Box::new(io::stderr()) as Box<dyn Write + Send>)),
+        };
+        Ok(Streams { out, err })
+    }
+
+    fn line(stream: &Stream, text: &str) {
+        let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(w, "{text}").and_then(|()| w.flush());
+    }
+}
+
+pub fn run(args: PluginArgs) -> Status {
+    let streams = match Streams::open(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Plugin swarm-exec cannot open its output files: {e}");
+            return Status::PluginFailed;
+        }
+    };
+    super::init_tracing(args.debug.then_some("debug"));
+    let fail = |msg: &str| {
+        Streams::line(&streams.err, msg);
+        Status::PluginFailed
+    };
+    let run_action = match args.action.as_str() {
+        "inst_exec" => true,
+        "preflight" | "postflight" => false,
+        other => {
+            return fail(&format!(
+                "Plugin swarm-exec does not support action {other}"
+            ))
+        }
+    };
+    let input = match read_input(&args).and_then(|src| parse_input(&src)) {
+        Ok(i) => i,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let output = if run_action {
+        match inst_exec(input, &streams) {
+            Ok(o) => o,
+            Err(PluginError::Interrupted(i)) => {
+                Streams::line(&streams.err, &PluginError::Interrupted(i).to_string());
+                return Status::Outcome(swarm_exec_core::Outcome::Interrupted(i));
+            }
+            Err(e) => return fail(&e.to_string()),
+        }
+    } else {
+        Map::new()
+    };
+    let value = Value::Object(output);
+    let text = if args.compact {
+        serde_json::to_string(&value)
+    } else {
+        serde_json::to_string_pretty(&value)
+    };
+    match text {
+        Ok(t) => {
+            Streams::line(&streams.out, &t);
+            Status::PluginDone
+        }
+        Err(e) => fail(&format!(
+            "Plugin swarm-exec failed to encode its output: {e}"
+        )),
+    }
+}
+
+fn read_input(args: &PluginArgs) -> Result<String, PluginError> {
+    if !args.input.is_empty() {
+        let parts: Option<Vec<&str>> = args.input.iter().map(|a| a.to_str()).collect();
+        return parts
+            .map(|p| p.join(" "))
+            .ok_or_else(|| PluginError::Json("the input is not valid UTF-8".into()));
+    }
+    let mut src = String::new();
+    io::stdin()
+        .read_to_string(&mut src)
+        .map_err(|e| PluginError::Json(format!("cannot read stdin: {e}")))?;
+    Ok(src)
+}
+
+fn inst_exec(
+    input: Map<String, Value>,
+    streams: &Streams,
+) -> Result<Map<String, Value>, PluginError> {
+    let default_image =
+        std::env::var("SWARM_EXEC_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+    // Everything is validated before anything is created on the swarm.
+    let args = inst_exec_args(&input, &default_image)?;
+    if args.tasks.is_empty() {
+        return finish(input, &args, &[]);
+    }
+    let failed = |e: String| PluginError::Failed(e);
+    let api = BollardApi::connect_from_env().map_err(|e| failed(e.to_string()))?;
+    let rt = super::runtime().map_err(|e| failed(e.to_string()))?;
+    let several = args.tasks.len() > 1;
+    let results = rt.block_on(async {
+        // Signal handlers need the runtime; they are installed before any helper exists.
+        let cancel = interrupted().map_err(|e| failed(e.to_string()))?;
+        Ok(run_inst_exec(
+            &api,
+            &args,
+            |_, task| CommandOutput::new(streams.err.clone(), several.then(|| prefix(task))),
+            cancel,
+        )
+        .await)
+    })?;
+    finish(input, &args, &results)
+}
+
+fn prefix(task: &TaskRef) -> String {
+    match task {
+        TaskRef::Id(id) => format!("{} | ", &id[..12.min(id.len())]),
+        other => format!("{other} | "),
+    }
+}
+
+/// The commands' output, all onto the plugin's stderr (stdout carries only the JSON);
+/// line by line with the instance's prefix when there are several instances.
+struct CommandOutput {
+    err: Stream,
+    prefix: Option<String>,
+    pending: Vec<u8>,
+}
+
+impl CommandOutput {
+    fn new(err: Stream, prefix: Option<String>) -> Self {
+        CommandOutput {
+            err,
+            prefix,
+            pending: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut w = self.err.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(prefix) = &self.prefix else {
+            let _ = w.write_all(bytes).and_then(|()| w.flush());
+            return;
+        };
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos + 1;
+            let _ = w
+                .write_all(prefix.as_bytes())
+                .and_then(|()| w.write_all(&self.pending[start..end]));
+            start = end;
+        }
+        let _ = w.flush();
+        self.pending.drain(..start);
+    }
+}
+
+impl Drop for CommandOutput {
+    fn drop(&mut self) {
+        if let (Some(prefix), false) = (&self.prefix, self.pending.is_empty()) {
+            let mut w = self.err.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = w
+                .write_all(prefix.as_bytes())
+                .and_then(|()| w.write_all(&self.pending))
+                .and_then(|()| w.write_all(b"\n"))
+                .and_then(|()| w.flush());
+        }
+    }
+}
+
+impl OutputSink for CommandOutput {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.write(bytes);
+    }
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.write(bytes);
+    }
+    fn warn(&mut self, message: &str) {
+        Streams::line(&self.err, &format!("swarm-exec: warning: {message}"));
+    }
+}

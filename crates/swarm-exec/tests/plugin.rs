@@ -1,0 +1,362 @@
+//! The Skopos plugin protocol against the lab swarm, with input fed exactly as Skopos
+//! feeds it: a JSON object on stdin (or as arguments), the step's arguments at top level.
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+/// The JSON on stdout with what varies from run to run (task IDs, durations) replaced, so
+/// it can be snapshotted.
+fn normalized(out: &Output, tasks: &[&Task]) -> String {
+    let mut text = out.stdout_str();
+    for (i, t) in tasks.iter().enumerate() {
+        text = text.replace(&t.id, &format!("<task{i}>"));
+    }
+    let mut v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    if let Some(results) = v.get_mut("swarm_exec").and_then(Value::as_array_mut) {
+        for r in results {
+            let d = r["duration_s"].as_f64().expect("duration_s");
+            assert!(d > 0.0 && d < 60.0, "{d}");
+            r["duration_s"] = json!("<duration>");
+        }
+    }
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+fn input(tasks: &[&Task], command: Value, extra: Value) -> String {
+    let mut v = json!({
+        "project": "swarm-exec-e2e",
+        "inst": tasks.iter().map(|t| json!({"id": t.id, "ipaddr": "10.0.0.9"})).collect::<Vec<_>>(),
+        "selector": "new",
+        "command": command,
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    v.to_string()
+}
+
+fn worker_task(svc: &Service, node: &str) -> Task {
+    svc.tasks
+        .iter()
+        .find(|t| t.node == node)
+        .cloned()
+        .expect("task on node")
+}
+
+#[test]
+fn true_succeeds_and_echoes_the_input_with_results() {
+    let svc = shared();
+    let t = worker_task(svc, "node2");
+    let out = swarm_exec_stdin(&["inst_exec"], &input(&[&t], json!("true"), json!({})));
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    assert!(out.stderr.is_empty(), "{}", out.stderr_str());
+    insta::assert_snapshot!("inst_exec_true", normalized(&out, &[&t]));
+}
+
+#[test]
+fn failures_exit_2_with_one_line_and_nothing_on_stdout() {
+    // Its own service, so that no other test's helper counts as a leftover of this one.
+    let svc = &Service::global();
+    let t = worker_task(svc, "node3");
+    let cases = [
+        (json!("false"), json!({}), "exited with 1"),
+        (json!("no-such-command-here"), json!({}), "exited with 12"), // 126 or 127
+        (
+            json!("sleep 5"),
+            json!({"timeout": 1}),
+            "timed out after 1s",
+        ),
+        (
+            json!("sleep 5"),
+            json!({"timeout": "2s"}),
+            "timed out after 2s",
+        ),
+    ];
+    for (command, extra, expected) in cases {
+        let out = swarm_exec_stdin(&["inst_exec"], &input(&[&t], command.clone(), extra));
+        assert_eq!(out.code, 2, "{command}: {}", out.stderr_str());
+        assert!(out.stdout.is_empty(), "{command}: {}", out.stdout_str());
+        let last = out
+            .stderr_str()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            last.starts_with("inst_exec failed: task "),
+            "{command}: {last}"
+        );
+        assert!(last.contains(expected), "{command}: {last}");
+        assert!(last.contains(&t.id), "{command}: {last}");
+    }
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn sleep_5_succeeds_within_the_default_timeout() {
+    let t = worker_task(shared(), "node2");
+    let out = swarm_exec(&[
+        "--compact",
+        "inst_exec",
+        &input(&[&t], json!("sleep 5"), json!({"timeout": "30"})),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    assert!(out.elapsed.as_secs_f64() >= 5.0);
+    // --compact: one line.
+    assert_eq!(out.stdout_str().lines().count(), 1, "{}", out.stdout_str());
+    insta::assert_snapshot!("inst_exec_compact_sleep", normalized(&out, &[&t]));
+}
+
+#[test]
+fn two_instances_on_two_nodes_run_at_once_with_prefixed_output() {
+    let svc = shared();
+    let (a, b) = (worker_task(svc, "node2"), worker_task(svc, "node3"));
+    let out = swarm_exec_stdin(
+        &["inst_exec"],
+        &input(
+            &[&a, &b],
+            json!("sh -c 'sleep 2; echo done on $(hostname)'"),
+            json!({}),
+        ),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    // Concurrently, not one after the other.
+    assert!(out.elapsed.as_secs_f64() < 4.0, "{:?}", out.elapsed);
+    let err = out.stderr_str();
+    for t in [&a, &b] {
+        assert!(
+            err.contains(&format!("{} | done on ", &t.id[..12])),
+            "{err}"
+        );
+    }
+    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    for (i, t) in [&a, &b].iter().enumerate() {
+        assert_eq!(v["swarm_exec"][i]["id"], json!(t.id));
+        let tail = v["swarm_exec"][i]["output_tail"].as_str().unwrap();
+        assert_eq!(tail, format!("done on {}\n", container_host(t)));
+    }
+    // The tails name the containers, which differ per run; they were checked above.
+    let redacted = normalized(&out, &[&a, &b])
+        .lines()
+        .map(|l| {
+            if l.contains("\"output_tail\"") {
+                "      \"output_tail\": \"<checked>\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("inst_exec_two_instances", redacted);
+}
+
+#[test]
+fn one_failing_instance_fails_the_step_and_is_named() {
+    let svc = shared();
+    let (a, b) = (worker_task(svc, "node2"), worker_task(svc, "node3"));
+    // Each container's hostname is its own ID: only one of them matches.
+    let out = swarm_exec_stdin(
+        &["inst_exec"],
+        &input(
+            &[&a, &b],
+            json!(format!(
+                "sh -c '[ $(hostname) = {} ] || exit 4'",
+                container_host(&a)
+            )),
+            json!({}),
+        ),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr_str());
+    let last = out.stderr_str().lines().last().unwrap().to_owned();
+    assert_eq!(
+        last,
+        format!("inst_exec failed: task {} exited with 4", b.id)
+    );
+}
+
+fn container_host(t: &Task) -> String {
+    docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Status.ContainerStatus.ContainerID}}",
+        &t.id,
+    ])[..12]
+        .to_owned()
+}
+
+#[test]
+fn quoted_arguments_are_split_like_a_shell_would_but_not_run_by_one() {
+    let t = worker_task(shared(), "node3");
+    let cases = [
+        (
+            json!(r#"printf '[%s]' "a  b" 'c d' e\ f '$HOME'"#),
+            "[a  b][c d][e f][$HOME]",
+        ),
+        (json!(r#"["printf", "[%s]", "x y", "; ls"]"#), "[x y][; ls]"),
+        (json!(["printf", "[%s]", "list form"]), "[list form]"),
+    ];
+    for (command, expected) in cases {
+        let out = swarm_exec_stdin(&["inst_exec"], &input(&[&t], command.clone(), json!({})));
+        assert_eq!(out.code, 0, "{command}: {}", out.stderr_str());
+        assert_eq!(out.stderr_str(), expected, "{command}");
+    }
+}
+
+#[test]
+fn bad_input_exits_2_before_anything_is_created() {
+    let svc = Service::global();
+    let t = worker_task(&svc, "node2");
+    let id = t.id.as_str();
+    let cases: Vec<(Vec<String>, String, &str)> = vec![
+        (
+            vec!["inst_exec".into()],
+            "{\"inst\": [".to_owned(),
+            "failed to parse input data",
+        ),
+        (
+            vec!["inst_exec".into(), "{not".into(), "json}".into()],
+            "".to_owned(),
+            "failed to parse input data",
+        ),
+        (
+            vec!["inst_exec".into()],
+            format!("{{\"inst\":[{{\"id\":\"{id}\"}}]}}"),
+            "invalid argument command: missing",
+        ),
+        (
+            vec!["inst_exec".into()],
+            "{\"command\":\"true\"}".to_owned(),
+            "invalid argument inst: missing",
+        ),
+        (
+            vec!["inst_exec".into()],
+            format!("{{\"inst\":[{{\"id\":\"{id}\"}}],\"command\":\"true\",\"timeout\":\"soon\"}}"),
+            "invalid argument timeout",
+        ),
+        (
+            vec!["inst_exec".into()],
+            format!("{{\"inst\":[{{\"id\":\"{id}\"}}],\"command\":\"true\",\"timeout\":-3}}"),
+            "invalid argument timeout",
+        ),
+        (
+            vec!["inst_exec".into()],
+            format!("{{\"inst\":[{{\"id\":\"{id}\"}}],\"command\":\"'oops\"}}"),
+            "invalid argument command",
+        ),
+        (
+            vec!["inst_exec".into()],
+            "{\"inst\":[{\"id\":\"web.1; ls\"}],\"command\":\"true\"}".to_owned(),
+            "invalid argument inst",
+        ),
+        (
+            vec!["inst_exec".into()],
+            "[1,2]".to_owned(),
+            "must be a JSON object",
+        ),
+        (
+            vec!["do_something".into()],
+            "{}".to_owned(),
+            "Plugin swarm-exec does not support action do_something",
+        ),
+    ];
+    for (args, stdin, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = swarm_exec_stdin(&args, &stdin);
+        assert_eq!(out.code, 2, "{args:?} {stdin}: {}", out.stderr_str());
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = out.stderr_str();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(expected), "{args:?} {stdin}: {err}");
+    }
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn empty_inst_preflight_and_postflight_succeed_without_touching_the_swarm() {
+    let out = swarm_exec_stdin(
+        &["inst_exec"],
+        r#"{"inst": [], "command": "true", "project": "p"}"#,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    insta::assert_snapshot!("inst_exec_empty_inst", out.stdout_str());
+    for action in ["preflight", "postflight"] {
+        let out = swarm_exec_stdin(&[action], r#"{"project": "p", "inst": []}"#);
+        assert_eq!(out.code, 0, "{}", out.stderr_str());
+        assert_eq!(out.stdout_str(), "{}\n");
+        let out = swarm_exec_stdin(&[action], "");
+        assert_eq!((out.code, out.stdout_str()), (0, "{}\n".to_owned()));
+    }
+}
+
+#[test]
+fn stdout_and_stderr_can_be_redirected_to_files() {
+    let t = worker_task(shared(), "node2");
+    let dir =
+        std::env::temp_dir().join(format!("swarm-exec-e2e-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (o, e, both) = (
+        dir.join("out.json"),
+        dir.join("err.txt"),
+        dir.join("both.txt"),
+    );
+    let json_in = input(&[&t], json!("sh -c 'echo to-stderr-of-plugin'"), json!({}));
+    let out = swarm_exec_stdin(
+        &[
+            "--stdout",
+            o.to_str().unwrap(),
+            "--stderr",
+            e.to_str().unwrap(),
+            "-c",
+            "inst_exec",
+        ],
+        &json_in,
+    );
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&o).unwrap()).unwrap();
+    assert_eq!(v["swarm_exec"][0]["exit_code"], json!(0));
+    assert_eq!(
+        std::fs::read_to_string(&e).unwrap(),
+        "to-stderr-of-plugin\n"
+    );
+    // One file for both.
+    let p = both.to_str().unwrap();
+    let out = swarm_exec_stdin(
+        &["--stdout", p, "--stderr", p, "inst_exec"],
+        "{\"inst\": [], \"command\": \"\"}",
+    );
+    assert_eq!(out.code, 2);
+    assert!(std::fs::read_to_string(&both)
+        .unwrap()
+        .contains("invalid argument command"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reference_words_keep_working() {
+    let svc = shared();
+    let t = worker_task(svc, "node3");
+    let image = format!("swarm-exec:{}", env!("CARGO_PKG_VERSION"));
+    let out = swarm_exec(&["task-exec", "--image", &image, &t.id, "sh", "-c", "exit 6"]);
+    assert_eq!(out.code, 6, "{}", out.stderr_str());
+    // `exec CONTAINER CMD` runs on the engine swarm-exec talks to: the manager's task.
+    let m = svc
+        .tasks
+        .iter()
+        .find(|t| t.node == "node1")
+        .expect("manager task");
+    let container = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Status.ContainerStatus.ContainerID}}",
+        &m.id,
+    ]);
+    let out = swarm_exec(&["exec", &container, "sh", "-c", "echo local; exit 3"]);
+    assert_eq!(
+        (out.code, out.stdout_str()),
+        (3, "local\n".to_owned()),
+        "{}",
+        out.stderr_str()
+    );
+}
