@@ -41,6 +41,8 @@ pub struct TaskInfo {
     pub exit_code: Option<i64>,
     /// RFC 3339 time of the last status change; used only to order a slot's history.
     pub updated: String,
+    /// The container labels of the task's spec.
+    pub container_labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,6 +119,11 @@ pub trait SwarmApi: Send + Sync {
         &self,
         name_or_id: &str,
     ) -> impl Future<Output = Result<ServiceInfo, ApiError>> + Send;
+    /// Services carrying `label` (`key` or `key=value`).
+    fn list_services(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = Result<Vec<ServiceInfo>, ApiError>> + Send;
     /// By hostname or ID.
     fn inspect_node(
         &self,
@@ -249,6 +256,14 @@ fn state_str(state: Option<TaskState>) -> String {
 }
 
 fn task_info(t: bollard::models::Task) -> TaskInfo {
+    let mut container_labels: Vec<(String, String)> = t
+        .spec
+        .and_then(|s| s.container_spec)
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    container_labels.sort();
     let status = t.status.unwrap_or_default();
     let container = status.container_status.unwrap_or_default();
     TaskInfo {
@@ -263,6 +278,17 @@ fn task_info(t: bollard::models::Task) -> TaskInfo {
         container_id: container.container_id.unwrap_or_default(),
         exit_code: container.exit_code,
         updated: t.updated_at.map(|d| d.to_string()).unwrap_or_default(),
+        container_labels,
+    }
+}
+
+fn service_info(s: bollard::models::Service) -> ServiceInfo {
+    let spec = s.spec.unwrap_or_default();
+    let mode = spec.mode.unwrap_or_default();
+    ServiceInfo {
+        id: s.id.unwrap_or_default(),
+        name: spec.name.unwrap_or_default(),
+        global: mode.global.is_some() || mode.global_job.is_some(),
     }
 }
 
@@ -310,13 +336,25 @@ impl SwarmApi for BollardApi {
                 .map_err(classify)
         })
         .await?;
-        let spec = s.spec.unwrap_or_default();
-        let mode = spec.mode.unwrap_or_default();
-        Ok(ServiceInfo {
-            id: s.id.unwrap_or_default(),
-            name: spec.name.unwrap_or_default(),
-            global: mode.global.is_some() || mode.global_job.is_some(),
+        Ok(service_info(s))
+    }
+
+    async fn list_services(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        let opts = bollard::query_parameters::ListServicesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![label.to_owned()],
+            )])),
+            status: None,
+        };
+        let services = retry("list services", || async {
+            self.docker
+                .list_services(Some(opts.clone()))
+                .await
+                .map_err(classify)
         })
+        .await?;
+        Ok(services.into_iter().map(service_info).collect())
     }
 
     async fn inspect_node(&self, name_or_id: &str) -> Result<NodeInfo, ApiError> {
@@ -547,7 +585,7 @@ mod tests {
             image: "sha256:abc".into(),
             node_id: "n".repeat(25),
             args: vec!["node-exec".into()],
-            labels: vec![("swarm-exec.helper".into(), "task-exec".into())],
+            labels: vec![("swarm-exec.helper".into(), "1".into())],
             socket: "/var/run/docker.sock".into(),
             memory_limit: 64 << 20,
             nano_cpus: 500_000_000,
@@ -562,7 +600,7 @@ mod tests {
         assert_eq!(t["ContainerSpec"]["Mounts"][0]["Type"], "bind");
         assert_eq!(t["ContainerSpec"]["ReadOnly"], true);
         assert_eq!(t["LogDriver"]["Name"], "json-file");
-        assert_eq!(json["Labels"]["swarm-exec.helper"], "task-exec");
+        assert_eq!(json["Labels"]["swarm-exec.helper"], "1");
         assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
     }
 }

@@ -6,12 +6,16 @@
 //! bytes raw: each chunk is base64-encoded on a line of its own,
 //!
 //! ```text
-//! swx1 <nonce> o <base64>   a chunk of the command's stdout
-//! swx1 <nonce> e <base64>   a chunk of the command's stderr
-//! swx1 <nonce> x <code>     the command exited with <code> (the last record)
-//! swx1 <nonce> t            the helper's own deadline passed (the last record)
-//! swx1 <nonce> f <base64>   the helper failed before or while running the command
+//! swx1 <nonce> o <i> <base64>   a chunk of the stdout of the command in target <i>
+//! swx1 <nonce> e <i> <base64>   a chunk of its stderr
+//! swx1 <nonce> x <i> <code>     the command in target <i> exited with <code>
+//! swx1 <nonce> f <i> <base64>   the command in target <i> could not be run (why)
+//! swx1 <nonce> d                every target has its x or f record (the last record)
+//! swx1 <nonce> t                the helper's own deadline passed (the last record)
 //! ```
+//!
+//! A helper serves one or more targets (containers on its node), numbered from 0 in the
+//! order it was given them.
 //!
 //! The nonce is chosen by the manager per run. Lines without it are not records, and since
 //! the command's output is always encoded, nothing the command prints can forge a record.
@@ -25,14 +29,15 @@ const MAGIC: &str = "swx1";
 /// Raw bytes per output record; 8 KiB encodes to a line of about 11 KiB.
 pub const CHUNK: usize = 8 * 1024;
 
-/// One decoded record.
+/// One decoded record; the `usize` is the target's index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Stdout(Vec<u8>),
-    Stderr(Vec<u8>),
-    Exit(i64),
+    Stdout(usize, Vec<u8>),
+    Stderr(usize, Vec<u8>),
+    Exit(usize, i64),
+    Failed(usize, String),
+    Done,
     TimedOut,
-    Failed(String),
 }
 
 /// Encodes records for one nonce.
@@ -60,19 +65,20 @@ impl Encoder {
             out.push(b'\n');
         };
         match record {
-            Record::Stdout(bytes) | Record::Stderr(bytes) => {
-                let tag = if matches!(record, Record::Stdout(_)) {
+            Record::Stdout(i, bytes) | Record::Stderr(i, bytes) => {
+                let tag = if matches!(record, Record::Stdout(..)) {
                     "o"
                 } else {
                     "e"
                 };
                 for chunk in bytes.chunks(CHUNK) {
-                    line(tag, &B64.encode(chunk));
+                    line(tag, &format!("{i} {}", B64.encode(chunk)));
                 }
             }
-            Record::Exit(code) => line("x", &code.to_string()),
+            Record::Exit(i, code) => line("x", &format!("{i} {code}")),
+            Record::Failed(i, msg) => line("f", &format!("{i} {}", B64.encode(msg.as_bytes()))),
+            Record::Done => line("d", ""),
             Record::TimedOut => line("t", ""),
-            Record::Failed(msg) => line("f", &B64.encode(msg.as_bytes())),
         }
     }
 }
@@ -129,16 +135,24 @@ impl Decoder {
         let Ok(body) = std::str::from_utf8(body) else {
             return other();
         };
-        let (tag, payload) = body.split_once(' ').unwrap_or((body, ""));
+        let (tag, rest) = body.split_once(' ').unwrap_or((body, ""));
+        let indexed = || -> Option<(usize, &str)> {
+            let (i, payload) = rest.split_once(' ')?;
+            Some((i.parse().ok()?, payload))
+        };
         let record = match tag {
-            "o" => B64.decode(payload).ok().map(Record::Stdout),
-            "e" => B64.decode(payload).ok().map(Record::Stderr),
-            "x" => payload.parse().ok().map(Record::Exit),
-            "t" if payload.is_empty() => Some(Record::TimedOut),
-            "f" => B64
-                .decode(payload)
-                .ok()
-                .map(|m| Record::Failed(String::from_utf8_lossy(&m).into_owned())),
+            "o" => indexed().and_then(|(i, p)| Some(Record::Stdout(i, B64.decode(p).ok()?))),
+            "e" => indexed().and_then(|(i, p)| Some(Record::Stderr(i, B64.decode(p).ok()?))),
+            "x" => indexed().and_then(|(i, p)| Some(Record::Exit(i, p.parse().ok()?))),
+            "f" => indexed().and_then(|(i, p)| {
+                let msg = B64.decode(p).ok()?;
+                Some(Record::Failed(
+                    i,
+                    String::from_utf8_lossy(&msg).into_owned(),
+                ))
+            }),
+            "d" if rest.is_empty() => Some(Record::Done),
+            "t" if rest.is_empty() => Some(Record::TimedOut),
             _ => None,
         };
         record.map_or_else(other, Line::Record)
@@ -164,42 +178,55 @@ mod tests {
         let binary: Vec<u8> = (0..=255u8).cycle().take(3 * CHUNK + 17).collect();
         let enc = Encoder::new("n0nce");
         let mut wire = Vec::new();
-        enc.encode(&Record::Stdout(binary.clone()), &mut wire);
-        enc.encode(&Record::Stderr(b"\xff\xfe no newline".to_vec()), &mut wire);
-        enc.encode(&Record::Exit(7), &mut wire);
+        enc.encode(&Record::Stdout(0, binary.clone()), &mut wire);
+        enc.encode(
+            &Record::Stderr(0, b"\xff\xfe no newline".to_vec()),
+            &mut wire,
+        );
+        enc.encode(&Record::Stdout(1, b"other target".to_vec()), &mut wire);
+        enc.encode(&Record::Exit(0, 7), &mut wire);
+        enc.encode(&Record::Done, &mut wire);
         for split in [1, 3, 100, 4096, wire.len()] {
             let lines = decode_all("n0nce", &wire, split);
             let mut out = Vec::new();
             let mut err = Vec::new();
+            let mut other = Vec::new();
             let mut exit = None;
+            let mut done = false;
             for l in lines {
                 match l {
-                    Line::Record(Record::Stdout(b)) => out.extend(b),
-                    Line::Record(Record::Stderr(b)) => err.extend(b),
-                    Line::Record(Record::Exit(c)) => exit = Some(c),
+                    Line::Record(Record::Stdout(0, b)) => out.extend(b),
+                    Line::Record(Record::Stdout(1, b)) => other.extend(b),
+                    Line::Record(Record::Stderr(0, b)) => err.extend(b),
+                    Line::Record(Record::Exit(0, c)) => exit = Some(c),
+                    Line::Record(Record::Done) => done = true,
                     other => panic!("unexpected {other:?}"),
                 }
             }
             assert_eq!(out, binary);
             assert_eq!(err, b"\xff\xfe no newline");
+            assert_eq!(other, b"other target");
             assert_eq!(exit, Some(7));
+            assert!(done);
         }
     }
 
     #[test]
     fn lines_stay_under_the_log_driver_split() {
         let mut wire = Vec::new();
-        Encoder::new(&"n".repeat(32)).encode(&Record::Stdout(vec![0; 10 * CHUNK]), &mut wire);
+        Encoder::new(&"n".repeat(32)).encode(&Record::Stdout(999, vec![0; 10 * CHUNK]), &mut wire);
         assert!(wire.split(|&b| b == b'\n').all(|l| l.len() < 16 * 1024));
     }
 
     #[test]
     fn other_nonces_and_garbage_are_not_records() {
         let mut wire = Vec::new();
-        Encoder::new("other").encode(&Record::Exit(0), &mut wire);
-        wire.extend_from_slice(b"swx1 right x notanumber\nswx1 right o !!!\nplain text\n");
+        Encoder::new("other").encode(&Record::Exit(0, 0), &mut wire);
+        wire.extend_from_slice(
+            b"swx1 right x 0 notanumber\nswx1 right o 0 !!!\nswx1 right x 7\nswx1 right d 1\nplain text\n",
+        );
         let lines = decode_all("right", &wire, 5);
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 6);
         assert!(lines.iter().all(|l| matches!(l, Line::Other(_))));
     }
 
@@ -207,13 +234,16 @@ mod tests {
     fn failure_and_timeout_records() {
         let enc = Encoder::new("k");
         let mut wire = Vec::new();
-        enc.encode(&Record::Failed("no such container: abc".into()), &mut wire);
+        enc.encode(
+            &Record::Failed(2, "no such container: abc".into()),
+            &mut wire,
+        );
         enc.encode(&Record::TimedOut, &mut wire);
         let lines = decode_all("k", &wire, 7);
         assert_eq!(
             lines,
             vec![
-                Line::Record(Record::Failed("no such container: abc".into())),
+                Line::Record(Record::Failed(2, "no such container: abc".into())),
                 Line::Record(Record::TimedOut)
             ]
         );

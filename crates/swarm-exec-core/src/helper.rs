@@ -26,10 +26,10 @@ pub struct HelperSpec {
     pub nano_cpus: i64,
 }
 
-/// What the helper is asked to run, in the target container.
+/// What the helper is asked to run, in each of its target containers (all on its node).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecSpec {
-    pub container_id: String,
+    pub containers: Vec<String>,
     pub command: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<String>,
@@ -37,18 +37,12 @@ pub struct ExecSpec {
     pub privileged: bool,
 }
 
-/// Identifies the target for labels and names.
-#[derive(Debug, Clone)]
-pub struct HelperTarget<'a> {
-    pub task_id: &'a str,
-    pub node_id: &'a str,
-    pub service_name: &'a str,
-}
-
-/// Builds the helper service for one exec. `run_id` makes the name unique and is the nonce
-/// of the helper's records; `budget` is how long the helper may run before it gives up.
+/// Builds the helper service for one exec on `node_id`. `target_labels` describe what it
+/// works on (`swarm-exec.target.*`); `run_id` makes the name unique and is the nonce of the
+/// helper's records; `budget` is how long the helper may run before it gives up.
 pub fn helper_spec(
-    target: &HelperTarget<'_>,
+    node_id: &str,
+    target_labels: &[(String, String)],
     exec: &ExecSpec,
     image: &str,
     run_id: &str,
@@ -59,15 +53,17 @@ pub fn helper_spec(
         .unwrap_or_default()
         .saturating_add(budget)
         .as_secs();
-    let mut args = vec![
-        NODE_EXEC_MODE.to_owned(),
-        "--container".to_owned(),
-        exec.container_id.clone(),
+    let mut args = vec![NODE_EXEC_MODE.to_owned()];
+    for c in &exec.containers {
+        args.push("--container".to_owned());
+        args.push(c.clone());
+    }
+    args.extend([
         "--nonce".to_owned(),
         run_id.to_owned(),
         "--timeout-ms".to_owned(),
         budget.as_millis().to_string(),
-    ];
+    ]);
     for e in &exec.env {
         args.push("--env".to_owned());
         args.push(e.clone());
@@ -86,31 +82,17 @@ pub fn helper_spec(
     args.push("--".to_owned());
     args.extend(exec.command.iter().cloned());
 
-    let labels = vec![
-        (HELPER_LABEL.to_owned(), "task-exec".to_owned()),
+    let mut labels = vec![
+        (HELPER_LABEL.to_owned(), "1".to_owned()),
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),
-        (
-            "swarm-exec.target.task".to_owned(),
-            target.task_id.to_owned(),
-        ),
-        (
-            "swarm-exec.target.node".to_owned(),
-            target.node_id.to_owned(),
-        ),
-        (
-            "swarm-exec.target.service".to_owned(),
-            target.service_name.to_owned(),
-        ),
-        (
-            "swarm-exec.target.container".to_owned(),
-            exec.container_id.clone(),
-        ),
+        ("swarm-exec.target.node".to_owned(), node_id.to_owned()),
     ];
+    labels.extend_from_slice(target_labels);
     HelperSpec {
         // Service names are at most 63 characters; a 12-character run ID keeps it unique.
         name: format!("swarm-exec-{}", &run_id[..12.min(run_id.len())]),
         image: image.to_owned(),
-        node_id: target.node_id.to_owned(),
+        node_id: node_id.to_owned(),
         args,
         labels,
         socket: NODE_SOCKET.to_owned(),
@@ -201,25 +183,30 @@ mod tests {
     #[test]
     fn spec_carries_labels_constraint_and_verbatim_argv() {
         let exec = ExecSpec {
-            container_id: "c".repeat(64),
+            containers: vec!["c".repeat(64), "d".repeat(64)],
             command: vec!["sh".into(), "-c".into(), "echo 'a b'; exit 3".into()],
             env: vec!["A=1".into()],
             workdir: Some("/tmp".into()),
             user: Some("nobody".into()),
             privileged: true,
         };
-        let t = HelperTarget {
-            task_id: "t",
-            node_id: "n",
-            service_name: "web",
-        };
-        let h = helper_spec(&t, &exec, "img", "0123456789abcdef", Duration::from_secs(5));
+        let labels = [("swarm-exec.target.service".to_owned(), "web".to_owned())];
+        let h = helper_spec(
+            "n",
+            &labels,
+            &exec,
+            "img",
+            "0123456789abcdef",
+            Duration::from_secs(5),
+        );
         assert_eq!(h.name, "swarm-exec-0123456789ab");
         assert!(h.labels.iter().any(|(k, _)| k == HELPER_LABEL));
         assert!(h.labels.iter().any(|(k, _)| k == DEADLINE_LABEL));
         let dash = h.args.iter().position(|a| a == "--").unwrap();
         assert_eq!(h.args[dash + 1..], exec.command[..]);
         assert!(h.args.contains(&"--privileged".to_owned()));
+        assert_eq!(h.args.iter().filter(|a| *a == "--container").count(), 2);
+        assert!(h.labels.contains(&labels[0]));
         assert_eq!(h.node_id, "n");
     }
 }

@@ -14,17 +14,23 @@
 //! - [`helper`]: the helper service spec (labels, constraint, mounts, limits).
 //! - [`frame`]: the line protocol the helper writes on its log stream: output chunks and a
 //!   final record carrying the exit code, tagged with a per-run nonce.
-//! - [`task_exec`]: the manager side: resolve, create the helper, follow it, remove it.
+//! - [`run`]: one helper's life on the manager side: create, follow its records, remove.
+//! - [`task_exec`]: one task: resolve it, then run one helper for it.
+//! - [`service_exec`]: every selected task of a service or stack, one helper per node.
+//! - [`cancel`]: one cancellation fanned out to every helper run under way.
 //! - [`node_exec`]: the helper side: exec in the target container over the node's socket.
 //! - [`plugin`]: the Skopos plugin's `inst_exec` action over several instances.
 
 pub mod api;
+pub mod cancel;
 pub mod duration;
 pub mod frame;
 pub mod helper;
 pub mod node_exec;
 pub mod plugin;
 pub mod resolve;
+pub mod run;
+pub mod service_exec;
 pub mod target;
 pub mod task_exec;
 

@@ -2,12 +2,14 @@
 //! command in the target container over the node's own socket, and reports everything as
 //! [`frame`](crate::frame) records on its stdout.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::time::Duration;
 
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::Docker;
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 
 use crate::api::LogStream;
@@ -19,8 +21,10 @@ use crate::target::is_container_id;
 pub const HELPER_FAILED: i32 = 125;
 pub const HELPER_TIMED_OUT: i32 = 124;
 
-/// Runs `exec` and writes its records to `out`; returns the code the helper should exit with
-/// (the command's own, or one of the constants above).
+/// Runs the command in every container of `exec` at once and writes the records to `out`.
+/// Returns the code the helper should exit with: with one container, the command's own (or
+/// one of the constants above), so the helper task's final state carries it too; with
+/// several, 0 when every command exited 0, else 1.
 pub async fn node_exec<W: Write>(
     docker: &Docker,
     exec: &ExecSpec,
@@ -29,61 +33,93 @@ pub async fn node_exec<W: Write>(
     out: &mut W,
 ) -> i32 {
     let enc = Encoder::new(nonce);
-    let mut buf = Vec::with_capacity(16 * 1024);
-    // The helper only ever execs into the one container it was created for, named by a
-    // full ID; anything else is refused before the socket is touched.
-    if !is_container_id(&exec.container_id) {
-        let reason = format!("invalid container ID {:?}", exec.container_id);
-        enc.encode(&Record::Failed(reason), &mut buf);
-        let _ = out.write_all(&buf).and_then(|()| out.flush());
-        return HELPER_FAILED;
-    }
-    let mut write_err = None;
-    let run = exec_in_container(docker, exec, |stream, bytes| {
-        let record = match stream {
-            LogStream::Stdout => Record::Stdout(bytes.to_vec()),
-            LogStream::Stderr => Record::Stderr(bytes.to_vec()),
-        };
-        enc.encode(&record, &mut buf);
-        // One write per chunk keeps output live; the log driver sees whole lines.
-        let r = out.write_all(&buf).and_then(|()| out.flush());
-        buf.clear();
-        if let Err(e) = r {
-            write_err.get_or_insert(e);
+    let out = RefCell::new(RecordWriter {
+        out,
+        buf: Vec::with_capacity(16 * 1024),
+        failed: None,
+    });
+    let runs = exec.containers.iter().enumerate().map(|(i, container)| {
+        let (enc, out) = (&enc, &out);
+        async move {
+            // The helper only ever execs into the containers it was created for, named by
+            // full ID; anything else is refused before the socket is touched.
+            let result = if is_container_id(container) {
+                exec_in_container(docker, exec, container, |stream, bytes| {
+                    let record = match stream {
+                        LogStream::Stdout => Record::Stdout(i, bytes.to_vec()),
+                        LogStream::Stderr => Record::Stderr(i, bytes.to_vec()),
+                    };
+                    out.borrow_mut().write(enc, &record);
+                })
+                .await
+            } else {
+                Err(format!("invalid container ID {container:?}"))
+            };
+            let record = match &result {
+                Ok(code) => Record::Exit(i, *code),
+                Err(reason) => Record::Failed(i, reason.clone()),
+            };
+            out.borrow_mut().write(enc, &record);
+            result
         }
     });
-    let result = tokio::time::timeout(timeout, run).await;
-    let code = match result {
-        Ok(Ok(_)) if write_err.is_some() => {
-            let e = write_err
-                .take()
-                .unwrap_or_else(|| std::io::Error::other("?"));
-            enc.encode(&Record::Failed(format!("writing output: {e}")), &mut buf);
-            HELPER_FAILED
-        }
-        Ok(Ok(code)) => {
-            enc.encode(&Record::Exit(code), &mut buf);
-            // Exit statuses are 0-255; anything else (never seen) is reported as a failure.
-            u8::try_from(code).map_or(HELPER_FAILED, i32::from)
-        }
-        Ok(Err(reason)) => {
-            enc.encode(&Record::Failed(reason), &mut buf);
-            HELPER_FAILED
+    let code = match tokio::time::timeout(timeout, join_all(runs)).await {
+        Ok(results) => {
+            let mut w = out.borrow_mut();
+            if let Some(e) = w.failed.take() {
+                // stdout is the only channel back; say so on stderr, where the manager
+                // looks when records stop.
+                eprintln!("swarm-exec helper: writing output: {e}");
+                return HELPER_FAILED;
+            }
+            w.write(&enc, &Record::Done);
+            match results.as_slice() {
+                // Exit statuses are 0-255; anything else (never seen) counts as a failure.
+                [Ok(code)] => u8::try_from(*code).map_or(HELPER_FAILED, i32::from),
+                [Err(_)] => HELPER_FAILED,
+                all if all.iter().all(|r| matches!(r, Ok(0))) => 0,
+                _ => 1,
+            }
         }
         Err(_) => {
-            enc.encode(&Record::TimedOut, &mut buf);
+            out.borrow_mut().write(&enc, &Record::TimedOut);
             HELPER_TIMED_OUT
         }
     };
-    let _ = out.write_all(&buf).and_then(|()| out.flush());
     code
 }
 
-/// Execs `exec` in its container on the engine `docker` talks to, handing each chunk of
-/// output to `on_output` as it arrives; returns the command's exit code.
+/// Encodes records onto the helper's stdout, one write per record so output stays live;
+/// the first write error is kept and ends the run.
+struct RecordWriter<'a, W> {
+    out: &'a mut W,
+    buf: Vec<u8>,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> RecordWriter<'_, W> {
+    fn write(&mut self, enc: &Encoder, record: &Record) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.buf.clear();
+        enc.encode(record, &mut self.buf);
+        if let Err(e) = self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush())
+        {
+            self.failed = Some(e);
+        }
+    }
+}
+
+/// Execs `exec`'s command in `container` on the engine `docker` talks to, handing each
+/// chunk of output to `on_output` as it arrives; returns the command's exit code.
 pub async fn exec_in_container(
     docker: &Docker,
     exec: &ExecSpec,
+    container: &str,
     mut on_output: impl FnMut(LogStream, &[u8]),
 ) -> Result<i64, String> {
     if exec.command.is_empty() {
@@ -100,14 +136,9 @@ pub async fn exec_in_container(
         ..Default::default()
     };
     let created = docker
-        .create_exec(&exec.container_id, config)
+        .create_exec(container, config)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot exec in container {}: {e}",
-                short(&exec.container_id)
-            )
-        })?;
+        .map_err(|e| format!("cannot exec in container {}: {e}", short(container)))?;
     let started = docker
         .start_exec(
             &created.id,

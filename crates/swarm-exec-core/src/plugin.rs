@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::cancel::CancelHub;
 use crate::duration::{parse_duration, MAX_TIMEOUT};
 use crate::target::TaskRef;
 use crate::task_exec::{task_exec, ExecRequest, Interrupt, Outcome, OutputSink};
@@ -269,10 +269,10 @@ where
     F: FnMut(usize, &TaskRef) -> S,
     C: std::future::Future<Output = Interrupt>,
 {
-    let (tx, rx) = watch::channel(None::<Interrupt>);
+    let hub = CancelHub::default();
     let runs = args.tasks.iter().enumerate().map(|(i, task)| {
         let mut sink = TailSink::new(sink_for(i, task));
-        let mut rx = rx.clone();
+        let cancelled = hub.subscribe();
         let req = ExecRequest {
             target: task.clone(),
             command: args.command.clone(),
@@ -285,16 +285,6 @@ where
         };
         async move {
             let started = Instant::now();
-            let cancelled = async move {
-                loop {
-                    if let Some(i) = *rx.borrow_and_update() {
-                        return i;
-                    }
-                    if rx.changed().await.is_err() {
-                        return std::future::pending().await;
-                    }
-                }
-            };
             let outcome = task_exec(api, &req, &mut sink, cancelled)
                 .await
                 .map_err(|e| e.to_string());
@@ -307,15 +297,7 @@ where
             }
         }
     });
-    let all = join_all(runs);
-    tokio::pin!(all);
-    tokio::select! {
-        results = &mut all => results,
-        i = cancel => {
-            let _ = tx.send(Some(i));
-            all.await
-        }
-    }
+    hub.run(join_all(runs), cancel).await
 }
 
 /// The input echoed with [`RESULT_KEY`] added; or why the step failed.

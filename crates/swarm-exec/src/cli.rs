@@ -28,6 +28,12 @@ pub enum Command {
     /// Run a command in the container of one service task
     #[command(after_help = TASK_EXEC_EXAMPLES)]
     TaskExec(TaskExecArgs),
+    /// Run a command in every task of a service (or stack), one helper per node
+    #[command(
+        after_help = SERVICE_EXEC_EXAMPLES,
+        override_usage = "swarm-exec service-exec [OPTIONS] (<SERVICE> | --stack <NAME>) [--] <COMMAND> [ARG]..."
+    )]
+    ServiceExec(ServiceExecArgs),
     /// Run a command in a container on the engine swarm-exec talks to (no helper)
     #[command(after_help = EXEC_EXAMPLES)]
     Exec(ExecArgs),
@@ -49,6 +55,25 @@ As a Skopos plugin (a drop-in for the reference swarm-exec plugin):
 Examples:
   swarm-exec task-exec web.2 cat /etc/hostname
   echo '{\"inst\":[{\"id\":\"q1mh1syk49e0\"}],\"command\":\"true\"}' | swarm-exec inst_exec";
+
+const SERVICE_EXEC_EXAMPLES: &str = "\
+Examples:
+  swarm-exec service-exec web nginx -s reload
+  swarm-exec service-exec --filter node=node3 --filter slot=2 web -- cat /etc/hostname
+  swarm-exec service-exec --filter label=tier=front --stack shop sh -c 'kill -HUP 1'
+  swarm-exec service-exec --parallel 1 --delay 5s --fail-fast web ./migrate
+  swarm-exec service-exec --format json web sh -c 'wc -l < /var/log/app.log' | jq .
+
+Each running task of the service is selected; --filter narrows them (node=NAME|ID,
+slot=N, label=KEY or label=KEY=VALUE on the container; values of one key are
+alternatives, different keys must all match). One helper per node runs the command in
+all of that node's tasks at once. Output lines are prefixed SERVICE.SLOT@NODE (SERVICE@NODE
+for global services), stdout to stdout and stderr to stderr. With --parallel N, tasks
+go N at a time (a rolling exec with --delay); --timeout then applies to each wave.
+
+Exit codes: 0 when every task's command exited 0; 1 when any failed, timed out or could
+not run (a summary on stderr names each); 125 when swarm-exec itself failed (service
+not found, no task matches, engine unreachable); 130/143 on SIGINT/SIGTERM.";
 
 const EXEC_EXAMPLES: &str = "\
 Examples:
@@ -76,6 +101,27 @@ invoke / not found; 130/143 interrupted by SIGINT/SIGTERM (the helper is removed
 
 #[derive(Debug, Args)]
 pub struct TaskExecArgs {
+    #[command(flatten)]
+    pub exec: ExecOptions,
+
+    /// The task: ID or unique ID prefix, SERVICE.SLOT, or SERVICE@NODE
+    #[arg(value_name = "TASK", value_parser = parse_task)]
+    pub task: TaskRef,
+
+    /// The command and its arguments, passed as is (no shell)
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// The options `task-exec` and `service-exec` share with `docker exec`.
+#[derive(Debug, Args)]
+pub struct ExecOptions {
     /// Set an environment variable in the command (KEY=VALUE; KEY alone passes on this
     /// process's value)
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
@@ -101,20 +147,50 @@ pub struct TaskExecArgs {
     /// by) the task's node
     #[arg(long, value_name = "IMAGE", env = "SWARM_EXEC_IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
+}
 
-    /// The task: ID or unique ID prefix, SERVICE.SLOT, or SERVICE@NODE
-    #[arg(value_name = "TASK", value_parser = parse_task)]
-    pub task: TaskRef,
+#[derive(Debug, Args)]
+pub struct ServiceExecArgs {
+    #[command(flatten)]
+    pub exec: ExecOptions,
 
-    /// The command and its arguments, passed as is (no shell)
+    /// All services of this stack instead of one SERVICE
+    #[arg(long, value_name = "NAME")]
+    pub stack: Option<String>,
+
+    /// Select tasks: node=NAME|ID, slot=N, label=KEY[=VALUE] (repeatable)
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+
+    /// Run at most N tasks at a time, in waves
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+
+    /// Wait this long between waves (with --parallel), e.g. 5s
+    #[arg(long, value_name = "DURATION", value_parser = parse_delay, requires = "parallel")]
+    pub delay: Option<Duration>,
+
+    /// Start no further wave after a task failed
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Do not prefix output lines with the task's name
+    #[arg(long)]
+    pub no_prefix: bool,
+
+    /// Output format: text (live, prefixed) or json (one object per task, at the end)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+
+    /// SERVICE (unless --stack), then the command and its arguments (no shell)
     #[arg(
-        value_name = "COMMAND",
+        value_name = "SERVICE] [COMMAND",
         required = true,
         num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    pub command: Vec<OsString>,
+    pub args: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -136,9 +212,9 @@ pub struct ExecArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeExecArgs {
-    /// Full ID of the container to exec in
-    #[arg(long)]
-    pub container: String,
+    /// Full ID of a container to exec in; repeated for several (all run at once)
+    #[arg(long = "container", required = true)]
+    pub containers: Vec<String>,
     /// Tags this run's records
     #[arg(long)]
     pub nonce: String,
@@ -159,6 +235,14 @@ pub struct NodeExecArgs {
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Like a timeout, but zero is fine.
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Err(swarm_exec_core::duration::InvalidDuration::Zero(_)) => Ok(Duration::ZERO),
+        r => r.map_err(|e| e.to_string()),
+    }
 }
 
 fn parse_task(s: &str) -> Result<TaskRef, String> {
@@ -201,7 +285,10 @@ pub struct PluginArgs {
 
 /// Subcommand names and flags that mean swarm-exec's own command line.
 fn is_cli_word(arg: &str) -> bool {
-    matches!(arg, "task-exec" | "exec" | "node-exec" | "help") || arg.starts_with('-')
+    matches!(
+        arg,
+        "task-exec" | "service-exec" | "exec" | "node-exec" | "help"
+    ) || arg.starts_with('-')
 }
 
 /// The plugin protocol's reading of `args` (without argv[0]), unless they are a
@@ -303,9 +390,9 @@ mod tests {
         let Command::TaskExec(a) = cli.command else {
             panic!()
         };
-        assert_eq!(a.env, ["A=1"]);
+        assert_eq!(a.exec.env, ["A=1"]);
         assert_eq!(a.command, ["ls", "-la", "--timeout", "1"]);
-        assert_eq!(a.timeout, Duration::from_secs(300));
+        assert_eq!(a.exec.timeout, Duration::from_secs(300));
     }
 
     fn plugin(args: &[&str]) -> Option<Result<PluginArgs, String>> {

@@ -12,6 +12,9 @@
 //!
 //! 124–127 may also be the command's own code; the message on stderr tells them apart.
 //!
+//! `service-exec`: 0 when every task's command exited 0; 1 when any failed, timed out or
+//! could not run; 125, 130 and 143 as above.
+//!
 //! As a Skopos plugin (`swarm-exec [OPTIONS] <action> [JSON]`) the protocol's codes apply:
 //! 0 success, 2 failure (one line on stderr), and 130/143 as above.
 
@@ -26,6 +29,7 @@ pub const FAILED: u8 = 125;
 pub const SIGINT: u8 = 130;
 pub const SIGTERM: u8 = 143;
 pub const PLUGIN_FAILED: u8 = 2;
+pub const TASKS_FAILED: u8 = 1;
 
 /// Runs the parsed command line and turns its result into the process exit code.
 pub fn run(invocation: Invocation) -> ExitCode {
@@ -33,6 +37,17 @@ pub fn run(invocation: Invocation) -> ExitCode {
         Ok(Status::Outcome(outcome)) => outcome_code(outcome),
         Ok(Status::Helper(code)) => u8::try_from(code).unwrap_or(FAILED),
         Ok(Status::PluginDone) => 0,
+        Ok(Status::Tasks {
+            interrupted: Some(i),
+            ..
+        }) => outcome_code(Outcome::Interrupted(i)),
+        Ok(Status::Tasks { failed, .. }) => {
+            if failed > 0 {
+                TASKS_FAILED
+            } else {
+                0
+            }
+        }
         Ok(Status::PluginFailed) => PLUGIN_FAILED,
         Err(err) => {
             report(&err);
@@ -51,6 +66,11 @@ pub enum Status {
     PluginDone,
     /// A plugin action failed (its one-line reason is printed).
     PluginFailed,
+    /// `service-exec`: how many tasks did not succeed, and whether it was interrupted.
+    Tasks {
+        failed: usize,
+        interrupted: Option<Interrupt>,
+    },
 }
 
 fn outcome_code(outcome: Outcome) -> u8 {
@@ -85,6 +105,8 @@ fn report(err: &(dyn std::error::Error + 'static)) {
 pub enum CliError {
     #[error(transparent)]
     Exec(#[from] ExecError),
+    #[error(transparent)]
+    ServiceExec(#[from] swarm_exec_core::service_exec::ServiceExecError),
     #[error("cannot connect to the Docker engine: {0}")]
     Connect(#[source] swarm_exec_core::ApiError),
     #[error("{0}")]

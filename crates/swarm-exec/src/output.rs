@@ -1,6 +1,8 @@
-//! The command's output, onto this process's stdout and stderr as it arrives.
+//! Where commands' output goes: this process's stdout and stderr, live; with a per-task
+//! prefix when several tasks share them; or captured, for `--format json`.
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 use swarm_exec_core::OutputSink;
 
@@ -27,5 +29,169 @@ impl OutputSink for StdSink {
     }
     fn warn(&mut self, message: &str) {
         eprintln!("swarm-exec: warning: {message}");
+    }
+}
+
+/// An output stream shared by several tasks' sinks (and perhaps by both of a sink's streams).
+pub type Stream = Arc<Mutex<Box<dyn Write + Send>>>;
+
+pub fn stream(w: impl Write + Send + 'static) -> Stream {
+    Arc::new(Mutex::new(Box::new(w)))
+}
+
+/// Writes `text` and a newline to `stream`, ignoring errors (diagnostics only).
+pub fn line(stream: &Stream, text: &str) {
+    let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(w, "{text}").and_then(|()| w.flush());
+}
+
+/// One task's output onto shared streams, whole lines at a time with the task's prefix
+/// (as `docker service logs` shows them), or passed straight through without a prefix.
+pub struct PrefixedSink {
+    out: Stream,
+    err: Stream,
+    prefix: Option<String>,
+    pending_out: Vec<u8>,
+    pending_err: Vec<u8>,
+}
+
+impl PrefixedSink {
+    pub fn new(out: Stream, err: Stream, prefix: Option<String>) -> Self {
+        PrefixedSink {
+            out,
+            err,
+            prefix,
+            pending_out: Vec::new(),
+            pending_err: Vec::new(),
+        }
+    }
+
+    fn emit(stream: &Stream, prefix: Option<&str>, pending: &mut Vec<u8>, bytes: &[u8]) {
+        let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(prefix) = prefix else {
+            let _ = w.write_all(bytes).and_then(|()| w.flush());
+            return;
+        };
+        pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos + 1;
+            let _ = w
+                .write_all(prefix.as_bytes())
+                .and_then(|()| w.write_all(&pending[start..end]));
+            start = end;
+        }
+        let _ = w.flush();
+        pending.drain(..start);
+    }
+
+    fn finish(stream: &Stream, prefix: Option<&str>, pending: &mut Vec<u8>) {
+        if let (Some(prefix), false) = (prefix, pending.is_empty()) {
+            let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = w
+                .write_all(prefix.as_bytes())
+                .and_then(|()| w.write_all(pending))
+                .and_then(|()| w.write_all(b"\n"))
+                .and_then(|()| w.flush());
+            pending.clear();
+        }
+    }
+}
+
+impl Drop for PrefixedSink {
+    /// A last line without its newline is still shown, completed.
+    fn drop(&mut self) {
+        Self::finish(&self.out, self.prefix.as_deref(), &mut self.pending_out);
+        Self::finish(&self.err, self.prefix.as_deref(), &mut self.pending_err);
+    }
+}
+
+impl OutputSink for PrefixedSink {
+    fn stdout(&mut self, bytes: &[u8]) {
+        Self::emit(
+            &self.out,
+            self.prefix.as_deref(),
+            &mut self.pending_out,
+            bytes,
+        );
+    }
+    fn stderr(&mut self, bytes: &[u8]) {
+        Self::emit(
+            &self.err,
+            self.prefix.as_deref(),
+            &mut self.pending_err,
+            bytes,
+        );
+    }
+    fn warn(&mut self, message: &str) {
+        let p = self.prefix.as_deref().unwrap_or("");
+        line(&self.err, &format!("{p}swarm-exec: warning: {message}"));
+    }
+}
+
+/// Keeps a task's output, for `--format json`.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub warnings: Vec<String>,
+}
+
+impl OutputSink for Captured {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.stdout.extend_from_slice(bytes);
+    }
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.stderr.extend_from_slice(bytes);
+    }
+    fn warn(&mut self, message: &str) {
+        self.warnings.push(message.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn prefixes_whole_lines_and_completes_the_last_one() {
+        let (o, e) = (Shared::default(), Shared::default());
+        {
+            let mut a =
+                PrefixedSink::new(stream(o.clone()), stream(e.clone()), Some("a | ".into()));
+            let mut b =
+                PrefixedSink::new(stream(o.clone()), stream(e.clone()), Some("b | ".into()));
+            a.stdout(b"one\ntw");
+            b.stdout(b"x\n");
+            a.stdout(b"o\nthree");
+            a.stderr(b"err\n");
+        }
+        assert_eq!(
+            &*o.0.lock().unwrap(),
+            b"a | one\nb | x\na | two\na | three\n"
+        );
+        assert_eq!(&*e.0.lock().unwrap(), b"a | err\n");
+    }
+
+    #[test]
+    fn without_a_prefix_bytes_pass_through() {
+        let o = Shared::default();
+        {
+            let mut a = PrefixedSink::new(stream(o.clone()), stream(o.clone()), None);
+            a.stdout(b"no newline \xff");
+        }
+        assert_eq!(&*o.0.lock().unwrap(), b"no newline \xff");
     }
 }

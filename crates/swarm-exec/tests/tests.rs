@@ -5,4 +5,5 @@ mod util;
 
 mod example;
 mod plugin;
+mod service_exec;
 mod task_exec;

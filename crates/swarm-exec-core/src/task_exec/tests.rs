@@ -9,9 +9,11 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::*;
-use crate::api::{ImageInfo, NodeInfo, ServiceInfo};
+use crate::api::{ImageInfo, LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
 use crate::frame::Encoder;
+use crate::frame::Record;
 use crate::helper::HelperSpec;
+use crate::run::HELPER_START_WAIT;
 
 const NODE: &str = "node2aaaaaaaaaaaaaaaaaaaa";
 const TASK: &str = "task1aaaaaaaaaaaaaaaaaaaa";
@@ -140,6 +142,10 @@ impl SwarmApi for Arc<Fake> {
         }
     }
 
+    async fn list_services(&self, _label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        Ok(vec![])
+    }
+
     async fn inspect_node(&self, name_or_id: &str) -> Result<NodeInfo, ApiError> {
         if name_or_id == "node2" || name_or_id == NODE {
             Ok(NodeInfo {
@@ -244,9 +250,10 @@ fn running_then_exit() -> Script {
     Script {
         states: vec![(0, "pending", "", None), (300, "running", "", None)],
         logs: vec![
-            (400, Some(Record::Stdout(b"out\xff".to_vec()))),
-            (410, Some(Record::Stderr(b"err".to_vec()))),
-            (420, Some(Record::Exit(7))),
+            (400, Some(Record::Stdout(0, b"out\xff".to_vec()))),
+            (410, Some(Record::Stderr(0, b"err".to_vec()))),
+            (420, Some(Record::Exit(0, 7))),
+            (421, Some(Record::Done)),
         ],
     }
 }
@@ -341,6 +348,7 @@ async fn failure_record_from_the_helper_is_an_error() {
         logs: vec![(
             50,
             Some(Record::Failed(
+                0,
                 "cannot exec in container cccccccccccc: is not running".into(),
             )),
         )],

@@ -14,7 +14,6 @@ use crate::output::StdSink;
 pub async fn run(args: ExecArgs) -> Result<Status, CliError> {
     let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
     let exec = ExecSpec {
-        container_id: args.container,
         command: args
             .command
             .into_iter()
@@ -23,10 +22,15 @@ pub async fn run(args: ExecArgs) -> Result<Status, CliError> {
         ..Default::default()
     };
     let mut sink = StdSink::default();
-    let code = exec_in_container(api.docker(), &exec, |stream, bytes| match stream {
-        LogStream::Stdout => sink.stdout(bytes),
-        LogStream::Stderr => sink.stderr(bytes),
-    })
+    let code = exec_in_container(
+        api.docker(),
+        &exec,
+        &args.container,
+        |stream, bytes| match stream {
+            LogStream::Stdout => sink.stdout(bytes),
+            LogStream::Stderr => sink.stderr(bytes),
+        },
+    )
     .await
     .map_err(CliError::LocalExec)?;
     Ok(Status::Outcome(Outcome::Exited(code)))

@@ -3,6 +3,7 @@
 mod exec;
 mod node_exec;
 mod plugin;
+mod service_exec;
 mod task_exec;
 
 use crate::cli::{Command, Invocation};
@@ -18,6 +19,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
     match cli.command {
         Command::TaskExec(args) => rt.block_on(task_exec::run(args)),
         Command::NodeExec(args) => rt.block_on(node_exec::run(args)),
+        Command::ServiceExec(args) => rt.block_on(service_exec::run(args)),
         Command::Exec(args) => rt.block_on(exec::run(args)),
     }
 }

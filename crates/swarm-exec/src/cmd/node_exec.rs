@@ -18,7 +18,7 @@ pub async fn run(args: NodeExecArgs) -> Result<Status, CliError> {
     )
     .map_err(|e| CliError::Connect(swarm_exec_core::api::classify(e)))?;
     let exec = ExecSpec {
-        container_id: args.container,
+        containers: args.containers,
         command: args.command,
         env: args.env,
         workdir: args.workdir,

@@ -5,19 +5,17 @@
 //! exit 2). Nothing is written to stdout unless the action succeeded.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::io::{self, Read};
 
 use serde_json::{Map, Value};
 use swarm_exec_core::plugin::{finish, inst_exec_args, parse_input, run_inst_exec, PluginError};
 use swarm_exec_core::target::TaskRef;
-use swarm_exec_core::{BollardApi, OutputSink, DEFAULT_IMAGE};
+use swarm_exec_core::{BollardApi, DEFAULT_IMAGE};
 
 use crate::cli::PluginArgs;
 use crate::cmd::task_exec::interrupted;
 use crate::exit::Status;
-
-type Stream = Arc<Mutex<Box<dyn Write + Send>>>;
+use crate::output::{line, stream, PrefixedSink, Stream};
 
 /// Where the plugin's stdout and stderr go (`--stdout`/`--stderr` may name files; the same
 /// file for both means one file).
@@ -28,24 +26,16 @@ struct Streams {
 
 impl Streams {
     fn open(args: &PluginArgs) -> io::Result<Streams> {
-        let file = |p: &std::ffi::OsString| -> io::Result<Stream> {
-            Ok(Arc::new(Mutex::new(Box::new(File::create(p)?))))
-        };
         let out = match &args.stdout {
-            Some(p) => file(p)?,
-            None => Arc::new(Mutex::new(Box::new(io::stdout()) as Box<dyn Write + Send>)),
+            Some(p) => stream(File::create(p)?),
+            None => stream(io::stdout()),
         };
         let err = match &args.stderr {
             Some(p) if Some(p) == args.stdout.as_ref() => out.clone(),
-            Some(p) => file(p)?,
-            None => Arc::new(Mutex::new(Box::new(io::stderr()) as Box<dyn Write + Send>)),
+            Some(p) => stream(File::create(p)?),
+            None => stream(io::stderr()),
         };
         Ok(Streams { out, err })
-    }
-
-    fn line(stream: &Stream, text: &str) {
-        let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(w, "{text}").and_then(|()| w.flush());
     }
 }
 
@@ -59,7 +49,7 @@ pub fn run(args: PluginArgs) -> Status {
     };
     super::init_tracing(args.debug.then_some("debug"));
     let fail = |msg: &str| {
-        Streams::line(&streams.err, msg);
+        line(&streams.err, msg);
         Status::PluginFailed
     };
     let run_action = match args.action.as_str() {
@@ -79,7 +69,7 @@ pub fn run(args: PluginArgs) -> Status {
         match inst_exec(input, &streams) {
             Ok(o) => o,
             Err(PluginError::Interrupted(i)) => {
-                Streams::line(&streams.err, &PluginError::Interrupted(i).to_string());
+                line(&streams.err, &PluginError::Interrupted(i).to_string());
                 return Status::Outcome(swarm_exec_core::Outcome::Interrupted(i));
             }
             Err(e) => return fail(&e.to_string()),
@@ -95,7 +85,7 @@ pub fn run(args: PluginArgs) -> Status {
     };
     match text {
         Ok(t) => {
-            Streams::line(&streams.out, &t);
+            line(&streams.out, &t);
             Status::PluginDone
         }
         Err(e) => fail(&format!(
@@ -139,7 +129,11 @@ fn inst_exec(
         Ok(run_inst_exec(
             &api,
             &args,
-            |_, task| CommandOutput::new(streams.err.clone(), several.then(|| prefix(task))),
+            // The commands' output all goes to stderr: stdout carries only the JSON.
+            |_, task| {
+                let prefix = several.then(|| prefix(task));
+                PrefixedSink::new(streams.err.clone(), streams.err.clone(), prefix)
+            },
             cancel,
         )
         .await)
@@ -151,67 +145,5 @@ fn prefix(task: &TaskRef) -> String {
     match task {
         TaskRef::Id(id) => format!("{} | ", &id[..12.min(id.len())]),
         other => format!("{other} | "),
-    }
-}
-
-/// The commands' output, all onto the plugin's stderr (stdout carries only the JSON);
-/// line by line with the instance's prefix when there are several instances.
-struct CommandOutput {
-    err: Stream,
-    prefix: Option<String>,
-    pending: Vec<u8>,
-}
-
-impl CommandOutput {
-    fn new(err: Stream, prefix: Option<String>) -> Self {
-        CommandOutput {
-            err,
-            prefix,
-            pending: Vec::new(),
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut w = self.err.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(prefix) = &self.prefix else {
-            let _ = w.write_all(bytes).and_then(|()| w.flush());
-            return;
-        };
-        self.pending.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + pos + 1;
-            let _ = w
-                .write_all(prefix.as_bytes())
-                .and_then(|()| w.write_all(&self.pending[start..end]));
-            start = end;
-        }
-        let _ = w.flush();
-        self.pending.drain(..start);
-    }
-}
-
-impl Drop for CommandOutput {
-    fn drop(&mut self) {
-        if let (Some(prefix), false) = (&self.prefix, self.pending.is_empty()) {
-            let mut w = self.err.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = w
-                .write_all(prefix.as_bytes())
-                .and_then(|()| w.write_all(&self.pending))
-                .and_then(|()| w.write_all(b"\n"))
-                .and_then(|()| w.flush());
-        }
-    }
-}
-
-impl OutputSink for CommandOutput {
-    fn stdout(&mut self, bytes: &[u8]) {
-        self.write(bytes);
-    }
-    fn stderr(&mut self, bytes: &[u8]) {
-        self.write(bytes);
-    }
-    fn warn(&mut self, message: &str) {
-        Streams::line(&self.err, &format!("swarm-exec: warning: {message}"));
     }
 }

@@ -6,13 +6,14 @@ use std::future::Future;
 use swarm_exec_core::{task_exec, BollardApi, ExecRequest, Interrupt};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::TaskExecArgs;
+use crate::cli::{ExecOptions, TaskExecArgs};
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
 pub async fn run(args: TaskExecArgs) -> Result<Status, CliError> {
     // Signals are caught from the start so that none slips past before the helper exists.
     let interrupted = interrupted().map_err(CliError::Runtime)?;
+    let opts = ExecOpts::from_args(args.exec)?;
     let req = ExecRequest {
         target: args.task,
         command: args
@@ -20,19 +21,12 @@ pub async fn run(args: TaskExecArgs) -> Result<Status, CliError> {
             .into_iter()
             .map(utf8_arg)
             .collect::<Result<_, _>>()?,
-        env: args
-            .env
-            .iter()
-            .filter_map(|e| env_var(e).transpose())
-            .collect::<Result<_, _>>()?,
-        workdir: args
-            .workdir
-            .map(|w| non_empty("--workdir", w))
-            .transpose()?,
-        user: args.user.map(|u| non_empty("--user", u)).transpose()?,
-        privileged: args.privileged,
-        timeout: args.timeout,
-        image: non_empty("--image", args.image)?,
+        env: opts.env,
+        workdir: opts.workdir,
+        user: opts.user,
+        privileged: opts.privileged,
+        timeout: opts.timeout,
+        image: opts.image,
     };
     let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
     let outcome = task_exec(&api, &req, &mut StdSink::default(), interrupted).await?;
@@ -49,6 +43,33 @@ pub fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
             _ = term.recv() => Interrupt::Sigterm,
         }
     })
+}
+
+/// [`ExecOptions`], checked.
+pub struct ExecOpts {
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+    pub timeout: std::time::Duration,
+    pub image: String,
+}
+
+impl ExecOpts {
+    pub fn from_args(o: ExecOptions) -> Result<ExecOpts, CliError> {
+        Ok(ExecOpts {
+            env: o
+                .env
+                .iter()
+                .filter_map(|e| env_var(e).transpose())
+                .collect::<Result<_, _>>()?,
+            workdir: o.workdir.map(|w| non_empty("--workdir", w)).transpose()?,
+            user: o.user.map(|u| non_empty("--user", u)).transpose()?,
+            privileged: o.privileged,
+            timeout: o.timeout,
+            image: non_empty("--image", o.image)?,
+        })
+    }
 }
 
 /// The Engine API carries arguments as JSON strings: they must be UTF-8.

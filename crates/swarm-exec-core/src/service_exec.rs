@@ -1,0 +1,382 @@
+//! `service-exec`: run a command in every selected task of a service (or of a stack), with
+//! one helper per node that execs into all of that node's selected containers at once.
+//!
+//! With `parallel`, tasks go in waves of that many (each wave again one helper per node
+//! involved), `delay` apart: a rolling exec, as `docker service update` rolls in batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::{sleep, Instant};
+
+use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
+use crate::cancel::CancelHub;
+use crate::helper::ExecSpec;
+use crate::run::{run_helper, HelperJob, RunEnd, TargetResult};
+use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
+use crate::task_exec::{pin_image, Interrupt, OutputSink};
+
+/// Which services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Services {
+    Named(String),
+    /// Every service of a stack (`com.docker.stack.namespace`).
+    Stack(String),
+}
+
+/// `--filter`s: values of one key are alternatives, different keys must all match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// Hostnames or node IDs.
+    pub nodes: Vec<String>,
+    pub slots: Vec<u64>,
+    /// Container labels: `key` (present) or `key=value`.
+    pub labels: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceExecRequest {
+    pub services: Services,
+    pub filters: Filters,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+    /// For each wave (without `parallel`: for the whole run).
+    pub timeout: Duration,
+    pub image: String,
+    /// At most this many tasks at once.
+    pub parallel: Option<usize>,
+    /// Between waves.
+    pub delay: Duration,
+    /// Start no new wave after a failure.
+    pub fail_fast: bool,
+}
+
+/// One selected task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub task_id: String,
+    pub service: String,
+    /// 0 for global services.
+    pub slot: u64,
+    pub node_id: String,
+    pub node: String,
+    pub container_id: String,
+}
+
+impl Target {
+    /// As `docker service logs` names a task: `web.2@node3`, or `agent@node3` when global.
+    pub fn name(&self) -> String {
+        if self.slot > 0 {
+            format!("{}.{}@{}", self.service, self.slot, self.node)
+        } else {
+            format!("{}@{}", self.service, self.node)
+        }
+    }
+}
+
+/// How one task's command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutcome {
+    Exited(i64),
+    TimedOut,
+    /// The command could not be run there (the message says why).
+    Failed(String),
+    /// Not started: an earlier wave failed and `fail_fast` was set.
+    Skipped,
+    Interrupted(Interrupt),
+}
+
+/// One task's run, with the sink that received its output.
+#[derive(Debug)]
+pub struct TaskRun<S> {
+    pub target: Target,
+    pub outcome: TaskOutcome,
+    pub duration: Duration,
+    pub sink: S,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceExecError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidRef),
+    #[error("no service named {0}")]
+    NoService(String),
+    #[error("stack {0} has no services")]
+    EmptyStack(String),
+    #[error("no node named {0}")]
+    NoNode(String),
+    #[error("no running task of {what} matches")]
+    NoTasks { what: String },
+    #[error("invalid --parallel 0: at least one task must run at a time")]
+    ZeroParallel,
+    #[error("interrupted before any helper was created")]
+    Interrupted(Interrupt),
+    #[error("{step}: {source}")]
+    Api {
+        step: &'static str,
+        #[source]
+        source: ApiError,
+    },
+}
+
+fn api(step: &'static str) -> impl Fn(ApiError) -> ServiceExecError {
+    move |source| ServiceExecError::Api { step, source }
+}
+
+/// Selects the tasks; nothing is created on the swarm until this has succeeded.
+pub async fn select<A: SwarmApi>(
+    api_: &A,
+    services: &Services,
+    filters: &Filters,
+) -> Result<Vec<Target>, ServiceExecError> {
+    let services: Vec<ServiceInfo> = match services {
+        Services::Named(name) => {
+            check_service_name(name)?;
+            match api_.inspect_service(name).await {
+                Ok(s) if s.name == *name || s.id == *name => vec![s],
+                Ok(_) | Err(ApiError::NotFound(_)) => {
+                    return Err(ServiceExecError::NoService(name.clone()))
+                }
+                Err(e) => return Err(api("inspect service")(e)),
+            }
+        }
+        Services::Stack(stack) => {
+            check_service_name(stack)?;
+            let label = format!("com.docker.stack.namespace={stack}");
+            let mut all = api_
+                .list_services(&label)
+                .await
+                .map_err(api("list the stack's services"))?;
+            if all.is_empty() {
+                return Err(ServiceExecError::EmptyStack(stack.clone()));
+            }
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            all
+        }
+    };
+    let mut filter_nodes = Vec::new();
+    for n in &filters.nodes {
+        match api_.inspect_node(n).await {
+            Ok(info) => filter_nodes.push(info.id),
+            Err(ApiError::NotFound(_)) => return Err(ServiceExecError::NoNode(n.clone())),
+            Err(e) => return Err(api("inspect node")(e)),
+        }
+    }
+
+    let task_filters: Vec<TaskFilter> = services
+        .iter()
+        .map(|s| TaskFilter {
+            service: Some(s.id.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let lists = join_all(task_filters.iter().map(|f| api_.list_tasks(f))).await;
+    let mut picked: Vec<(&ServiceInfo, TaskInfo)> = Vec::new();
+    for (svc, tasks) in services.iter().zip(lists) {
+        let tasks = tasks.map_err(api("list the service's tasks"))?;
+        picked.extend(
+            tasks
+                .into_iter()
+                .filter(|t| t.service_id == svc.id)
+                .filter(|t| t.desired_state == "running" && t.state == "running")
+                .filter(|t| filter_nodes.is_empty() || filter_nodes.contains(&t.node_id))
+                .filter(|t| filters.slots.is_empty() || filters.slots.contains(&t.slot))
+                .filter(|t| labels_match(&filters.labels, &t.container_labels))
+                .filter(|t| is_container_id(&t.container_id) && is_swarm_id(&t.node_id))
+                .map(|t| (svc, t)),
+        );
+    }
+    if picked.is_empty() {
+        let what = match services.as_slice() {
+            [one] => format!("service {}", one.name),
+            _ => "those services".to_owned(),
+        };
+        return Err(ServiceExecError::NoTasks { what });
+    }
+
+    // Hostnames for names and messages, one look-up per node.
+    let mut node_ids: Vec<String> = picked.iter().map(|(_, t)| t.node_id.clone()).collect();
+    node_ids.sort_unstable();
+    node_ids.dedup();
+    let names = join_all(node_ids.iter().map(|id| api_.inspect_node(id))).await;
+    let hostnames: HashMap<String, String> = node_ids
+        .into_iter()
+        .zip(names)
+        .map(|(id, n)| {
+            let name = n.ok().map(|n| n.hostname).filter(|h| !h.is_empty());
+            let name = name.unwrap_or_else(|| id.clone());
+            (id, name)
+        })
+        .collect();
+
+    let mut targets: Vec<Target> = picked
+        .into_iter()
+        .map(|(svc, t)| Target {
+            node: hostnames[t.node_id.as_str()].clone(),
+            task_id: t.id,
+            service: svc.name.clone(),
+            slot: t.slot,
+            node_id: t.node_id,
+            container_id: t.container_id,
+        })
+        .collect();
+    targets.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
+    Ok(targets)
+}
+
+fn labels_match(wanted: &[(String, Option<String>)], have: &[(String, String)]) -> bool {
+    wanted.iter().all(|(k, v)| {
+        have.iter()
+            .any(|(hk, hv)| hk == k && v.as_ref().is_none_or(|v| v == hv))
+    })
+}
+
+/// Runs the command in every selected task. `sink_for` gives each task its output sink;
+/// `cancel` stops everything (every helper is removed first).
+pub async fn service_exec<A, S, F, C>(
+    api_: &A,
+    req: &ServiceExecRequest,
+    mut sink_for: F,
+    cancel: C,
+) -> Result<Vec<TaskRun<S>>, ServiceExecError>
+where
+    A: SwarmApi,
+    S: OutputSink,
+    F: FnMut(&Target) -> S,
+    C: std::future::Future<Output = Interrupt>,
+{
+    if req.parallel == Some(0) {
+        return Err(ServiceExecError::ZeroParallel);
+    }
+    let hub = CancelHub::default();
+    let prepare = async {
+        tokio::join!(
+            select(api_, &req.services, &req.filters),
+            pin_image(api_, &req.image)
+        )
+    };
+    tokio::pin!(cancel);
+    let (targets, image) = tokio::select! {
+        r = prepare => r,
+        // Nothing was created yet.
+        i = &mut cancel => return Err(ServiceExecError::Interrupted(i)),
+    };
+    let targets = targets?;
+    let image = image.map_err(api("read the helper image on the manager"))?;
+
+    let mut runs: Vec<TaskRun<S>> = targets
+        .into_iter()
+        .map(|t| TaskRun {
+            sink: sink_for(&t),
+            target: t,
+            outcome: TaskOutcome::Skipped,
+            duration: Duration::ZERO,
+        })
+        .collect();
+    let wave_size = req.parallel.unwrap_or(runs.len()).max(1);
+    let work = async {
+        let mut first = true;
+        for wave in runs.chunks_mut(wave_size) {
+            if !first {
+                tokio::select! {
+                    _ = sleep(req.delay) => {}
+                    i = hub.subscribe() => {
+                        mark(wave, TaskOutcome::Interrupted(i));
+                        continue;
+                    }
+                }
+            }
+            first = false;
+            run_wave(api_, req, &image, wave, &hub).await;
+            let interrupted = wave
+                .iter()
+                .any(|r| matches!(r.outcome, TaskOutcome::Interrupted(_)));
+            let failed = wave.iter().any(|r| r.outcome != TaskOutcome::Exited(0));
+            if interrupted || (req.fail_fast && failed) {
+                break;
+            }
+        }
+    };
+    hub.run(work, cancel).await;
+    Ok(runs)
+}
+
+fn mark<S>(runs: &mut [TaskRun<S>], outcome: TaskOutcome) {
+    for r in runs {
+        r.outcome = outcome.clone();
+    }
+}
+
+/// One wave: a helper per node, all at once.
+async fn run_wave<A: SwarmApi, S: OutputSink>(
+    api_: &A,
+    req: &ServiceExecRequest,
+    image: &str,
+    wave: &mut [TaskRun<S>],
+    hub: &CancelHub,
+) {
+    let deadline = Instant::now() + req.timeout;
+    let started = Instant::now();
+    // Group the wave's runs by node, keeping their order.
+    let mut by_node: BTreeMap<String, Vec<&mut TaskRun<S>>> = BTreeMap::new();
+    for r in wave.iter_mut() {
+        by_node.entry(r.target.node_id.clone()).or_default().push(r);
+    }
+    let jobs = by_node.into_values().map(|mut group| {
+        let first = &group[0].target;
+        let services: Vec<&str> = {
+            let mut s: Vec<&str> = group.iter().map(|r| r.target.service.as_str()).collect();
+            s.dedup();
+            s
+        };
+        let job = HelperJob {
+            node_id: first.node_id.clone(),
+            node_name: first.node.clone(),
+            target: format!("{} task(s) of {}", group.len(), services.join(", ")),
+            labels: vec![
+                ("swarm-exec.target.service".to_owned(), services.join(",")),
+                (
+                    "swarm-exec.target.tasks".to_owned(),
+                    group.len().to_string(),
+                ),
+            ],
+            exec: ExecSpec {
+                containers: group
+                    .iter()
+                    .map(|r| r.target.container_id.clone())
+                    .collect(),
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+                user: req.user.clone(),
+                privileged: req.privileged,
+            },
+            image: image.to_owned(),
+        };
+        let cancelled = hub.subscribe();
+        async move {
+            let end = {
+                let mut sinks: Vec<&mut S> = group.iter_mut().map(|r| &mut r.sink).collect();
+                run_helper(api_, &job, &mut sinks, deadline, cancelled).await
+            };
+            for (i, r) in group.iter_mut().enumerate() {
+                let (outcome, at) = match &end {
+                    Ok(RunEnd::Interrupted(i)) => (TaskOutcome::Interrupted(*i), Instant::now()),
+                    Ok(RunEnd::Finished(results)) => match &results[i] {
+                        (TargetResult::Exited(c), at) => (TaskOutcome::Exited(*c), *at),
+                        (TargetResult::TimedOut, at) => (TaskOutcome::TimedOut, *at),
+                        (TargetResult::Failed(why), at) => (TaskOutcome::Failed(why.clone()), *at),
+                    },
+                    Err(e) => (TaskOutcome::Failed(e.to_string()), Instant::now()),
+                };
+                r.outcome = outcome;
+                r.duration = at.saturating_duration_since(started);
+            }
+        }
+    });
+    join_all(jobs).await;
+}

@@ -1,0 +1,190 @@
+//! `swarm-exec service-exec`: every selected task of a service or stack.
+
+use std::io;
+
+use serde_json::json;
+use swarm_exec_core::service_exec::{
+    service_exec, Filters, ServiceExecError, ServiceExecRequest, Services, TaskOutcome, TaskRun,
+};
+use swarm_exec_core::{BollardApi, Interrupt, OutputSink};
+
+use crate::cli::ServiceExecArgs;
+use crate::cmd::task_exec::{interrupted, utf8_arg, ExecOpts};
+use crate::exit::{CliError, Status};
+use crate::output::{stream, Captured, PrefixedSink};
+
+pub async fn run(args: ServiceExecArgs) -> Result<Status, CliError> {
+    let cancel = interrupted().map_err(CliError::Runtime)?;
+    let opts = ExecOpts::from_args(args.exec)?;
+    let mut words = args
+        .args
+        .into_iter()
+        .map(utf8_arg)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter();
+    let services = match args.stack {
+        Some(stack) => Services::Stack(stack),
+        None => Services::Named(words.next().unwrap_or_default()),
+    };
+    let command: Vec<String> = words.collect();
+    if command.is_empty() {
+        return Err(CliError::Usage(
+            "no command given: swarm-exec service-exec SERVICE COMMAND [ARG...]".into(),
+        ));
+    }
+    let req = ServiceExecRequest {
+        services,
+        filters: parse_filters(&args.filter)?,
+        command,
+        env: opts.env,
+        workdir: opts.workdir,
+        user: opts.user,
+        privileged: opts.privileged,
+        timeout: opts.timeout,
+        image: opts.image,
+        parallel: args.parallel,
+        delay: args.delay.unwrap_or_default(),
+        fail_fast: args.fail_fast,
+    };
+    let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
+    let json = args.format == "json";
+    let status = if json {
+        let runs = match service_exec(&api, &req, |_| Captured::default(), cancel).await {
+            Err(ServiceExecError::Interrupted(i)) => return Ok(interrupted_early(i)),
+            r => r?,
+        };
+        for r in &runs {
+            println!("{}", to_json(r));
+            for w in &r.sink.warnings {
+                eprintln!("swarm-exec: warning: {}: {w}", r.target.name());
+            }
+        }
+        summarize(&runs)
+    } else {
+        let (out, err) = (stream(io::stdout()), stream(io::stderr()));
+        let prefixed = !args.no_prefix;
+        let runs = service_exec(
+            &api,
+            &req,
+            |t| {
+                let prefix = prefixed.then(|| format!("{} | ", t.name()));
+                PrefixedSink::new(out.clone(), err.clone(), prefix)
+            },
+            cancel,
+        )
+        .await;
+        let runs = match runs {
+            Err(ServiceExecError::Interrupted(i)) => return Ok(interrupted_early(i)),
+            r => r?,
+        };
+        summarize(&runs)
+    };
+    Ok(status)
+}
+
+fn interrupted_early(i: Interrupt) -> Status {
+    Status::Tasks {
+        failed: 0,
+        interrupted: Some(i),
+    }
+}
+
+/// `node=…`, `slot=…`, `label=KEY[=VALUE]`.
+fn parse_filters(specs: &[String]) -> Result<Filters, CliError> {
+    let mut f = Filters::default();
+    for spec in specs {
+        let bad = |why: &str| CliError::Usage(format!("invalid --filter {spec:?}: {why}"));
+        let (key, value) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE"))?;
+        if value.is_empty() {
+            return Err(bad("empty value"));
+        }
+        match key {
+            "node" => f.nodes.push(value.to_owned()),
+            "slot" => match value.parse::<u64>() {
+                Ok(n) if n > 0 => f.slots.push(n),
+                _ => return Err(bad("slot must be a positive number")),
+            },
+            "label" => {
+                let (k, v) = match value.split_once('=') {
+                    Some((k, v)) => (k, Some(v.to_owned())),
+                    None => (value, None),
+                };
+                if k.is_empty() {
+                    return Err(bad("empty label key"));
+                }
+                f.labels.push((k.to_owned(), v));
+            }
+            _ => return Err(bad("keys are node, slot and label")),
+        }
+    }
+    Ok(f)
+}
+
+fn describe(outcome: &TaskOutcome) -> (&'static str, Option<i64>, Option<String>) {
+    match outcome {
+        TaskOutcome::Exited(c) => ("exited", Some(*c), None),
+        TaskOutcome::TimedOut => ("timed_out", None, None),
+        TaskOutcome::Failed(why) => ("failed", None, Some(why.clone())),
+        TaskOutcome::Skipped => ("skipped", None, None),
+        TaskOutcome::Interrupted(_) => ("interrupted", None, None),
+    }
+}
+
+fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
+    let (outcome, exit_code, error) = describe(&r.outcome);
+    let t = &r.target;
+    json!({
+        "task_id": t.task_id,
+        "name": t.name(),
+        "service": t.service,
+        "slot": (t.slot > 0).then_some(t.slot),
+        "node": t.node,
+        "node_id": t.node_id,
+        "container_id": t.container_id,
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "error": error,
+        "duration_s": (r.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+        "stdout": String::from_utf8_lossy(&r.sink.stdout),
+        "stderr": String::from_utf8_lossy(&r.sink.stderr),
+    })
+}
+
+/// A summary of the failures on stderr, and the status the exit code follows.
+fn summarize<S: OutputSink>(runs: &[TaskRun<S>]) -> Status {
+    let interrupted = runs.iter().find_map(|r| match r.outcome {
+        TaskOutcome::Interrupted(i) => Some(i),
+        _ => None,
+    });
+    let failed: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let what = match &r.outcome {
+                TaskOutcome::Exited(0) | TaskOutcome::Interrupted(_) => return None,
+                TaskOutcome::Exited(c) => format!("exited with {c}"),
+                TaskOutcome::TimedOut => "timed out".to_owned(),
+                TaskOutcome::Failed(why) => format!("failed: {why}"),
+                TaskOutcome::Skipped => "skipped (--fail-fast)".to_owned(),
+            };
+            Some(format!(
+                "  {} (task {}): {what}",
+                r.target.name(),
+                r.target.task_id
+            ))
+        })
+        .collect();
+    if !failed.is_empty() {
+        eprintln!(
+            "swarm-exec: {} of {} tasks did not succeed:\n{}",
+            failed.len(),
+            runs.len(),
+            failed.join("\n")
+        );
+    }
+    Status::Tasks {
+        failed: failed.len(),
+        interrupted,
+    }
+}

@@ -1,0 +1,295 @@
+//! `swarm-exec service-exec` against the lab swarm: every task, one helper per node,
+//! filters, rolling waves, JSON output, exit codes, nothing left behind.
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    out.stdout_str()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn every_replica_over_three_nodes_with_one_helper_per_node() {
+    let svc = Service::replicated(6);
+    let nodes: BTreeSet<&str> = svc.tasks.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "replicas spread over the 3 nodes: {:?}",
+        svc.tasks
+    );
+    // Count the helpers while the commands run.
+    let child = spawn_swarm_exec(&[
+        "service-exec",
+        &svc.name,
+        "sh",
+        "-c",
+        "sleep 2; echo out-$(hostname); echo err >&2",
+    ]);
+    let mut most = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        most = most.max(svc.helpers().len());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let out = wait(child, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    assert_eq!(most, 3, "one helper per node, not one per task");
+    // Every task answered once, on stdout, with the `docker service logs` prefix.
+    let lines: BTreeSet<String> = out.stdout_str().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 6, "{}", out.stdout_str());
+    for t in &svc.tasks {
+        let prefix = format!("{}.{}@{} | out-", svc.name, t.slot, t.node);
+        assert!(
+            lines.iter().any(|l| l.starts_with(&prefix)),
+            "{prefix}: {lines:?}"
+        );
+        let err = format!("{}.{}@{} | err", svc.name, t.slot, t.node);
+        assert!(out.stderr_str().contains(&err), "{}", out.stderr_str());
+    }
+    // All six ran at once: about one 2 s sleep, not six.
+    assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn one_failing_replica_fails_the_run_and_is_named() {
+    let svc = Service::replicated(6);
+    let victim = &svc.tasks[3];
+    let host = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Status.ContainerStatus.ContainerID}}",
+        &victim.id,
+    ]);
+    let script = format!("[ $(hostname) != {} ] || exit 9", &host[..12]);
+    let out = swarm_exec(&["service-exec", &svc.name, "sh", "-c", &script]);
+    assert_eq!(out.code, 1, "{}", out.stderr_str());
+    let err = out.stderr_str();
+    assert!(err.contains("1 of 6 tasks did not succeed"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}.{}@{} (task {}): exited with 9",
+            svc.name, victim.slot, victim.node, victim.id
+        )),
+        "{err}"
+    );
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn filters_select_by_node_slot_and_label() {
+    let svc = Service::replicated(6);
+    let names = |args: &[&str]| -> BTreeSet<String> {
+        let mut full = vec!["service-exec", "--format", "json"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&[&svc.name, "true"]);
+        let out = swarm_exec(&full);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr_str());
+        json_lines(&out)
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expect = |pred: &dyn Fn(&Task) -> bool| -> BTreeSet<String> {
+        svc.tasks
+            .iter()
+            .filter(|t| pred(t))
+            .map(|t| format!("{}.{}@{}", svc.name, t.slot, t.node))
+            .collect()
+    };
+    assert_eq!(names(&["-f", "node=node3"]), expect(&|t| t.node == "node3"));
+    assert_eq!(
+        names(&["-f", "node=node2", "-f", "node=node3"]),
+        expect(&|t| t.node != "node1")
+    );
+    assert_eq!(
+        names(&["-f", "slot=2", "-f", "slot=5"]),
+        expect(&|t| t.slot == "2" || t.slot == "5")
+    );
+    // Different keys must all match; an empty selection is an error, checked below.
+    let both = expect(&|t| (t.slot == "2" || t.slot == "5") && t.node != "node1");
+    if !both.is_empty() {
+        assert_eq!(
+            names(&[
+                "-f",
+                "slot=2",
+                "-f",
+                "slot=5",
+                "-f",
+                "node=node2",
+                "-f",
+                "node=node3"
+            ]),
+            both
+        );
+    }
+    // Container labels: the test services carry swarm-exec.test=e2e.
+    assert_eq!(names(&["-f", "label=swarm-exec.test"]).len(), 6);
+    assert_eq!(names(&["-f", "label=swarm-exec.test=e2e"]).len(), 6);
+    let out = swarm_exec(&[
+        "service-exec",
+        "-f",
+        "label=swarm-exec.test=other",
+        &svc.name,
+        "true",
+    ]);
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr_str().contains("no running task"),
+        "{}",
+        out.stderr_str()
+    );
+    for bad in ["node", "slot=0", "slot=x", "color=red", "label="] {
+        let out = swarm_exec(&["service-exec", "-f", bad, &svc.name, "true"]);
+        assert_eq!(out.code, 125, "{bad}");
+        assert!(
+            out.stderr_str().contains("invalid --filter"),
+            "{bad}: {}",
+            out.stderr_str()
+        );
+    }
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn global_service_and_json_output() {
+    let svc = Service::global();
+    let out = swarm_exec(&[
+        "service-exec",
+        "--format",
+        "json",
+        &svc.name,
+        "sh",
+        "-c",
+        "printf 'o\\n'; printf 'e' >&2; exit 4",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr_str());
+    let results = json_lines(&out);
+    assert_eq!(results.len(), 3, "{}", out.stdout_str());
+    let ids: BTreeSet<&str> = results
+        .iter()
+        .map(|v| v["task_id"].as_str().unwrap())
+        .collect();
+    let expected: BTreeSet<&str> = svc.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, expected);
+    for v in &results {
+        let node = v["node"].as_str().unwrap();
+        assert_eq!(v["name"], format!("{}@{node}", svc.name));
+        assert_eq!(v["slot"], Value::Null);
+        assert_eq!(v["service"], svc.name);
+        assert_eq!(v["exit_code"], 4);
+        assert_eq!(v["outcome"], "exited");
+        assert_eq!(v["stdout"], "o\n");
+        assert_eq!(v["stderr"], "e");
+        assert_eq!(v["container_id"].as_str().unwrap().len(), 64);
+        assert!(v["duration_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn parallel_one_with_delay_is_a_rolling_exec() {
+    let svc = Service::replicated(3);
+    let start = Instant::now();
+    let out = swarm_exec(&[
+        "service-exec",
+        "--parallel",
+        "1",
+        "--delay",
+        "2s",
+        "--no-prefix",
+        &svc.name,
+        "cut",
+        "-d",
+        " ",
+        "-f1",
+        "/proc/uptime",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let times: Vec<f64> = out
+        .stdout_str()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 3, "{}", out.stdout_str());
+    // One at a time, each at least the delay after the one before (all nodes of the lab
+    // share one kernel, so /proc/uptime is one clock).
+    for w in times.windows(2) {
+        assert!(w[1] - w[0] >= 2.0, "{times:?}");
+    }
+    assert!(start.elapsed() >= Duration::from_secs(4));
+    // --fail-fast: the first failure stops the roll.
+    let out = swarm_exec(&[
+        "service-exec",
+        "--parallel",
+        "1",
+        "--fail-fast",
+        &svc.name,
+        "false",
+    ]);
+    assert_eq!(out.code, 1);
+    let err = out.stderr_str();
+    assert_eq!(err.matches("exited with 1").count(), 1, "{err}");
+    assert_eq!(err.matches("skipped (--fail-fast)").count(), 2, "{err}");
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn a_whole_stack() {
+    lab();
+    let stack = format!("st{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../example/stack.yml");
+    docker_ok(&[
+        "stack",
+        "deploy",
+        "--resolve-image",
+        "never",
+        "-c",
+        file,
+        &stack,
+    ]);
+    struct Rm(String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = docker(&["stack", "rm", &self.0]);
+        }
+    }
+    let _rm = Rm(stack.clone());
+    let out = eventually(
+        "all 6 stack tasks to answer",
+        Duration::from_secs(60),
+        || {
+            let out = swarm_exec(&[
+                "service-exec",
+                "--format",
+                "json",
+                "--stack",
+                &stack,
+                "true",
+            ]);
+            (out.code == 0 && json_lines(&out).len() == 6).then_some(out)
+        },
+    );
+    let services: BTreeSet<String> = json_lines(&out)
+        .iter()
+        .map(|v| v["service"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        services,
+        BTreeSet::from([format!("{stack}_agent"), format!("{stack}_web")])
+    );
+    let out = swarm_exec(&["service-exec", "--stack", "no-such-stack", "true"]);
+    assert_eq!(out.code, 125);
+    assert!(out
+        .stderr_str()
+        .contains("stack no-such-stack has no services"));
+}
