@@ -29,6 +29,10 @@ const MAGIC: &str = "swx1";
 /// Raw bytes per output record; 8 KiB encodes to a line of about 11 KiB.
 pub const CHUNK: usize = 8 * 1024;
 
+/// Failure reasons longer than this are cut (at a character boundary), so that their line
+/// too stays below the log drivers' 16 KiB.
+pub const MAX_REASON: usize = CHUNK;
+
 /// One decoded record; the `usize` is the target's index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -76,7 +80,13 @@ impl Encoder {
                 }
             }
             Record::Exit(i, code) => line("x", &format!("{i} {code}")),
-            Record::Failed(i, msg) => line("f", &format!("{i} {}", B64.encode(msg.as_bytes()))),
+            Record::Failed(i, msg) => {
+                let mut end = msg.len().min(MAX_REASON);
+                while !msg.is_char_boundary(end) {
+                    end -= 1;
+                }
+                line("f", &format!("{i} {}", B64.encode(&msg.as_bytes()[..end])));
+            }
             Record::Done => line("d", ""),
             Record::TimedOut => line("t", ""),
         }
@@ -108,12 +118,15 @@ impl Decoder {
 
     /// Feeds a chunk of the log stream; calls `f` for every line it completes.
     pub fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(Line)) {
+        // What was pending holds no newline: only the new bytes need scanning.
+        let mut scan = self.pending.len();
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
-        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + pos;
+        while let Some(pos) = self.pending[scan..].iter().position(|&b| b == b'\n') {
+            let end = scan + pos;
             f(self.decode_line(&self.pending[start..end]));
             start = end + 1;
+            scan = start;
         }
         self.pending.drain(..start);
     }

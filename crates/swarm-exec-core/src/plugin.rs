@@ -172,7 +172,16 @@ pub fn parse_timeout(v: &Value) -> Result<Duration, PluginError> {
                     format!("{n} is longer than the maximum of one week"),
                 ))
             } else {
-                Ok(Duration::from_secs_f64(secs))
+                // Below a nanosecond, a positive number is still a zero Duration.
+                let d = Duration::from_secs_f64(secs);
+                if d.is_zero() {
+                    Err(arg(
+                        "timeout",
+                        format!("{n} must be a positive number of seconds"),
+                    ))
+                } else {
+                    Ok(d)
+                }
             }
         }
         Value::String(s) => parse_duration(s).map_err(|e| arg("timeout", e.to_string())),
