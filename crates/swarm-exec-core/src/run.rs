@@ -135,10 +135,13 @@ where
 }
 
 async fn cleanup<A: SwarmApi, S: OutputSink>(api: &A, helper: &str, out: &mut S) {
-    if let Err(e) = api.remove_service(helper).await {
-        out.warn(&format!(
-            "could not remove helper service {helper}: {e}; `docker service rm {helper}` removes it"
-        ));
+    match api.remove_service(helper).await {
+        Ok(()) => tracing::debug!(helper, "helper removed"),
+        Err(e) => {
+            out.warn(&format!(
+                "could not remove helper service {helper}: {e}; `docker service rm {helper}` removes it"
+            ));
+        }
     }
 }
 
@@ -230,6 +233,7 @@ impl Follower {
                 item = logs.next(), if logs_open => match item {
                     Some(Ok((LogStream::Stdout, bytes))) => {
                         if let Some(results) = self.feed(&bytes, sinks) {
+                            tracing::debug!(after = ?started.elapsed(), "helper reported its results");
                             return Ok(RunEnd::Finished(results));
                         }
                     }

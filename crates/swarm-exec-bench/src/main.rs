@@ -1,0 +1,609 @@
+//! Measures swarm-exec on the lab swarm (scripts/lab up) against its floors, interleaved
+//! round by round, and writes the figures to BENCHMARKS.md. Run it with `scripts/bench`.
+//!
+//! - single task: `swarm-exec task-exec <task on a worker> true`, beside a direct
+//!   `docker exec` on the worker's own engine and a bare helper round trip (create a helper
+//!   service that runs `exec`, poll it every 50 ms, read its exit code, remove it);
+//! - fan-out: `swarm-exec service-exec` over N tasks on all nodes, beside the same tasks
+//!   exec'd directly and concurrently through each node's own engine;
+//! - swarm-exec's peak RSS, its start-up time, and the helper image size.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{
+    ExecConfig, Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
+};
+use bollard::query_parameters::ListTasksOptions;
+use bollard::Docker;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const TARGET_IMAGE: &str = "swarm-exec-lab/busybox:1";
+const FAN_SERVICE: &str = "bench-fan";
+const ONE_SERVICE: &str = "bench-one";
+/// The reference implementation's median for `true` on a worker, as measured in issue 6
+/// on the same kind of machine; it is not re-measured here.
+const REFERENCE_MS: f64 = 1260.0;
+
+struct Node {
+    name: String,
+    docker: Docker,
+}
+
+struct Task {
+    id: String,
+    node: String,
+    node_id: String,
+    slot: u64,
+    container: String,
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let rounds: usize = opt("--rounds", "15").parse()?;
+    let fans: Vec<usize> = opt("--fan", "6,30,60")
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let bin = opt(
+        "--bin",
+        "target/x86_64-unknown-linux-gnu/release/swarm-exec",
+    );
+    let out = opt("--out", "BENCHMARKS.md");
+    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(&lab, &bin, rounds, &fans, &out))
+}
+
+async fn run(lab: &str, bin: &str, rounds: usize, fans: &[usize], out: &str) -> Res<()> {
+    let mut nodes = Vec::new();
+    for n in 1.. {
+        let sock = format!("{lab}/node{n}/docker.sock");
+        if !std::path::Path::new(&sock).exists() {
+            break;
+        }
+        let docker = Docker::connect_with_unix(&sock, 120, bollard::API_DEFAULT_VERSION)?;
+        let name = docker.info().await?.name.unwrap_or_default();
+        nodes.push(Node { name, docker });
+    }
+    if nodes.len() < 3 {
+        return Err(format!("need the lab's 3 nodes under {lab}: scripts/lab up").into());
+    }
+    let manager = nodes[0].docker.clone();
+    let manager_host = format!("unix://{lab}/node1/docker.sock");
+    let max_fan = fans.iter().copied().max().unwrap_or(6);
+
+    eprintln!("bench: creating {ONE_SERVICE} (global) and {FAN_SERVICE} ({max_fan} replicas)");
+    for (name, replicas) in [(ONE_SERVICE, None), (FAN_SERVICE, Some(max_fan))] {
+        let _ = manager.delete_service(name).await;
+        manager
+            .create_service(target_spec(name, replicas), None)
+            .await?;
+    }
+    let result = measure(
+        &nodes,
+        &manager,
+        &manager_host,
+        bin,
+        rounds,
+        fans,
+        max_fan,
+        out,
+    )
+    .await;
+    for name in [ONE_SERVICE, FAN_SERVICE] {
+        let _ = manager.delete_service(name).await;
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    nodes: &[Node],
+    manager: &Docker,
+    manager_host: &str,
+    bin: &str,
+    rounds: usize,
+    fans: &[usize],
+    max_fan: usize,
+    out: &str,
+) -> Res<()> {
+    let one = wait_tasks(manager, ONE_SERVICE, nodes.len()).await?;
+    let fan = wait_tasks(manager, FAN_SERVICE, max_fan).await?;
+    let worker = one
+        .iter()
+        .find(|t| t.node == nodes[1].name)
+        .ok_or("no bench task on the first worker")?;
+    let worker_docker = &nodes[1].docker;
+    let by_name: HashMap<&str, &Docker> =
+        nodes.iter().map(|n| (n.name.as_str(), &n.docker)).collect();
+    let helper_image = manager
+        .inspect_image(swarm_exec_core::DEFAULT_IMAGE)
+        .await?;
+    let image_id = helper_image.id.clone().unwrap_or_default();
+    let image_size = helper_image.size.unwrap_or(0);
+
+    let mut m: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut rss: Vec<i64> = Vec::new();
+    let mut rec = |k: &str, d: Duration| {
+        m.entry(k.to_owned())
+            .or_default()
+            .push(d.as_secs_f64() * 1000.0)
+    };
+    // One of each first, unrecorded: caches, connections, images.
+    run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
+    bare_helper(manager, &image_id, worker).await?;
+
+    for round in 0..rounds {
+        eprintln!("bench: round {}/{rounds}", round + 1);
+        let (d, kb) = run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
+        rec("task-exec", d);
+        rss.push(kb);
+        rec(
+            "direct",
+            direct_exec(worker_docker, &worker.container).await?,
+        );
+        rec("bare", bare_helper(manager, &image_id, worker).await?);
+        for &n in fans {
+            let mut args = vec!["service-exec".to_owned(), "--no-prefix".to_owned()];
+            for slot in 1..=n {
+                args.extend(["-f".to_owned(), format!("slot={slot}")]);
+            }
+            args.extend([FAN_SERVICE.to_owned(), "true".to_owned()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (d, kb) = run_swarm_exec(bin, manager_host, &args)?;
+            rec(&format!("service-exec {n}"), d);
+            rss.push(kb);
+            let targets: Vec<&Task> = fan.iter().filter(|t| t.slot as usize <= n).collect();
+            rec(
+                &format!("fan-out floor {n}"),
+                fan_out_floor(&by_name, &targets).await?,
+            );
+        }
+    }
+    let mut startup = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let s = Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()?;
+        if !s.success() {
+            return Err("swarm-exec --version failed".into());
+        }
+        startup.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let phases = phases(bin, manager_host, &worker.id, 5)?;
+    let engine = manager.version().await?.version.unwrap_or_default();
+    let report = report(
+        &m,
+        &rss,
+        &startup,
+        image_size,
+        &phases,
+        rounds,
+        fans,
+        &engine,
+        nodes.len(),
+        &fan,
+    );
+    std::fs::write(out, &report)?;
+    println!("{report}");
+    Ok(())
+}
+
+fn target_spec(name: &str, replicas: Option<usize>) -> ServiceSpec {
+    ServiceSpec {
+        name: Some(name.to_owned()),
+        labels: Some(HashMap::from([("swarm-exec.test".into(), "bench".into())])),
+        mode: Some(match replicas {
+            Some(n) => ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated {
+                    replicas: Some(n as i64),
+                }),
+                ..Default::default()
+            },
+            None => ServiceSpecMode {
+                global: Some(HashMap::new()),
+                ..Default::default()
+            },
+        }),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(TARGET_IMAGE.into()),
+                args: Some(vec!["sleep".into(), "86400".into()]),
+                stop_grace_period: Some(1_000_000_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn wait_tasks(manager: &Docker, service: &str, n: usize) -> Res<Vec<Task>> {
+    let start = Instant::now();
+    loop {
+        let opts = ListTasksOptions {
+            filters: Some(HashMap::from([
+                ("service".into(), vec![service.into()]),
+                ("desired-state".into(), vec!["running".into()]),
+            ])),
+        };
+        let tasks = manager.list_tasks(Some(opts)).await?;
+        let mut running = Vec::new();
+        for t in tasks {
+            let status = t.status.clone().unwrap_or_default();
+            if status.state.map(|s| s.to_string()).as_deref() != Some("running") {
+                continue;
+            }
+            let node_id = t.node_id.clone().unwrap_or_default();
+            let node = manager
+                .inspect_node(&node_id)
+                .await?
+                .description
+                .and_then(|d| d.hostname)
+                .unwrap_or_default();
+            running.push(Task {
+                id: t.id.unwrap_or_default(),
+                node,
+                node_id,
+                slot: t.slot.unwrap_or(0) as u64,
+                container: status
+                    .container_status
+                    .and_then(|c| c.container_id)
+                    .unwrap_or_default(),
+            });
+        }
+        if running.len() == n {
+            return Ok(running);
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err(format!("{service}: {} of {n} tasks running", running.len()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs swarm-exec to completion; returns its wall time and peak RSS (KiB).
+fn run_swarm_exec(bin: &str, host: &str, args: &[&str]) -> Res<(Duration, i64)> {
+    let t = Instant::now();
+    let child = Command::new(bin)
+        .args(args)
+        .env("DOCKER_HOST", host)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled in by wait4 for the child we just spawned.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let elapsed = t.elapsed();
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let status = std::process::ExitStatus::from_raw(status);
+    if !status.success() {
+        return Err(format!("swarm-exec {args:?} failed: {status}").into());
+    }
+    Ok((elapsed, usage.ru_maxrss))
+}
+
+/// `docker exec <container> true` through the node's own engine.
+async fn direct_exec(docker: &Docker, container: &str) -> Res<Duration> {
+    let t = Instant::now();
+    let created = docker
+        .create_exec(
+            container,
+            ExecConfig {
+                cmd: Some(vec!["true".into()]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?;
+    if let StartExecResults::Attached { mut output, .. } = docker
+        .start_exec(&created.id, None::<StartExecOptions>)
+        .await?
+    {
+        while output.next().await.is_some() {}
+    }
+    let code = docker.inspect_exec(&created.id).await?.exit_code;
+    if code != Some(0) {
+        return Err(format!("direct exec exited {code:?}").into());
+    }
+    Ok(t.elapsed())
+}
+
+/// The same tasks, exec'd directly and concurrently through each node's own engine.
+async fn fan_out_floor(nodes: &HashMap<&str, &Docker>, tasks: &[&Task]) -> Res<Duration> {
+    let t = Instant::now();
+    let runs = tasks
+        .iter()
+        .map(|task| direct_exec(nodes[task.node.as_str()], &task.container));
+    for r in join_all(runs).await {
+        r?;
+    }
+    Ok(t.elapsed())
+}
+
+/// The reference mechanism without the reference's fixed sleeps: create a helper service
+/// that runs `exec`, poll its task every 50 ms, read the exit code, remove the service.
+async fn bare_helper(manager: &Docker, image_id: &str, target: &Task) -> Res<Duration> {
+    let t = Instant::now();
+    let name = format!(
+        "bench-bare-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let spec = ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(HashMap::from([
+            ("swarm-exec.helper".into(), "bench".into()),
+            ("swarm-exec.test".into(), "bench".into()),
+        ])),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image_id.into()),
+                args: Some(vec!["exec".into(), target.container.clone(), "true".into()]),
+                mounts: Some(vec![Mount {
+                    typ: Some(MountType::BIND),
+                    source: Some("/var/run/docker.sock".into()),
+                    target: Some("/var/run/docker.sock".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![format!("node.id=={}", target.node_id)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = manager
+        .create_service(spec, None)
+        .await?
+        .id
+        .unwrap_or_default();
+    let result = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let opts = ListTasksOptions {
+                filters: Some(HashMap::from([("service".into(), vec![id.clone()])])),
+            };
+            let tasks = manager.list_tasks(Some(opts)).await?;
+            let Some(task) = tasks.into_iter().next() else {
+                continue;
+            };
+            let status = task.status.unwrap_or_default();
+            match status.state.map(|s| s.to_string()).as_deref() {
+                Some("complete") => return Ok(()),
+                Some("failed" | "rejected" | "shutdown") => {
+                    return Err(
+                        format!("bare helper ended {:?}: {:?}", status.state, status.err).into(),
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+    .await;
+    manager.delete_service(&id).await?;
+    result.map(|()| t.elapsed())
+}
+
+/// Where a task-exec's time goes, from its debug trace: median milliseconds from start to
+/// each step, over `runs` runs.
+fn phases(bin: &str, host: &str, task: &str, runs: usize) -> Res<Vec<(String, f64)>> {
+    use std::io::BufRead;
+    let marks = [
+        (
+            "helper created",
+            "helper service created (task resolved, image pinned)",
+        ),
+        ("helper running", "manager sees the helper task running"),
+        ("helper removed", "exit code received, helper removed"),
+    ];
+    let mut seen: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut total = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["task-exec", task, "true"])
+            .env("DOCKER_HOST", host)
+            .env("SWARM_EXEC_LOG", "swarm_exec_core=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line?;
+            let at = t.elapsed().as_secs_f64() * 1000.0;
+            for (needle, _) in &marks {
+                if line.contains(needle) {
+                    seen.entry(needle).or_default().push(at);
+                }
+            }
+        }
+        child.wait()?;
+        total.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut out: Vec<(String, f64)> = marks
+        .iter()
+        .filter_map(|(needle, label)| seen.get_mut(needle).map(|v| (label.to_string(), median(v))))
+        .collect();
+    out.push(("process exited".into(), median(&mut total)));
+    Ok(out)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+/// Nearest-rank percentile.
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    m: &HashMap<String, Vec<f64>>,
+    rss: &[i64],
+    startup: &[f64],
+    image_size: i64,
+    phases: &[(String, f64)],
+    rounds: usize,
+    fans: &[usize],
+    engine: &str,
+    nodes: usize,
+    fan: &[Task],
+) -> String {
+    let stat = |k: &str| -> (f64, f64) {
+        let mut v = m.get(k).cloned().unwrap_or_default();
+        (median(&mut v), percentile(&mut v, 90.0))
+    };
+    let cpu = sh(
+        "sh",
+        &["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+    );
+    let mem = sh(
+        "sh",
+        &[
+            "-c",
+            "grep MemTotal /proc/meminfo | awk '{printf \"%.0f GiB\", $2/1048576}'",
+        ],
+    );
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Measured by `scripts/bench` (crates/swarm-exec-bench) on {}: {} cores ({}), {}, \
+         Docker Engine {}, a lab swarm of {} nodes on that one machine. {} rounds, \
+         interleaved; times in ms.\n",
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        sh("nproc", &[]),
+        cpu.trim(),
+        mem,
+        engine,
+        nodes,
+        rounds,
+    );
+    let _ = writeln!(s, "## One task on a worker: `true`\n");
+    let _ = writeln!(s, "| what | median | p90 |\n|---|---:|---:|");
+    for (k, label) in [
+        ("task-exec", "`swarm-exec task-exec <task> true`"),
+        (
+            "bare",
+            "floor: bare helper round trip (create, poll every 50 ms, read state, remove)",
+        ),
+        ("direct", "floor: `docker exec` on the worker's own engine"),
+    ] {
+        let (med, p90) = stat(k);
+        let _ = writeln!(s, "| {label} | {med:.0} | {p90:.0} |");
+    }
+    let _ = writeln!(s, "| the reference implementation (issue 6's figure, not re-measured here) | {REFERENCE_MS:.0} | |");
+    let (te, _) = stat("task-exec");
+    let (bare, _) = stat("bare");
+    let _ = writeln!(
+        s,
+        "\nRatios: task-exec / bare helper = **{:.2}** (target < 1); reference / task-exec = **{:.1}×** \
+         (target ≥ 2, against the issue's figure).\n",
+        te / bare,
+        REFERENCE_MS / te
+    );
+    let _ = writeln!(
+        s,
+        "Where a task-exec's time goes (median ms from start, one debug-traced run each of 5):\n"
+    );
+    let _ = writeln!(s, "| step | at |\n|---|---:|");
+    for (label, at) in phases {
+        let _ = writeln!(s, "| {label} | {at:.0} |");
+    }
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for t in fan {
+        *per_node.entry(t.node.as_str()).or_default() += 1;
+    }
+    let mut spread: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    spread.sort();
+    let _ = writeln!(s, "\n## Fan-out: `service-exec` over N tasks\n");
+    let _ = writeln!(
+        s,
+        "Tasks of `{FAN_SERVICE}` by node: {}.\n",
+        spread.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "| N | service-exec median | p90 | fan-out floor median | bare helper + floor | ratio (target ≤ 1.2) |\n|---:|---:|---:|---:|---:|---:|"
+    );
+    for n in fans {
+        let (med, p90) = stat(&format!("service-exec {n}"));
+        let (floor, _) = stat(&format!("fan-out floor {n}"));
+        let bound = bare + floor;
+        let _ = writeln!(
+            s,
+            "| {n} | {med:.0} | {p90:.0} | {floor:.0} | {bound:.0} | **{:.2}** |",
+            med / bound
+        );
+    }
+    let mut startup = startup.to_vec();
+    let peak = rss.iter().copied().max().unwrap_or(0);
+    let _ = writeln!(s, "\n## Footprint\n");
+    let _ = writeln!(s, "| what | figure | target |\n|---|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| peak RSS of swarm-exec (all runs above) | {:.1} MiB | ≤ 20 MiB |",
+        peak as f64 / 1024.0
+    );
+    let _ = writeln!(
+        s,
+        "| start-up (`swarm-exec --version`, median of 30) | {:.1} ms | |",
+        median(&mut startup)
+    );
+    let _ = writeln!(
+        s,
+        "| helper image (`swarm-exec:{}`) | {:.1} MB | ≤ 10 MB |",
+        env!("CARGO_PKG_VERSION"),
+        image_size as f64 / 1e6
+    );
+    s
+}
