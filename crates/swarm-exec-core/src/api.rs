@@ -50,6 +50,8 @@ pub struct ServiceInfo {
     pub id: String,
     pub name: String,
     pub global: bool,
+    /// The service's own labels.
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -171,22 +173,35 @@ impl BollardApi {
 
 /// How often and how long transient failures are retried: 50 ms doubling to 1 s, ten
 /// attempts after the first, about 8 s in all — long enough to ride out an engine restart.
-fn backoff() -> impl Iterator<Item = Duration> {
+fn backoff(retries: usize) -> impl Iterator<Item = Duration> {
     ExponentialBackoff::from_millis(2)
         .factor(25)
         .max_delay(Duration::from_secs(1))
         .map(jitter)
-        .take(10)
+        .take(retries)
 }
 
+/// Retries for most calls.
+const RETRIES: usize = 10;
+/// Removing a helper matters more than waiting: about 30 s of retries.
+const REMOVE_RETRIES: usize = 32;
+
 /// Runs `op`, retrying while it fails transiently.
-pub async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, ApiError>
+pub async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    retry_n(what, RETRIES, op).await
+}
+
+async fn retry_n<T, F, Fut>(what: &str, retries: usize, mut op: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
 {
     RetryIf::start(
-        backoff(),
+        backoff(retries),
         || {
             let fut = op();
             async move {
@@ -226,8 +241,9 @@ pub fn classify(err: bollard::errors::Error) -> ApiError {
         }
         E::HyperLegacyError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
             let text = error_chain(&err);
-            // A socket path that does not exist will not appear by retrying.
-            if text.contains("No such file or directory") || text.contains("Permission denied") {
+            // Permission on the socket will not come by retrying. A missing socket may: an
+            // engine that restarts removes its socket until it is back.
+            if text.contains("Permission denied") {
                 ApiError::Other(format!("cannot reach the Docker engine: {text}"))
             } else {
                 ApiError::Connect(text)
@@ -285,10 +301,13 @@ fn task_info(t: bollard::models::Task) -> TaskInfo {
 fn service_info(s: bollard::models::Service) -> ServiceInfo {
     let spec = s.spec.unwrap_or_default();
     let mode = spec.mode.unwrap_or_default();
+    let mut labels: Vec<(String, String)> = spec.labels.unwrap_or_default().into_iter().collect();
+    labels.sort();
     ServiceInfo {
         id: s.id.unwrap_or_default(),
         name: spec.name.unwrap_or_default(),
         global: mode.global.is_some() || mode.global_job.is_some(),
+        labels,
     }
 }
 
@@ -414,7 +433,7 @@ impl SwarmApi for BollardApi {
     }
 
     async fn remove_service(&self, id: &str) -> Result<(), ApiError> {
-        match retry("remove service", || async {
+        match retry_n("remove service", REMOVE_RETRIES, || async {
             self.docker.delete_service(id).await.map_err(classify)
         })
         .await

@@ -131,6 +131,11 @@ impl Decoder {
         self.pending.drain(..start);
     }
 
+    /// Forgets a partial line (the stream is being read again from its start).
+    pub fn reset(&mut self) {
+        self.pending.clear();
+    }
+
     /// Whatever is left after the stream ended (a line without its newline).
     pub fn finish(&mut self) -> Option<Line> {
         if self.pending.is_empty() {

@@ -63,6 +63,9 @@ pub fn helper_spec(
         run_id.to_owned(),
         "--timeout-ms".to_owned(),
         budget.as_millis().to_string(),
+        // The helper runs its own image again to stop commands that outlive it.
+        "--image".to_owned(),
+        image.to_owned(),
     ]);
     for e in &exec.env {
         args.push("--env".to_owned());

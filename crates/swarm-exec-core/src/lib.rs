@@ -18,6 +18,7 @@
 //! - [`task_exec`]: one task: resolve it, then run one helper for it.
 //! - [`service_exec`]: every selected task of a service or stack, one helper per node.
 //! - [`cancel`]: one cancellation fanned out to every helper run under way.
+//! - [`gc`]: removing helpers left behind, by label and deadline.
 //! - [`node_exec`]: the helper side: exec in the target container over the node's socket.
 //! - [`plugin`]: the Skopos plugin's `inst_exec` action over several instances.
 
@@ -25,6 +26,7 @@ pub mod api;
 pub mod cancel;
 pub mod duration;
 pub mod frame;
+pub mod gc;
 pub mod helper;
 pub mod node_exec;
 pub mod plugin;

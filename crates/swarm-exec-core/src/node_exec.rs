@@ -30,6 +30,8 @@ pub async fn node_exec<W: Write>(
     exec: &ExecSpec,
     nonce: &str,
     timeout: Duration,
+    stopper: &Stopper,
+    stop: impl std::future::Future<Output = ()>,
     out: &mut W,
 ) -> i32 {
     let enc = Encoder::new(nonce);
@@ -38,13 +40,20 @@ pub async fn node_exec<W: Write>(
         buf: Vec::with_capacity(16 * 1024),
         failed: None,
     });
+    // Which exec runs in which container, for stopping them at the deadline.
+    let started = RefCell::new(Vec::<(String, String)>::new());
     let runs = exec.containers.iter().enumerate().map(|(i, container)| {
-        let (enc, out) = (&enc, &out);
+        let (enc, out, started) = (&enc, &out, &started);
         async move {
             // The helper only ever execs into the containers it was created for, named by
             // full ID; anything else is refused before the socket is touched.
             let result = if is_container_id(container) {
-                exec_in_container(docker, exec, container, |stream, bytes| {
+                let on_created = |id: &str| {
+                    started
+                        .borrow_mut()
+                        .push((id.to_owned(), container.clone()))
+                };
+                exec_in_container(docker, exec, container, on_created, |stream, bytes| {
                     let record = match stream {
                         LogStream::Stdout => Record::Stdout(i, bytes.to_vec()),
                         LogStream::Stderr => Record::Stderr(i, bytes.to_vec()),
@@ -63,8 +72,15 @@ pub async fn node_exec<W: Write>(
             result
         }
     });
-    let code = match tokio::time::timeout(timeout, join_all(runs)).await {
-        Ok(results) => {
+    let all = join_all(runs);
+    tokio::pin!(all);
+    let finished = tokio::select! {
+        r = &mut all => Some(r),
+        _ = tokio::time::sleep(timeout) => None,
+        () = stop => None,
+    };
+    let code = match finished {
+        Some(results) => {
             let mut w = out.borrow_mut();
             if let Some(e) = w.failed.take() {
                 // stdout is the only channel back; say so on stderr, where the manager
@@ -81,12 +97,105 @@ pub async fn node_exec<W: Write>(
                 _ => 1,
             }
         }
-        Err(_) => {
+        None => {
+            // The commands are not left running: each gets SIGTERM, then SIGKILL.
+            let running = std::mem::take(&mut *started.borrow_mut());
+            for (exec_id, container) in running {
+                if let Err(e) = stopper.terminate(docker, &exec_id, &container).await {
+                    eprintln!(
+                        "swarm-exec helper: could not stop the command in {}: {e}",
+                        short(&container)
+                    );
+                }
+            }
             out.borrow_mut().write(&enc, &Record::TimedOut);
             HELPER_TIMED_OUT
         }
     };
     code
+}
+
+/// How the helper stops commands that outlive it (the engine has no API to signal an exec):
+/// a short-lived container of the helper image, in the node's PID namespace with only
+/// CAP_KILL, runs `node-kill`, which checks that the exec'd process belongs to the target
+/// container and signals it and its descendants — SIGTERM, then SIGKILL after `grace`.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    /// The helper's own image (pinned by the manager), which holds `node-kill`.
+    pub image: String,
+    pub grace: Duration,
+}
+
+/// How long a command that outlived its helper gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The hidden subcommand the stopper container runs.
+pub const NODE_KILL_MODE: &str = "node-kill";
+
+impl Stopper {
+    async fn terminate(
+        &self,
+        docker: &Docker,
+        exec_id: &str,
+        container: &str,
+    ) -> Result<(), String> {
+        let info = docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| format!("inspecting the exec: {e}"))?;
+        let (Some(true), Some(pid)) = (info.running, info.pid) else {
+            return Ok(()); // already ended
+        };
+        if pid <= 1 {
+            return Err(format!("implausible PID {pid}"));
+        }
+        let labels = std::collections::HashMap::from([
+            (crate::HELPER_LABEL.to_owned(), "stopper".to_owned()),
+            (
+                "swarm-exec.target.container".to_owned(),
+                container.to_owned(),
+            ),
+        ]);
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(vec![
+                NODE_KILL_MODE.to_owned(),
+                "--pid".to_owned(),
+                pid.to_string(),
+                "--container".to_owned(),
+                container.to_owned(),
+                "--grace-ms".to_owned(),
+                self.grace.as_millis().to_string(),
+            ]),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(bollard::models::HostConfig {
+                pid_mode: Some("host".to_owned()),
+                auto_remove: Some(true),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(vec!["KILL".to_owned()]),
+                readonly_rootfs: Some(true),
+                network_mode: Some("none".to_owned()),
+                memory: Some(32 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map_err(|e| format!("creating the stopper: {e}"))?;
+        docker
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|e| format!("starting the stopper: {e}"))
+    }
 }
 
 /// Encodes records onto the helper's stdout, one write per record so output stays live;
@@ -120,6 +229,7 @@ pub async fn exec_in_container(
     docker: &Docker,
     exec: &ExecSpec,
     container: &str,
+    on_created: impl FnOnce(&str),
     mut on_output: impl FnMut(LogStream, &[u8]),
 ) -> Result<i64, String> {
     if exec.command.is_empty() {
@@ -139,6 +249,7 @@ pub async fn exec_in_container(
         .create_exec(container, config)
         .await
         .map_err(|e| format!("cannot exec in container {}: {e}", short(container)))?;
+    on_created(&created.id);
     let started = docker
         .start_exec(
             &created.id,
@@ -178,4 +289,76 @@ pub async fn exec_in_container(
 
 fn short(id: &str) -> &str {
     &id[..12.min(id.len())]
+}
+
+/// `node-kill`: signals process `pid` and its descendants — only those in `container`'s
+/// cgroup — with SIGTERM, then SIGKILL for any left after `grace`. Runs in the node's PID
+/// namespace (see [`Stopper`]). Returns how many processes it signalled.
+pub fn node_kill(pid: i32, container: &str, grace: Duration) -> Result<usize, String> {
+    if pid <= 1 || !is_container_id(container) {
+        return Err(format!(
+            "refusing to signal pid {pid} of container {container:?}"
+        ));
+    }
+    let in_target = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(container))
+    };
+    if !in_target(pid) {
+        // Gone already, or not the target's (a reused PID): nothing to do.
+        return Ok(0);
+    }
+    let mut tree = vec![pid];
+    let children = parents();
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            children
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree.retain(|&p| in_target(p));
+    let signal = |sig| {
+        for &p in &tree {
+            // SAFETY: kill(2) with a PID and a signal number has no memory effects.
+            unsafe { libc::kill(p, sig) };
+        }
+    };
+    signal(libc::SIGTERM);
+    let start = std::time::Instant::now();
+    while start.elapsed() < grace {
+        if tree.iter().all(|&p| !alive(p)) {
+            return Ok(tree.len());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(libc::SIGKILL);
+    Ok(tree.len())
+}
+
+/// (pid, parent pid) of every process visible in /proc.
+fn parents() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields resume after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let ppid = rest.split(' ').nth(1)?.parse().ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
+/// Still running (a zombie counts as ended).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
 }

@@ -129,7 +129,7 @@ pub async fn resolve<A: SwarmApi>(
         .inspect_service(&task.service_id)
         .await
         .map_err(crate::resolve::api("inspect the task's service"))?;
-    let display = match target {
+    let mut display = match target {
         TaskRef::OnNode { service, node } => format!("{service}@{node}"),
         _ if task.slot > 0 => format!("{}.{}", service.name, task.slot),
         _ => format!("{}@{}", service.name, task.node_id),
@@ -187,6 +187,9 @@ pub async fn resolve<A: SwarmApi>(
         });
     }
     let node_name = node_name(api, &task.node_id).await;
+    if task.slot == 0 && !matches!(target, TaskRef::OnNode { .. }) {
+        display = format!("{}@{}", service.name, node_name);
+    }
     Ok(Resolved {
         task_id: task.id,
         service_id: service.id,

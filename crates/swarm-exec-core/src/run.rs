@@ -56,6 +56,10 @@ const POLL_RUNNING: Duration = Duration::from_millis(250);
 /// After the helper task ended without its last record, how long the log stream is given
 /// to deliver it.
 const LOG_DRAIN: Duration = Duration::from_secs(3);
+/// A broken log stream (e.g. the manager's engine restarting) is opened again this often,
+/// at most this many times; the lines already read are skipped.
+const LOG_REOPEN_DELAY: Duration = Duration::from_millis(250);
+const LOG_REOPENS: u32 = 60;
 
 /// Runs `job` until `deadline`; `sinks[i]` receives target `i`'s output. The helper is
 /// removed before this returns, whatever happened.
@@ -151,6 +155,10 @@ struct Follower {
     results: Vec<Option<(TargetResult, Instant)>>,
     /// What the helper printed outside the protocol (its stderr, stray lines).
     diagnostics: Vec<u8>,
+    /// Lines of the helper's stdout read on the current stream, and how many of them a
+    /// reopened stream must skip because they were read before.
+    lines: usize,
+    skip: usize,
 }
 
 impl Follower {
@@ -159,6 +167,8 @@ impl Follower {
             decoder: Decoder::new(run_id),
             results: vec![None; targets],
             diagnostics: Vec::new(),
+            lines: 0,
+            skip: 0,
         }
     }
 
@@ -178,34 +188,48 @@ impl Follower {
     ) -> Option<Vec<(TargetResult, Instant)>> {
         let mut end = None;
         let (results, diagnostics) = (&mut self.results, &mut self.diagnostics);
-        self.decoder.feed(bytes, |line| match line {
-            Line::Record(Record::Stdout(i, b)) => {
-                if let Some(s) = sinks.get_mut(i) {
-                    s.stdout(&b);
-                }
+        let (lines, skip) = (&mut self.lines, self.skip);
+        self.decoder.feed(bytes, |line| {
+            *lines += 1;
+            if *lines <= skip {
+                return;
             }
-            Line::Record(Record::Stderr(i, b)) => {
-                if let Some(s) = sinks.get_mut(i) {
-                    s.stderr(&b);
+            match line {
+                Line::Record(Record::Stdout(i, b)) => {
+                    if let Some(s) = sinks.get_mut(i) {
+                        s.stdout(&b);
+                    }
                 }
-            }
-            Line::Record(Record::Exit(i, code)) => {
-                if let Some(r) = results.get_mut(i) {
-                    *r = Some((TargetResult::Exited(code), Instant::now()));
+                Line::Record(Record::Stderr(i, b)) => {
+                    if let Some(s) = sinks.get_mut(i) {
+                        s.stderr(&b);
+                    }
                 }
-            }
-            Line::Record(Record::Failed(i, reason)) => {
-                if let Some(r) = results.get_mut(i) {
-                    *r = Some((TargetResult::Failed(reason), Instant::now()));
+                Line::Record(Record::Exit(i, code)) => {
+                    if let Some(r) = results.get_mut(i) {
+                        *r = Some((TargetResult::Exited(code), Instant::now()));
+                    }
                 }
-            }
-            Line::Record(Record::Done | Record::TimedOut) => end = Some(()),
-            Line::Other(l) => {
-                diagnostics.extend_from_slice(&l);
-                diagnostics.push(b'\n');
+                Line::Record(Record::Failed(i, reason)) => {
+                    if let Some(r) = results.get_mut(i) {
+                        *r = Some((TargetResult::Failed(reason), Instant::now()));
+                    }
+                }
+                Line::Record(Record::Done | Record::TimedOut) => end = Some(()),
+                Line::Other(l) => {
+                    diagnostics.extend_from_slice(&l);
+                    diagnostics.push(b'\n');
+                }
             }
         });
         end.map(|()| self.unfinished_timed_out())
+    }
+
+    /// Prepares for reading the helper's stdout again from its start.
+    fn reopened(&mut self) {
+        self.decoder.reset();
+        self.skip = self.lines;
+        self.lines = 0;
     }
 
     /// Follows the helper until its last record arrives, or its task ends without one.
@@ -218,6 +242,8 @@ impl Follower {
     ) -> Result<RunEnd, ExecError> {
         let mut logs = api.service_logs(helper_id);
         let mut logs_open = true;
+        let mut reopen_at: Option<Instant> = None;
+        let mut reopens = 0;
         let filter = TaskFilter {
             service: Some(helper_id.to_owned()),
             ..Default::default()
@@ -240,26 +266,49 @@ impl Follower {
                     Some(Ok((LogStream::Stderr, bytes))) => self.diagnostics.extend_from_slice(&bytes),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "helper log stream failed");
-                        sinks[0].warn(&format!("lost the helper's output stream ({e}); output may be incomplete"));
                         logs_open = false;
+                        if reopens < LOG_REOPENS {
+                            reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
+                        } else {
+                            sinks[0].warn(&format!("lost the helper's output stream ({e}); output may be incomplete"));
+                        }
                     }
                     None => {
                         tracing::debug!("helper log stream ended");
                         logs_open = false;
+                        if reopens < LOG_REOPENS {
+                            reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
+                        }
                     }
                 },
+                _ = sleep_until(reopen_at.unwrap_or_else(Instant::now)), if reopen_at.is_some() => {
+                    reopens += 1;
+                    tracing::debug!(reopens, "reading the helper's logs again");
+                    logs = api.service_logs(helper_id);
+                    logs_open = true;
+                    reopen_at = None;
+                    self.reopened();
+                }
                 _ = sleep_until(next_poll) => {
                     if let Some((task, since)) = &ended {
-                        if !logs_open || since.elapsed() >= LOG_DRAIN {
+                        let drained = !logs_open && reopen_at.is_none();
+                        if drained || since.elapsed() >= LOG_DRAIN {
                             return self.ended_without_record(task, at, sinks);
                         }
                         next_poll = Instant::now() + POLL_STARTING;
                         continue;
                     }
-                    let tasks = api.list_tasks(&filter).await.map_err(|source| ExecError::Follow {
-                        at: at_box(),
-                        source,
-                    })?;
+                    let tasks = match api.list_tasks(&filter).await {
+                        Ok(tasks) => tasks,
+                        // The manager is away longer than the retries (e.g. restarting):
+                        // keep following; the deadline bounds the wait.
+                        Err(e) if e.is_transient() => {
+                            tracing::debug!(error = %e, "cannot read the helper task yet");
+                            next_poll = Instant::now() + POLL_RUNNING;
+                            continue;
+                        }
+                        Err(source) => return Err(ExecError::Follow { at: at_box(), source }),
+                    };
                     // Restart condition none: there is at most one task.
                     let task = tasks.into_iter().find(|t| t.service_id == helper_id);
                     let state = task.as_ref().map_or_else(|| "new".to_owned(), |t| t.state.clone());

@@ -34,12 +34,18 @@ pub enum Command {
         override_usage = "swarm-exec service-exec [OPTIONS] (<SERVICE> | --stack <NAME>) [--] <COMMAND> [ARG]..."
     )]
     ServiceExec(ServiceExecArgs),
+    /// Remove helper services left behind (e.g. by a killed client)
+    #[command(after_help = GC_EXAMPLES)]
+    Gc(GcArgs),
     /// Run a command in a container on the engine swarm-exec talks to (no helper)
     #[command(after_help = EXEC_EXAMPLES)]
     Exec(ExecArgs),
     /// (internal) Run inside the helper container: exec in a container on this node
     #[command(hide = true)]
     NodeExec(NodeExecArgs),
+    /// (internal) Stop a command that outlived its helper: signal it and its children
+    #[command(hide = true)]
+    NodeKill(NodeKillArgs),
 }
 
 const TOP_HELP: &str = "\
@@ -74,6 +80,16 @@ go N at a time (a rolling exec with --delay); --timeout then applies to each wav
 Exit codes: 0 when every task's command exited 0; 1 when any failed, timed out or could
 not run (a summary on stderr names each); 125 when swarm-exec itself failed (service
 not found, no task matches, engine unreachable); 130/143 on SIGINT/SIGTERM.";
+
+const GC_EXAMPLES: &str = "\
+Examples:
+  swarm-exec gc          # helpers whose deadline has passed
+  swarm-exec gc --all    # every helper, including ones still at work
+
+Helpers are services labelled swarm-exec.helper; each carries its deadline
+(swarm-exec.deadline, Unix seconds), after which its node-local process has given up.
+A client that exits normally, times out or is interrupted removes its own helper; gc
+is for clients that were killed (SIGKILL, a lost machine).";
 
 const EXEC_EXAMPLES: &str = "\
 Examples:
@@ -194,6 +210,26 @@ pub struct ServiceExecArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct NodeKillArgs {
+    /// The exec'd process, as the node's PID namespace numbers it
+    #[arg(long)]
+    pub pid: i32,
+    /// Full ID of the container it must belong to
+    #[arg(long)]
+    pub container: String,
+    /// SIGKILL after this many milliseconds
+    #[arg(long)]
+    pub grace_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Remove every helper, also those whose deadline is still ahead
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Container ID or name, on the engine at DOCKER_HOST (default: the local socket)
     #[arg(value_name = "CONTAINER", value_parser = parse_container)]
@@ -218,9 +254,12 @@ pub struct NodeExecArgs {
     /// Tags this run's records
     #[arg(long)]
     pub nonce: String,
-    /// Give up after this many milliseconds
+    /// Give up after this many milliseconds (and stop the commands)
     #[arg(long)]
     pub timeout_ms: u64,
+    /// This helper's own image, for stopping commands that outlive it
+    #[arg(long)]
+    pub image: String,
     #[arg(long)]
     pub env: Vec<String>,
     #[arg(long)]
@@ -287,7 +326,7 @@ pub struct PluginArgs {
 fn is_cli_word(arg: &str) -> bool {
     matches!(
         arg,
-        "task-exec" | "service-exec" | "exec" | "node-exec" | "help"
+        "task-exec" | "service-exec" | "gc" | "exec" | "node-exec" | "node-kill" | "help"
     ) || arg.starts_with('-')
 }
 
@@ -357,9 +396,12 @@ pub fn parse_or_exit() -> Invocation {
         None => {}
     }
     Invocation::Cli(Cli::try_parse_from(args).unwrap_or_else(|e| {
+        if e.use_stderr() {
+            eprintln!("{}", exit::clip(e.render().to_string().trim_end()));
+            std::process::exit(exit::FAILED.into())
+        }
         let _ = e.print();
-        let code = if e.use_stderr() { exit::FAILED } else { 0 };
-        std::process::exit(code.into())
+        std::process::exit(0)
     }))
 }
 

@@ -97,7 +97,19 @@ fn report(err: &(dyn std::error::Error + 'static)) {
         }
         source = s.source();
     }
-    eprintln!("{msg}");
+    eprintln!("{}", clip(&msg));
+}
+
+/// Messages quote what the user gave; a huge argument must not make a huge message.
+pub fn clip(msg: &str) -> String {
+    const LINE: usize = 400;
+    msg.lines()
+        .map(|l| match l.char_indices().nth(LINE) {
+            Some((cut, _)) => format!("{}… ({} bytes)", &l[..cut], l.len()),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Failures of the binary's own layer, around the library's.
@@ -112,7 +124,7 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
-    LocalExec(String),
+    Failed(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }

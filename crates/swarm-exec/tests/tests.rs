@@ -4,6 +4,7 @@
 mod util;
 
 mod example;
+mod faults;
 mod plugin;
 mod service_exec;
 mod task_exec;

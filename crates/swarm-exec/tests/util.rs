@@ -88,7 +88,7 @@ pub fn wait(mut child: Child, limit: Duration) -> Output {
 }
 
 /// Starts the swarm-exec binary under test.
-pub fn spawn_swarm_exec(args: &[&str]) -> Child {
+pub fn spawn_swarm_exec<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
         .args(args)
         .stdin(Stdio::null())
@@ -99,7 +99,7 @@ pub fn spawn_swarm_exec(args: &[&str]) -> Child {
 }
 
 /// Runs the swarm-exec binary under test to completion (at most two minutes).
-pub fn swarm_exec(args: &[&str]) -> Output {
+pub fn swarm_exec<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     wait(spawn_swarm_exec(args), Duration::from_secs(120))
 }
 
@@ -132,6 +132,31 @@ pub fn docker(args: &[&str]) -> Output {
         .spawn()
         .expect("start docker");
     wait(child, Duration::from_secs(120))
+}
+
+/// Runs the docker CLI against lab node `n`'s own engine (1 is the manager).
+pub fn docker_on(n: u32, args: &[&str]) -> Output {
+    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
+    let mut full = vec!["-H".to_owned(), format!("unix://{lab}/node{n}/docker.sock")];
+    full.extend(args.iter().map(|a| (*a).to_owned()));
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    docker(&full)
+}
+
+/// The processes of a task's container, as its node's engine lists them.
+pub fn processes(task: &Task) -> String {
+    let n: u32 = task
+        .node
+        .trim_start_matches("node")
+        .parse()
+        .expect("a lab node");
+    let container = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Status.ContainerStatus.ContainerID}}",
+        &task.id,
+    ]);
+    docker_on(n, &["top", &container, "-o", "pid,args"]).stdout_str()
 }
 
 /// Runs the docker CLI and insists that it succeeds; returns its trimmed stdout.
@@ -247,6 +272,14 @@ impl Service {
     /// `service@node` for a worker.
     pub fn at(&self, node: &str) -> String {
         format!("{}@{node}", self.name)
+    }
+
+    /// The running task on a node.
+    pub fn on(&self, node: &str) -> &Task {
+        self.tasks
+            .iter()
+            .find(|t| t.node == node)
+            .expect("a task on that node")
     }
 
     /// Helper services swarm-exec left for tasks of this service.

@@ -57,6 +57,8 @@ struct Fake {
     removed: Mutex<Vec<String>>,
     /// Target-task states served by successive `inspect_task` calls.
     inspect_states: Mutex<Vec<&'static str>>,
+    /// How many times the log stream breaks after its first two records.
+    log_breaks: Mutex<u32>,
 }
 
 impl Fake {
@@ -136,6 +138,7 @@ impl SwarmApi for Arc<Fake> {
                 id: SVC.into(),
                 name: "web".into(),
                 global: self.global,
+                labels: vec![],
             })
         } else {
             Err(ApiError::NotFound(name_or_id.into()))
@@ -186,7 +189,19 @@ impl SwarmApi for Arc<Fake> {
         let nonce_at = spec.args.iter().position(|a| a == "--nonce").unwrap() + 1;
         let enc = Encoder::new(&spec.args[nonce_at]);
         let start = Instant::now();
-        let logs = self.script.logs.clone();
+        let mut logs = self.script.logs.clone();
+        let breaks = {
+            let mut b = self.log_breaks.lock().unwrap();
+            let now = *b > 0;
+            *b = b.saturating_sub(1);
+            now
+        };
+        if breaks {
+            logs.truncate(2);
+        }
+        let broken = futures_util::stream::iter(
+            breaks.then(|| Err(ApiError::Connect("connection reset".into()))),
+        );
         futures_util::stream::iter(logs)
             .then(move |(at, record)| async move {
                 tokio::time::sleep_until(start + Duration::from_millis(at)).await;
@@ -198,6 +213,7 @@ impl SwarmApi for Arc<Fake> {
                 enc.encode(&r.unwrap(), &mut wire);
                 Ok((LogStream::Stdout, wire))
             })
+            .chain(broken)
             // After the script, the stream stays open like a followed log does.
             .chain(futures_util::stream::pending())
             .boxed()
@@ -270,6 +286,18 @@ async fn exit_code_and_output_come_from_the_records_and_the_helper_is_removed() 
     // The manager's local image is pinned by ID so the node does not consult a registry.
     assert_eq!(spec.image, "sha256:feed");
     assert_eq!(spec.node_id, NODE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_log_stream_is_read_again_without_repeating_output() {
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    *fake.log_breaks.lock().unwrap() = 3;
+    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(7));
+    assert_eq!(sink.out, b"out\xff");
+    assert_eq!(sink.err, b"err");
+    assert!(sink.warnings.is_empty(), "{:?}", sink.warnings);
+    assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
 #[tokio::test(start_paused = true)]

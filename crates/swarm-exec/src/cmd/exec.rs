@@ -26,12 +26,13 @@ pub async fn run(args: ExecArgs) -> Result<Status, CliError> {
         api.docker(),
         &exec,
         &args.container,
+        |_| {},
         |stream, bytes| match stream {
             LogStream::Stdout => sink.stdout(bytes),
             LogStream::Stderr => sink.stderr(bytes),
         },
     )
     .await
-    .map_err(CliError::LocalExec)?;
+    .map_err(CliError::Failed)?;
     Ok(Status::Outcome(Outcome::Exited(code)))
 }

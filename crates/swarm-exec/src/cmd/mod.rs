@@ -1,7 +1,9 @@
 //! One module per subcommand; each is a thin adapter over `swarm_exec_core`.
 
 mod exec;
+mod gc;
 mod node_exec;
+mod node_kill;
 mod plugin;
 mod service_exec;
 mod task_exec;
@@ -21,6 +23,8 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::NodeExec(args) => rt.block_on(node_exec::run(args)),
         Command::ServiceExec(args) => rt.block_on(service_exec::run(args)),
         Command::Exec(args) => rt.block_on(exec::run(args)),
+        Command::Gc(args) => rt.block_on(gc::run(args)),
+        Command::NodeKill(args) => node_kill::run(args),
     }
 }
 

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use bollard::Docker;
 use swarm_exec_core::helper::ExecSpec;
-use swarm_exec_core::node_exec::node_exec;
+use swarm_exec_core::node_exec::{node_exec, Stopper, STOP_GRACE};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::NodeExecArgs;
 use crate::exit::{CliError, Status};
@@ -25,11 +26,22 @@ pub async fn run(args: NodeExecArgs) -> Result<Status, CliError> {
         user: args.user,
         privileged: args.privileged,
     };
+    let stopper = Stopper {
+        image: args.image,
+        grace: STOP_GRACE,
+    };
+    // Removing the helper service sends it SIGTERM: the commands are stopped, not left.
+    let mut term = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
+    let stop = async move {
+        term.recv().await;
+    };
     let code = node_exec(
         &docker,
         &exec,
         &args.nonce,
         Duration::from_millis(args.timeout_ms),
+        &stopper,
+        stop,
         &mut std::io::stdout(),
     )
     .await;

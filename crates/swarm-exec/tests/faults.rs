@@ -1,0 +1,378 @@
+//! Faults, load and bad input (issue 5), in the shared end-to-end binary: each test has its
+//! own target service, so the others' helpers never count as its leftovers. Faults that
+//! take an engine away run alone, in tests/serial.rs.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn kill(child: &std::process::Child, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal}");
+}
+
+#[test]
+fn sigkilled_client_leaves_a_helper_that_gc_removes_after_its_deadline() {
+    let svc = Service::global();
+    let child = spawn_swarm_exec(&[
+        "task-exec",
+        "--timeout",
+        "4s",
+        &svc.at("node2"),
+        "sleep",
+        "60",
+    ]);
+    eventually("the helper", Duration::from_secs(30), || {
+        (!svc.helpers().is_empty()).then_some(())
+    });
+    kill(&child, "KILL");
+    let out = wait(child, Duration::from_secs(10));
+    assert_eq!(out.code, -1, "killed by a signal");
+    let left = svc.helpers();
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed client could not remove its helper"
+    );
+    // Before its deadline, gc leaves it alone: it may still be at work.
+    let gc = swarm_exec(&["gc"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr_str());
+    assert_eq!(svc.helpers(), left);
+    // After it, the helper's own process has given up (and stopped the command): gc removes it.
+    thread::sleep(Duration::from_secs(5));
+    let gc = swarm_exec(&["gc"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr_str());
+    assert!(
+        gc.stdout_str().contains("removed swarm-exec-"),
+        "{}",
+        gc.stdout_str()
+    );
+    assert!(svc.helpers().is_empty());
+    eventually("the command to be stopped", Duration::from_secs(15), || {
+        (!processes(svc.on("node2")).contains("sleep 60")).then_some(())
+    });
+}
+
+#[test]
+fn timeout_and_signals_stop_the_command_in_the_target() {
+    let svc = Service::global();
+    // --timeout: 124, the helper gone, and the command (and its children) stopped.
+    let out = swarm_exec(&[
+        "task-exec",
+        "--timeout",
+        "2s",
+        &svc.at("node3"),
+        "sh",
+        "-c",
+        "sleep 61; echo never",
+    ]);
+    assert_eq!(out.code, 124, "{}", out.stderr_str());
+    assert!(svc.helpers().is_empty());
+    eventually(
+        "the timed-out command to be stopped",
+        Duration::from_secs(15),
+        || (!processes(svc.on("node3")).contains("sleep 61")).then_some(()),
+    );
+    // SIGINT and SIGTERM: 130 and 143 within 2 s, the helper gone, the command stopped.
+    for (signal, code, node) in [("INT", 130, "node2"), ("TERM", 143, "node3")] {
+        let marker = format!("sleep 6{code}");
+        let child = spawn_swarm_exec(&["task-exec", &svc.at(node), "sh", "-c", &marker]);
+        eventually("the command to run", Duration::from_secs(30), || {
+            processes(svc.on(node)).contains(&marker).then_some(())
+        });
+        let sent = Instant::now();
+        kill(&child, signal);
+        let out = wait(child, Duration::from_secs(30));
+        assert_eq!(out.code, code, "{signal}: {}", out.stderr_str());
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "{signal}: {:?}",
+            sent.elapsed()
+        );
+        assert!(svc.helpers().is_empty(), "{signal}");
+        eventually(
+            "the interrupted command to be stopped",
+            Duration::from_secs(15),
+            || (!processes(svc.on(node)).contains(&marker)).then_some(()),
+        );
+    }
+}
+
+#[test]
+fn target_container_dying_mid_exec_is_a_clear_failure() {
+    let svc = Service::global();
+    let task = svc.on("node2").clone();
+    let container = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Status.ContainerStatus.ContainerID}}",
+        &task.id,
+    ]);
+    let child = spawn_swarm_exec(&["task-exec", &task.id, "sleep", "30"]);
+    eventually("the command to run", Duration::from_secs(30), || {
+        processes(&task).contains("sleep 30").then_some(())
+    });
+    assert_eq!(docker_on(2, &["kill", &container]).code, 0);
+    let out = wait(child, Duration::from_secs(60));
+    assert_ne!(out.code, 0);
+    assert!(
+        matches!(out.code, 125 | 137),
+        "{}: {}",
+        out.code,
+        out.stderr_str()
+    );
+    if out.code == 125 {
+        assert!(out.stderr_str().contains(&task.id), "{}", out.stderr_str());
+    }
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn helper_image_missing_on_the_node_is_a_clear_error() {
+    let svc = Service::global();
+    // An image only the manager has: nodes cannot pull it from anywhere.
+    let tag = format!(
+        "sx-only-on-manager:{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let dir = std::env::temp_dir().join(format!("sx-img-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("unique"), uuid::Uuid::new_v4().to_string()).unwrap();
+    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
+    let mut tar = Command::new("tar")
+        .args(["-C", dir.to_str().unwrap(), "-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let imported = Command::new("docker")
+        .args([
+            "-H",
+            &format!("unix://{lab}/node1/docker.sock"),
+            "import",
+            "-",
+            &tag,
+        ])
+        .stdin(tar.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let out = swarm_exec(&["task-exec", "--image", &tag, &svc.at("node3"), "true"]);
+    let _ = docker_on(1, &["image", "rm", &tag]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.code, 125, "{}", out.stderr_str());
+    let err = out.stderr_str();
+    assert!(
+        err.contains("rejected") && err.contains("node3") && err.contains("No such image"),
+        "{err}"
+    );
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn bad_cli_input_is_refused_with_125_and_nothing_is_created() {
+    let svc = Service::global();
+    let at = svc.at("node2");
+    // A single argument may hold at most 128 KiB (MAX_ARG_STRLEN).
+    let huge = "x".repeat(100_000);
+    let os = |v: &[u8]| OsString::from_vec(v.to_vec());
+    let s = |v: &str| OsString::from(v);
+    let cases: Vec<Vec<OsString>> = vec![
+        vec![s("task-exec"), s(""), s("true")],
+        vec![s("task-exec"), s(&huge), s("true")],
+        vec![s("task-exec"), os(b"web\xff.1"), s("true")],
+        vec![s("task-exec"), s(&at), os(b"echo\xff")],
+        vec![s("task-exec"), s(&at), s("echo"), os(b"\xfe")],
+        vec![s("task-exec"), s(&format!("{at}; ls")), s("true")],
+        vec![s("task-exec"), s(&format!("{}.1==x", svc.name)), s("true")],
+        vec![s("task-exec"), s("node.id==abc"), s("true")],
+        vec![s("task-exec"), s("../../etc"), s("true")],
+        vec![
+            s("task-exec"),
+            s(&format!("{}@../node2", svc.name)),
+            s("true"),
+        ],
+        vec![s("task-exec"), s(&at)],
+        vec![s("task-exec"), s("--timeout"), s("0"), s(&at), s("true")],
+        vec![s("task-exec"), s("--timeout"), s("-1s"), s(&at), s("true")],
+        vec![
+            s("task-exec"),
+            s("--timeout"),
+            s("9999999h"),
+            s(&at),
+            s("true"),
+        ],
+        vec![s("task-exec"), s("--timeout"), s(""), s(&at), s("true")],
+        vec![s("task-exec"), s("-e"), s(""), s(&at), s("true")],
+        vec![s("task-exec"), s("-e"), s("=x"), s(&at), s("true")],
+        vec![s("task-exec"), s("-w"), s(""), s(&at), s("true")],
+        vec![s("task-exec"), s("-u"), s(""), s(&at), s("true")],
+        vec![s("task-exec"), s("--image"), s(""), s(&at), s("true")],
+        vec![s("service-exec"), s(""), s("true")],
+        vec![
+            s("service-exec"),
+            s(&format!("{}; ls", svc.name)),
+            s("true"),
+        ],
+        vec![
+            s("service-exec"),
+            s("-f"),
+            s("node=../x"),
+            s(&svc.name),
+            s("true"),
+        ],
+        vec![
+            s("service-exec"),
+            s("--parallel"),
+            s("0"),
+            s(&svc.name),
+            s("true"),
+        ],
+        vec![
+            s("service-exec"),
+            s("--parallel"),
+            s("-1"),
+            s(&svc.name),
+            s("true"),
+        ],
+        vec![s("service-exec"), s(&svc.name)],
+        vec![s("exec"), s("../x"), s("true")],
+        vec![s("task-exec"), s("--no-such-flag"), s(&at), s("true")],
+        // (An unknown first word is a plugin action: exit 2, tested with the plugin.)
+    ];
+    for args in cases {
+        let out = swarm_exec(&args);
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().chars().take(60).collect())
+            .collect();
+        assert_eq!(out.code, 125, "{shown:?}: {}", out.stderr_str());
+        let err = out.stderr_str();
+        assert!(
+            !err.trim().is_empty() && err.len() < 4000,
+            "{shown:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{shown:?}: {err}");
+    }
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn bad_plugin_input_is_refused_with_2_and_nothing_is_created() {
+    let svc = Service::global();
+    let id = svc.on("node2").id.clone();
+    let huge = "y".repeat(300_000);
+    let inputs = [
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"{huge}"}}"#),
+        format!(r#"{{"inst":[{{"id":"{huge}"}}],"command":"true"}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"tr\u0000ue"}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":["a\u0000"]}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}\u0000"}}],"command":"true"}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}; ls"}}],"command":"true"}}"#),
+        format!(r#"{{"inst":[{{"id":"node.id=={id}"}}],"command":"true"}}"#),
+        format!(r#"{{"inst":[{{"id":"../{id}"}}],"command":"true"}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"true","timeout":0}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"true","timeout":-30}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"true","timeout":1e300}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"true","timeout":"{huge}"}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"true","image":"a\nb"}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":""}}"#),
+        format!(r#"{{"inst":[{{"id":"{id}"}}],"command":"   "}}"#),
+        "{\"inst\":[], \"command\": \"true\"".to_owned(),
+    ];
+    for input in &inputs {
+        let out = swarm_exec_stdin(&["inst_exec"], input);
+        let shown: String = input.chars().take(80).collect();
+        assert_eq!(out.code, 2, "{shown}: {}", out.stderr_str());
+        assert!(out.stdout.is_empty(), "{shown}");
+        assert_eq!(
+            out.stderr_str().lines().count(),
+            1,
+            "{shown}: {}",
+            out.stderr_str()
+        );
+    }
+    // Not UTF-8 at all.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
+        .arg("inst_exec")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"{\"inst\": [\xff]}")
+            .unwrap();
+    }
+    let out = wait(child, Duration::from_secs(30));
+    assert_eq!(out.code, 2, "{}", out.stderr_str());
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn fifty_concurrent_task_execs_all_get_their_own_result() {
+    let svc = Service::global();
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            let node = ["node1", "node2", "node3"][i % 3];
+            let script = format!("echo out-{i}; echo err-{i} >&2; exit {}", i % 7);
+            (
+                i,
+                spawn_swarm_exec(&["task-exec", &svc.at(node), "sh", "-c", &script]),
+            )
+        })
+        .collect();
+    for (i, child) in children {
+        let out = wait(child, Duration::from_secs(180));
+        assert_eq!(out.code, (i % 7) as i32, "#{i}: {}", out.stderr_str());
+        assert_eq!(out.stdout_str(), format!("out-{i}\n"), "#{i}");
+        assert_eq!(out.stderr_str(), format!("err-{i}\n"), "#{i}");
+    }
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn service_exec_over_sixty_tasks() {
+    let svc = Service::replicated(60);
+    let out = swarm_exec(&[
+        "service-exec",
+        "--format",
+        "json",
+        &svc.name,
+        "sh",
+        "-c",
+        "echo $(hostname)",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let results: Vec<Value> = out
+        .stdout_str()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 60);
+    for r in &results {
+        assert_eq!(r["exit_code"], 0);
+        let container = r["container_id"].as_str().unwrap();
+        assert_eq!(r["stdout"], format!("{}\n", &container[..12]));
+    }
+    assert!(svc.helpers().is_empty());
+}

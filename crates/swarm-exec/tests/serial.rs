@@ -1,0 +1,122 @@
+//! Faults that take an engine away (issue 5). They disturb the whole lab, so they live in
+//! their own test binary, which cargo runs after the others, and run one at a time.
+
+#[allow(dead_code)]
+mod util;
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn lab_script(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/lab");
+    let ok = Command::new(script).args(args).status().unwrap().success();
+    assert!(ok, "scripts/lab {args:?}");
+}
+
+/// Brings a stopped node back, whatever the test did.
+struct Restart(u32);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let n = self.0.to_string();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/lab");
+        let _ = Command::new(script).args(["start-node", &n]).status();
+        // Ready again in the manager's view, so later tests find a whole swarm.
+        eventually("the node to be Ready", Duration::from_secs(90), || {
+            let out = docker(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+            (out.code == 0 && out.stdout_str().contains(&format!("node{} Ready", self.0)))
+                .then_some(())
+        });
+    }
+}
+
+#[test]
+fn worker_engine_down_before_the_helper_is_scheduled() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::global();
+    let target = svc.on("node3").id.clone();
+    lab_script(&["stop-node", "3"]);
+    let _back = Restart(3);
+    let start = Instant::now();
+    let out = swarm_exec(&["task-exec", &target, "true"]);
+    assert_eq!(out.code, 125, "{}", out.stderr_str());
+    let err = out.stderr_str();
+    assert!(err.contains("node3"), "{err}");
+    assert!(
+        err.contains("not started within") || err.contains("rejected"),
+        "{err}"
+    );
+    // Bounded: the helper's start wait (30 s) plus the lookups.
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
+fn manager_engine_restart_during_a_run() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::global();
+    let task = svc.on("node2").clone();
+    let child = spawn_swarm_exec(&[
+        "task-exec",
+        &task.id,
+        "sh",
+        "-c",
+        "sleep 8; echo done; exit 3",
+    ]);
+    eventually("the command to run", Duration::from_secs(30), || {
+        processes(&task).contains("sleep 8").then_some(())
+    });
+    lab_script(&["stop-node", "1"]);
+    let back = Restart(1);
+    drop(back);
+    let out = wait(child, Duration::from_secs(120));
+    // Either the run completes correctly (transient errors retried, the log stream read
+    // again without repeating output), or it fails with a clear message.
+    match out.code {
+        3 => assert_eq!(out.stdout_str(), "done\n", "{}", out.stderr_str()),
+        125 => assert!(
+            out.stderr_str().contains("swarm-exec: error:"),
+            "{}",
+            out.stderr_str()
+        ),
+        other => panic!("exit {other}: {}", out.stderr_str()),
+    }
+    eventually("no helper left", Duration::from_secs(30), || {
+        svc.helpers().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn gc_all_removes_a_helper_still_at_work_and_its_command_stops() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::global();
+    let task = svc.on("node3").clone();
+    let child = spawn_swarm_exec(&["task-exec", &task.id, "sleep", "57"]);
+    eventually("the command to run", Duration::from_secs(30), || {
+        processes(&task).contains("sleep 57").then_some(())
+    });
+    let ok = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _ = wait(child, Duration::from_secs(10));
+    assert_eq!(svc.helpers().len(), 1);
+    let gc = swarm_exec(&["gc", "--all"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr_str());
+    assert!(gc.stdout_str().contains("(--all)"), "{}", gc.stdout_str());
+    assert!(svc.helpers().is_empty());
+    // Removing the helper stopped it, and it stopped the command.
+    eventually("the command to be stopped", Duration::from_secs(15), || {
+        (!processes(&task).contains("sleep 57")).then_some(())
+    });
+}
