@@ -143,6 +143,20 @@ pub trait SwarmApi: Send + Sync {
     ) -> impl Future<Output = Result<String, ApiError>> + Send;
     /// Removes a service; a service that is already gone is not an error.
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Creates a secret holding `data`; returns its ID.
+    fn create_secret(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        data: &[u8],
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// Removes a secret; one that is already gone is not an error.
+    fn remove_secret(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Secrets carrying `label` (`key` or `key=value`), as services (name, ID, labels).
+    fn list_secrets(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = Result<Vec<ServiceInfo>, ApiError>> + Send;
     /// Follows a service's logs from its start.
     fn service_logs(&self, id: &str) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>>;
 }
@@ -156,14 +170,6 @@ pub struct BollardApi {
 impl BollardApi {
     pub fn new(docker: Docker) -> Self {
         BollardApi { docker }
-    }
-
-    /// Connects as the docker CLI does: `DOCKER_HOST` (unix://, tcp://, with TLS when
-    /// `DOCKER_TLS_VERIFY` is set, certificates from `DOCKER_CERT_PATH`), else the local socket.
-    pub fn connect_from_env() -> Result<Self, ApiError> {
-        Docker::connect_with_defaults()
-            .map(Self::new)
-            .map_err(|e| ApiError::Connect(e.to_string()))
     }
 
     pub fn docker(&self) -> &Docker {
@@ -443,6 +449,71 @@ impl SwarmApi for BollardApi {
         }
     }
 
+    async fn create_secret(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        data: &[u8],
+    ) -> Result<String, ApiError> {
+        use base64::Engine as _;
+        let spec = bollard::models::SecretSpec {
+            name: Some(name.to_owned()),
+            labels: Some(labels.iter().cloned().collect()),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        retry("create secret", || async {
+            self.docker
+                .create_secret(spec.clone())
+                .await
+                .map(|r| r.id)
+                .map_err(classify)
+        })
+        .await
+    }
+
+    async fn remove_secret(&self, id: &str) -> Result<(), ApiError> {
+        match retry_n("remove secret", REMOVE_RETRIES, || async {
+            self.docker.delete_secret(id).await.map_err(classify)
+        })
+        .await
+        {
+            Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_secrets(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        let opts = bollard::query_parameters::ListSecretsOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![label.to_owned()],
+            )])),
+        };
+        let secrets = retry("list secrets", || async {
+            self.docker
+                .list_secrets(Some(opts.clone()))
+                .await
+                .map_err(classify)
+        })
+        .await?;
+        Ok(secrets
+            .into_iter()
+            .map(|s| {
+                let spec = s.spec.unwrap_or_default();
+                let mut labels: Vec<(String, String)> =
+                    spec.labels.unwrap_or_default().into_iter().collect();
+                labels.sort();
+                ServiceInfo {
+                    id: s.id.unwrap_or_default(),
+                    name: spec.name.unwrap_or_default(),
+                    global: false,
+                    labels,
+                }
+            })
+            .collect())
+    }
+
     fn service_logs(&self, id: &str) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
         let opts = LogsOptions {
             follow: true,
@@ -490,6 +561,18 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
                     target: Some(h.socket.clone()),
                     ..Default::default()
                 }]),
+                secrets: h.stdin_secret.as_ref().map(|(id, name)| {
+                    vec![bollard::models::TaskSpecContainerSpecSecrets {
+                        file: Some(bollard::models::TaskSpecContainerSpecFile {
+                            name: Some(crate::helper::STDIN_FILE_NAME.to_owned()),
+                            uid: Some("0".to_owned()),
+                            gid: Some("0".to_owned()),
+                            mode: Some(0o400),
+                        }),
+                        secret_id: Some(id.clone()),
+                        secret_name: Some(name.clone()),
+                    }]
+                }),
                 read_only: Some(true),
                 // The socket is owned by root, so the helper needs uid 0 but no capabilities.
                 capability_drop: Some(vec!["ALL".to_owned()]),
@@ -608,6 +691,7 @@ mod tests {
             socket: "/var/run/docker.sock".into(),
             memory_limit: 64 << 20,
             nano_cpus: 500_000_000,
+            stdin_secret: None,
         };
         let json = serde_json::to_value(service_spec(&h)).unwrap();
         let t = &json["TaskTemplate"];

@@ -12,6 +12,12 @@ pub const NODE_SOCKET: &str = "/var/run/docker.sock";
 /// The hidden subcommand the helper container runs.
 pub const NODE_EXEC_MODE: &str = "node-exec";
 
+/// `-i`: the input travels in a swarm secret (encrypted in the managers' raft store, never
+/// in a spec or a log), mounted into the helper only, at this name under /run/secrets.
+pub const STDIN_FILE_NAME: &str = "stdin";
+/// A swarm secret holds at most 500 KiB.
+pub const MAX_STDIN: usize = 500 * 1024;
+
 /// Everything the helper service is made of; [`crate::api`] turns it into an Engine API spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperSpec {
@@ -24,6 +30,8 @@ pub struct HelperSpec {
     pub socket: String,
     pub memory_limit: i64,
     pub nano_cpus: i64,
+    /// (ID, name) of the secret holding the command's stdin.
+    pub stdin_secret: Option<(String, String)>,
 }
 
 /// What the helper is asked to run, in each of its target containers (all on its node).
@@ -47,6 +55,7 @@ pub fn helper_spec(
     image: &str,
     run_id: &str,
     budget: Duration,
+    stdin_secret: Option<&(String, String)>,
 ) -> HelperSpec {
     let deadline = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -82,6 +91,10 @@ pub fn helper_spec(
     if exec.privileged {
         args.push("--privileged".to_owned());
     }
+    if stdin_secret.is_some() {
+        args.push("--stdin".to_owned());
+        args.push(format!("/run/secrets/{STDIN_FILE_NAME}"));
+    }
     args.push("--".to_owned());
     args.extend(exec.command.iter().cloned());
 
@@ -101,7 +114,21 @@ pub fn helper_spec(
         socket: NODE_SOCKET.to_owned(),
         memory_limit: 64 << 20,
         nano_cpus: 500_000_000,
+        stdin_secret: stdin_secret.cloned(),
     }
+}
+
+/// Labels for a secret that carries a run's stdin: found and collected like helpers.
+pub fn secret_labels(budget: Duration) -> Vec<(String, String)> {
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(budget)
+        .as_secs();
+    vec![
+        (HELPER_LABEL.to_owned(), "stdin".to_owned()),
+        (DEADLINE_LABEL.to_owned(), deadline.to_string()),
+    ]
 }
 
 /// The image reference to put in the helper spec.
@@ -201,6 +228,7 @@ mod tests {
             "img",
             "0123456789abcdef",
             Duration::from_secs(5),
+            None,
         );
         assert_eq!(h.name, "swarm-exec-0123456789ab");
         assert!(h.labels.iter().any(|(k, _)| k == HELPER_LABEL));

@@ -8,6 +8,8 @@
 //!
 //! - [`target`]: parsing and validating what the user names (`TASK`, IDs, names).
 //! - [`duration`]: the duration syntax of `--timeout` (`30`, `30s`, `5m`, `1m30s`).
+//! - [`endpoint`]: which engine to talk to (flags, DOCKER_HOST, contexts), as the docker
+//!   CLI decides it; [`ssh`]: `ssh://` endpoints through `docker system dial-stdio`.
 //! - [`api`]: the narrow Docker API the orchestration needs ([`api::SwarmApi`]), its
 //!   bollard implementation with bounded retries of transient errors, and the error type.
 //! - [`resolve`]: from a [`target::TaskRef`] to a running task with its node and container.
@@ -25,6 +27,7 @@
 pub mod api;
 pub mod cancel;
 pub mod duration;
+pub mod endpoint;
 pub mod frame;
 pub mod gc;
 pub mod helper;
@@ -33,6 +36,7 @@ pub mod plugin;
 pub mod resolve;
 pub mod run;
 pub mod service_exec;
+pub mod ssh;
 pub mod target;
 pub mod task_exec;
 

@@ -21,19 +21,36 @@ use crate::target::is_container_id;
 pub const HELPER_FAILED: i32 = 125;
 pub const HELPER_TIMED_OUT: i32 = 124;
 
-/// Runs the command in every container of `exec` at once and writes the records to `out`.
-/// Returns the code the helper should exit with: with one container, the command's own (or
-/// one of the constants above), so the helper task's final state carries it too; with
-/// several, 0 when every command exited 0, else 1.
+/// One helper's work, as its arguments describe it.
+pub struct NodeRun<'a> {
+    pub exec: &'a ExecSpec,
+    /// The commands' stdin (from the mounted secret).
+    pub stdin: Option<&'a [u8]>,
+    /// Tags the records (chosen by the manager).
+    pub nonce: &'a str,
+    /// When to give up, stopping the commands.
+    pub timeout: Duration,
+    pub stopper: &'a Stopper,
+}
+
+/// Runs the command in every container of `run.exec` at once and writes the records to
+/// `out`; `stop` resolves when the helper is told to stop (its service removed). Returns the
+/// code the helper should exit with: with one container, the command's own (or one of the
+/// constants above), so the helper task's final state carries it too; with several, 0 when
+/// every command exited 0, else 1.
 pub async fn node_exec<W: Write>(
     docker: &Docker,
-    exec: &ExecSpec,
-    nonce: &str,
-    timeout: Duration,
-    stopper: &Stopper,
+    run: NodeRun<'_>,
     stop: impl std::future::Future<Output = ()>,
     out: &mut W,
 ) -> i32 {
+    let NodeRun {
+        exec,
+        stdin,
+        nonce,
+        timeout,
+        stopper,
+    } = run;
     let enc = Encoder::new(nonce);
     let out = RefCell::new(RecordWriter {
         out,
@@ -53,13 +70,20 @@ pub async fn node_exec<W: Write>(
                         .borrow_mut()
                         .push((id.to_owned(), container.clone()))
                 };
-                exec_in_container(docker, exec, container, on_created, |stream, bytes| {
-                    let record = match stream {
-                        LogStream::Stdout => Record::Stdout(i, bytes.to_vec()),
-                        LogStream::Stderr => Record::Stderr(i, bytes.to_vec()),
-                    };
-                    out.borrow_mut().write(enc, &record);
-                })
+                exec_in_container(
+                    docker,
+                    exec,
+                    container,
+                    stdin,
+                    on_created,
+                    |stream, bytes| {
+                        let record = match stream {
+                            LogStream::Stdout => Record::Stdout(i, bytes.to_vec()),
+                            LogStream::Stderr => Record::Stderr(i, bytes.to_vec()),
+                        };
+                        out.borrow_mut().write(enc, &record);
+                    },
+                )
                 .await
             } else {
                 Err(format!("invalid container ID {container:?}"))
@@ -229,6 +253,7 @@ pub async fn exec_in_container(
     docker: &Docker,
     exec: &ExecSpec,
     container: &str,
+    stdin: Option<&[u8]>,
     on_created: impl FnOnce(&str),
     mut on_output: impl FnMut(LogStream, &[u8]),
 ) -> Result<i64, String> {
@@ -236,6 +261,7 @@ pub async fn exec_in_container(
         return Err("empty command".to_owned());
     }
     let config = ExecConfig {
+        attach_stdin: Some(stdin.is_some()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         cmd: Some(exec.command.clone()),
@@ -261,18 +287,37 @@ pub async fn exec_in_container(
         )
         .await
         .map_err(|e| format!("cannot start the command: {e}"))?;
-    let StartExecResults::Attached { mut output, .. } = started else {
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = started
+    else {
         return Err("the engine did not attach to the command".to_owned());
     };
-    while let Some(item) = output.next().await {
-        use bollard::container::LogOutput;
-        match item {
-            Ok(LogOutput::StdOut { message }) => on_output(LogStream::Stdout, &message),
-            Ok(LogOutput::StdErr { message }) => on_output(LogStream::Stderr, &message),
-            Ok(_) => {}
-            Err(e) => return Err(format!("reading the command's output: {e}")),
+    // The input is written while the output is read (a command may not read all of its
+    // input before it writes), then closed, so the command sees end of file.
+    let feed = async {
+        if let Some(data) = stdin {
+            use tokio::io::AsyncWriteExt;
+            // A command that exits without reading its input is no error of ours.
+            let _ = input.write_all(data).await;
+            let _ = input.shutdown().await;
         }
-    }
+    };
+    let read = async {
+        while let Some(item) = output.next().await {
+            use bollard::container::LogOutput;
+            match item {
+                Ok(LogOutput::StdOut { message }) => on_output(LogStream::Stdout, &message),
+                Ok(LogOutput::StdErr { message }) => on_output(LogStream::Stderr, &message),
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading the command's output: {e}")),
+            }
+        }
+        Ok(())
+    };
+    let ((), read) = tokio::join!(feed, read);
+    read?;
     // The output can end a moment before the engine records the exit code.
     for _ in 0..200 {
         let inspected = docker

@@ -291,6 +291,7 @@ where
             privileged: false,
             timeout: args.timeout,
             image: args.image.clone(),
+            stdin: None,
         };
         async move {
             let started = Instant::now();

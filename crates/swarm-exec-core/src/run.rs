@@ -26,6 +26,8 @@ pub struct HelperJob {
     pub exec: ExecSpec,
     /// The pinned image reference.
     pub image: String,
+    /// (ID, name) of the secret holding the commands' stdin, if any.
+    pub stdin_secret: Option<(String, String)>,
 }
 
 /// How one target's command ended.
@@ -94,6 +96,7 @@ where
         &job.image,
         &run_id,
         budget,
+        job.stdin_secret.as_ref(),
     );
     let at = HelperRef {
         target: job.target.clone(),
@@ -136,6 +139,33 @@ where
     let result = stop.unwrap_or_else(|| Ok(RunEnd::Finished(follower.unfinished_timed_out())));
     cleanup(api, &helper_id, &mut sinks[0]).await;
     result
+}
+
+/// Puts `data` (the commands' stdin) in a labelled secret, for helpers to mount.
+pub async fn create_stdin_secret<A: SwarmApi>(
+    api: &A,
+    data: &[u8],
+    budget: Duration,
+) -> Result<(String, String), ApiError> {
+    let name = format!(
+        "swarm-exec-stdin-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let id = api
+        .create_secret(&name, &crate::helper::secret_labels(budget), data)
+        .await?;
+    tracing::debug!(secret = %name, bytes = data.len(), "stdin secret created");
+    Ok((id, name))
+}
+
+/// Removes the stdin secret, after every helper that mounted it is gone.
+pub async fn remove_stdin_secret<A: SwarmApi, S: OutputSink>(api: &A, id: &str, out: &mut S) {
+    match api.remove_secret(id).await {
+        Ok(()) => tracing::debug!(secret = id, "stdin secret removed"),
+        Err(e) => out.warn(&format!(
+            "could not remove secret {id}: {e}; `docker secret rm {id}` removes it"
+        )),
+    }
 }
 
 async fn cleanup<A: SwarmApi, S: OutputSink>(api: &A, helper: &str, out: &mut S) {
@@ -312,6 +342,15 @@ impl Follower {
                     // Restart condition none: there is at most one task.
                     let task = tasks.into_iter().find(|t| t.service_id == helper_id);
                     let state = task.as_ref().map_or_else(|| "new".to_owned(), |t| t.state.clone());
+                    if let Some(sink) = sinks.first_mut() {
+                        let status = if running {
+                            format!("running on {} (helper {})", at.node, at.helper)
+                        } else {
+                            let why = task.as_ref().map(|t| first_non_empty(&t.message, &t.err)).unwrap_or_default();
+                            format!("waiting for helper {} on {}: {state} {why}", at.helper, at.node)
+                        };
+                        sink.progress(status.trim_end());
+                    }
                     match state.as_str() {
                         "running" if !running => {
                             tracing::debug!(after = ?started.elapsed(), "helper running");

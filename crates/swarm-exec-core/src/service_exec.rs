@@ -12,8 +12,10 @@ use tokio::time::{sleep, Instant};
 
 use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
-use crate::helper::ExecSpec;
-use crate::run::{run_helper, HelperJob, RunEnd, TargetResult};
+use crate::helper::{ExecSpec, MAX_STDIN};
+use crate::run::{
+    create_stdin_secret, remove_stdin_secret, run_helper, HelperJob, RunEnd, TargetResult,
+};
 use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
 use crate::task_exec::{pin_image, Interrupt, OutputSink};
 
@@ -53,6 +55,8 @@ pub struct ServiceExecRequest {
     pub delay: Duration,
     /// Start no new wave after a failure.
     pub fail_fast: bool,
+    /// The same input for every task's command (at most [`MAX_STDIN`] bytes).
+    pub stdin: Option<Vec<u8>>,
 }
 
 /// One selected task.
@@ -115,6 +119,10 @@ pub enum ServiceExecError {
     ZeroParallel,
     #[error("interrupted before any helper was created")]
     Interrupted(Interrupt),
+    #[error(
+        "stdin holds {0} bytes or more; at most {MAX_STDIN} can be passed (a swarm secret's limit)"
+    )]
+    StdinTooLarge(usize),
     #[error("{step}: {source}")]
     Api {
         step: &'static str,
@@ -252,6 +260,9 @@ where
     if req.parallel == Some(0) {
         return Err(ServiceExecError::ZeroParallel);
     }
+    if let Some(data) = req.stdin.as_ref().filter(|d| d.len() > MAX_STDIN) {
+        return Err(ServiceExecError::StdinTooLarge(data.len()));
+    }
     let hub = CancelHub::default();
     let prepare = async {
         tokio::join!(
@@ -267,6 +278,19 @@ where
     };
     let targets = targets?;
     let image = image.map_err(api("read the helper image on the manager"))?;
+    // One secret for every helper; it lives until the last wave could end.
+    let secret = match &req.stdin {
+        None => None,
+        Some(data) => {
+            let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
+            let budget = (req.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
+            Some(
+                create_stdin_secret(api_, data, budget)
+                    .await
+                    .map_err(api("create the secret for stdin"))?,
+            )
+        }
+    };
 
     let mut runs: Vec<TaskRun<S>> = targets
         .into_iter()
@@ -291,7 +315,7 @@ where
                 }
             }
             first = false;
-            run_wave(api_, req, &image, wave, &hub).await;
+            run_wave(api_, req, &image, secret.as_ref(), wave, &hub).await;
             let interrupted = wave
                 .iter()
                 .any(|r| matches!(r.outcome, TaskOutcome::Interrupted(_)));
@@ -302,6 +326,9 @@ where
         }
     };
     hub.run(work, cancel).await;
+    if let (Some((id, _)), Some(first)) = (&secret, runs.first_mut()) {
+        remove_stdin_secret(api_, id, &mut first.sink).await;
+    }
     Ok(runs)
 }
 
@@ -316,6 +343,7 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
     api_: &A,
     req: &ServiceExecRequest,
     image: &str,
+    stdin_secret: Option<&(String, String)>,
     wave: &mut [TaskRun<S>],
     hub: &CancelHub,
 ) {
@@ -356,6 +384,7 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
                 privileged: req.privileged,
             },
             image: image.to_owned(),
+            stdin_secret: stdin_secret.cloned(),
         };
         let cancelled = hub.subscribe();
         async move {

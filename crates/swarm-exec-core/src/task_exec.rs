@@ -6,9 +6,11 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
 use crate::api::{ApiError, SwarmApi};
-use crate::helper::{pinned_image, ExecSpec};
+use crate::helper::{pinned_image, ExecSpec, MAX_STDIN};
 use crate::resolve::{resolve, ResolveError, Resolved};
-use crate::run::{run_helper, HelperJob, RunEnd, TargetResult};
+use crate::run::{
+    create_stdin_secret, remove_stdin_secret, run_helper, HelperJob, RunEnd, TargetResult,
+};
 use crate::target::TaskRef;
 
 /// One `task-exec`.
@@ -23,6 +25,8 @@ pub struct ExecRequest {
     /// For the whole run, from the call to the exit code.
     pub timeout: Duration,
     pub image: String,
+    /// What the command reads on its stdin (at most [`MAX_STDIN`] bytes); `None`: nothing.
+    pub stdin: Option<Vec<u8>>,
 }
 
 /// How a run ended when swarm-exec itself did not fail.
@@ -50,6 +54,9 @@ pub trait OutputSink: Send {
     fn stderr(&mut self, bytes: &[u8]);
     /// A note about the run, not from the command (e.g. incomplete output).
     fn warn(&mut self, message: &str);
+    /// What the run is waiting on, e.g. "waiting for helper … on node3: pending"; called
+    /// on every poll. Sinks may show it (on a terminal, when quiet for a while) or not.
+    fn progress(&mut self, _status: &str) {}
 }
 
 impl<S: OutputSink + ?Sized> OutputSink for &mut S {
@@ -62,6 +69,9 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
     fn warn(&mut self, message: &str) {
         (**self).warn(message);
     }
+    fn progress(&mut self, status: &str) {
+        (**self).progress(status);
+    }
 }
 
 /// Failures of swarm-exec itself; every one names the task, node and service involved.
@@ -69,6 +79,16 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
 pub enum ExecError {
     #[error("the command is empty")]
     EmptyCommand,
+    #[error(
+        "stdin holds {0} bytes or more; at most {MAX_STDIN} can be passed (a swarm secret's limit)"
+    )]
+    StdinTooLarge(usize),
+    #[error("{target}: cannot create the secret for stdin: {source}")]
+    StdinSecret {
+        target: String,
+        #[source]
+        source: ApiError,
+    },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error("{target}: cannot read helper image {image} on the manager: {source}")]
@@ -147,6 +167,9 @@ where
     if req.command.is_empty() {
         return Err(ExecError::EmptyCommand);
     }
+    if let Some(data) = req.stdin.as_ref().filter(|d| d.len() > MAX_STDIN) {
+        return Err(ExecError::StdinTooLarge(data.len()));
+    }
     let deadline = Instant::now() + req.timeout;
     tokio::pin!(cancel);
 
@@ -156,11 +179,27 @@ where
         _ = sleep_until(deadline) => return Ok(Outcome::TimedOut),
         i = &mut cancel => return Ok(Outcome::Interrupted(i)),
     };
+    let target = format!(
+        "task {} ({}, service {})",
+        resolved.task_id, resolved.display, resolved.service_name
+    );
+    let secret = match &req.stdin {
+        None => None,
+        Some(data) => {
+            let budget = deadline.saturating_duration_since(Instant::now());
+            let created = tokio::select! {
+                r = create_stdin_secret(api, data, budget) => r,
+                i = &mut cancel => return Ok(Outcome::Interrupted(i)),
+            };
+            Some(created.map_err(|source| ExecError::StdinSecret {
+                target: target.clone(),
+                source,
+            })?)
+        }
+    };
     let job = HelperJob {
-        target: format!(
-            "task {} ({}, service {})",
-            resolved.task_id, resolved.display, resolved.service_name
-        ),
+        stdin_secret: secret.clone(),
+        target: target.clone(),
         labels: vec![
             (
                 "swarm-exec.target.task".to_owned(),
@@ -187,8 +226,11 @@ where
         node_name: resolved.node_name,
         image,
     };
-    let end = run_helper(api, &job, std::slice::from_mut(out), deadline, cancel).await?;
-    match end {
+    let end = run_helper(api, &job, std::slice::from_mut(out), deadline, cancel).await;
+    if let Some((id, _)) = &secret {
+        remove_stdin_secret(api, id, out).await;
+    }
+    match end? {
         RunEnd::Interrupted(i) => Ok(Outcome::Interrupted(i)),
         RunEnd::Finished(results) => match results.into_iter().next().map(|(r, _)| r) {
             Some(TargetResult::Exited(code)) => Ok(Outcome::Exited(code)),

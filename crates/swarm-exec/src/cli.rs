@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use swarm_exec_core::duration::parse_duration;
 use swarm_exec_core::target::TaskRef;
 use swarm_exec_core::DEFAULT_IMAGE;
@@ -19,8 +19,32 @@ use crate::exit;
 #[command(name = "swarm-exec", version, propagate_version = true)]
 #[command(after_help = TOP_HELP)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Which engine, as with the docker CLI: --host and --context (not both) beat DOCKER_HOST,
+/// which beats DOCKER_CONTEXT, which beats the Docker config's current context.
+#[derive(Debug, Args, Default, Clone)]
+pub struct Global {
+    /// Engine to talk to, e.g. unix:///var/run/docker.sock, tcp://m:2376, ssh://user@m
+    #[arg(short = 'H', long, value_name = "HOST", global = true)]
+    pub host: Option<String>,
+
+    /// Docker context to use (see `docker context ls`)
+    #[arg(long, value_name = "NAME", global = true)]
+    pub context: Option<String>,
+
+    /// Trace each API step, with its timing, on stderr
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
+
+    /// No status line while waiting (it only ever shows on a terminal)
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +61,17 @@ pub enum Command {
     /// Remove helper services left behind (e.g. by a killed client)
     #[command(after_help = GC_EXAMPLES)]
     Gc(GcArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Examples:\n  swarm-exec completions bash > /etc/bash_completion.d/swarm-exec\n  swarm-exec completions zsh > \"${fpath[1]}/_swarm-exec\"\n  swarm-exec completions fish > ~/.config/fish/completions/swarm-exec.fish"
+    )]
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff)
+    #[command(after_help = "Example:\n  swarm-exec man > /usr/local/share/man/man1/swarm-exec.1")]
+    Man,
     /// Run a command in a container on the engine swarm-exec talks to (no helper)
     #[command(after_help = EXEC_EXAMPLES)]
     Exec(ExecArgs),
@@ -155,6 +190,11 @@ pub struct ExecOptions {
     #[arg(long)]
     pub privileged: bool,
 
+    /// Pass this process's stdin to the command (read whole first, at most 500 KiB; it
+    /// travels in a swarm secret, removed afterwards)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
     /// Give up after this long (e.g. 30, 30s, 5m, 1m30s); exit code 124
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_timeout)]
     pub timeout: Duration,
@@ -260,6 +300,9 @@ pub struct NodeExecArgs {
     /// This helper's own image, for stopping commands that outlive it
     #[arg(long)]
     pub image: String,
+    /// A file whose content is the commands' stdin (the mounted secret)
+    #[arg(long)]
+    pub stdin: Option<std::path::PathBuf>,
     #[arg(long)]
     pub env: Vec<String>,
     #[arg(long)]
@@ -305,7 +348,7 @@ fn parse_container(s: &str) -> Result<String, String> {
 /// How the process was invoked: swarm-exec's own command line, or the Skopos plugin protocol.
 #[derive(Debug)]
 pub enum Invocation {
-    Cli(Cli),
+    Cli(Box<Cli>),
     Plugin(PluginArgs),
 }
 
@@ -326,7 +369,15 @@ pub struct PluginArgs {
 fn is_cli_word(arg: &str) -> bool {
     matches!(
         arg,
-        "task-exec" | "service-exec" | "gc" | "exec" | "node-exec" | "node-kill" | "help"
+        "task-exec"
+            | "service-exec"
+            | "gc"
+            | "exec"
+            | "node-exec"
+            | "node-kill"
+            | "completions"
+            | "man"
+            | "help"
     ) || arg.starts_with('-')
 }
 
@@ -383,10 +434,106 @@ pub fn plugin_args(args: &[OsString]) -> Option<Result<PluginArgs, String>> {
     Some(Ok(p))
 }
 
+/// The Docker CLI plugin's metadata (`docker-cli-plugin-metadata`), so that the binary
+/// installed as `docker-swarmexec` becomes `docker swarmexec`. (Plugin names must match
+/// `^[a-z][a-z0-9]*$`: the docker CLI refuses `swarm-exec`.)
+pub const CLI_PLUGIN_METADATA: &str = concat!(
+    r#"{"SchemaVersion":"0.1.0","Vendor":"swarm-exec","Version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#"","ShortDescription":"Run commands in Swarm service tasks, on any node","URL":"https://github.com/swarm-exec/swarm-exec"}"#
+);
+
+/// The plugin name when run by the docker CLI as a plugin (installed as `docker-NAME`, or
+/// with the variable the CLI sets for its plugins).
+fn cli_plugin_name(args: &[OsString]) -> Option<String> {
+    let file = args
+        .first()
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    match file.strip_prefix("docker-") {
+        Some(name) => Some(name.to_owned()),
+        None => std::env::var_os("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
+            .map(|_| "swarmexec".to_owned()),
+    }
+}
+
+/// The docker CLI runs a plugin with all of its own arguments: its global flags, then the
+/// plugin's name, then ours. The flags that choose the engine are kept; the rest of the
+/// docker CLI's global flags are accepted and ignored.
+fn cli_plugin_args(name: &str, args: &[OsString]) -> Result<(Global, Vec<OsString>), String> {
+    let mut global = Global::default();
+    let mut it = args.iter().skip(1);
+    while let Some(arg) = it.next() {
+        let a = arg.to_string_lossy();
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (a.to_string(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("{flag} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            f if f == name => {
+                let mut rest = vec![OsString::from(format!("docker {name}"))];
+                rest.extend(it.cloned());
+                return Ok((global, rest));
+            }
+            "-c" | "--context" => global.context = Some(value()?),
+            "-H" | "--host" => global.host = Some(value()?),
+            "--config" => std::env::set_var("DOCKER_CONFIG", value()?),
+            "--tlscacert" | "--tlskey" | "--log-level" | "-l" => {
+                value()?;
+            }
+            "--tlscert" => {
+                let cert = value()?;
+                if let Some(dir) = std::path::Path::new(&cert).parent() {
+                    std::env::set_var("DOCKER_CERT_PATH", dir);
+                }
+            }
+            "--tls" | "--tlsverify" => std::env::set_var("DOCKER_TLS_VERIFY", "1"),
+            "-D" | "--debug" => {}
+            other => return Err(format!("unexpected argument {other:?} before {name}")),
+        }
+    }
+    Err(format!(
+        "run as a docker CLI plugin, but without its name: docker {name} ..."
+    ))
+}
+
 /// Parses the arguments; prints help or version and exits 0, or prints a usage error and
 /// exits 125 (2 for the plugin protocol), as docker does for its own usage errors.
 pub fn parse_or_exit() -> Invocation {
-    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == "docker-cli-plugin-metadata")
+    {
+        println!("{CLI_PLUGIN_METADATA}");
+        std::process::exit(0);
+    }
+    let mut plugin_global = None;
+    if let Some(name) = cli_plugin_name(&args) {
+        match cli_plugin_args(&name, &args) {
+            Ok((global, rest)) => {
+                plugin_global = Some((global, name));
+                args = rest;
+            }
+            Err(e) => {
+                eprintln!("docker {name}: {e}");
+                std::process::exit(exit::FAILED.into())
+            }
+        }
+    }
     match plugin_args(args.get(1..).unwrap_or_default()) {
         Some(Ok(p)) => return Invocation::Plugin(p),
         Some(Err(e)) => {
@@ -395,20 +542,31 @@ pub fn parse_or_exit() -> Invocation {
         }
         None => {}
     }
-    Invocation::Cli(Cli::try_parse_from(args).unwrap_or_else(|e| {
+    let mut cmd = Cli::command();
+    if let Some((_, name)) = &plugin_global {
+        cmd = cmd.bin_name(format!("docker {name}"));
+    }
+    let parsed = cmd
+        .try_get_matches_from(args)
+        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m));
+    let mut cli = parsed.unwrap_or_else(|e| {
         if e.use_stderr() {
             eprintln!("{}", exit::clip(e.render().to_string().trim_end()));
             std::process::exit(exit::FAILED.into())
         }
         let _ = e.print();
         std::process::exit(0)
-    }))
+    });
+    if let Some((g, _)) = plugin_global {
+        cli.global.host = cli.global.host.or(g.host);
+        cli.global.context = cli.global.context.or(g.context);
+    }
+    Invocation::Cli(Box::new(cli))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn definitions_are_consistent() {
@@ -492,5 +650,65 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod help_snapshots {
+    use super::*;
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = Cli::command().term_width(100);
+        // As at run time: global options propagated to the subcommands.
+        cmd.build();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).expect("subcommand");
+        }
+        sub.render_long_help().to_string()
+    }
+
+    /// Every subcommand's help has examples, and its text is pinned.
+    #[test]
+    fn help_texts() {
+        insta::assert_snapshot!("help_top", help(&[]));
+        for sub in [
+            "task-exec",
+            "service-exec",
+            "gc",
+            "exec",
+            "completions",
+            "man",
+        ] {
+            let text = help(&[sub]);
+            assert!(text.contains("Example"), "{sub} --help has no examples");
+            insta::assert_snapshot!(format!("help_{sub}"), text);
+        }
+    }
+
+    /// Usage errors as users see them (the exit code, 125, is asserted end to end).
+    #[test]
+    fn usage_errors() {
+        let err = |args: &[&str]| {
+            let mut all = vec!["swarm-exec"];
+            all.extend_from_slice(args);
+            crate::exit::clip(
+                Cli::try_parse_from(all)
+                    .unwrap_err()
+                    .render()
+                    .to_string()
+                    .trim_end(),
+            )
+        };
+        insta::assert_snapshot!("error_bad_task", err(&["task-exec", "web.1; ls", "true"]));
+        insta::assert_snapshot!(
+            "error_zero_timeout",
+            err(&["task-exec", "--timeout", "0", "web.1", "true"])
+        );
+        insta::assert_snapshot!("error_no_command", err(&["task-exec", "web.1"]));
+        insta::assert_snapshot!(
+            "error_huge_task",
+            err(&["task-exec", &"x".repeat(5000), "true"])
+        );
     }
 }

@@ -119,6 +119,8 @@ pub enum CliError {
     Exec(#[from] ExecError),
     #[error(transparent)]
     ServiceExec(#[from] swarm_exec_core::service_exec::ServiceExecError),
+    #[error(transparent)]
+    Endpoint(#[from] swarm_exec_core::endpoint::EndpointError),
     #[error("cannot connect to the Docker engine: {0}")]
     Connect(#[source] swarm_exec_core::ApiError),
     #[error("{0}")]

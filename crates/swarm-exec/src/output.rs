@@ -1,17 +1,54 @@
 //! Where commands' output goes: this process's stdout and stderr, live; with a per-task
 //! prefix when several tasks share them; or captured, for `--format json`.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use swarm_exec_core::OutputSink;
 
 /// Writes and flushes each chunk. A stream that fails (e.g. `| head` closed the pipe) is
 /// dropped, not fatal: the run continues so the helper is removed and the code reported.
-#[derive(Default)]
+///
+/// On a terminal, when nothing was printed for a second, it shows what the run waits on
+/// in one status line on stderr, cleared as soon as output comes.
 pub struct StdSink {
     stdout_broken: bool,
     stderr_broken: bool,
+    show_progress: bool,
+    quiet_since: Instant,
+    status_shown: bool,
+}
+
+/// How long output must pause before a status line appears.
+const STATUS_AFTER: Duration = Duration::from_secs(1);
+
+impl StdSink {
+    /// `quiet`: never show a status line (`-q`); it is never shown off a terminal either.
+    pub fn new(quiet: bool) -> Self {
+        StdSink {
+            stdout_broken: false,
+            stderr_broken: false,
+            show_progress: !quiet && io::stderr().is_terminal(),
+            quiet_since: Instant::now(),
+            status_shown: false,
+        }
+    }
+
+    fn clear_status(&mut self) {
+        if self.status_shown {
+            let mut e = io::stderr().lock();
+            let _ = e.write_all(b"\r\x1b[K").and_then(|()| e.flush());
+            self.status_shown = false;
+        }
+        self.quiet_since = Instant::now();
+    }
+}
+
+impl Drop for StdSink {
+    fn drop(&mut self) {
+        self.clear_status();
+    }
 }
 
 fn write(w: &mut impl Write, bytes: &[u8], broken: &mut bool) {
@@ -22,13 +59,26 @@ fn write(w: &mut impl Write, bytes: &[u8], broken: &mut bool) {
 
 impl OutputSink for StdSink {
     fn stdout(&mut self, bytes: &[u8]) {
+        self.clear_status();
         write(&mut io::stdout().lock(), bytes, &mut self.stdout_broken);
     }
     fn stderr(&mut self, bytes: &[u8]) {
+        self.clear_status();
         write(&mut io::stderr().lock(), bytes, &mut self.stderr_broken);
     }
     fn warn(&mut self, message: &str) {
+        self.clear_status();
         eprintln!("swarm-exec: warning: {message}");
+    }
+    fn progress(&mut self, status: &str) {
+        if !self.show_progress || self.quiet_since.elapsed() < STATUS_AFTER {
+            return;
+        }
+        let width = 100;
+        let line: String = status.chars().take(width).collect();
+        let mut e = io::stderr().lock();
+        let _ = write!(e, "\r\x1b[K{line}").and_then(|()| e.flush());
+        self.status_shown = true;
     }
 }
 

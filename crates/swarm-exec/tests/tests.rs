@@ -3,6 +3,7 @@
 
 mod util;
 
+mod ecosystem;
 mod example;
 mod faults;
 mod plugin;

@@ -181,6 +181,24 @@ impl SwarmApi for Arc<Fake> {
         Ok(())
     }
 
+    async fn create_secret(
+        &self,
+        name: &str,
+        _labels: &[(String, String)],
+        _data: &[u8],
+    ) -> Result<String, ApiError> {
+        Ok(format!("secret-{name}"))
+    }
+
+    async fn remove_secret(&self, id: &str) -> Result<(), ApiError> {
+        self.removed.lock().unwrap().push(id.into());
+        Ok(())
+    }
+
+    async fn list_secrets(&self, _label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        Ok(vec![])
+    }
+
     fn service_logs(
         &self,
         _id: &str,
@@ -249,6 +267,7 @@ fn request(target: &str, timeout: u64) -> ExecRequest {
         privileged: false,
         timeout: Duration::from_secs(timeout),
         image: "swarm-exec:test".into(),
+        stdin: None,
     }
 }
 
@@ -298,6 +317,35 @@ async fn a_broken_log_stream_is_read_again_without_repeating_output() {
     assert_eq!(sink.err, b"err");
     assert!(sink.warnings.is_empty(), "{:?}", sink.warnings);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stdin_travels_in_a_secret_that_is_removed_after_the_helper() {
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    let mut req = request("web.1", 300);
+    req.stdin = Some(b"input".to_vec());
+    let (r, _) = run(&fake, &req).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(7));
+    let spec = fake.created.lock().unwrap()[0].clone();
+    let (id, name) = spec.stdin_secret.clone().expect("a secret mounted");
+    assert!(name.starts_with("swarm-exec-stdin-"));
+    assert!(spec
+        .args
+        .windows(2)
+        .any(|w| w[0] == "--stdin" && w[1] == "/run/secrets/stdin"));
+    // The helper goes first: a secret still mounted cannot be removed.
+    assert_eq!(fake.removed(), vec![HELPER_ID.to_owned(), id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_much_stdin_is_refused_before_anything_is_created() {
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    let mut req = request("web.1", 300);
+    req.stdin = Some(vec![0; crate::helper::MAX_STDIN + 1]);
+    let (r, _) = run(&fake, &req).await;
+    assert!(matches!(r, Err(ExecError::StdinTooLarge(_))));
+    assert_eq!(fake.created(), 0);
+    assert!(fake.removed().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,15 +4,15 @@
 use swarm_exec_core::api::LogStream;
 use swarm_exec_core::helper::ExecSpec;
 use swarm_exec_core::node_exec::exec_in_container;
-use swarm_exec_core::{BollardApi, Outcome, OutputSink};
+use swarm_exec_core::{Outcome, OutputSink};
 
-use crate::cli::ExecArgs;
+use crate::cli::{ExecArgs, Global};
 use crate::cmd::task_exec::utf8_arg;
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
-pub async fn run(args: ExecArgs) -> Result<Status, CliError> {
-    let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
+pub async fn run(global: &Global, args: ExecArgs) -> Result<Status, CliError> {
+    let api = super::connect(global)?;
     let exec = ExecSpec {
         command: args
             .command
@@ -21,11 +21,12 @@ pub async fn run(args: ExecArgs) -> Result<Status, CliError> {
             .collect::<Result<_, _>>()?,
         ..Default::default()
     };
-    let mut sink = StdSink::default();
+    let mut sink = StdSink::new(true);
     let code = exec_in_container(
         api.docker(),
         &exec,
         &args.container,
+        None,
         |_| {},
         |stream, bytes| match stream {
             LogStream::Stdout => sink.stdout(bytes),

@@ -1,13 +1,12 @@
 //! `swarm-exec gc`: removes helpers left behind, and says which.
 
 use swarm_exec_core::gc::gc;
-use swarm_exec_core::BollardApi;
 
-use crate::cli::GcArgs;
+use crate::cli::{GcArgs, Global};
 use crate::exit::{CliError, Status};
 
-pub async fn run(args: GcArgs) -> Result<Status, CliError> {
-    let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
+pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
+    let api = super::connect(global)?;
     let collected = gc(&api, args.all).await.map_err(CliError::Connect)?;
     let mut failed = 0;
     for c in &collected {
@@ -17,7 +16,7 @@ pub async fn run(args: GcArgs) -> Result<Status, CliError> {
             None => "no deadline label".to_owned(),
         };
         match &c.removed {
-            Ok(()) => println!("removed {} ({why})", c.name),
+            Ok(()) => println!("removed {} {} ({why})", c.kind, c.name),
             Err(e) => {
                 failed += 1;
                 eprintln!("swarm-exec: could not remove {}: {e}", c.name);

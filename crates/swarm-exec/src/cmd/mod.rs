@@ -8,7 +8,10 @@ mod plugin;
 mod service_exec;
 mod task_exec;
 
-use crate::cli::{Command, Invocation};
+use swarm_exec_core::endpoint::{self, EndpointFlags};
+use swarm_exec_core::BollardApi;
+
+use crate::cli::{Command, Global, Invocation};
 use crate::exit::{CliError, Status};
 
 pub fn run(invocation: Invocation) -> Result<Status, CliError> {
@@ -16,16 +19,54 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Invocation::Cli(cli) => cli,
         Invocation::Plugin(args) => return Ok(plugin::run(args)),
     };
-    init_tracing(None);
+    init_tracing(
+        cli.global
+            .verbose
+            .then_some("swarm_exec_core=debug,swarm_exec=debug"),
+    );
+    match cli.command {
+        // Generated from the clap definitions; written whole, so `| head` is no error.
+        Command::Completions { shell } => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "swarm-exec", &mut text);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &text);
+            return Ok(Status::Helper(0));
+        }
+        Command::Man => {
+            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut text)
+                .map_err(CliError::Runtime)?;
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &text);
+            return Ok(Status::Helper(0));
+        }
+        _ => {}
+    }
     let rt = runtime()?;
     match cli.command {
-        Command::TaskExec(args) => rt.block_on(task_exec::run(args)),
+        Command::TaskExec(args) => rt.block_on(task_exec::run(&cli.global, args)),
         Command::NodeExec(args) => rt.block_on(node_exec::run(args)),
-        Command::ServiceExec(args) => rt.block_on(service_exec::run(args)),
-        Command::Exec(args) => rt.block_on(exec::run(args)),
-        Command::Gc(args) => rt.block_on(gc::run(args)),
+        Command::ServiceExec(args) => rt.block_on(service_exec::run(&cli.global, args)),
+        Command::Exec(args) => rt.block_on(exec::run(&cli.global, args)),
+        Command::Gc(args) => rt.block_on(gc::run(&cli.global, args)),
         Command::NodeKill(args) => node_kill::run(args),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
+}
+
+/// The engine the flags and environment name (see [`Global`]).
+pub fn connect(global: &Global) -> Result<BollardApi, CliError> {
+    let flags = EndpointFlags {
+        host: global.host.clone(),
+        context: global.context.clone(),
+    };
+    let endpoint =
+        endpoint::resolve(&flags, &|k| std::env::var(k).ok()).map_err(CliError::Endpoint)?;
+    tracing::debug!(host = %endpoint.host, source = %endpoint.source, "engine");
+    let docker = endpoint::connect(&endpoint).map_err(CliError::Endpoint)?;
+    Ok(BollardApi::new(docker))
 }
 
 /// A runtime for one command: one thread is plenty (the work is waiting on sockets), and it
@@ -47,6 +88,7 @@ fn init_tracing(default: Option<&str>) {
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::stderr)
             .with_target(false)
+            .with_timer(tracing_subscriber::fmt::time::uptime())
             .try_init();
     }
 }

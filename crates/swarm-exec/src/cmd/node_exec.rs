@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use swarm_exec_core::helper::ExecSpec;
-use swarm_exec_core::node_exec::{node_exec, Stopper, STOP_GRACE};
+use swarm_exec_core::node_exec::{node_exec, NodeRun, Stopper, STOP_GRACE};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::NodeExecArgs;
@@ -35,15 +35,19 @@ pub async fn run(args: NodeExecArgs) -> Result<Status, CliError> {
     let stop = async move {
         term.recv().await;
     };
-    let code = node_exec(
-        &docker,
-        &exec,
-        &args.nonce,
-        Duration::from_millis(args.timeout_ms),
-        &stopper,
-        stop,
-        &mut std::io::stdout(),
-    )
-    .await;
+    let stdin = match &args.stdin {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CliError::Failed(format!("reading stdin from {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let run = NodeRun {
+        exec: &exec,
+        stdin: stdin.as_deref(),
+        nonce: &args.nonce,
+        timeout: Duration::from_millis(args.timeout_ms),
+        stopper: &stopper,
+    };
+    let code = node_exec(&docker, run, stop, &mut std::io::stdout()).await;
     Ok(Status::Helper(code))
 }

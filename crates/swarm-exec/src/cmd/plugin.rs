@@ -10,9 +10,9 @@ use std::io::{self, Read};
 use serde_json::{Map, Value};
 use swarm_exec_core::plugin::{finish, inst_exec_args, parse_input, run_inst_exec, PluginError};
 use swarm_exec_core::target::TaskRef;
-use swarm_exec_core::{BollardApi, DEFAULT_IMAGE};
+use swarm_exec_core::DEFAULT_IMAGE;
 
-use crate::cli::PluginArgs;
+use crate::cli::{Global, PluginArgs};
 use crate::cmd::task_exec::interrupted;
 use crate::exit::Status;
 use crate::output::{line, stream, PrefixedSink, Stream};
@@ -120,7 +120,8 @@ fn inst_exec(
         return finish(input, &args, &[]);
     }
     let failed = |e: String| PluginError::Failed(e);
-    let api = BollardApi::connect_from_env().map_err(|e| failed(e.to_string()))?;
+    // The protocol has no engine flags: DOCKER_HOST, DOCKER_CONTEXT or the config decide.
+    let api = super::connect(&Global::default()).map_err(|e| failed(e.to_string()))?;
     let rt = super::runtime().map_err(|e| failed(e.to_string()))?;
     let several = args.tasks.len() > 1;
     let results = rt.block_on(async {

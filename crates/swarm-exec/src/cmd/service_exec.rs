@@ -6,14 +6,14 @@ use serde_json::json;
 use swarm_exec_core::service_exec::{
     service_exec, Filters, ServiceExecError, ServiceExecRequest, Services, TaskOutcome, TaskRun,
 };
-use swarm_exec_core::{BollardApi, Interrupt, OutputSink};
+use swarm_exec_core::{Interrupt, OutputSink};
 
-use crate::cli::ServiceExecArgs;
+use crate::cli::{Global, ServiceExecArgs};
 use crate::cmd::task_exec::{interrupted, utf8_arg, ExecOpts};
 use crate::exit::{CliError, Status};
 use crate::output::{stream, Captured, PrefixedSink};
 
-pub async fn run(args: ServiceExecArgs) -> Result<Status, CliError> {
+pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliError> {
     let cancel = interrupted().map_err(CliError::Runtime)?;
     let opts = ExecOpts::from_args(args.exec)?;
     let mut words = args
@@ -45,8 +45,9 @@ pub async fn run(args: ServiceExecArgs) -> Result<Status, CliError> {
         parallel: args.parallel,
         delay: args.delay.unwrap_or_default(),
         fail_fast: args.fail_fast,
+        stdin: opts.stdin,
     };
-    let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
+    let api = super::connect(global)?;
     let json = args.format == "json";
     let status = if json {
         let runs = match service_exec(&api, &req, |_| Captured::default(), cancel).await {

@@ -3,14 +3,14 @@
 use std::ffi::OsString;
 use std::future::Future;
 
-use swarm_exec_core::{task_exec, BollardApi, ExecRequest, Interrupt};
+use swarm_exec_core::{task_exec, ExecRequest, Interrupt};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::{ExecOptions, TaskExecArgs};
+use crate::cli::{ExecOptions, Global, TaskExecArgs};
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
-pub async fn run(args: TaskExecArgs) -> Result<Status, CliError> {
+pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
     // Signals are caught from the start so that none slips past before the helper exists.
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     let opts = ExecOpts::from_args(args.exec)?;
@@ -27,9 +27,10 @@ pub async fn run(args: TaskExecArgs) -> Result<Status, CliError> {
         privileged: opts.privileged,
         timeout: opts.timeout,
         image: opts.image,
+        stdin: opts.stdin,
     };
-    let api = BollardApi::connect_from_env().map_err(CliError::Connect)?;
-    let outcome = task_exec(&api, &req, &mut StdSink::default(), interrupted).await?;
+    let api = super::connect(global)?;
+    let outcome = task_exec(&api, &req, &mut StdSink::new(global.quiet), interrupted).await?;
     Ok(Status::Outcome(outcome))
 }
 
@@ -47,6 +48,7 @@ pub fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
 
 /// [`ExecOptions`], checked.
 pub struct ExecOpts {
+    pub stdin: Option<Vec<u8>>,
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
@@ -58,6 +60,11 @@ pub struct ExecOpts {
 impl ExecOpts {
     pub fn from_args(o: ExecOptions) -> Result<ExecOpts, CliError> {
         Ok(ExecOpts {
+            stdin: if o.interactive {
+                Some(read_stdin()?)
+            } else {
+                None
+            },
             env: o
                 .env
                 .iter()
@@ -70,6 +77,17 @@ impl ExecOpts {
             image: non_empty("--image", o.image)?,
         })
     }
+}
+
+/// All of stdin, up to one byte more than can be passed (the library refuses that).
+fn read_stdin() -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::io::stdin()
+        .take(swarm_exec_core::helper::MAX_STDIN as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| CliError::Failed(format!("reading stdin: {e}")))?;
+    Ok(data)
 }
 
 /// The Engine API carries arguments as JSON strings: they must be UTF-8.
