@@ -327,3 +327,41 @@ fn ssh_endpoints_reach_the_engine_through_dial_stdio() {
     assert_eq!(out.code, 125, "{}", out.stderr_str());
     assert!(out.stderr_str().contains("ssh"), "{}", out.stderr_str());
 }
+
+/// On a terminal (here a pseudo-terminal from util-linux's `script`), a quiet run shows
+/// what it waits on, and clears it when output comes; `-q` and a non-terminal show nothing.
+#[test]
+fn status_line_only_on_a_terminal_and_not_with_q() {
+    let svc = shared();
+    let bin = env!("CARGO_BIN_EXE_swarm-exec");
+    let cmd = format!(
+        "{bin} task-exec {} sh -c 'sleep 3; echo done'",
+        svc.at("node2")
+    );
+    let on_tty = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    assert_eq!(on_tty.code, 0, "{}", on_tty.stdout_str());
+    let text = on_tty.stdout_str();
+    assert!(text.contains("running on node2"), "{text:?}");
+    // Cleared before the output: carriage return and erase-line, then the command's line.
+    assert!(text.contains("\r\x1b[Kdone"), "{text:?}");
+    let quiet = run(Command::new("script").args([
+        "-qec",
+        &format!("{bin} -q {}", &cmd[bin.len() + 1..]),
+        "/dev/null",
+    ]));
+    assert!(
+        !quiet.stdout_str().contains("running on"),
+        "{:?}",
+        quiet.stdout_str()
+    );
+    // Off a terminal: nothing but the output.
+    let piped = swarm_exec(&[
+        "task-exec",
+        &svc.at("node2"),
+        "sh",
+        "-c",
+        "sleep 2; echo done",
+    ]);
+    assert_eq!(piped.stdout_str(), "done\n");
+    assert!(piped.stderr.is_empty(), "{}", piped.stderr_str());
+}
