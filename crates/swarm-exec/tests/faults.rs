@@ -27,7 +27,7 @@ fn sigkilled_client_leaves_a_helper_that_gc_removes_after_its_deadline() {
     let child = spawn_swarm_exec(&[
         "task-exec",
         "--timeout",
-        "4s",
+        "8s",
         &svc.at("node2"),
         "sleep",
         "60",
@@ -49,11 +49,11 @@ fn sigkilled_client_leaves_a_helper_that_gc_removes_after_its_deadline() {
     assert_eq!(gc.code, 0, "{}", gc.stderr_str());
     assert_eq!(svc.helpers(), left);
     // After it, the helper's own process has given up (and stopped the command): gc removes it.
-    thread::sleep(Duration::from_secs(5));
+    thread::sleep(Duration::from_secs(9));
     let gc = swarm_exec(&["gc"]);
     assert_eq!(gc.code, 0, "{}", gc.stderr_str());
     assert!(
-        gc.stdout_str().contains("removed swarm-exec-"),
+        gc.stdout_str().contains("removed service swarm-exec-"),
         "{}",
         gc.stdout_str()
     );
