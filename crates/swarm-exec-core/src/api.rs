@@ -177,20 +177,21 @@ impl BollardApi {
     }
 }
 
-/// How often and how long transient failures are retried: 50 ms doubling to 1 s, ten
-/// attempts after the first, about 8 s in all — long enough to ride out an engine restart.
+/// How often and how long transient failures are retried: 50 ms doubling to 1 s (each
+/// delay between half and all of that), `retries` attempts after the first.
 fn backoff(retries: usize) -> impl Iterator<Item = Duration> {
     ExponentialBackoff::from_millis(2)
         .factor(25)
         .max_delay(Duration::from_secs(1))
-        .map(jitter)
+        // Half fixed, half random: spread out, yet bounded below.
+        .map(|d| d / 2 + jitter(d / 2))
         .take(retries)
 }
 
-/// Retries for most calls.
+/// Retries for most calls: 3.3 to 6.5 s in all.
 const RETRIES: usize = 10;
-/// Removing a helper matters more than waiting: about 30 s of retries.
-const REMOVE_RETRIES: usize = 32;
+/// Removing a helper matters more than waiting: 18 to 36 s, enough for an engine restart.
+const REMOVE_RETRIES: usize = 40;
 
 /// Runs `op`, retrying while it fails transiently.
 pub async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, ApiError>
@@ -462,12 +463,26 @@ impl SwarmApi for BollardApi {
             data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
             ..Default::default()
         };
-        retry("create secret", || async {
-            self.docker
-                .create_secret(spec.clone())
-                .await
-                .map(|r| r.id)
-                .map_err(classify)
+        let mut attempts = 0u32;
+        retry("create secret", || {
+            attempts += 1;
+            let (spec, retried) = (spec.clone(), attempts > 1);
+            async move {
+                match self.docker.create_secret(spec).await {
+                    Ok(r) => Ok(r.id),
+                    // A retry after a lost answer: the first attempt did create it.
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 409,
+                        ..
+                    }) if retried => self
+                        .docker
+                        .inspect_secret(name)
+                        .await
+                        .map(|s| s.id.unwrap_or_default())
+                        .map_err(classify),
+                    Err(e) => Err(classify(e)),
+                }
+            }
         })
         .await
     }
@@ -576,8 +591,9 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
                 read_only: Some(true),
                 // The socket is owned by root, so the helper needs uid 0 but no capabilities.
                 capability_drop: Some(vec!["ALL".to_owned()]),
-                // The helper only waits on a socket; a short grace keeps removal quick.
-                stop_grace_period: Some(1_000_000_000),
+                // Room to stop the commands when the helper is removed (service removal
+                // itself does not wait for it).
+                stop_grace_period: Some(10_000_000_000),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {

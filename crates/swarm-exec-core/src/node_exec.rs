@@ -123,15 +123,17 @@ pub async fn node_exec<W: Write>(
         }
         None => {
             // The commands are not left running: each gets SIGTERM, then SIGKILL.
+            // All at once: the helper has only its stop grace period for this.
             let running = std::mem::take(&mut *started.borrow_mut());
-            for (exec_id, container) in running {
-                if let Err(e) = stopper.terminate(docker, &exec_id, &container).await {
+            let stops = running.iter().map(|(exec_id, container)| async move {
+                if let Err(e) = stopper.terminate(docker, exec_id, container).await {
                     eprintln!(
                         "swarm-exec helper: could not stop the command in {}: {e}",
-                        short(&container)
+                        short(container)
                     );
                 }
-            }
+            });
+            join_all(stops).await;
             out.borrow_mut().write(&enc, &Record::TimedOut);
             HELPER_TIMED_OUT
         }
@@ -212,13 +214,22 @@ impl Stopper {
             )
             .await
             .map_err(|e| format!("creating the stopper: {e}"))?;
-        docker
+        let started = docker
             .start_container(
                 &created.id,
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
-            .await
-            .map_err(|e| format!("starting the stopper: {e}"))
+            .await;
+        if let Err(e) = started {
+            // Auto-remove only applies to a container that ran: remove it here.
+            let opts = bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            let _ = docker.remove_container(&created.id, Some(opts)).await;
+            return Err(format!("starting the stopper: {e}"));
+        }
+        Ok(())
     }
 }
 
@@ -348,12 +359,39 @@ pub fn node_kill(pid: i32, container: &str, grace: Duration) -> Result<usize, St
     let in_target = |p: i32| {
         std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(container))
     };
-    if !in_target(pid) {
+    let tree = process_tree(pid, &in_target);
+    if tree.is_empty() {
         // Gone already, or not the target's (a reused PID): nothing to do.
         return Ok(0);
     }
-    let mut tree = vec![pid];
+    signal(&tree, libc::SIGTERM);
+    let start = std::time::Instant::now();
+    while start.elapsed() < grace {
+        if tree.iter().all(|&p| !alive(p)) {
+            return Ok(tree.len());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Looked at again, from every process of the tree still there (in the target): PIDs
+    // may have been reused, children forked since.
+    let mut again: Vec<i32> = tree
+        .iter()
+        .filter(|&&p| alive(p))
+        .flat_map(|&p| process_tree(p, &in_target))
+        .collect();
+    again.sort_unstable();
+    again.dedup();
+    signal(&again, libc::SIGKILL);
+    Ok(tree.len())
+}
+
+/// `pid` and its descendants that `keep` accepts.
+fn process_tree(pid: i32, keep: &dyn Fn(i32) -> bool) -> Vec<i32> {
+    if !keep(pid) {
+        return Vec::new();
+    }
     let children = parents();
+    let mut tree = vec![pid];
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
@@ -365,23 +403,15 @@ pub fn node_kill(pid: i32, container: &str, grace: Duration) -> Result<usize, St
         );
         i += 1;
     }
-    tree.retain(|&p| in_target(p));
-    let signal = |sig| {
-        for &p in &tree {
-            // SAFETY: kill(2) with a PID and a signal number has no memory effects.
-            unsafe { libc::kill(p, sig) };
-        }
-    };
-    signal(libc::SIGTERM);
-    let start = std::time::Instant::now();
-    while start.elapsed() < grace {
-        if tree.iter().all(|&p| !alive(p)) {
-            return Ok(tree.len());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    tree.retain(|&p| keep(p));
+    tree
+}
+
+fn signal(pids: &[i32], sig: i32) {
+    for &p in pids {
+        // SAFETY: kill(2) with a PID and a signal number has no memory effects.
+        unsafe { libc::kill(p, sig) };
     }
-    signal(libc::SIGKILL);
-    Ok(tree.len())
 }
 
 /// (pid, parent pid) of every process visible in /proc.

@@ -192,9 +192,8 @@ pub fn parse_timeout(v: &Value) -> Result<Duration, PluginError> {
     }
 }
 
-/// A plausible image reference: no whitespace or control characters, not empty or huge.
 fn valid_image(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 512 && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    crate::target::is_image_ref(s)
 }
 
 /// One instance's run, for the result object and the failure message.

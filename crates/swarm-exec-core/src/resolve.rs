@@ -136,6 +136,8 @@ pub async fn resolve<A: SwarmApi>(
     };
 
     let started = Instant::now();
+    // (node ID, hostname), looked up once rather than on every poll.
+    let mut known_node: Option<(String, String)> = None;
     loop {
         if task.desired_state != "running" {
             return Err(ResolveError::ShuttingDown {
@@ -147,7 +149,14 @@ pub async fn resolve<A: SwarmApi>(
         if task.state == "running" {
             break;
         }
-        let node = node_name(api, &task.node_id).await;
+        let node = match &known_node {
+            Some((id, name)) if *id == task.node_id => name.clone(),
+            _ => {
+                let name = node_name(api, &task.node_id).await;
+                known_node = Some((task.node_id.clone(), name.clone()));
+                name
+            }
+        };
         if !is_starting(&task.state) {
             return Err(ResolveError::NotRunning {
                 task: task.id,
@@ -186,7 +195,10 @@ pub async fn resolve<A: SwarmApi>(
             source: ApiError::Other(format!("invalid node ID {:?}", task.node_id)),
         });
     }
-    let node_name = node_name(api, &task.node_id).await;
+    let node_name = match known_node {
+        Some((id, name)) if id == task.node_id => name,
+        _ => node_name(api, &task.node_id).await,
+    };
     if task.slot == 0 && !matches!(target, TaskRef::OnNode { .. }) {
         display = format!("{}@{}", service.name, node_name);
     }

@@ -3,6 +3,7 @@
 //! more target containers on its node; `task-exec` uses one, `service-exec` one per node.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -104,28 +105,24 @@ where
         node: job.node_name.clone(),
     };
 
-    // A create interrupted mid-flight may still have created the helper, so from here on
-    // cleanup runs (by name, until the ID is known) whatever happens.
-    let created = tokio::select! {
-        r = api.create_service(&spec) => r,
-        _ = sleep_until(deadline) => Err(ApiError::Other("timed out".into())),
-        i = &mut cancel => {
+    let helper_id = match create_or_stop(api.create_service(&spec), &mut cancel, deadline).await {
+        Created::Done(Ok(id)) => id,
+        Created::Done(Err(source)) => {
+            // The create may have happened despite the error: remove by name.
             cleanup(api, &spec.name, &mut sinks[0]).await;
-            return Ok(RunEnd::Interrupted(i));
-        }
-    };
-    let helper_id = match created {
-        Ok(id) => id,
-        Err(source) => {
-            cleanup(api, &spec.name, &mut sinks[0]).await;
-            if Instant::now() >= deadline {
-                return timed_out();
-            }
             return Err(ExecError::CreateHelper {
                 target: at.target,
                 node: at.node,
                 source,
             });
+        }
+        Created::Stopped { stop, made } => {
+            let id = made.unwrap_or_else(|| spec.name.clone());
+            cleanup(api, &id, &mut sinks[0]).await;
+            return match stop {
+                Stop::Interrupted(i) => Ok(RunEnd::Interrupted(i)),
+                Stop::Deadline => timed_out(),
+            };
         }
     };
     tracing::debug!(helper = %spec.name, id = %helper_id, node = %job.node_name, image = %job.image, "helper created");
@@ -139,6 +136,51 @@ where
     let result = stop.unwrap_or_else(|| Ok(RunEnd::Finished(follower.unfinished_timed_out())));
     cleanup(api, &helper_id, &mut sinks[0]).await;
     result
+}
+
+/// How long a create already sent is let finish after a cancel, so that what it made can
+/// be removed by ID (removing by name while the create is still in flight may miss it).
+const CREATE_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a create was stopped.
+pub(crate) enum Stop {
+    Interrupted(Interrupt),
+    Deadline,
+}
+
+pub(crate) enum Created<T> {
+    Done(Result<T, ApiError>),
+    /// `made`: what the create made after all, if it finished within [`CREATE_GRACE`].
+    Stopped {
+        stop: Stop,
+        made: Option<T>,
+    },
+}
+
+/// Runs `create` until it ends, `cancel` fires or `deadline` passes. The create is polled
+/// first, so it has been sent whenever it is stopped; it is then let finish (briefly) so
+/// that the caller can remove what it made.
+pub(crate) async fn create_or_stop<T, F, C>(
+    create: F,
+    cancel: &mut Pin<&mut C>,
+    deadline: Instant,
+) -> Created<T>
+where
+    F: Future<Output = Result<T, ApiError>>,
+    C: Future<Output = Interrupt>,
+{
+    tokio::pin!(create);
+    let stop = tokio::select! {
+        biased;
+        r = &mut create => return Created::Done(r),
+        i = cancel.as_mut() => Stop::Interrupted(i),
+        _ = sleep_until(deadline) => Stop::Deadline,
+    };
+    let made = match tokio::time::timeout(CREATE_GRACE, create).await {
+        Ok(Ok(v)) => Some(v),
+        _ => None,
+    };
+    Created::Stopped { stop, made }
 }
 
 /// Puts `data` (the commands' stdin) in a labelled secret, for helpers to mount.
@@ -255,9 +297,11 @@ impl Follower {
         end.map(|()| self.unfinished_timed_out())
     }
 
-    /// Prepares for reading the helper's stdout again from its start.
+    /// Prepares for reading the helper's logs again from their start.
     fn reopened(&mut self) {
         self.decoder.reset();
+        // Its stderr comes again too.
+        self.diagnostics.clear();
         self.skip = self.lines;
         self.lines = 0;
     }
@@ -394,7 +438,11 @@ impl Follower {
     ) -> Result<RunEnd, ExecError> {
         let diag = String::from_utf8_lossy(&self.diagnostics).trim().to_owned();
         match (task.state.as_str(), task.exit_code, self.results.as_slice()) {
-            ("complete" | "failed", Some(code), [None]) if diag.is_empty() => {
+            // Only codes a command gives: 124/125 and ≥ 128 may be the helper's own end
+            // (its deadline, its failure, a signal such as an OOM kill).
+            ("complete" | "failed", Some(code @ (0..=123 | 126 | 127)), [None])
+                if diag.is_empty() =>
+            {
                 sinks[0].warn(&format!(
                     "helper {} ended without reporting through its log stream; \
                      exit code {code} taken from its task state, output may be incomplete",

@@ -117,6 +117,8 @@ pub enum ServiceExecError {
     NoTasks { what: String },
     #[error("invalid --parallel 0: at least one task must run at a time")]
     ZeroParallel,
+    #[error("invalid helper image reference {0:?}")]
+    BadImage(String),
     #[error("interrupted before any helper was created")]
     Interrupted(Interrupt),
     #[error(
@@ -168,6 +170,9 @@ pub async fn select<A: SwarmApi>(
     };
     let mut filter_nodes = Vec::new();
     for n in &filters.nodes {
+        if !crate::target::is_node_name(n) {
+            return Err(ServiceExecError::Invalid(InvalidRef::Node(n.clone())));
+        }
         match api_.inspect_node(n).await {
             Ok(info) => filter_nodes.push(info.id),
             Err(ApiError::NotFound(_)) => return Err(ServiceExecError::NoNode(n.clone())),
@@ -260,6 +265,9 @@ where
     if req.parallel == Some(0) {
         return Err(ServiceExecError::ZeroParallel);
     }
+    if !crate::target::is_image_ref(&req.image) {
+        return Err(ServiceExecError::BadImage(req.image.clone()));
+    }
     if let Some(data) = req.stdin.as_ref().filter(|d| d.len() > MAX_STDIN) {
         return Err(ServiceExecError::StdinTooLarge(data.len()));
     }
@@ -326,6 +334,19 @@ where
         }
     };
     hub.run(work, cancel).await;
+    // Waves that never started because of an interrupt are interrupted, not skipped.
+    let interrupt = runs.iter().find_map(|r| match r.outcome {
+        TaskOutcome::Interrupted(i) => Some(i),
+        _ => None,
+    });
+    if let Some(i) = interrupt {
+        for r in runs
+            .iter_mut()
+            .filter(|r| r.outcome == TaskOutcome::Skipped)
+        {
+            r.outcome = TaskOutcome::Interrupted(i);
+        }
+    }
     if let (Some((id, _)), Some(first)) = (&secret, runs.first_mut()) {
         remove_stdin_secret(api_, id, &mut first.sink).await;
     }

@@ -76,8 +76,10 @@ pub fn ssh_args(url: &str) -> Result<Vec<String>, String> {
     }
     args.extend(["--".to_owned(), host.to_owned(), "docker".to_owned()]);
     if let Some(p) = path.filter(|p| *p != "/") {
-        if p.bytes()
-            .any(|b| b.is_ascii_whitespace() || b"'\"$`;&|\\".contains(&b))
+        // The remote side runs it through a shell: plain path characters only.
+        if !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
         {
             return Err(format!("{url}: invalid socket path"));
         }
@@ -250,6 +252,8 @@ mod tests {
             "ssh://h:99999",
             "ssh://a b",
             "ssh://h/x;rm",
+            "ssh://u@h/x>/tmp/pwned#",
+            "ssh://h/$(id)",
             "tcp://h",
         ] {
             assert!(ssh_args(bad).is_err(), "{bad}");

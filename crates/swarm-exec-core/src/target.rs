@@ -115,6 +115,23 @@ pub fn check_service_name(s: &str) -> Result<(), InvalidRef> {
     }
 }
 
+/// An image reference as it may appear in a URL path: `name[:tag][@digest]`, registry and
+/// repository parts included; no spaces, no `..`, nothing a URL would read as a query.
+pub fn is_image_ref(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && !s.contains("..")
+        && !s.contains("//")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+}
+
+/// A node as the user may name it: hostname or ID (prefix).
+pub fn is_node_name(s: &str) -> bool {
+    is_hostname(s)
+}
+
 /// Node hostnames as Docker reports them: DNS-like labels separated by dots.
 fn is_hostname(s: &str) -> bool {
     !s.is_empty()
@@ -178,6 +195,23 @@ mod tests {
             "0123456789012345678901234567", // longer than an ID
         ] {
             assert!(TaskRef::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn image_refs() {
+        for ok in [
+            "swarm-exec:0.1.0",
+            "reg:5000/ops/swarm-exec:1",
+            "busybox@sha256:abc",
+            "sha256:0123",
+        ] {
+            assert!(is_image_ref(ok), "{ok}");
+        }
+        for bad in [
+            "", "a b", "../x", "x/../y", "x?y", "x#y", "/abs", "a//b", "-x",
+        ] {
+            assert!(!is_image_ref(bad), "{bad}");
         }
     }
 

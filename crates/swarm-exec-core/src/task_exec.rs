@@ -9,7 +9,8 @@ use crate::api::{ApiError, SwarmApi};
 use crate::helper::{pinned_image, ExecSpec, MAX_STDIN};
 use crate::resolve::{resolve, ResolveError, Resolved};
 use crate::run::{
-    create_stdin_secret, remove_stdin_secret, run_helper, HelperJob, RunEnd, TargetResult,
+    create_or_stop, create_stdin_secret, remove_stdin_secret, run_helper, Created, HelperJob,
+    RunEnd, Stop, TargetResult,
 };
 use crate::target::TaskRef;
 
@@ -45,6 +46,8 @@ pub enum Outcome {
 pub enum Interrupt {
     Sigint,
     Sigterm,
+    /// The terminal (or the ssh session) went away.
+    Sighup,
 }
 
 /// Where the command's output goes. Errors are the sink's business (e.g. a closed pipe);
@@ -79,6 +82,8 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
 pub enum ExecError {
     #[error("the command is empty")]
     EmptyCommand,
+    #[error("invalid helper image reference {0:?}")]
+    BadImage(String),
     #[error(
         "stdin holds {0} bytes or more; at most {MAX_STDIN} can be passed (a swarm secret's limit)"
     )]
@@ -167,6 +172,9 @@ where
     if req.command.is_empty() {
         return Err(ExecError::EmptyCommand);
     }
+    if !crate::target::is_image_ref(&req.image) {
+        return Err(ExecError::BadImage(req.image.clone()));
+    }
     if let Some(data) = req.stdin.as_ref().filter(|d| d.len() > MAX_STDIN) {
         return Err(ExecError::StdinTooLarge(data.len()));
     }
@@ -187,14 +195,25 @@ where
         None => None,
         Some(data) => {
             let budget = deadline.saturating_duration_since(Instant::now());
-            let created = tokio::select! {
-                r = create_stdin_secret(api, data, budget) => r,
-                i = &mut cancel => return Ok(Outcome::Interrupted(i)),
-            };
-            Some(created.map_err(|source| ExecError::StdinSecret {
-                target: target.clone(),
-                source,
-            })?)
+            let create = create_stdin_secret(api, data, budget);
+            match create_or_stop(create, &mut cancel, deadline).await {
+                Created::Done(Ok(secret)) => Some(secret),
+                Created::Done(Err(source)) => {
+                    return Err(ExecError::StdinSecret {
+                        target: target.clone(),
+                        source,
+                    })
+                }
+                Created::Stopped { stop, made } => {
+                    if let Some((id, _)) = made {
+                        remove_stdin_secret(api, &id, out).await;
+                    }
+                    return Ok(match stop {
+                        Stop::Interrupted(i) => Outcome::Interrupted(i),
+                        Stop::Deadline => Outcome::TimedOut,
+                    });
+                }
+            }
         }
     };
     let job = HelperJob {

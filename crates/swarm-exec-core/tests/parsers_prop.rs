@@ -675,6 +675,7 @@ proptest! {
             check_command(&a.command)?;
             prop_assert!(!a.timeout.is_zero() && a.timeout <= MAX_TIMEOUT, "timeout {:?}", a.timeout);
             prop_assert!(!a.image.is_empty(), "empty image");
+            prop_assert!(swarm_exec_core::target::is_image_ref(&a.image), "image {:?}", a.image);
             prop_assert!(
                 !a.image.chars().any(|c| c.is_whitespace() || c.is_control()),
                 "image {:?}", a.image
@@ -694,7 +695,7 @@ proptest! {
         tasks in vec(valid_ref(), 0..4),
         (line, words) in shell_line(),
         secs in 1u64..=604_800,
-        image in "[a-z0-9./:@_-]{1,60}",
+        image in "[a-z0-9][a-z0-9_-]{0,20}(/[a-z0-9][a-z0-9_-]{0,20}){0,2}(:[a-z0-9_-]{1,10})?",
     ) {
         let ids: Vec<Value> = tasks.iter().map(|t| json!({ "id": t.to_string() })).collect();
         let input = json!({

@@ -365,8 +365,14 @@ pub struct PluginArgs {
     pub input: Vec<OsString>,
 }
 
-/// Subcommand names and flags that mean swarm-exec's own command line.
+/// Subcommand names and flags that mean swarm-exec's own command line. Plugin actions are
+/// Skopos action names (`inst_exec`): a word with a `-` (a mistyped `task-exce`) is a
+/// command line too, so that it gets a usage error (125), not "unsupported action" (2).
 fn is_cli_word(arg: &str) -> bool {
+    arg.contains('-') || is_cli_name(arg)
+}
+
+fn is_cli_name(arg: &str) -> bool {
     matches!(
         arg,
         "task-exec"
@@ -378,7 +384,7 @@ fn is_cli_word(arg: &str) -> bool {
             | "completions"
             | "man"
             | "help"
-    ) || arg.starts_with('-')
+    )
 }
 
 /// The plugin protocol's reading of `args` (without argv[0]), unless they are a

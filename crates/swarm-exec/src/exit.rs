@@ -9,6 +9,7 @@
 //! | 126/127 | the command could not be invoked / was not found (as the engine reports)  |
 //! | 130     | interrupted by SIGINT (the helper is removed first)                       |
 //! | 143     | terminated by SIGTERM (the helper is removed first)                       |
+//! | 129     | SIGHUP: the terminal or ssh session went away (the helper is removed first) |
 //!
 //! 124–127 may also be the command's own code; the message on stderr tells them apart.
 //!
@@ -28,6 +29,7 @@ pub const TIMED_OUT: u8 = 124;
 pub const FAILED: u8 = 125;
 pub const SIGINT: u8 = 130;
 pub const SIGTERM: u8 = 143;
+pub const SIGHUP: u8 = 129;
 pub const PLUGIN_FAILED: u8 = 2;
 pub const TASKS_FAILED: u8 = 1;
 
@@ -83,6 +85,7 @@ fn outcome_code(outcome: Outcome) -> u8 {
         }
         Outcome::Interrupted(Interrupt::Sigint) => SIGINT,
         Outcome::Interrupted(Interrupt::Sigterm) => SIGTERM,
+        Outcome::Interrupted(Interrupt::Sighup) => SIGHUP,
     }
 }
 

@@ -18,6 +18,9 @@ pub struct StdSink {
     show_progress: bool,
     quiet_since: Instant,
     status_shown: bool,
+    /// The last byte written ended a line (or nothing was written): a status line would
+    /// not wipe part of the command's output.
+    at_line_start: bool,
 }
 
 /// How long output must pause before a status line appears.
@@ -32,6 +35,13 @@ impl StdSink {
             show_progress: !quiet && io::stderr().is_terminal(),
             quiet_since: Instant::now(),
             status_shown: false,
+            at_line_start: true,
+        }
+    }
+
+    fn wrote(&mut self, bytes: &[u8]) {
+        if let Some(&last) = bytes.last() {
+            self.at_line_start = last == b'\n';
         }
     }
 
@@ -61,17 +71,19 @@ impl OutputSink for StdSink {
     fn stdout(&mut self, bytes: &[u8]) {
         self.clear_status();
         write(&mut io::stdout().lock(), bytes, &mut self.stdout_broken);
+        self.wrote(bytes);
     }
     fn stderr(&mut self, bytes: &[u8]) {
         self.clear_status();
         write(&mut io::stderr().lock(), bytes, &mut self.stderr_broken);
+        self.wrote(bytes);
     }
     fn warn(&mut self, message: &str) {
         self.clear_status();
         eprintln!("swarm-exec: warning: {message}");
     }
     fn progress(&mut self, status: &str) {
-        if !self.show_progress || self.quiet_since.elapsed() < STATUS_AFTER {
+        if !self.show_progress || !self.at_line_start || self.quiet_since.elapsed() < STATUS_AFTER {
             return;
         }
         let width = 100;
@@ -94,6 +106,9 @@ pub fn line(stream: &Stream, text: &str) {
     let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
     let _ = writeln!(w, "{text}").and_then(|()| w.flush());
 }
+
+/// A partial line longer than this is shown as it is, prefixed.
+const MAX_PENDING: usize = 16 * 1024;
 
 /// One task's output onto shared streams, whole lines at a time with the task's prefix
 /// (as `docker service logs` shows them), or passed straight through without a prefix.
@@ -131,8 +146,16 @@ impl PrefixedSink {
                 .and_then(|()| w.write_all(&pending[start..end]));
             start = end;
         }
-        let _ = w.flush();
         pending.drain(..start);
+        // Output without newlines (binary data) is not held back for ever.
+        if pending.len() >= MAX_PENDING {
+            let _ = w
+                .write_all(prefix.as_bytes())
+                .and_then(|()| w.write_all(pending))
+                .and_then(|()| w.write_all(b"\n"));
+            pending.clear();
+        }
+        let _ = w.flush();
     }
 
     fn finish(stream: &Stream, prefix: Option<&str>, pending: &mut Vec<u8>) {

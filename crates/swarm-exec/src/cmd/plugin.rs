@@ -101,10 +101,18 @@ fn read_input(args: &PluginArgs) -> Result<String, PluginError> {
             .map(|p| p.join(" "))
             .ok_or_else(|| PluginError::Json("the input is not valid UTF-8".into()));
     }
+    // A step's input is a few kilobytes; more than this is not one.
+    const MAX_INPUT: u64 = 16 << 20;
     let mut src = String::new();
     io::stdin()
+        .take(MAX_INPUT + 1)
         .read_to_string(&mut src)
         .map_err(|e| PluginError::Json(format!("cannot read stdin: {e}")))?;
+    if src.len() as u64 > MAX_INPUT {
+        return Err(PluginError::Json(format!(
+            "the input is larger than {MAX_INPUT} bytes"
+        )));
+    }
     Ok(src)
 }
 

@@ -14,8 +14,9 @@ use crate::exit::{CliError, Status};
 use crate::output::{stream, Captured, PrefixedSink};
 
 pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliError> {
-    let cancel = interrupted().map_err(CliError::Runtime)?;
+    // stdin (-i) first, while Ctrl-C still simply ends the process.
     let opts = ExecOpts::from_args(args.exec)?;
+    let cancel = interrupted().map_err(CliError::Runtime)?;
     let mut words = args
         .args
         .into_iter()

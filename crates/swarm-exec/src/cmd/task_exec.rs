@@ -11,9 +11,10 @@ use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
 pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
-    // Signals are caught from the start so that none slips past before the helper exists.
-    let interrupted = interrupted().map_err(CliError::Runtime)?;
+    // stdin (-i) is read first, while Ctrl-C still simply ends the process; then signals
+    // are caught, before anything exists on the swarm.
     let opts = ExecOpts::from_args(args.exec)?;
+    let interrupted = interrupted().map_err(CliError::Runtime)?;
     let req = ExecRequest {
         target: args.task,
         command: args
@@ -34,14 +35,16 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     Ok(Status::Outcome(outcome))
 }
 
-/// A future that resolves on the first SIGINT or SIGTERM; handlers are installed now.
+/// A future that resolves on the first SIGINT, SIGTERM or SIGHUP; handlers are installed now.
 pub fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(async move {
         tokio::select! {
             _ = int.recv() => Interrupt::Sigint,
             _ = term.recv() => Interrupt::Sigterm,
+            _ = hup.recv() => Interrupt::Sighup,
         }
     })
 }
