@@ -41,7 +41,9 @@ pub mod target;
 pub mod task_exec;
 
 pub use api::{ApiError, BollardApi, SwarmApi};
-pub use task_exec::{task_exec, ExecError, ExecRequest, Interrupt, Outcome, OutputSink};
+pub use task_exec::{
+    task_exec, ExecError, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions,
+};
 
 /// The label every object swarm-exec creates carries; leftovers are found by it.
 pub const HELPER_LABEL: &str = "swarm-exec.helper";

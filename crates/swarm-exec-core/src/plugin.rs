@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::cancel::CancelHub;
 use crate::duration::{parse_duration, MAX_TIMEOUT};
 use crate::target::TaskRef;
-use crate::task_exec::{task_exec, ExecRequest, Interrupt, Outcome, OutputSink};
+use crate::task_exec::{task_exec, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions};
 use crate::SwarmApi;
 
 /// The key added to the echoed input: one entry per instance, in input order, each with
@@ -283,14 +283,16 @@ where
         let cancelled = hub.subscribe();
         let req = ExecRequest {
             target: task.clone(),
-            command: args.command.clone(),
-            env: Vec::new(),
-            workdir: None,
-            user: None,
-            privileged: false,
-            timeout: args.timeout,
-            image: args.image.clone(),
-            stdin: None,
+            run: RunOptions {
+                command: args.command.clone(),
+                env: Vec::new(),
+                workdir: None,
+                user: None,
+                privileged: false,
+                timeout: args.timeout,
+                image: args.image.clone(),
+                stdin: None,
+            },
         };
         async move {
             let started = Instant::now();

@@ -12,12 +12,11 @@ use tokio::time::{sleep, Instant};
 
 use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
-use crate::helper::{ExecSpec, MAX_STDIN};
 use crate::run::{
     create_stdin_secret, remove_stdin_secret, run_helper, HelperJob, RunEnd, TargetResult,
 };
 use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
-use crate::task_exec::{pin_image, Interrupt, OutputSink};
+use crate::task_exec::{pin_image, Interrupt, InvalidRun, OutputSink, RunOptions};
 
 /// Which services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,22 +40,15 @@ pub struct Filters {
 pub struct ServiceExecRequest {
     pub services: Services,
     pub filters: Filters,
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    pub privileged: bool,
-    /// For each wave (without `parallel`: for the whole run).
-    pub timeout: Duration,
-    pub image: String,
+    /// The same input goes to every task; the timeout is for each wave (without
+    /// `parallel`: for the whole run).
+    pub run: RunOptions,
     /// At most this many tasks at once.
     pub parallel: Option<usize>,
     /// Between waves.
     pub delay: Duration,
     /// Start no new wave after a failure.
     pub fail_fast: bool,
-    /// The same input for every task's command (at most [`MAX_STDIN`] bytes).
-    pub stdin: Option<Vec<u8>>,
 }
 
 /// One selected task.
@@ -117,14 +109,10 @@ pub enum ServiceExecError {
     NoTasks { what: String },
     #[error("invalid --parallel 0: at least one task must run at a time")]
     ZeroParallel,
-    #[error("invalid helper image reference {0:?}")]
-    BadImage(String),
+    #[error(transparent)]
+    InvalidRun(#[from] InvalidRun),
     #[error("interrupted before any helper was created")]
     Interrupted(Interrupt),
-    #[error(
-        "stdin holds {0} bytes or more; at most {MAX_STDIN} can be passed (a swarm secret's limit)"
-    )]
-    StdinTooLarge(usize),
     #[error("{step}: {source}")]
     Api {
         step: &'static str,
@@ -265,17 +253,12 @@ where
     if req.parallel == Some(0) {
         return Err(ServiceExecError::ZeroParallel);
     }
-    if !crate::target::is_image_ref(&req.image) {
-        return Err(ServiceExecError::BadImage(req.image.clone()));
-    }
-    if let Some(data) = req.stdin.as_ref().filter(|d| d.len() > MAX_STDIN) {
-        return Err(ServiceExecError::StdinTooLarge(data.len()));
-    }
+    req.run.check()?;
     let hub = CancelHub::default();
     let prepare = async {
         tokio::join!(
             select(api_, &req.services, &req.filters),
-            pin_image(api_, &req.image)
+            pin_image(api_, &req.run.image)
         )
     };
     tokio::pin!(cancel);
@@ -287,11 +270,11 @@ where
     let targets = targets?;
     let image = image.map_err(api("read the helper image on the manager"))?;
     // One secret for every helper; it lives until the last wave could end.
-    let secret = match &req.stdin {
+    let secret = match &req.run.stdin {
         None => None,
         Some(data) => {
             let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
-            let budget = (req.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
+            let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
             Some(
                 create_stdin_secret(api_, data, budget)
                     .await
@@ -368,7 +351,7 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
     wave: &mut [TaskRun<S>],
     hub: &CancelHub,
 ) {
-    let deadline = Instant::now() + req.timeout;
+    let deadline = Instant::now() + req.run.timeout;
     let started = Instant::now();
     // Group the wave's runs by node, keeping their order.
     let mut by_node: BTreeMap<String, Vec<&mut TaskRun<S>>> = BTreeMap::new();
@@ -393,17 +376,12 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
                     group.len().to_string(),
                 ),
             ],
-            exec: ExecSpec {
-                containers: group
+            exec: req.run.exec_spec(
+                group
                     .iter()
                     .map(|r| r.target.container_id.clone())
                     .collect(),
-                command: req.command.clone(),
-                env: req.env.clone(),
-                workdir: req.workdir.clone(),
-                user: req.user.clone(),
-                privileged: req.privileged,
-            },
+            ),
             image: image.to_owned(),
             stdin_secret: stdin_secret.cloned(),
         };

@@ -18,16 +18,63 @@ use crate::target::TaskRef;
 #[derive(Debug, Clone)]
 pub struct ExecRequest {
     pub target: TaskRef,
+    pub run: RunOptions,
+}
+
+/// What to run, and how: the part `task-exec` and `service-exec` share.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
     pub command: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub privileged: bool,
-    /// For the whole run, from the call to the exit code.
+    /// `task-exec`: for the whole run, from the call to the exit code; `service-exec`: for
+    /// each wave.
     pub timeout: Duration,
     pub image: String,
     /// What the command reads on its stdin (at most [`MAX_STDIN`] bytes); `None`: nothing.
     pub stdin: Option<Vec<u8>>,
+}
+
+/// Why [`RunOptions`] were refused, before anything was created.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRun {
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error("invalid helper image reference {0:?}")]
+    BadImage(String),
+    #[error(
+        "stdin holds {0} bytes or more; at most {MAX_STDIN} can be passed (a swarm secret's limit)"
+    )]
+    StdinTooLarge(usize),
+}
+
+impl RunOptions {
+    pub fn check(&self) -> Result<(), InvalidRun> {
+        if self.command.is_empty() {
+            return Err(InvalidRun::EmptyCommand);
+        }
+        if !crate::target::is_image_ref(&self.image) {
+            return Err(InvalidRun::BadImage(self.image.clone()));
+        }
+        match &self.stdin {
+            Some(data) if data.len() > MAX_STDIN => Err(InvalidRun::StdinTooLarge(data.len())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The helper's part of it, for these target containers.
+    pub fn exec_spec(&self, containers: Vec<String>) -> ExecSpec {
+        ExecSpec {
+            containers,
+            command: self.command.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            privileged: self.privileged,
+        }
+    }
 }
 
 /// How a run ended when swarm-exec itself did not fail.
@@ -80,14 +127,8 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
 /// Failures of swarm-exec itself; every one names the task, node and service involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("the command is empty")]
-    EmptyCommand,
-    #[error("invalid helper image reference {0:?}")]
-    BadImage(String),
-    #[error(
-        "stdin holds {0} bytes or more; at most {MAX_STDIN} can be passed (a swarm secret's limit)"
-    )]
-    StdinTooLarge(usize),
+    #[error(transparent)]
+    Invalid(#[from] InvalidRun),
     #[error("{target}: cannot create the secret for stdin: {source}")]
     StdinSecret {
         target: String,
@@ -169,16 +210,8 @@ where
     S: OutputSink,
     C: Future<Output = Interrupt>,
 {
-    if req.command.is_empty() {
-        return Err(ExecError::EmptyCommand);
-    }
-    if !crate::target::is_image_ref(&req.image) {
-        return Err(ExecError::BadImage(req.image.clone()));
-    }
-    if let Some(data) = req.stdin.as_ref().filter(|d| d.len() > MAX_STDIN) {
-        return Err(ExecError::StdinTooLarge(data.len()));
-    }
-    let deadline = Instant::now() + req.timeout;
+    req.run.check()?;
+    let deadline = Instant::now() + req.run.timeout;
     tokio::pin!(cancel);
 
     // Nothing exists on the swarm yet: stopping here needs no cleanup.
@@ -191,7 +224,7 @@ where
         "task {} ({}, service {})",
         resolved.task_id, resolved.display, resolved.service_name
     );
-    let secret = match &req.stdin {
+    let secret = match &req.run.stdin {
         None => None,
         Some(data) => {
             let budget = deadline.saturating_duration_since(Instant::now());
@@ -233,14 +266,7 @@ where
                 resolved.container_id.clone(),
             ),
         ],
-        exec: ExecSpec {
-            containers: vec![resolved.container_id],
-            command: req.command.clone(),
-            env: req.env.clone(),
-            workdir: req.workdir.clone(),
-            user: req.user.clone(),
-            privileged: req.privileged,
-        },
+        exec: req.run.exec_spec(vec![resolved.container_id]),
         node_id: resolved.node_id,
         node_name: resolved.node_name,
         image,
@@ -267,12 +293,12 @@ async fn prepare<A: SwarmApi>(api: &A, req: &ExecRequest) -> Result<(Resolved, S
     // The image lookup does not depend on the task: do both at once.
     let (resolved, image) = tokio::join!(
         resolve(api, &req.target, TARGET_START_WAIT),
-        pin_image(api, &req.image)
+        pin_image(api, &req.run.image)
     );
     let resolved = resolved?;
     let image = image.map_err(|source| ExecError::Image {
         target: resolved.display.clone(),
-        image: req.image.clone(),
+        image: req.run.image.clone(),
         source,
     })?;
     Ok((resolved, image))

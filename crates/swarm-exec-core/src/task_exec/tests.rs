@@ -260,14 +260,16 @@ impl OutputSink for Sink {
 fn request(target: &str, timeout: u64) -> ExecRequest {
     ExecRequest {
         target: TaskRef::parse(target).unwrap(),
-        command: vec!["sh".into(), "-c".into(), "exit 7".into()],
-        env: vec![],
-        workdir: None,
-        user: None,
-        privileged: false,
-        timeout: Duration::from_secs(timeout),
-        image: "swarm-exec:test".into(),
-        stdin: None,
+        run: RunOptions {
+            command: vec!["sh".into(), "-c".into(), "exit 7".into()],
+            env: vec![],
+            workdir: None,
+            user: None,
+            privileged: false,
+            timeout: Duration::from_secs(timeout),
+            image: "swarm-exec:test".into(),
+            stdin: None,
+        },
     }
 }
 
@@ -323,7 +325,7 @@ async fn a_broken_log_stream_is_read_again_without_repeating_output() {
 async fn stdin_travels_in_a_secret_that_is_removed_after_the_helper() {
     let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
     let mut req = request("web.1", 300);
-    req.stdin = Some(b"input".to_vec());
+    req.run.stdin = Some(b"input".to_vec());
     let (r, _) = run(&fake, &req).await;
     assert_eq!(r.unwrap(), Outcome::Exited(7));
     let spec = fake.created.lock().unwrap()[0].clone();
@@ -341,9 +343,12 @@ async fn stdin_travels_in_a_secret_that_is_removed_after_the_helper() {
 async fn too_much_stdin_is_refused_before_anything_is_created() {
     let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
     let mut req = request("web.1", 300);
-    req.stdin = Some(vec![0; crate::helper::MAX_STDIN + 1]);
+    req.run.stdin = Some(vec![0; crate::helper::MAX_STDIN + 1]);
     let (r, _) = run(&fake, &req).await;
-    assert!(matches!(r, Err(ExecError::StdinTooLarge(_))));
+    assert!(matches!(
+        r,
+        Err(ExecError::Invalid(InvalidRun::StdinTooLarge(_)))
+    ));
     assert_eq!(fake.created(), 0);
     assert!(fake.removed().is_empty());
 }

@@ -9,14 +9,11 @@ use swarm_exec_core::service_exec::{
 use swarm_exec_core::{Interrupt, OutputSink};
 
 use crate::cli::{Global, ServiceExecArgs};
-use crate::cmd::task_exec::{interrupted, utf8_arg, ExecOpts};
+use crate::cmd::task_exec::{interrupted, run_options, utf8_arg};
 use crate::exit::{CliError, Status};
 use crate::output::{stream, Captured, PrefixedSink};
 
 pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliError> {
-    // stdin (-i) first, while Ctrl-C still simply ends the process.
-    let opts = ExecOpts::from_args(args.exec)?;
-    let cancel = interrupted().map_err(CliError::Runtime)?;
     let mut words = args
         .args
         .into_iter()
@@ -36,18 +33,13 @@ pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliEr
     let req = ServiceExecRequest {
         services,
         filters: parse_filters(&args.filter)?,
-        command,
-        env: opts.env,
-        workdir: opts.workdir,
-        user: opts.user,
-        privileged: opts.privileged,
-        timeout: opts.timeout,
-        image: opts.image,
+        // stdin (-i) is read here, while Ctrl-C still simply ends the process.
+        run: run_options(args.exec, command)?,
         parallel: args.parallel,
         delay: args.delay.unwrap_or_default(),
         fail_fast: args.fail_fast,
-        stdin: opts.stdin,
     };
+    let cancel = interrupted().map_err(CliError::Runtime)?;
     let api = super::connect(global)?;
     let json = args.format == "json";
     let status = if json {

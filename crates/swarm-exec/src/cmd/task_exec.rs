@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::future::Future;
 
-use swarm_exec_core::{task_exec, ExecRequest, Interrupt};
+use swarm_exec_core::{task_exec, ExecRequest, Interrupt, RunOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{ExecOptions, Global, TaskExecArgs};
@@ -13,23 +13,16 @@ use crate::output::StdSink;
 pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
     // stdin (-i) is read first, while Ctrl-C still simply ends the process; then signals
     // are caught, before anything exists on the swarm.
-    let opts = ExecOpts::from_args(args.exec)?;
-    let interrupted = interrupted().map_err(CliError::Runtime)?;
+    let command = args
+        .command
+        .into_iter()
+        .map(utf8_arg)
+        .collect::<Result<_, _>>()?;
     let req = ExecRequest {
         target: args.task,
-        command: args
-            .command
-            .into_iter()
-            .map(utf8_arg)
-            .collect::<Result<_, _>>()?,
-        env: opts.env,
-        workdir: opts.workdir,
-        user: opts.user,
-        privileged: opts.privileged,
-        timeout: opts.timeout,
-        image: opts.image,
-        stdin: opts.stdin,
+        run: run_options(args.exec, command)?,
     };
+    let interrupted = interrupted().map_err(CliError::Runtime)?;
     let api = super::connect(global)?;
     let outcome = task_exec(&api, &req, &mut StdSink::new(global.quiet), interrupted).await?;
     Ok(Status::Outcome(outcome))
@@ -49,37 +42,26 @@ pub fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
     })
 }
 
-/// [`ExecOptions`], checked.
-pub struct ExecOpts {
-    pub stdin: Option<Vec<u8>>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    pub privileged: bool,
-    pub timeout: std::time::Duration,
-    pub image: String,
-}
-
-impl ExecOpts {
-    pub fn from_args(o: ExecOptions) -> Result<ExecOpts, CliError> {
-        Ok(ExecOpts {
-            stdin: if o.interactive {
-                Some(read_stdin()?)
-            } else {
-                None
-            },
-            env: o
-                .env
-                .iter()
-                .filter_map(|e| env_var(e).transpose())
-                .collect::<Result<_, _>>()?,
-            workdir: o.workdir.map(|w| non_empty("--workdir", w)).transpose()?,
-            user: o.user.map(|u| non_empty("--user", u)).transpose()?,
-            privileged: o.privileged,
-            timeout: o.timeout,
-            image: non_empty("--image", o.image)?,
-        })
-    }
+/// [`ExecOptions`], checked, with the command; reads stdin for `-i`.
+pub fn run_options(o: ExecOptions, command: Vec<String>) -> Result<RunOptions, CliError> {
+    Ok(RunOptions {
+        command,
+        env: o
+            .env
+            .iter()
+            .filter_map(|e| env_var(e).transpose())
+            .collect::<Result<_, _>>()?,
+        workdir: o.workdir.map(|w| non_empty("--workdir", w)).transpose()?,
+        user: o.user.map(|u| non_empty("--user", u)).transpose()?,
+        privileged: o.privileged,
+        timeout: o.timeout,
+        image: non_empty("--image", o.image)?,
+        stdin: if o.interactive {
+            Some(read_stdin()?)
+        } else {
+            None
+        },
+    })
 }
 
 /// All of stdin, up to one byte more than can be passed (the library refuses that).
