@@ -22,6 +22,10 @@ pub struct Collected {
     pub removed: Result<(), String>,
 }
 
+/// How long after its deadline a helper counts as stale. The client that made it stops
+/// following it at the deadline and then removes it; gc must not pull it away under it.
+pub const GRACE_SECS: u64 = 10;
+
 /// Removes stale helpers (or all of them); returns the ones it tried, in name order.
 pub async fn gc<A: SwarmApi>(api: &A, all: bool) -> Result<Vec<Collected>, ApiError> {
     let now = SystemTime::now()
@@ -33,7 +37,7 @@ pub async fn gc<A: SwarmApi>(api: &A, all: bool) -> Result<Vec<Collected>, ApiEr
             .iter()
             .find(|(k, _)| k == DEADLINE_LABEL)
             .and_then(|(_, v)| v.parse::<u64>().ok());
-        (all || deadline.is_none_or(|d| d <= now)).then_some(deadline)
+        (all || deadline.is_none_or(|d| d.saturating_add(GRACE_SECS) <= now)).then_some(deadline)
     };
     let mut out = Vec::new();
     // Services first: a secret cannot go while a helper still mounts it.

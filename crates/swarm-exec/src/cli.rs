@@ -118,7 +118,7 @@ not found, no task matches, engine unreachable); 130/143 on SIGINT/SIGTERM.";
 
 const GC_EXAMPLES: &str = "\
 Examples:
-  swarm-exec gc          # helpers whose deadline has passed
+  swarm-exec gc          # helpers whose deadline passed (10 s ago or more)
   swarm-exec gc --all    # every helper, including ones still at work
 
 Helpers are services labelled swarm-exec.helper; each carries its deadline
