@@ -57,11 +57,7 @@ pub fn helper_spec(
     budget: Duration,
     stdin_secret: Option<&(String, String)>,
 ) -> HelperSpec {
-    let deadline = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_add(budget)
-        .as_secs();
+    let deadline = deadline_after(budget);
     let mut args = vec![NODE_EXEC_MODE.to_owned()];
     for c in &exec.containers {
         args.push("--container".to_owned());
@@ -118,13 +114,18 @@ pub fn helper_spec(
     }
 }
 
-/// Labels for a secret that carries a run's stdin: found and collected like helpers.
-pub fn secret_labels(budget: Duration) -> Vec<(String, String)> {
-    let deadline = SystemTime::now()
+/// Unix seconds, `budget` from now: the value of the deadline label.
+fn deadline_after(budget: Duration) -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .saturating_add(budget)
-        .as_secs();
+        .as_secs()
+}
+
+/// Labels for a secret that carries a run's stdin: found and collected like helpers.
+pub fn secret_labels(budget: Duration) -> Vec<(String, String)> {
+    let deadline = deadline_after(budget);
     vec![
         (HELPER_LABEL.to_owned(), "stdin".to_owned()),
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),

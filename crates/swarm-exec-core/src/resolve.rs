@@ -96,7 +96,7 @@ fn err_suffix(err: &str) -> String {
     }
 }
 
-fn api(step: &'static str) -> impl FnOnce(ApiError) -> ResolveError {
+fn api_failed(step: &'static str) -> impl FnOnce(ApiError) -> ResolveError {
     move |source| ResolveError::Api { step, source }
 }
 
@@ -128,7 +128,7 @@ pub async fn resolve<A: SwarmApi>(
     let service = api
         .inspect_service(&task.service_id)
         .await
-        .map_err(crate::resolve::api("inspect the task's service"))?;
+        .map_err(api_failed("inspect the task's service"))?;
     let mut display = match target {
         TaskRef::OnNode { service, node } => format!("{service}@{node}"),
         _ if task.slot > 0 => format!("{}.{}", service.name, task.slot),
@@ -180,7 +180,7 @@ pub async fn resolve<A: SwarmApi>(
         task = api
             .inspect_task(&task.id)
             .await
-            .map_err(crate::resolve::api("inspect the task"))?;
+            .map_err(api_failed("inspect the task"))?;
     }
 
     if !is_container_id(&task.container_id) {
@@ -234,7 +234,7 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
             let mut tasks: Vec<TaskInfo> = api
                 .list_tasks(&filter)
                 .await
-                .map_err(api_err("list tasks"))?
+                .map_err(api_failed("list tasks"))?
                 .into_iter()
                 .filter(|t| t.id.starts_with(prefix.as_str()))
                 .collect();
@@ -283,7 +283,7 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
             let n = match api.inspect_node(node).await {
                 Ok(n) => n,
                 Err(ApiError::NotFound(_)) => return Err(ResolveError::NoNode(node.clone())),
-                Err(e) => return Err(api_err("inspect node")(e)),
+                Err(e) => return Err(api_failed("inspect node")(e)),
             };
             let tasks = service_tasks(api, &svc.id, Some(&n.id)).await?;
             pick(tasks, target).ok_or_else(|| ResolveError::NoTaskOnNode {
@@ -292,10 +292,6 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
             })?
         }
     }
-}
-
-fn api_err(step: &'static str) -> impl FnOnce(ApiError) -> ResolveError {
-    api(step)
 }
 
 /// Among the tasks of one slot (or node), the one meant to be running; failing that, the
@@ -335,7 +331,7 @@ async fn service_by_name<A: SwarmApi>(
         // Inspect also matches ID prefixes; a name must match exactly.
         Ok(s) if s.name == name || s.id == name => Ok(s),
         Ok(_) | Err(ApiError::NotFound(_)) => Err(ResolveError::NoService(name.to_owned())),
-        Err(e) => Err(api_err("inspect service")(e)),
+        Err(e) => Err(api_failed("inspect service")(e)),
     }
 }
 
@@ -352,7 +348,7 @@ async fn service_tasks<A: SwarmApi>(
     Ok(api
         .list_tasks(&filter)
         .await
-        .map_err(api_err("list the service's tasks"))?
+        .map_err(api_failed("list the service's tasks"))?
         .into_iter()
         // The service filter is a prefix match on some engines; keep exact matches only.
         .filter(|t| t.service_id == service_id && node_id.is_none_or(|n| t.node_id == n))

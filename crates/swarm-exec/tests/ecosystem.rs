@@ -1,6 +1,5 @@
 //! Fitting the Docker toolbox (issue 7): the Docker CLI plugin, contexts, stdin.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -178,22 +177,6 @@ fn contexts_choose_the_engine_as_the_docker_cli_does() {
     );
 }
 
-fn with_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    wait(child, Duration::from_secs(120))
-}
-
 fn secrets_left() -> Vec<String> {
     docker_ok(&["secret", "ls", "-q", "--filter", "label=swarm-exec.helper"])
         .lines()
@@ -205,13 +188,13 @@ fn secrets_left() -> Vec<String> {
 fn stdin_reaches_the_command_byte_exact_and_no_secret_is_left() {
     let svc = Service::global();
     let text = b"line one\nline two\n".to_vec();
-    let out = with_stdin(&["task-exec", "-i", &svc.at("node2"), "cat"], &text);
+    let out = swarm_exec_stdin(&["task-exec", "-i", &svc.at("node2"), "cat"], &text);
     assert_eq!(out.code, 0, "{}", out.stderr_str());
     assert_eq!(out.stdout, text);
     let binary: Vec<u8> = (0..400_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let out = with_stdin(
+    let out = swarm_exec_stdin(
         &["task-exec", "--interactive", &svc.at("node3"), "cat"],
         &binary,
     );
@@ -223,19 +206,19 @@ fn stdin_reaches_the_command_byte_exact_and_no_secret_is_left() {
         binary.len()
     );
     // The command sees end of file.
-    let out = with_stdin(&["task-exec", "-i", &svc.at("node2"), "wc", "-c"], b"12345");
+    let out = swarm_exec_stdin(&["task-exec", "-i", &svc.at("node2"), "wc", "-c"], b"12345");
     assert_eq!(out.stdout_str().trim(), "5");
     // The same input to every task of a service.
-    let out = with_stdin(
+    let out = swarm_exec_stdin(
         &["service-exec", "-i", "--no-prefix", &svc.name, "cat"],
         b"to all\n",
     );
     assert_eq!(out.code, 0, "{}", out.stderr_str());
     assert_eq!(out.stdout_str(), "to all\nto all\nto all\n");
     // More than a secret can hold: refused before anything is created.
-    let out = with_stdin(
+    let out = swarm_exec_stdin(
         &["task-exec", "-i", &svc.at("node2"), "cat"],
-        &vec![b'x'; 600 * 1024],
+        vec![b'x'; 600 * 1024],
     );
     assert_eq!(out.code, 125, "{}", out.stderr_str());
     assert!(

@@ -4,15 +4,6 @@ use std::time::Duration;
 
 use crate::util::*;
 
-/// Removes the stack when the test ends, whatever happened.
-struct Stack(String);
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = docker(&["stack", "rm", &self.0]);
-    }
-}
-
 #[test]
 fn stack_file_deploys_and_its_tasks_take_task_exec() {
     lab();

@@ -48,7 +48,7 @@ fn worker_task(svc: &Service, node: &str) -> Task {
 fn true_succeeds_and_echoes_the_input_with_results() {
     let svc = shared();
     let t = worker_task(svc, "node2");
-    let out = swarm_exec_stdin(&["inst_exec"], &input(&[&t], json!("true"), json!({})));
+    let out = swarm_exec_stdin(&["inst_exec"], input(&[&t], json!("true"), json!({})));
     assert_eq!(out.code, 0, "{}", out.stderr_str());
     assert!(out.stderr.is_empty(), "{}", out.stderr_str());
     insta::assert_snapshot!("inst_exec_true", normalized(&out, &[&t]));
@@ -74,7 +74,7 @@ fn failures_exit_2_with_one_line_and_nothing_on_stdout() {
         ),
     ];
     for (command, extra, expected) in cases {
-        let out = swarm_exec_stdin(&["inst_exec"], &input(&[&t], command.clone(), extra));
+        let out = swarm_exec_stdin(&["inst_exec"], input(&[&t], command.clone(), extra));
         assert_eq!(out.code, 2, "{command}: {}", out.stderr_str());
         assert!(out.stdout.is_empty(), "{command}: {}", out.stdout_str());
         let last = out
@@ -114,7 +114,7 @@ fn two_instances_on_two_nodes_run_at_once_with_prefixed_output() {
     let (a, b) = (worker_task(svc, "node2"), worker_task(svc, "node3"));
     let out = swarm_exec_stdin(
         &["inst_exec"],
-        &input(
+        input(
             &[&a, &b],
             json!("sh -c 'cut -d\" \" -f1 /proc/uptime; sleep 2; echo done on $(hostname)'"),
             json!({}),
@@ -171,7 +171,7 @@ fn one_failing_instance_fails_the_step_and_is_named() {
     // Each container's hostname is its own ID: only one of them matches.
     let out = swarm_exec_stdin(
         &["inst_exec"],
-        &input(
+        input(
             &[&a, &b],
             json!(format!(
                 "sh -c '[ $(hostname) = {} ] || exit 4'",
@@ -210,7 +210,7 @@ fn quoted_arguments_are_split_like_a_shell_would_but_not_run_by_one() {
         (json!(["printf", "[%s]", "list form"]), "[list form]"),
     ];
     for (command, expected) in cases {
-        let out = swarm_exec_stdin(&["inst_exec"], &input(&[&t], command.clone(), json!({})));
+        let out = swarm_exec_stdin(&["inst_exec"], input(&[&t], command.clone(), json!({})));
         assert_eq!(out.code, 0, "{command}: {}", out.stderr_str());
         assert_eq!(out.stderr_str(), expected, "{command}");
     }

@@ -267,13 +267,7 @@ fn a_whole_stack() {
         file,
         &stack,
     ]);
-    struct Rm(String);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = docker(&["stack", "rm", &self.0]);
-        }
-    }
-    let _rm = Rm(stack.clone());
+    let _rm = Stack(stack.clone());
     let out = eventually(
         "all 6 stack tasks to answer",
         Duration::from_secs(60),

@@ -104,7 +104,7 @@ pub fn swarm_exec<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 }
 
 /// Runs the swarm-exec binary with `input` on its stdin.
-pub fn swarm_exec_stdin(args: &[&str], input: &str) -> Output {
+pub fn swarm_exec_stdin(args: &[&str], input: impl AsRef<[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
         .args(args)
         .stdin(Stdio::piped())
@@ -113,11 +113,11 @@ pub fn swarm_exec_stdin(args: &[&str], input: &str) -> Output {
         .spawn()
         .expect("start swarm-exec");
     let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_owned();
+    let input = input.as_ref().to_vec();
     // From a thread, so a child that does not read cannot block the test.
     thread::spawn(move || {
         use std::io::Write;
-        let _ = stdin.write_all(input.as_bytes());
+        let _ = stdin.write_all(&input);
     });
     wait(child, Duration::from_secs(120))
 }
@@ -302,6 +302,15 @@ impl Drop for Service {
         if self.owned {
             let _ = docker(&["service", "rm", &self.name]);
         }
+    }
+}
+
+/// A deployed stack, removed when dropped.
+pub struct Stack(pub String);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = docker(&["stack", "rm", &self.0]);
     }
 }
 
