@@ -52,6 +52,13 @@ pub struct ServiceInfo {
     pub global: bool,
     /// The service's own labels.
     pub labels: Vec<(String, String)>,
+    /// When the manager created it (Unix seconds, the manager's clock).
+    pub created_at: Option<u64>,
+    /// An update (or its rollback) is under way: tasks are being replaced.
+    pub updating: bool,
+    /// Its container's arguments and bind-mount sources (empty for a secret).
+    pub args: Vec<String>,
+    pub binds: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,7 +165,16 @@ pub trait SwarmApi: Send + Sync {
         label: &str,
     ) -> impl Future<Output = Result<Vec<ServiceInfo>, ApiError>> + Send;
     /// Follows a service's logs from its start.
-    fn service_logs(&self, id: &str) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>>;
+    /// The engine's clock, in Unix seconds (gc measures staleness on the managers' clock).
+    fn engine_time(&self) -> impl Future<Output = Result<u64, ApiError>> + Send;
+
+    /// The helper's log from its start: followed as it is written (`follow`; such a stream
+    /// never ends by itself), or what is retained now (it ends).
+    fn service_logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>>;
 }
 
 /// [`SwarmApi`] over bollard.
@@ -310,12 +326,65 @@ fn service_info(s: bollard::models::Service) -> ServiceInfo {
     let mode = spec.mode.unwrap_or_default();
     let mut labels: Vec<(String, String)> = spec.labels.unwrap_or_default().into_iter().collect();
     labels.sort();
+    let container = spec
+        .task_template
+        .and_then(|t| t.container_spec)
+        .unwrap_or_default();
     ServiceInfo {
         id: s.id.unwrap_or_default(),
         name: spec.name.unwrap_or_default(),
         global: mode.global.is_some() || mode.global_job.is_some(),
         labels,
+        created_at: s.created_at.as_deref().and_then(unix_seconds),
+        updating: s.update_status.and_then(|u| u.state).is_some_and(|st| {
+            use bollard::models::ServiceUpdateStatusStateEnum as U;
+            matches!(st, U::UPDATING | U::ROLLBACK_STARTED)
+        }),
+        args: container.args.unwrap_or_default(),
+        binds: container
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ == Some(MountType::BIND))
+            .filter_map(|m| m.source)
+            .collect(),
     }
+}
+
+/// Unix seconds of an RFC 3339 time as the engine writes them
+/// (`2026-12-01T21:07:13.123456789Z`, or with a `+01:00` offset).
+pub fn unix_seconds(t: &str) -> Option<u64> {
+    let (date, rest) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let clock_end = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = rest.split_at(clock_end);
+    let clock = clock.split('.').next()?;
+    let mut c = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (c.next()??, c.next()??, c.next()??);
+    let offset = match zone.as_bytes().first() {
+        None | Some(b'Z' | b'z') => 0,
+        Some(&sign) => {
+            let (oh, om) = zone[1..].split_once(':')?;
+            let secs = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
+            if sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil calendar (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss - offset).ok()
 }
 
 impl SwarmApi for BollardApi {
@@ -522,16 +591,33 @@ impl SwarmApi for BollardApi {
                 ServiceInfo {
                     id: s.id.unwrap_or_default(),
                     name: spec.name.unwrap_or_default(),
-                    global: false,
                     labels,
+                    created_at: s.created_at.as_deref().and_then(unix_seconds),
+                    ..Default::default()
                 }
             })
             .collect())
     }
 
-    fn service_logs(&self, id: &str) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
+    async fn engine_time(&self) -> Result<u64, ApiError> {
+        let info = retry("read the engine's clock", || async {
+            self.docker.info().await.map_err(classify)
+        })
+        .await?;
+        let time = info.system_time.unwrap_or_default();
+        unix_seconds(&time).ok_or_else(|| ApiError::Server {
+            status: 200,
+            message: format!("unreadable engine time {time:?}"),
+        })
+    }
+
+    fn service_logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
         let opts = LogsOptions {
-            follow: true,
+            follow,
             stdout: true,
             stderr: true,
             ..Default::default()
@@ -576,18 +662,16 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
                     target: Some(h.socket.clone()),
                     ..Default::default()
                 }]),
-                secrets: h.stdin_secret.as_ref().map(|(id, name)| {
-                    vec![bollard::models::TaskSpecContainerSpecSecrets {
-                        file: Some(bollard::models::TaskSpecContainerSpecFile {
-                            name: Some(crate::helper::STDIN_FILE_NAME.to_owned()),
-                            uid: Some("0".to_owned()),
-                            gid: Some("0".to_owned()),
-                            mode: Some(0o400),
-                        }),
-                        secret_id: Some(id.clone()),
-                        secret_name: Some(name.clone()),
-                    }]
-                }),
+                secrets: Some(vec![bollard::models::TaskSpecContainerSpecSecrets {
+                    file: Some(bollard::models::TaskSpecContainerSpecFile {
+                        name: Some(crate::helper::ENVELOPE_FILE_NAME.to_owned()),
+                        uid: Some("0".to_owned()),
+                        gid: Some("0".to_owned()),
+                        mode: Some(0o400),
+                    }),
+                    secret_id: Some(h.envelope_secret.0.clone()),
+                    secret_name: Some(h.envelope_secret.1.clone()),
+                }]),
                 read_only: Some(true),
                 // The socket is owned by root, so the helper needs uid 0 but no capabilities.
                 capability_drop: Some(vec!["ALL".to_owned()]),
@@ -614,10 +698,15 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
                 ..Default::default()
             }),
             // Service logs need a driver the engine can read back; never rely on the
-            // node's default (often syslog, fluentd, ...).
+            // node's default (often syslog, fluentd, ...) nor its default options.
             log_driver: Some(TaskSpecLogDriver {
-                name: Some("json-file".to_owned()),
-                options: None,
+                name: Some(crate::helper::LOG_DRIVER.to_owned()),
+                options: Some(
+                    crate::helper::LOG_OPTIONS
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
             }),
             ..Default::default()
         }),
@@ -697,9 +786,36 @@ mod tests {
     }
 
     #[test]
+    fn engine_times() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2026-12-01T21:07:13.123456789Z"),
+            Some(1_796_159_233)
+        );
+        assert_eq!(
+            unix_seconds("2026-12-01T22:07:13.5+01:00"),
+            Some(1_796_159_233)
+        );
+        assert_eq!(
+            unix_seconds("2024-02-29T12:00:00-00:30"),
+            Some(1_709_208_000 + 1800)
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "2026-12-01",
+            "2026-12-01Tnoon",
+        ] {
+            assert_eq!(unix_seconds(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn helper_service_spec() {
         let h = HelperSpec {
             name: "swarm-exec-x".into(),
+            tag: "x".into(),
             image: "sha256:abc".into(),
             node_id: "n".repeat(25),
             args: vec!["node-exec".into()],
@@ -707,7 +823,7 @@ mod tests {
             socket: "/var/run/docker.sock".into(),
             memory_limit: 64 << 20,
             nano_cpus: 500_000_000,
-            stdin_secret: None,
+            envelope_secret: ("sid".into(), "swarm-exec-run-x".into()),
         };
         let json = serde_json::to_value(service_spec(&h)).unwrap();
         let t = &json["TaskTemplate"];
@@ -719,6 +835,13 @@ mod tests {
         assert_eq!(t["ContainerSpec"]["Mounts"][0]["Type"], "bind");
         assert_eq!(t["ContainerSpec"]["ReadOnly"], true);
         assert_eq!(t["LogDriver"]["Name"], "json-file");
+        // The node's own log options never apply: they could rotate frames away unread.
+        assert_eq!(t["LogDriver"]["Options"]["max-size"], "256m");
+        assert_eq!(t["LogDriver"]["Options"]["max-file"], "2");
+        let secret = &t["ContainerSpec"]["Secrets"][0];
+        assert_eq!(secret["SecretID"], "sid");
+        assert_eq!(secret["File"]["Name"], "envelope");
+        assert_eq!(secret["File"]["Mode"], 0o400);
         assert_eq!(json["Labels"]["swarm-exec.helper"], "1");
         assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
     }

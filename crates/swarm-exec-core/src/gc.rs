@@ -1,75 +1,252 @@
-//! `gc`: removes helpers (and stdin secrets) left behind, e.g. by a client that was
-//! SIGKILLed, found by label.
+//! `gc`: removes helpers and their runs' envelope secrets left behind, e.g. by a client
+//! that was SIGKILLed — and only those: an object counts as swarm-exec's when its name,
+//! its [`HELPER_LABEL`] value and (for a service) its command and socket mount are all a
+//! helper's, so a user's service that merely carries the label is never touched.
 //!
-//! Every helper carries [`HELPER_LABEL`] and [`DEADLINE_LABEL`] (Unix seconds). After its
-//! deadline a helper has given up on its own (its node-local process stops there), so
-//! removing it can disturb nothing; `all` removes helpers whose deadline is still ahead too.
+//! Staleness is measured on the managers' clock: an object is stale [`GRACE_SECS`] after
+//! its creation time plus its [`BUDGET_LABEL`] (by then a helper has given up on its own:
+//! its node-local process stops at the run's deadline). Objects without that label are left
+//! alone unless `all`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::api::{ApiError, ServiceInfo, SwarmApi};
+use crate::helper::{BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND, NODE_SOCKET};
+use crate::HELPER_LABEL;
 
-use crate::api::{ApiError, SwarmApi};
-use crate::{DEADLINE_LABEL, HELPER_LABEL};
-
-/// One helper service or stdin secret `gc` removed (or tried to).
+/// One helper service or envelope secret `gc` removed (or would remove, or tried to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collected {
     /// "service" or "secret".
     pub kind: &'static str,
     pub name: String,
     pub id: String,
-    /// `None` when the label is missing or unreadable (such a helper counts as stale).
-    pub deadline: Option<u64>,
-    pub removed: Result<(), String>,
+    /// Why: stale since this many seconds, or `None` with `all`.
+    pub stale_for: Option<u64>,
+    /// `None` on a dry run.
+    pub removed: Option<Result<(), String>>,
 }
 
-/// How long after its deadline a helper counts as stale. The client that made it stops
-/// following it at the deadline and then removes it; gc must not pull it away under it.
-pub const GRACE_SECS: u64 = 10;
+/// How long after its budget a helper counts as stale. The client that made it waits up to
+/// `run::REPORT_GRACE` past the deadline for the helper's report, then removes it; gc must
+/// not pull it away under it.
+pub const GRACE_SECS: u64 = 15;
 
-/// Removes stale helpers (or all of them); returns the ones it tried, in name order.
-pub async fn gc<A: SwarmApi>(api: &A, all: bool) -> Result<Vec<Collected>, ApiError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let stale = |labels: &[(String, String)], all: bool| {
-        let deadline = labels
-            .iter()
-            .find(|(k, _)| k == DEADLINE_LABEL)
-            .and_then(|(_, v)| v.parse::<u64>().ok());
-        (all || deadline.is_none_or(|d| d.saturating_add(GRACE_SECS) <= now)).then_some(deadline)
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Also what is still at work.
+    pub all: bool,
+    /// List, remove nothing.
+    pub dry_run: bool,
+}
+
+/// A helper service, by everything swarm-exec gives one.
+fn is_helper(s: &ServiceInfo) -> bool {
+    named(&s.name, "swarm-exec-")
+        && label(s, HELPER_LABEL) == Some(HELPER_KIND)
+        && s.args.first().map(String::as_str) == Some(swarm_exec_proto::args::NODE_EXEC)
+        && s.binds.iter().any(|b| b == NODE_SOCKET)
+}
+
+/// A run's envelope secret (or the stdin secret of earlier versions).
+fn is_envelope(s: &ServiceInfo) -> bool {
+    (named(&s.name, "swarm-exec-run-") && label(s, HELPER_LABEL) == Some(ENVELOPE_KIND))
+        || (named(&s.name, "swarm-exec-stdin-") && label(s, HELPER_LABEL) == Some("stdin"))
+}
+
+/// `prefix` and then exactly 12 lowercase hex digits.
+fn named(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|id| {
+        id.len() == 12
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn label<'a>(s: &'a ServiceInfo, key: &str) -> Option<&'a str> {
+    s.labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Removes stale helpers and envelopes (or all of them); returns the ones it found, in
+/// name order, services first.
+pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>, ApiError> {
+    let now = api.engine_time().await?;
+    // Some(seconds stale) when to be removed.
+    let due = |s: &ServiceInfo| -> Option<Option<u64>> {
+        let budget = label(s, BUDGET_LABEL).and_then(|b| b.parse::<u64>().ok());
+        let end = s.created_at.zip(budget).map(|(c, b)| c + b + GRACE_SECS);
+        match end {
+            Some(end) if end <= now => Some(Some(now - end)),
+            _ if opts.all => Some(None),
+            _ => None,
+        }
     };
-    let mut out = Vec::new();
+    let mut found = Vec::new();
     // Services first: a secret cannot go while a helper still mounts it.
     let mut services = api.list_services(HELPER_LABEL).await?;
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    for s in services {
-        let Some(deadline) = stale(&s.labels, all) else {
-            continue;
-        };
-        let removed = api.remove_service(&s.id).await.map_err(|e| e.to_string());
-        out.push(Collected {
-            kind: "service",
-            name: s.name,
-            id: s.id,
-            deadline,
-            removed,
-        });
-    }
     let mut secrets = api.list_secrets(HELPER_LABEL).await?;
     secrets.sort_by(|a, b| a.name.cmp(&b.name));
-    for s in secrets {
-        let Some(deadline) = stale(&s.labels, all) else {
+    let candidates = services
+        .into_iter()
+        .filter(is_helper)
+        .map(|s| ("service", s))
+        .chain(
+            secrets
+                .into_iter()
+                .filter(is_envelope)
+                .map(|s| ("secret", s)),
+        );
+    for (kind, s) in candidates {
+        let Some(stale_for) = due(&s) else {
             continue;
         };
-        let removed = api.remove_secret(&s.id).await.map_err(|e| e.to_string());
-        out.push(Collected {
-            kind: "secret",
+        let removed = if opts.dry_run {
+            None
+        } else if kind == "service" {
+            Some(api.remove_service(&s.id).await.map_err(|e| e.to_string()))
+        } else {
+            Some(api.remove_secret(&s.id).await.map_err(|e| e.to_string()))
+        };
+        found.push(Collected {
+            kind,
             name: s.name,
             id: s.id,
-            deadline,
+            stale_for,
             removed,
         });
     }
-    Ok(out)
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fake::Fake;
+
+    const CREATED: u64 = 1_800_000_000;
+
+    fn helper(name: &str, budget: Option<u64>) -> ServiceInfo {
+        let mut labels = vec![(HELPER_LABEL.to_owned(), HELPER_KIND.to_owned())];
+        labels.extend(budget.map(|b| (BUDGET_LABEL.to_owned(), b.to_string())));
+        ServiceInfo {
+            id: format!("id-{name}"),
+            name: name.to_owned(),
+            labels,
+            created_at: Some(CREATED),
+            args: vec!["node-exec".into(), "--container".into()],
+            binds: vec![NODE_SOCKET.into()],
+            ..Default::default()
+        }
+    }
+
+    fn envelope(name: &str, kind: &str) -> ServiceInfo {
+        ServiceInfo {
+            id: format!("id-{name}"),
+            name: name.to_owned(),
+            labels: vec![
+                (HELPER_LABEL.to_owned(), kind.to_owned()),
+                (BUDGET_LABEL.to_owned(), "60".to_owned()),
+            ],
+            created_at: Some(CREATED),
+            ..Default::default()
+        }
+    }
+
+    fn fake(now: u64) -> Arc<Fake> {
+        let f = Fake::default();
+        *f.engine_time.lock().unwrap() = now;
+        let mut user = helper("swarm-exec-userservice", Some(60));
+        user.labels[0].1 = "allowed".into();
+        let mut labelled_only = helper("swarm-exec-0123456789ab", Some(60));
+        labelled_only.labels[0].1 = "allowed".into();
+        let mut no_socket = helper("swarm-exec-aaaaaaaaaaaa", Some(60));
+        no_socket.binds.clear();
+        let mut other_command = helper("swarm-exec-bbbbbbbbbbbb", Some(60));
+        other_command.args = vec!["nginx".into()];
+        *f.listed_services.lock().unwrap() = vec![
+            helper("swarm-exec-ffffffffffff", Some(60)),
+            helper("swarm-exec-eeeeeeeeeeee", None),
+            user,
+            labelled_only,
+            no_socket,
+            other_command,
+        ];
+        *f.listed_secrets.lock().unwrap() = vec![
+            envelope("swarm-exec-run-ffffffffffff", ENVELOPE_KIND),
+            envelope("swarm-exec-run-userssecret", ENVELOPE_KIND),
+            envelope("my-secret", ENVELOPE_KIND),
+            envelope("swarm-exec-run-dddddddddddd", "allowed"),
+        ];
+        Arc::new(f)
+    }
+
+    fn names(c: &[Collected]) -> Vec<&str> {
+        c.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn removes_only_what_swarm_exec_made_once_stale_on_the_managers_clock() {
+        // 60 s budget + 15 s grace after creation, by the engine's clock.
+        let f = fake(CREATED + 74);
+        assert!(gc(&f, GcOptions::default()).await.unwrap().is_empty());
+        let f = fake(CREATED + 75);
+        let c = gc(&f, GcOptions::default()).await.unwrap();
+        assert_eq!(
+            names(&c),
+            ["swarm-exec-ffffffffffff", "swarm-exec-run-ffffffffffff"]
+        );
+        assert_eq!(
+            f.removal_order(),
+            [
+                "id-swarm-exec-ffffffffffff",
+                "id-swarm-exec-run-ffffffffffff"
+            ]
+        );
+        assert!(c.iter().all(|c| c.removed == Some(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn all_takes_helpers_at_work_and_without_a_budget_but_nothing_of_the_users() {
+        let f = fake(CREATED);
+        let c = gc(
+            &f,
+            GcOptions {
+                all: true,
+                dry_run: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            names(&c),
+            [
+                "swarm-exec-eeeeeeeeeeee",
+                "swarm-exec-ffffffffffff",
+                "swarm-exec-run-ffffffffffff"
+            ]
+        );
+        assert!(c.iter().all(|c| c.stale_for.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_removes_nothing() {
+        let f = fake(CREATED + 1000);
+        let c = gc(
+            &f,
+            GcOptions {
+                all: true,
+                dry_run: true,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.len(), 3);
+        assert!(c.iter().all(|c| c.removed.is_none()));
+        assert!(f.removal_order().is_empty());
+    }
 }

@@ -3,106 +3,81 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use swarm_exec_proto::args::HelperArgs;
+
 use crate::api::ImageInfo;
 use crate::{DEADLINE_LABEL, HELPER_LABEL};
 
 /// Where the engine's socket is on a node, and where the helper sees it.
 pub const NODE_SOCKET: &str = "/var/run/docker.sock";
 
-/// The hidden subcommand the helper container runs.
-pub const NODE_EXEC_MODE: &str = "node-exec";
+/// The run's envelope (see [`swarm_exec_proto::envelope`]) is mounted into the helper only,
+/// at this name under /run/secrets.
+pub const ENVELOPE_FILE_NAME: &str = "envelope";
 
-/// `-i`: the input travels in a swarm secret (encrypted in the managers' raft store, never
-/// in a spec or a log), mounted into the helper only, at this name under /run/secrets.
-pub const STDIN_FILE_NAME: &str = "stdin";
-/// A swarm secret holds at most 500 KiB.
-pub const MAX_STDIN: usize = 500 * 1024;
+/// stdin travels in the run's envelope secret: at most this much, less the command.
+pub const MAX_STDIN: usize = swarm_exec_proto::envelope::MAX_SECRET;
+
+/// The helper's log: its own driver and options, never the node's defaults (a daemon-wide
+/// `max-size=1m` would rotate frames away before they are read; `none` or `syslog` cannot
+/// be read back at all). Rotation bounds what one run can leave on the node's disk; output
+/// that runs further ahead of its reader than that is reported missing, never dropped
+/// silently.
+pub const LOG_DRIVER: &str = "json-file";
+pub const LOG_OPTIONS: [(&str, &str); 2] = [("max-size", "256m"), ("max-file", "2")];
 
 /// Everything the helper service is made of; [`crate::api`] turns it into an Engine API spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperSpec {
     pub name: String,
+    /// Names the helper's frames.
+    pub tag: String,
     pub image: String,
     pub node_id: String,
-    /// Arguments to the image's entrypoint (the swarm-exec binary).
+    /// Arguments to the image's entrypoint (the swarm-exec binary): nothing secret.
     pub args: Vec<String>,
     pub labels: Vec<(String, String)>,
     pub socket: String,
     pub memory_limit: i64,
     pub nano_cpus: i64,
-    /// (ID, name) of the secret holding the command's stdin.
-    pub stdin_secret: Option<(String, String)>,
-}
-
-/// What the helper is asked to run, in each of its target containers (all on its node).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecSpec {
-    pub containers: Vec<String>,
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    pub privileged: bool,
+    /// (ID, name) of the run's envelope secret.
+    pub envelope_secret: (String, String),
 }
 
 /// Builds the helper service for one exec on `node_id`. `target_labels` describe what it
-/// works on (`swarm-exec.target.*`); `run_id` makes the name unique and is the nonce of the
-/// helper's records; `budget` is how long the helper may run before it gives up.
+/// works on (`swarm-exec.target.*`); `run_id` makes the name unique and tags the helper's
+/// frames; `budget` is how long the helper may run before it gives up.
 pub fn helper_spec(
     node_id: &str,
     target_labels: &[(String, String)],
-    exec: &ExecSpec,
+    containers: &[String],
     image: &str,
     run_id: &str,
     budget: Duration,
-    stdin_secret: Option<&(String, String)>,
+    envelope_secret: (&str, &str),
 ) -> HelperSpec {
     let deadline = deadline_after(budget);
-    let mut args = vec![NODE_EXEC_MODE.to_owned()];
-    for c in &exec.containers {
-        args.push("--container".to_owned());
-        args.push(c.clone());
-    }
-    args.extend([
-        "--nonce".to_owned(),
-        run_id.to_owned(),
-        "--timeout-ms".to_owned(),
-        budget.as_millis().to_string(),
+    // Service names are at most 63 characters; a 12-character run ID keeps it unique.
+    let tag = run_id[..12.min(run_id.len())].to_owned();
+    let args = HelperArgs {
+        containers: containers.to_vec(),
+        tag: tag.clone(),
+        envelope: format!("/run/secrets/{ENVELOPE_FILE_NAME}"),
+        budget,
         // The helper runs its own image again to stop commands that outlive it.
-        "--image".to_owned(),
-        image.to_owned(),
-    ]);
-    for e in &exec.env {
-        args.push("--env".to_owned());
-        args.push(e.clone());
+        image: image.to_owned(),
     }
-    if let Some(w) = &exec.workdir {
-        args.push("--workdir".to_owned());
-        args.push(w.clone());
-    }
-    if let Some(u) = &exec.user {
-        args.push("--user".to_owned());
-        args.push(u.clone());
-    }
-    if exec.privileged {
-        args.push("--privileged".to_owned());
-    }
-    if stdin_secret.is_some() {
-        args.push("--stdin".to_owned());
-        args.push(format!("/run/secrets/{STDIN_FILE_NAME}"));
-    }
-    args.push("--".to_owned());
-    args.extend(exec.command.iter().cloned());
-
+    .to_args();
     let mut labels = vec![
-        (HELPER_LABEL.to_owned(), "1".to_owned()),
+        (HELPER_LABEL.to_owned(), HELPER_KIND.to_owned()),
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),
+        (BUDGET_LABEL.to_owned(), budget_secs(budget)),
         ("swarm-exec.target.node".to_owned(), node_id.to_owned()),
     ];
     labels.extend_from_slice(target_labels);
     HelperSpec {
-        // Service names are at most 63 characters; a 12-character run ID keeps it unique.
-        name: format!("swarm-exec-{}", &run_id[..12.min(run_id.len())]),
+        name: format!("swarm-exec-{tag}"),
+        tag,
         image: image.to_owned(),
         node_id: node_id.to_owned(),
         args,
@@ -110,8 +85,20 @@ pub fn helper_spec(
         socket: NODE_SOCKET.to_owned(),
         memory_limit: 64 << 20,
         nano_cpus: 500_000_000,
-        stdin_secret: stdin_secret.cloned(),
+        envelope_secret: (envelope_secret.0.to_owned(), envelope_secret.1.to_owned()),
     }
+}
+
+/// The [`HELPER_LABEL`] values of what swarm-exec creates: helper services, and the
+/// envelope secrets of their runs.
+pub const HELPER_KIND: &str = "1";
+pub const ENVELOPE_KIND: &str = "envelope";
+/// How long (whole seconds, rounded up) from its creation a helper or envelope may be in
+/// use; `gc` adds this to the manager's creation time, so no client clock is involved.
+pub const BUDGET_LABEL: &str = "swarm-exec.budget";
+
+fn budget_secs(budget: Duration) -> String {
+    budget.as_secs_f64().ceil().to_string()
 }
 
 /// Unix seconds, `budget` from now: the value of the deadline label.
@@ -123,12 +110,13 @@ fn deadline_after(budget: Duration) -> u64 {
         .as_secs()
 }
 
-/// Labels for a secret that carries a run's stdin: found and collected like helpers.
+/// Labels for a run's envelope secret: found and collected like helpers.
 pub fn secret_labels(budget: Duration) -> Vec<(String, String)> {
     let deadline = deadline_after(budget);
     vec![
-        (HELPER_LABEL.to_owned(), "stdin".to_owned()),
+        (HELPER_LABEL.to_owned(), ENVELOPE_KIND.to_owned()),
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),
+        (BUDGET_LABEL.to_owned(), budget_secs(budget)),
     ]
 }
 
@@ -212,33 +200,33 @@ mod tests {
     }
 
     #[test]
-    fn spec_carries_labels_constraint_and_verbatim_argv() {
-        let exec = ExecSpec {
-            containers: vec!["c".repeat(64), "d".repeat(64)],
-            command: vec!["sh".into(), "-c".into(), "echo 'a b'; exit 3".into()],
-            env: vec!["A=1".into()],
-            workdir: Some("/tmp".into()),
-            user: Some("nobody".into()),
-            privileged: true,
-        };
+    fn spec_carries_labels_and_constraint_and_nothing_of_the_command() {
+        let containers = vec!["c".repeat(64), "d".repeat(64)];
         let labels = [("swarm-exec.target.service".to_owned(), "web".to_owned())];
         let h = helper_spec(
             "n",
             &labels,
-            &exec,
+            &containers,
             "img",
             "0123456789abcdef",
             Duration::from_secs(5),
-            None,
+            ("sid", "swarm-exec-run-x"),
         );
         assert_eq!(h.name, "swarm-exec-0123456789ab");
+        assert_eq!(h.tag, "0123456789ab");
         assert!(h.labels.iter().any(|(k, _)| k == HELPER_LABEL));
         assert!(h.labels.iter().any(|(k, _)| k == DEADLINE_LABEL));
-        let dash = h.args.iter().position(|a| a == "--").unwrap();
-        assert_eq!(h.args[dash + 1..], exec.command[..]);
-        assert!(h.args.contains(&"--privileged".to_owned()));
-        assert_eq!(h.args.iter().filter(|a| *a == "--container").count(), 2);
         assert!(h.labels.contains(&labels[0]));
         assert_eq!(h.node_id, "n");
+        let parsed = swarm_exec_proto::args::NodeCommand::parse(&h.args).unwrap();
+        let swarm_exec_proto::args::NodeCommand::Exec(args) = parsed else {
+            panic!("not node-exec: {:?}", h.args)
+        };
+        assert_eq!(args.containers, containers);
+        assert_eq!(args.envelope, "/run/secrets/envelope");
+        assert_eq!(
+            h.envelope_secret,
+            ("sid".to_owned(), "swarm-exec-run-x".to_owned())
+        );
     }
 }

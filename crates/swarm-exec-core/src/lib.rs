@@ -1,8 +1,9 @@
 //! The orchestration behind `swarm-exec`: run a command in the container of a Docker Swarm
 //! task from a manager, through a one-shot helper service pinned to the task's node.
 //!
-//! This crate has no CLI concerns: it never prints and never exits. Adapters (the
-//! `swarm-exec` binary, its node-local helper mode, the Skopos plugin) sit on top of it.
+//! This crate is the manager side only and has no CLI concerns: it never prints and never
+//! exits. What the helper runs on the node is `swarm-exec-node`; the wire between the two
+//! is `swarm-exec-proto`. Adapters (the `swarm-exec` binary, the Skopos plugin) sit on top.
 //!
 //! # Layout
 //!
@@ -13,25 +14,25 @@
 //! - [`api`]: the narrow Docker API the orchestration needs ([`api::SwarmApi`]), its
 //!   bollard implementation with bounded retries of transient errors, and the error type.
 //! - [`resolve`]: from a [`target::TaskRef`] to a running task with its node and container.
-//! - [`helper`]: the helper service spec (labels, constraint, mounts, limits).
-//! - [`frame`]: the line protocol the helper writes on its log stream: output chunks and a
-//!   final record carrying the exit code, tagged with a per-run nonce.
-//! - [`run`]: one helper's life on the manager side: create, follow its records, remove.
+//! - [`helper`]: the helper service spec (labels, constraint, mounts, log options, limits).
+//! - [`run`]: one helper's life on the manager side: create its run's envelope secret and
+//!   the helper, follow its frames until every byte is in, remove both.
 //! - [`task_exec`]: one task: resolve it, then run one helper for it.
 //! - [`service_exec`]: every selected task of a service or stack, one helper per node.
 //! - [`cancel`]: one cancellation fanned out to every helper run under way.
-//! - [`gc`]: removing helpers left behind, by label and deadline.
-//! - [`node_exec`]: the helper side: exec in the target container over the node's socket.
+//! - [`gc`]: removing helpers and envelopes left behind: only swarm-exec's (name, label,
+//!   command and mount), once stale on the managers' clock.
+//! - `fake` (tests only): a fake [`api::SwarmApi`] with a scripted helper.
 //! - [`plugin`]: the Skopos plugin's `inst_exec` action over several instances.
 
 pub mod api;
 pub mod cancel;
 pub mod duration;
 pub mod endpoint;
-pub mod frame;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod gc;
 pub mod helper;
-pub mod node_exec;
 pub mod plugin;
 pub mod resolve;
 pub mod run;
@@ -45,8 +46,7 @@ pub use task_exec::{
     task_exec, ExecError, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions,
 };
 
-/// The label every object swarm-exec creates carries; leftovers are found by it.
-pub const HELPER_LABEL: &str = "swarm-exec.helper";
+pub use swarm_exec_proto::HELPER_LABEL;
 /// Unix time (seconds) after which a helper is stale and may be garbage-collected.
 pub const DEADLINE_LABEL: &str = "swarm-exec.deadline";
 

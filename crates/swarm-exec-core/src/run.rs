@@ -9,9 +9,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::time::{sleep_until, Instant};
 
+use swarm_exec_proto::frame::{ReadError, Step};
+use swarm_exec_proto::lines::Lines;
+use swarm_exec_proto::{Envelope, Event, Reader, Stream};
+
 use crate::api::{ApiError, LogStream, SwarmApi, TaskFilter, TaskInfo};
-use crate::frame::{Decoder, Line, Record};
-use crate::helper::{helper_spec, ExecSpec};
+use crate::helper::helper_spec;
 use crate::task_exec::{ExecError, HelperRef, Interrupt, OutputSink};
 
 /// What one helper is to do.
@@ -24,11 +27,21 @@ pub struct HelperJob {
     pub target: String,
     /// `swarm-exec.target.*` labels.
     pub labels: Vec<(String, String)>,
-    pub exec: ExecSpec,
+    /// Full IDs of the target containers, all on the node.
+    pub containers: Vec<String>,
     /// The pinned image reference.
     pub image: String,
-    /// (ID, name) of the secret holding the commands' stdin, if any.
-    pub stdin_secret: Option<(String, String)>,
+    /// The run's envelope (the command, its stdin, the key), shared by its helpers.
+    pub envelope: RunSecret,
+}
+
+/// A run's envelope, created as a swarm secret: its ID and name, and the key its helpers'
+/// frames are sealed with.
+#[derive(Debug, Clone)]
+pub struct RunSecret {
+    pub id: String,
+    pub name: String,
+    pub key: [u8; 32],
 }
 
 /// How one target's command ended.
@@ -56,11 +69,14 @@ pub const HELPER_START_WAIT: Duration = Duration::from_secs(30);
 /// arrive on the log stream, so the later polls are only a fallback.
 const POLL_STARTING: Duration = Duration::from_millis(50);
 const POLL_RUNNING: Duration = Duration::from_millis(250);
-/// After the helper task ended without its last record, how long the log stream is given
-/// to deliver it.
+/// After the helper task ended, how long the followed log stream may stay quiet before the
+/// helper's retained log is read again, whole (a follow never ends by itself).
 const LOG_DRAIN: Duration = Duration::from_secs(3);
+/// After the run's deadline, how long the helper's own report is waited for: it stops the
+/// commands (SIGTERM, SIGKILL after 5 s) and says whether they are gone.
+pub const REPORT_GRACE: Duration = Duration::from_secs(12);
 /// A broken log stream (e.g. the manager's engine restarting) is opened again this often,
-/// at most this many times; the lines already read are skipped.
+/// at most this many times; the frames already read are skipped.
 const LOG_REOPEN_DELAY: Duration = Duration::from_millis(250);
 const LOG_REOPENS: u32 = 60;
 
@@ -78,7 +94,7 @@ where
     S: OutputSink,
     C: Future<Output = Interrupt>,
 {
-    let targets = job.exec.containers.len();
+    let targets = job.containers.len();
     assert_eq!(sinks.len(), targets, "one sink per target");
     let timed_out = || {
         let now = Instant::now();
@@ -93,11 +109,11 @@ where
     let spec = helper_spec(
         &job.node_id,
         &job.labels,
-        &job.exec,
+        &job.containers,
         &job.image,
         &run_id,
         budget,
-        job.stdin_secret.as_ref(),
+        (&job.envelope.id, &job.envelope.name),
     );
     let at = HelperRef {
         target: job.target.clone(),
@@ -127,13 +143,20 @@ where
     };
     tracing::debug!(helper = %spec.name, id = %helper_id, node = %job.node_name, image = %job.image, "helper created");
 
-    let mut follower = Follower::new(&run_id, targets);
+    let mut follower = Follower::new(&job.envelope.key, &spec.tag, targets);
+    // The helper enforces the deadline itself and reports what it did; a result that
+    // arrives first wins. Only if its report does not come is the deadline applied here.
     let stop = tokio::select! {
         r = follower.follow(api, &helper_id, &at, sinks) => Some(r),
-        _ = sleep_until(deadline) => None,
+        _ = sleep_until(deadline + REPORT_GRACE) => None,
         i = &mut cancel => Some(Ok(RunEnd::Interrupted(i))),
     };
-    let result = stop.unwrap_or_else(|| Ok(RunEnd::Finished(follower.unfinished_timed_out())));
+    let result = stop.unwrap_or_else(|| {
+        sinks[0].warn(&format!(
+            "{at}: no report from the helper {REPORT_GRACE:?} after the deadline; removing it stops the command"
+        ));
+        Ok(RunEnd::Finished(follower.results()))
+    });
     cleanup(api, &helper_id, &mut sinks[0]).await;
     result
 }
@@ -183,27 +206,34 @@ where
     Created::Stopped { stop, made }
 }
 
-/// Puts `data` (the commands' stdin) in a labelled secret, for helpers to mount.
-pub async fn create_stdin_secret<A: SwarmApi>(
+/// Creates a run's envelope secret, labelled like helpers (so `gc` finds it) and with what
+/// it is for (`target_labels`).
+pub async fn create_envelope<A: SwarmApi>(
     api: &A,
-    data: &[u8],
+    envelope: &Envelope,
+    target_labels: &[(String, String)],
     budget: Duration,
-) -> Result<(String, String), ApiError> {
+) -> Result<RunSecret, ApiError> {
     let name = format!(
-        "swarm-exec-stdin-{}",
+        "swarm-exec-run-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let id = api
-        .create_secret(&name, &crate::helper::secret_labels(budget), data)
-        .await?;
-    tracing::debug!(secret = %name, bytes = data.len(), "stdin secret created");
-    Ok((id, name))
+    let data = envelope.encode();
+    let mut labels = crate::helper::secret_labels(budget);
+    labels.extend_from_slice(target_labels);
+    let id = api.create_secret(&name, &labels, &data).await?;
+    tracing::debug!(secret = %name, bytes = data.len(), "envelope secret created");
+    Ok(RunSecret {
+        id,
+        name,
+        key: envelope.key,
+    })
 }
 
-/// Removes the stdin secret, after every helper that mounted it is gone.
-pub async fn remove_stdin_secret<A: SwarmApi, S: OutputSink>(api: &A, id: &str, out: &mut S) {
+/// Removes the envelope secret, after every helper that mounted it is gone.
+pub async fn remove_envelope<A: SwarmApi, S: OutputSink>(api: &A, id: &str, out: &mut S) {
     match api.remove_secret(id).await {
-        Ok(()) => tracing::debug!(secret = id, "stdin secret removed"),
+        Ok(()) => tracing::debug!(secret = id, "envelope secret removed"),
         Err(e) => out.warn(&format!(
             "could not remove secret {id}: {e}; `docker secret rm {id}` removes it"
         )),
@@ -221,30 +251,52 @@ async fn cleanup<A: SwarmApi, S: OutputSink>(api: &A, helper: &str, out: &mut S)
     }
 }
 
-/// The state of following one helper: results so far, and its own diagnostics.
+/// The state of following one helper: its frames so far, and its own diagnostics.
 struct Follower {
-    decoder: Decoder,
+    lines: Lines,
+    reader: Reader,
     results: Vec<Option<(TargetResult, Instant)>>,
-    /// What the helper printed outside the protocol (its stderr, stray lines).
+    /// The helper's `timed out` frame: whether it saw the commands stop.
+    timed_out: Option<bool>,
+    /// What the helper printed outside its frames (its stderr, stray lines).
     diagnostics: Vec<u8>,
-    /// Lines of the helper's stdout read on the current stream, and how many of them a
-    /// reopened stream must skip because they were read before.
-    lines: usize,
-    skip: usize,
+    unauthentic: usize,
+}
+
+/// What a piece of the log stream brought.
+enum Fed {
+    More,
+    /// The last frame arrived: every byte and every result is in.
+    Ended,
+    /// This stream skipped frames from `expected` on: read the log again.
+    Gap {
+        expected: u64,
+    },
+}
+
+/// How the helper's log is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Followed, as it is written.
+    Follow,
+    /// Read once more, whole, from its start (it ends by itself). `gap`: the first frame
+    /// the stream before it missed, if it missed one.
+    Again { gap: Option<u64> },
 }
 
 impl Follower {
-    fn new(run_id: &str, targets: usize) -> Self {
+    fn new(key: &[u8; 32], tag: &str, targets: usize) -> Self {
         Follower {
-            decoder: Decoder::new(run_id),
+            lines: Lines::default(),
+            reader: Reader::new(key, tag, targets),
             results: vec![None; targets],
+            timed_out: None,
             diagnostics: Vec::new(),
-            lines: 0,
-            skip: 0,
+            unauthentic: 0,
         }
     }
 
-    fn unfinished_timed_out(&self) -> Vec<(TargetResult, Instant)> {
+    fn results(&self) -> Vec<(TargetResult, Instant)> {
         let now = Instant::now();
         self.results
             .iter()
@@ -252,61 +304,72 @@ impl Follower {
             .collect()
     }
 
-    /// Decodes one chunk of the helper's stdout; `Some` once the helper's last record came.
-    fn feed<S: OutputSink>(
-        &mut self,
-        bytes: &[u8],
-        sinks: &mut [S],
-    ) -> Option<Vec<(TargetResult, Instant)>> {
-        let mut end = None;
-        let (results, diagnostics) = (&mut self.results, &mut self.diagnostics);
-        let (lines, skip) = (&mut self.lines, self.skip);
-        self.decoder.feed(bytes, |line| {
-            *lines += 1;
-            if *lines <= skip {
+    /// Decodes one chunk of the helper's stdout, handing output to the sinks.
+    fn feed<S: OutputSink>(&mut self, bytes: &[u8], sinks: &mut [S]) -> Result<Fed, ReadError> {
+        let mut fed = Ok(Fed::More);
+        let Follower {
+            lines,
+            reader,
+            results,
+            timed_out,
+            diagnostics,
+            unauthentic,
+        } = self;
+        lines.feed(bytes, |line| {
+            if !matches!(fed, Ok(Fed::More)) {
                 return;
             }
-            match line {
-                Line::Record(Record::Stdout(i, b)) => {
-                    if let Some(s) = sinks.get_mut(i) {
-                        s.stdout(&b);
-                    }
+            let step = reader.line(line, &mut |event| match event {
+                Event::Output {
+                    target,
+                    stream: Stream::Stdout,
+                    bytes,
+                } => sinks[target].stdout(bytes),
+                Event::Output {
+                    target,
+                    stream: Stream::Stderr,
+                    bytes,
+                } => sinks[target].stderr(bytes),
+                Event::Exit { target, code } => {
+                    results[target] = Some((TargetResult::Exited(code), Instant::now()));
                 }
-                Line::Record(Record::Stderr(i, b)) => {
-                    if let Some(s) = sinks.get_mut(i) {
-                        s.stderr(&b);
-                    }
+                Event::Failed { target, reason } => {
+                    results[target] = Some((TargetResult::Failed(reason), Instant::now()));
                 }
-                Line::Record(Record::Exit(i, code)) => {
-                    if let Some(r) = results.get_mut(i) {
-                        *r = Some((TargetResult::Exited(code), Instant::now()));
-                    }
+                Event::Done => {}
+                Event::TimedOut { stopped } => *timed_out = Some(stopped),
+            });
+            fed = match step {
+                Err(e) => Err(e),
+                Ok(Step::Frame) if reader.ended() => Ok(Fed::Ended),
+                Ok(Step::Frame | Step::Stale) => Ok(Fed::More),
+                Ok(Step::Gap { expected, .. }) => Ok(Fed::Gap { expected }),
+                Ok(Step::Unauthentic) => {
+                    *unauthentic += 1;
+                    Ok(Fed::More)
                 }
-                Line::Record(Record::Failed(i, reason)) => {
-                    if let Some(r) = results.get_mut(i) {
-                        *r = Some((TargetResult::Failed(reason), Instant::now()));
-                    }
-                }
-                Line::Record(Record::Done | Record::TimedOut) => end = Some(()),
-                Line::Other(l) => {
-                    diagnostics.extend_from_slice(&l);
+                Ok(Step::NotOurs) => {
+                    diagnostics.extend_from_slice(line);
                     diagnostics.push(b'\n');
+                    Ok(Fed::More)
                 }
-            }
+            };
         });
-        end.map(|()| self.unfinished_timed_out())
+        fed
     }
 
-    /// Prepares for reading the helper's logs again from their start.
+    /// Prepares for reading the helper's logs again from their start: frames already read
+    /// are known by their sequence numbers and skipped.
     fn reopened(&mut self) {
-        self.decoder.reset();
+        self.lines.reset();
         // Its stderr comes again too.
         self.diagnostics.clear();
-        self.skip = self.lines;
-        self.lines = 0;
     }
 
-    /// Follows the helper until its last record arrives, or its task ends without one.
+    /// Follows the helper until its last frame arrives. Output is never given up on while
+    /// it may still come: when the followed stream goes quiet after the helper ended, or
+    /// skips frames, the helper's retained log is read again, whole; only what is not
+    /// there either is reported missing.
     async fn follow<A: SwarmApi, S: OutputSink>(
         &mut self,
         api: &A,
@@ -314,7 +377,8 @@ impl Follower {
         at: &HelperRef,
         sinks: &mut [S],
     ) -> Result<RunEnd, ExecError> {
-        let mut logs = api.service_logs(helper_id);
+        let mut reading = Reading::Follow;
+        let mut logs = api.service_logs(helper_id, true);
         let mut logs_open = true;
         let mut reopen_at: Option<Instant> = None;
         let mut reopens = 0;
@@ -325,16 +389,42 @@ impl Follower {
         let started = Instant::now();
         let mut running = false;
         let mut next_poll = Instant::now();
-        let mut ended: Option<(TaskInfo, Instant)> = None;
+        let mut ended: Option<TaskInfo> = None;
+        // When a frame last arrived (or the helper was seen to end).
+        let mut progress = Instant::now();
         let at_box = || Box::new(at.clone());
+        let incomplete = |f: &Follower, why: String| ExecError::OutputIncomplete {
+            at: Box::new(at.clone()),
+            missing: f.reader.missing(),
+            why,
+        };
 
         loop {
             tokio::select! {
+                // Output first: a poll never cuts in while frames are waiting.
+                biased;
                 item = logs.next(), if logs_open => match item {
                     Some(Ok((LogStream::Stdout, bytes))) => {
-                        if let Some(results) = self.feed(&bytes, sinks) {
-                            tracing::debug!(after = ?started.elapsed(), "helper reported its results");
-                            return Ok(RunEnd::Finished(results));
+                        let before = self.reader.next_seq();
+                        let fed = self.feed(&bytes, sinks).map_err(|e| incomplete(self, e.to_string()))?;
+                        if self.reader.next_seq() != before {
+                            progress = Instant::now();
+                        }
+                        match fed {
+                            Fed::More => {}
+                            Fed::Ended => {
+                                tracing::debug!(after = ?started.elapsed(), frames = self.reader.next_seq(), "helper's last frame");
+                                return self.finished(at, sinks);
+                            }
+                            Fed::Gap { expected } => {
+                                if reading == (Reading::Again { gap: Some(expected) }) {
+                                    return Err(incomplete(self, "frames are missing from the helper's log".to_owned()));
+                                }
+                                tracing::debug!(expected, ?reading, "frames skipped; reading the helper's log again");
+                                reading = Reading::Again { gap: Some(expected) };
+                                logs = api.service_logs(helper_id, false);
+                                self.reopened();
+                            }
                         }
                     }
                     Some(Ok((LogStream::Stderr, bytes))) => self.diagnostics.extend_from_slice(&bytes),
@@ -344,32 +434,50 @@ impl Follower {
                         if reopens < LOG_REOPENS {
                             reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
                         } else {
-                            sinks[0].warn(&format!("lost the helper's output stream ({e}); output may be incomplete"));
+                            return Err(incomplete(self, format!("the helper's log stream kept failing ({e})")));
                         }
                     }
-                    None => {
-                        tracing::debug!("helper log stream ended");
-                        logs_open = false;
-                        if reopens < LOG_REOPENS {
-                            reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
+                    None => match reading {
+                        Reading::Again { .. } if ended.is_some() => {
+                            // The whole retained log was read and the end is not in it.
+                            return Err(self.ended_without_end(ended.as_ref().expect("checked"), at));
                         }
-                    }
+                        Reading::Again { .. } => {
+                            tracing::debug!("read the helper's log again; following it on");
+                            reading = Reading::Follow;
+                            logs = api.service_logs(helper_id, true);
+                            self.reopened();
+                        }
+                        Reading::Follow => {
+                            tracing::debug!("helper log stream ended");
+                            logs_open = false;
+                            if reopens < LOG_REOPENS {
+                                reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
+                            } else {
+                                return Err(incomplete(self, "the helper's log stream kept ending early".to_owned()));
+                            }
+                        }
+                    },
                 },
                 _ = sleep_until(reopen_at.unwrap_or_else(Instant::now)), if reopen_at.is_some() => {
                     reopens += 1;
-                    tracing::debug!(reopens, "reading the helper's logs again");
-                    logs = api.service_logs(helper_id);
+                    tracing::debug!(reopens, ?reading, "reading the helper's logs again");
+                    logs = api.service_logs(helper_id, reading == Reading::Follow);
                     logs_open = true;
                     reopen_at = None;
                     self.reopened();
                 }
                 _ = sleep_until(next_poll) => {
-                    if let Some((task, since)) = &ended {
-                        let drained = !logs_open && reopen_at.is_none();
-                        if drained || since.elapsed() >= LOG_DRAIN {
-                            return self.ended_without_record(task, at, sinks);
+                    if ended.is_some() {
+                        // The helper is gone and the followed stream has gone quiet without
+                        // its last frame: a follow never ends by itself, a plain read does.
+                        if reading == Reading::Follow && logs_open && progress.elapsed() >= LOG_DRAIN {
+                            tracing::debug!("helper ended, its stream is quiet; reading its log again");
+                            reading = Reading::Again { gap: None };
+                            logs = api.service_logs(helper_id, false);
+                            self.reopened();
                         }
-                        next_poll = Instant::now() + POLL_STARTING;
+                        next_poll = Instant::now() + POLL_RUNNING;
                         continue;
                     }
                     let tasks = match api.list_tasks(&filter).await {
@@ -408,8 +516,9 @@ impl Follower {
                             });
                         }
                         "complete" | "failed" | "shutdown" | "orphaned" | "remove" => {
-                            tracing::debug!(state, "helper task ended; draining its logs");
-                            ended = Some((task.unwrap_or_default(), Instant::now()));
+                            tracing::debug!(state, "helper task ended; reading the rest of its log");
+                            ended = Some(task.unwrap_or_default());
+                            progress = Instant::now();
                         }
                         s if !running && started.elapsed() >= HELPER_START_WAIT => {
                             let t = task.unwrap_or_default();
@@ -428,47 +537,61 @@ impl Follower {
         }
     }
 
-    /// The helper's task ended but its last record never arrived (the helper crashed, or the
-    /// log stream broke). With one target, the helper's exit code is the command's.
-    fn ended_without_record<S: OutputSink>(
+    /// The last frame arrived, so every target's output is whole.
+    fn finished<S: OutputSink>(
         &self,
-        task: &TaskInfo,
         at: &HelperRef,
         sinks: &mut [S],
     ) -> Result<RunEnd, ExecError> {
+        if self.unauthentic > 0 {
+            sinks[0].warn(&format!(
+                "{} line(s) tagged as helper {}'s did not open with the run's key and were ignored",
+                self.unauthentic, at.helper
+            ));
+        }
+        if self.timed_out == Some(false) {
+            sinks[0].warn(&format!(
+                "{}: the command was told to stop at its deadline, but could not be seen to end",
+                at
+            ));
+        }
+        Ok(RunEnd::Finished(self.results()))
+    }
+
+    /// The helper ended and its log, read whole, holds no last frame. No exit code is
+    /// taken from the helper task's state: that is the helper's code, not the command's.
+    fn ended_without_end(&self, task: &TaskInfo, at: &HelperRef) -> ExecError {
         let diag = String::from_utf8_lossy(&self.diagnostics).trim().to_owned();
-        match (task.state.as_str(), task.exit_code, self.results.as_slice()) {
-            // Only codes a command gives: 124/125 and ≥ 128 may be the helper's own end
-            // (its deadline, its failure, a signal such as an OOM kill).
-            ("complete" | "failed", Some(code @ (0..=123 | 126 | 127)), [None])
-                if diag.is_empty() =>
-            {
-                sinks[0].warn(&format!(
-                    "helper {} ended without reporting through its log stream; \
-                     exit code {code} taken from its task state, output may be incomplete",
-                    at.helper
-                ));
-                Ok(RunEnd::Finished(vec![(
-                    TargetResult::Exited(code),
-                    Instant::now(),
-                )]))
-            }
-            _ => Err(ExecError::HelperFailed {
+        let state = format!(
+            "its task ended in state {}{}{}",
+            task.state,
+            task.exit_code
+                .map(|c| format!(", exit code {c}"))
+                .unwrap_or_default(),
+            if task.err.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", task.err)
+            },
+        );
+        if self.reader.next_seq() == 0 {
+            return ExecError::HelperFailed {
                 at: Box::new(at.clone()),
                 reason: if diag.is_empty() {
-                    format!(
-                        "its task ended in state {} without a result{}",
-                        task.state,
-                        if task.err.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", task.err)
-                        }
-                    )
+                    format!("{state} without a result")
                 } else {
-                    diag
+                    format!("{diag}; {state}")
                 },
-            }),
+            };
+        }
+        ExecError::OutputIncomplete {
+            at: Box::new(at.clone()),
+            missing: self.reader.missing(),
+            why: if diag.is_empty() {
+                state
+            } else {
+                format!("{diag}; {state}")
+            },
         }
     }
 }

@@ -13,10 +13,12 @@ use tokio::time::{sleep, Instant};
 use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
 use crate::run::{
-    create_stdin_secret, remove_stdin_secret, run_helper, HelperJob, RunEnd, TargetResult,
+    create_envelope, remove_envelope, run_helper, HelperJob, RunEnd, RunSecret, TargetResult,
 };
 use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
-use crate::task_exec::{pin_image, Interrupt, InvalidRun, OutputSink, RunOptions};
+use crate::task_exec::{
+    pin_image, Interrupt, InvalidRun, OutputSink, RunOptions, TARGET_START_WAIT,
+};
 
 /// Which services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +109,8 @@ pub enum ServiceExecError {
     NoNode(String),
     #[error("no running task of {what} matches")]
     NoTasks { what: String },
+    #[error("still not running after {waited:?}, so the command would not reach them: {}", .what.join(", "))]
+    NotRunning { waited: Duration, what: Vec<String> },
     #[error("invalid --parallel 0: at least one task must run at a time")]
     ZeroParallel,
     #[error(transparent)]
@@ -125,21 +129,20 @@ fn api(step: &'static str) -> impl Fn(ApiError) -> ServiceExecError {
     move |source| ServiceExecError::Api { step, source }
 }
 
-/// Selects the tasks; nothing is created on the swarm until this has succeeded.
-pub async fn select<A: SwarmApi>(
+/// The services named, as they are now.
+async fn fetch_services<A: SwarmApi>(
     api_: &A,
     services: &Services,
-    filters: &Filters,
-) -> Result<Vec<Target>, ServiceExecError> {
-    let services: Vec<ServiceInfo> = match services {
+) -> Result<Vec<ServiceInfo>, ServiceExecError> {
+    match services {
         Services::Named(name) => {
             check_service_name(name)?;
             match api_.inspect_service(name).await {
-                Ok(s) if s.name == *name || s.id == *name => vec![s],
+                Ok(s) if s.name == *name || s.id == *name => Ok(vec![s]),
                 Ok(_) | Err(ApiError::NotFound(_)) => {
-                    return Err(ServiceExecError::NoService(name.clone()))
+                    Err(ServiceExecError::NoService(name.clone()))
                 }
-                Err(e) => return Err(api("inspect service")(e)),
+                Err(e) => Err(api("inspect service")(e)),
             }
         }
         Services::Stack(stack) => {
@@ -153,9 +156,33 @@ pub async fn select<A: SwarmApi>(
                 return Err(ServiceExecError::EmptyStack(stack.clone()));
             }
             all.sort_by(|a, b| a.name.cmp(&b.name));
-            all
+            Ok(all)
         }
-    };
+    }
+}
+
+/// Task states on the way to `running`.
+const STARTING: [&str; 7] = [
+    "new",
+    "pending",
+    "assigned",
+    "accepted",
+    "preparing",
+    "ready",
+    "starting",
+];
+/// How often the tasks are listed again while some are starting or a service is updating.
+const START_POLL: Duration = Duration::from_millis(250);
+
+/// Selects the tasks; nothing is created on the swarm until this has succeeded. Tasks
+/// that are still starting, and services in the middle of an update, are waited for (up
+/// to [`TARGET_START_WAIT`]): a task that is selected is never silently skipped.
+pub async fn select<A: SwarmApi>(
+    api_: &A,
+    wanted: &Services,
+    filters: &Filters,
+) -> Result<Vec<Target>, ServiceExecError> {
+    let mut services_now = fetch_services(api_, wanted).await?;
     let mut filter_nodes = Vec::new();
     for n in &filters.nodes {
         if !crate::target::is_node_name(n) {
@@ -168,29 +195,58 @@ pub async fn select<A: SwarmApi>(
         }
     }
 
-    let task_filters: Vec<TaskFilter> = services
-        .iter()
-        .map(|s| TaskFilter {
-            service: Some(s.id.clone()),
-            ..Default::default()
-        })
-        .collect();
-    let lists = join_all(task_filters.iter().map(|f| api_.list_tasks(f))).await;
-    let mut picked: Vec<(&ServiceInfo, TaskInfo)> = Vec::new();
-    for (svc, tasks) in services.iter().zip(lists) {
-        let tasks = tasks.map_err(api("list the service's tasks"))?;
-        picked.extend(
-            tasks
+    let waiting_since = Instant::now();
+    let (services, picked) = loop {
+        let services = services_now;
+        let task_filters: Vec<TaskFilter> = services
+            .iter()
+            .map(|s| TaskFilter {
+                service: Some(s.id.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let lists = join_all(task_filters.iter().map(|f| api_.list_tasks(f))).await;
+        let mut picked: Vec<(usize, TaskInfo)> = Vec::new();
+        let mut starting: Vec<String> = Vec::new();
+        for (i, (svc, tasks)) in services.iter().zip(lists).enumerate() {
+            let tasks = tasks.map_err(api("list the service's tasks"))?;
+            for t in tasks
                 .into_iter()
-                .filter(|t| t.service_id == svc.id)
-                .filter(|t| t.desired_state == "running" && t.state == "running")
+                .filter(|t| t.service_id == svc.id && t.desired_state == "running")
                 .filter(|t| filter_nodes.is_empty() || filter_nodes.contains(&t.node_id))
                 .filter(|t| filters.slots.is_empty() || filters.slots.contains(&t.slot))
                 .filter(|t| labels_match(&filters.labels, &t.container_labels))
-                .filter(|t| is_container_id(&t.container_id) && is_swarm_id(&t.node_id))
-                .map(|t| (svc, t)),
-        );
-    }
+            {
+                if t.state == "running" {
+                    if is_container_id(&t.container_id) && is_swarm_id(&t.node_id) {
+                        picked.push((i, t));
+                    }
+                } else if STARTING.contains(&t.state.as_str()) {
+                    starting.push(format!("task {} of {} ({})", t.id, svc.name, t.state));
+                }
+            }
+        }
+        let updating: Vec<&str> = services
+            .iter()
+            .filter(|s| s.updating)
+            .map(|s| s.name.as_str())
+            .collect();
+        if starting.is_empty() && updating.is_empty() {
+            break (services, picked);
+        }
+        if waiting_since.elapsed() >= TARGET_START_WAIT {
+            starting.extend(updating.iter().map(|s| format!("service {s} (updating)")));
+            return Err(ServiceExecError::NotRunning {
+                waited: TARGET_START_WAIT,
+                what: starting,
+            });
+        }
+        tracing::debug!(?starting, ?updating, "waiting for tasks to start");
+        sleep(START_POLL).await;
+        services_now = fetch_services(api_, wanted).await?;
+    };
+    let picked: Vec<(&ServiceInfo, TaskInfo)> =
+        picked.into_iter().map(|(i, t)| (&services[i], t)).collect();
     if picked.is_empty() {
         let what = match services.as_slice() {
             [one] => format!("service {}", one.name),
@@ -269,19 +325,18 @@ where
     };
     let targets = targets?;
     let image = image.map_err(api("read the helper image on the manager"))?;
-    // One secret for every helper; it lives until the last wave could end.
-    let secret = match &req.run.stdin {
-        None => None,
-        Some(data) => {
-            let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
-            let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
-            Some(
-                create_stdin_secret(api_, data, budget)
-                    .await
-                    .map_err(api("create the secret for stdin"))?,
-            )
-        }
-    };
+    // One envelope for every helper; it lives until the last wave could end.
+    let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
+    let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
+    let envelope = req.run.envelope(budget)?;
+    let mut services: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
+    services.sort_unstable();
+    services.dedup();
+    let labels = [("swarm-exec.target.service".to_owned(), services.join(","))];
+    let secret = create_envelope(api_, &envelope, &labels, budget)
+        .await
+        .map_err(api("create the run's envelope secret"))?;
+    drop(envelope);
 
     let mut runs: Vec<TaskRun<S>> = targets
         .into_iter()
@@ -306,7 +361,7 @@ where
                 }
             }
             first = false;
-            run_wave(api_, req, &image, secret.as_ref(), wave, &hub).await;
+            run_wave(api_, req, &image, &secret, wave, &hub).await;
             let interrupted = wave
                 .iter()
                 .any(|r| matches!(r.outcome, TaskOutcome::Interrupted(_)));
@@ -330,8 +385,8 @@ where
             r.outcome = TaskOutcome::Interrupted(i);
         }
     }
-    if let (Some((id, _)), Some(first)) = (&secret, runs.first_mut()) {
-        remove_stdin_secret(api_, id, &mut first.sink).await;
+    if let Some(first) = runs.first_mut() {
+        remove_envelope(api_, &secret.id, &mut first.sink).await;
     }
     Ok(runs)
 }
@@ -347,7 +402,7 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
     api_: &A,
     req: &ServiceExecRequest,
     image: &str,
-    stdin_secret: Option<&(String, String)>,
+    envelope: &RunSecret,
     wave: &mut [TaskRun<S>],
     hub: &CancelHub,
 ) {
@@ -376,14 +431,12 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
                     group.len().to_string(),
                 ),
             ],
-            exec: req.run.exec_spec(
-                group
-                    .iter()
-                    .map(|r| r.target.container_id.clone())
-                    .collect(),
-            ),
+            containers: group
+                .iter()
+                .map(|r| r.target.container_id.clone())
+                .collect(),
             image: image.to_owned(),
-            stdin_secret: stdin_secret.cloned(),
+            envelope: envelope.clone(),
         };
         let cancelled = hub.subscribe();
         async move {

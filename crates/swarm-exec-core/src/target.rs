@@ -95,11 +95,7 @@ pub fn is_id_prefix(s: &str) -> bool {
 }
 
 /// A full container ID: 64 lowercase hex digits.
-pub fn is_container_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use swarm_exec_proto::is_container_id;
 
 /// Swarm service names: `[A-Za-z0-9]`, then also `-` and `_`, at most 63 characters.
 pub fn check_service_name(s: &str) -> Result<(), InvalidRef> {

@@ -6,11 +6,13 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
 use crate::api::{ApiError, SwarmApi};
-use crate::helper::{pinned_image, ExecSpec, MAX_STDIN};
+use swarm_exec_proto::{Envelope, ExecSpec};
+
+use crate::helper::{pinned_image, MAX_STDIN};
 use crate::resolve::{resolve, ResolveError, Resolved};
 use crate::run::{
-    create_or_stop, create_stdin_secret, remove_stdin_secret, run_helper, Created, HelperJob,
-    RunEnd, Stop, TargetResult,
+    create_envelope, create_or_stop, remove_envelope, run_helper, Created, HelperJob, RunEnd, Stop,
+    TargetResult,
 };
 use crate::target::TaskRef;
 
@@ -37,6 +39,9 @@ pub struct RunOptions {
     pub stdin: Option<Vec<u8>>,
 }
 
+/// The kernel's limit on one argument or environment entry (MAX_ARG_STRLEN, with its NUL).
+pub const MAX_ARG: usize = 128 * 1024 - 1;
+
 /// Why [`RunOptions`] were refused, before anything was created.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidRun {
@@ -45,9 +50,17 @@ pub enum InvalidRun {
     #[error("invalid helper image reference {0:?}")]
     BadImage(String),
     #[error(
-        "stdin holds {0} bytes or more; at most {MAX_STDIN} can be passed (a swarm secret's limit)"
+        "stdin holds {0} bytes or more; at most {MAX_STDIN} bytes fit in a swarm secret, {1} of them beside this command"
     )]
-    StdinTooLarge(usize),
+    StdinTooLarge(usize, usize),
+    #[error("argument {index} of the command holds {len} bytes; Linux passes at most {MAX_ARG} in one argument")]
+    ArgTooLong { index: usize, len: usize },
+    #[error("environment entry {index} holds {len} bytes; Linux passes at most {MAX_ARG} in one")]
+    EnvTooLong { index: usize, len: usize },
+    #[error("the command and its environment hold {0} bytes; at most {1} fit in the run's secret")]
+    CommandTooLarge(usize, usize),
+    #[error("cannot make the run's key: {0}")]
+    Key(#[source] std::io::Error),
 }
 
 impl RunOptions {
@@ -58,22 +71,67 @@ impl RunOptions {
         if !crate::target::is_image_ref(&self.image) {
             return Err(InvalidRun::BadImage(self.image.clone()));
         }
+        let long = |words: &[String]| {
+            words
+                .iter()
+                .enumerate()
+                .find(|(_, w)| w.len() > MAX_ARG)
+                .map(|(index, w)| (index, w.len()))
+        };
+        if let Some((index, len)) = long(&self.command) {
+            return Err(InvalidRun::ArgTooLong { index, len });
+        }
+        if let Some((index, len)) = long(&self.env) {
+            return Err(InvalidRun::EnvTooLong { index, len });
+        }
+        let bare = self.envelope_without_stdin(0, [0; 32]);
+        if bare.stdin_room() == 0 {
+            let size = bare.encode().len();
+            return Err(InvalidRun::CommandTooLarge(size, MAX_STDIN - 1));
+        }
         match &self.stdin {
-            Some(data) if data.len() > MAX_STDIN => Err(InvalidRun::StdinTooLarge(data.len())),
-            _ => Ok(()),
+            Some(data) => {
+                let room = bare.stdin_room();
+                if data.len() > room {
+                    return Err(InvalidRun::StdinTooLarge(data.len(), room));
+                }
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
-    /// The helper's part of it, for these target containers.
-    pub fn exec_spec(&self, containers: Vec<String>) -> ExecSpec {
-        ExecSpec {
-            containers,
-            command: self.command.clone(),
-            env: self.env.clone(),
-            workdir: self.workdir.clone(),
-            user: self.user.clone(),
-            privileged: self.privileged,
+    fn envelope_without_stdin(&self, not_after_ms: u64, key: [u8; 32]) -> Envelope {
+        Envelope {
+            exec: ExecSpec {
+                containers: Vec::new(),
+                command: self.command.clone(),
+                env: self.env.clone(),
+                workdir: self.workdir.clone(),
+                user: self.user.clone(),
+                privileged: self.privileged,
+            },
+            stdin: None,
+            not_after_ms,
+            key,
         }
+    }
+
+    /// The run's envelope, with a fresh key: the command must not start after `budget`
+    /// from now.
+    pub fn envelope(&self, budget: Duration) -> Result<Envelope, InvalidRun> {
+        let not_after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(budget);
+        let key = Envelope::new_key().map_err(InvalidRun::Key)?;
+        Ok(Envelope {
+            stdin: self.stdin.clone(),
+            ..self.envelope_without_stdin(
+                u64::try_from(not_after.as_millis()).unwrap_or(u64::MAX),
+                key,
+            )
+        })
     }
 }
 
@@ -129,8 +187,8 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
 pub enum ExecError {
     #[error(transparent)]
     Invalid(#[from] InvalidRun),
-    #[error("{target}: cannot create the secret for stdin: {source}")]
-    StdinSecret {
+    #[error("{target}: cannot create the run's envelope secret: {source}")]
+    Envelope {
         target: String,
         #[source]
         source: ApiError,
@@ -167,6 +225,12 @@ pub enum ExecError {
         target: String,
         node: String,
         reason: String,
+    },
+    #[error("{at}: output incomplete, the command's exit code is not reported: {missing} did not arrive ({why})")]
+    OutputIncomplete {
+        at: Box<HelperRef>,
+        missing: String,
+        why: String,
     },
     #[error("{at}: following the helper: {source}")]
     Follow {
@@ -224,57 +288,54 @@ where
         "task {} ({}, service {})",
         resolved.task_id, resolved.display, resolved.service_name
     );
-    let secret = match &req.run.stdin {
-        None => None,
-        Some(data) => {
-            let budget = deadline.saturating_duration_since(Instant::now());
-            let create = create_stdin_secret(api, data, budget);
-            match create_or_stop(create, &mut cancel, deadline).await {
-                Created::Done(Ok(secret)) => Some(secret),
-                Created::Done(Err(source)) => {
-                    return Err(ExecError::StdinSecret {
-                        target: target.clone(),
-                        source,
-                    })
-                }
-                Created::Stopped { stop, made } => {
-                    if let Some((id, _)) = made {
-                        remove_stdin_secret(api, &id, out).await;
-                    }
-                    return Ok(match stop {
-                        Stop::Interrupted(i) => Outcome::Interrupted(i),
-                        Stop::Deadline => Outcome::TimedOut,
-                    });
-                }
+    // Everything about the run but where it runs travels in one secret.
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let envelope = req.run.envelope(budget)?;
+    let labels = vec![
+        (
+            "swarm-exec.target.task".to_owned(),
+            resolved.task_id.clone(),
+        ),
+        (
+            "swarm-exec.target.service".to_owned(),
+            resolved.service_name.clone(),
+        ),
+        (
+            "swarm-exec.target.container".to_owned(),
+            resolved.container_id.clone(),
+        ),
+    ];
+    let create = create_envelope(api, &envelope, &labels, budget);
+    let secret = match create_or_stop(create, &mut cancel, deadline).await {
+        Created::Done(Ok(secret)) => secret,
+        Created::Done(Err(source)) => {
+            return Err(ExecError::Envelope {
+                target: target.clone(),
+                source,
+            })
+        }
+        Created::Stopped { stop, made } => {
+            if let Some(secret) = made {
+                remove_envelope(api, &secret.id, out).await;
             }
+            return Ok(match stop {
+                Stop::Interrupted(i) => Outcome::Interrupted(i),
+                Stop::Deadline => Outcome::TimedOut,
+            });
         }
     };
+    drop(envelope);
     let job = HelperJob {
-        stdin_secret: secret.clone(),
+        envelope: secret.clone(),
         target: target.clone(),
-        labels: vec![
-            (
-                "swarm-exec.target.task".to_owned(),
-                resolved.task_id.clone(),
-            ),
-            (
-                "swarm-exec.target.service".to_owned(),
-                resolved.service_name.clone(),
-            ),
-            (
-                "swarm-exec.target.container".to_owned(),
-                resolved.container_id.clone(),
-            ),
-        ],
-        exec: req.run.exec_spec(vec![resolved.container_id]),
+        labels,
+        containers: vec![resolved.container_id],
         node_id: resolved.node_id,
         node_name: resolved.node_name,
         image,
     };
     let end = run_helper(api, &job, std::slice::from_mut(out), deadline, cancel).await;
-    if let Some((id, _)) = &secret {
-        remove_stdin_secret(api, id, out).await;
-    }
+    remove_envelope(api, &secret.id, out).await;
     match end? {
         RunEnd::Interrupted(i) => Ok(Outcome::Interrupted(i)),
         RunEnd::Finished(results) => match results.into_iter().next().map(|(r, _)| r) {

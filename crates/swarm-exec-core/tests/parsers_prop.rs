@@ -1,6 +1,6 @@
 //! Property tests of the parsers that face untrusted input: `TASK` and `--timeout` from the
-//! command line, the helper's record stream read back from service logs, and the Skopos
-//! plugin's JSON. Each must never panic, must accept only what is safe to pass on, and must
+//! command line and the Skopos plugin's JSON. (The helper's frames read back from service
+//! logs have theirs in swarm-exec-proto.) Each must never panic, must accept only what is safe to pass on, and must
 //! give back exactly what a well-formed input says.
 
 use std::time::Duration;
@@ -10,14 +10,10 @@ use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use serde_json::{json, Map, Number, Value};
 use swarm_exec_core::duration::{parse_duration, InvalidDuration, MAX_TIMEOUT};
-use swarm_exec_core::frame::{Decoder, Encoder, Line, Record, CHUNK};
 use swarm_exec_core::plugin::{
     inst_exec_args, parse_input, parse_timeout, split_command, PluginError,
 };
 use swarm_exec_core::target::TaskRef;
-
-/// Docker's log drivers split longer lines, which would break records apart.
-const LOG_LINE_LIMIT: usize = 16 * 1024;
 
 /// `cases` per property; failures are reported, not persisted to a regressions file.
 fn config(cases: u32) -> ProptestConfig {
@@ -286,220 +282,6 @@ proptest! {
                 || over && matches!(got, Err(InvalidDuration::TooLong(_))),
             "{s:?} -> {got:?}"
         );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// frame::{Encoder, Decoder}
-// ---------------------------------------------------------------------------------------
-
-fn nonce() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9]{1,32}"
-}
-
-fn index() -> impl Strategy<Value = usize> {
-    prop_oneof![3 => 0usize..4, 1 => any::<usize>()]
-}
-
-fn output_bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        4 => vec(any::<u8>(), 0..64),
-        // The bytes a line protocol could trip over.
-        2 => vec(select(vec![b'\n', b'\r', 0, 0xff, b' ', b'=', b'a']), 0..64),
-        // Longer than one CHUNK, and than a log line.
-        1 => vec(any::<u8>(), 16 * 1024..3 * CHUNK + 100),
-    ]
-}
-
-/// Failure messages up to 8000 bytes (2000 chars of at most 4 bytes each), which round-trip
-/// whole; longer ones are cut to `frame::MAX_REASON` (`long_failure_messages_fit_one_log_line`).
-fn failure_message() -> impl Strategy<Value = String> {
-    prop_oneof![
-        any::<String>(),
-        "[\\x00\\n\\r \u{fffd}é😀a]{0,40}",
-        "(?s:.){0,2000}",
-    ]
-}
-
-fn record() -> impl Strategy<Value = Record> {
-    prop_oneof![
-        4 => (index(), output_bytes()).prop_map(|(i, b)| Record::Stdout(i, b)),
-        3 => (index(), output_bytes()).prop_map(|(i, b)| Record::Stderr(i, b)),
-        2 => (index(), any::<i64>()).prop_map(|(i, c)| Record::Exit(i, c)),
-        2 => (index(), failure_message()).prop_map(|(i, m)| Record::Failed(i, m)),
-        1 => Just(Record::Done),
-        1 => Just(Record::TimedOut),
-    ]
-}
-
-/// Feeds `wire` to `dec` cut at the given points, as log chunks arrive, then finishes.
-fn decode_split(dec: &mut Decoder, wire: &[u8], cuts: &[Index]) -> Vec<Line> {
-    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
-    at.push(0);
-    at.push(wire.len());
-    at.sort_unstable();
-    let mut lines = Vec::new();
-    for w in at.windows(2) {
-        dec.feed(&wire[w[0]..w[1]], |l| lines.push(l));
-    }
-    lines.extend(dec.finish());
-    lines
-}
-
-/// Output records may be re-chunked on the wire (and empty ones vanish): merge adjacent
-/// output of the same stream and target so only content and order are compared.
-fn normalize(records: impl IntoIterator<Item = Record>) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    for r in records {
-        if matches!(&r, Record::Stdout(_, b) | Record::Stderr(_, b) if b.is_empty()) {
-            continue;
-        }
-        match (out.last_mut(), &r) {
-            (Some(Record::Stdout(i, acc)), Record::Stdout(j, b))
-            | (Some(Record::Stderr(i, acc)), Record::Stderr(j, b))
-                if *i == *j =>
-            {
-                acc.extend_from_slice(b)
-            }
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
-fn encode_all(nonce: &str, records: &[Record]) -> Vec<u8> {
-    let enc = Encoder::new(nonce);
-    let mut wire = Vec::new();
-    for r in records {
-        enc.encode(r, &mut wire);
-    }
-    wire
-}
-
-/// Garbage that now and then holds the real prefix and record-like fragments, so the
-/// decoder's error paths (bad index, bad base64, bad exit code, trailing junk) are reached.
-fn garbage(prefix: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-    let fragments: Vec<&'static [u8]> = vec![
-        b"o ",
-        b"e ",
-        b"x ",
-        b"f ",
-        b"d",
-        b"t",
-        b"0 ",
-        b"7",
-        b"-1",
-        b"+1 ",
-        b"18446744073709551616 ",
-        b"QUJD",
-        b"QUJ",
-        b"/w==",
-        b"=",
-        b" ",
-        b"\n",
-        b"\r\n",
-        b"\xff",
-        b"\0",
-        b"swx1 ",
-    ];
-    let piece = prop_oneof![
-        3 => vec(any::<u8>(), 0..24),
-        2 => Just(prefix),
-        4 => select(fragments).prop_map(<[u8]>::to_vec),
-    ];
-    vec(piece, 0..32).prop_map(|p| p.concat())
-}
-
-proptest! {
-    #![proptest_config(config(64))]
-
-    #[test]
-    fn frames_round_trip_however_split(
-        nonce in nonce(),
-        records in vec(record(), 0..8),
-        cuts in vec(any::<Index>(), 0..12),
-    ) {
-        let wire = encode_all(&nonce, &records);
-        for line in wire.split(|&b| b == b'\n') {
-            prop_assert!(line.len() < LOG_LINE_LIMIT, "line of {} bytes", line.len());
-        }
-        let lines = decode_split(&mut Decoder::new(&nonce), &wire, &cuts);
-        let mut decoded = Vec::new();
-        for l in lines {
-            match l {
-                Line::Record(r) => decoded.push(r),
-                Line::Other(b) => prop_assert!(false, "undecoded line {:?}", String::from_utf8_lossy(&b)),
-            }
-        }
-        for r in &decoded {
-            if let Record::Stdout(_, b) | Record::Stderr(_, b) = r {
-                prop_assert!(!b.is_empty() && b.len() <= CHUNK, "chunk of {} bytes", b.len());
-            }
-        }
-        prop_assert_eq!(normalize(decoded), normalize(records));
-    }
-
-    #[test]
-    fn frames_of_another_nonce_are_not_records(
-        (ours, theirs) in (nonce(), nonce()).prop_filter("distinct", |(a, b)| a != b),
-        records in vec(record(), 0..6),
-        cuts in vec(any::<Index>(), 0..6),
-    ) {
-        let wire = encode_all(&theirs, &records);
-        let lines = decode_split(&mut Decoder::new(&ours), &wire, &cuts);
-        prop_assert_eq!(lines.len(), wire.iter().filter(|&&b| b == b'\n').count());
-        prop_assert!(lines.iter().all(|l| matches!(l, Line::Other(_))));
-    }
-}
-
-proptest! {
-    #![proptest_config(config(256))]
-
-    #[test]
-    fn garbage_never_forges_records(
-        (nonce, junk) in nonce().prop_flat_map(|n| {
-            let prefix = format!("swx1 {n} ").into_bytes();
-            (Just(n), garbage(prefix))
-        }),
-        cuts in vec(any::<Index>(), 0..8),
-    ) {
-        let prefix = format!("swx1 {nonce} ").into_bytes();
-        let whole = decode_split(&mut Decoder::new(&nonce), &junk, &[]);
-        let split = decode_split(&mut Decoder::new(&nonce), &junk, &cuts);
-        prop_assert_eq!(&whole, &split);
-        // One Line per newline-terminated line, plus the unterminated rest if any.
-        let mut raw: Vec<&[u8]> = junk.split(|&b| b == b'\n').collect();
-        if raw.last().is_some_and(|l| l.is_empty()) {
-            raw.pop();
-        }
-        prop_assert_eq!(whole.len(), raw.len());
-        for (line, raw) in whole.iter().zip(raw) {
-            match line {
-                Line::Other(b) => prop_assert_eq!(b.as_slice(), raw),
-                Line::Record(r) => prop_assert!(raw.starts_with(&prefix), "{r:?} forged from {raw:?}"),
-            }
-        }
-    }
-}
-
-/// A failure reason (Docker error text, which may quote the user's command) of any length
-/// stays on one line below 16 KiB, which no log driver splits: it is cut, not lost.
-#[test]
-fn long_failure_messages_fit_one_log_line() {
-    for msg in ["a".repeat(12_280), "é".repeat(40_000)] {
-        let mut wire = Vec::new();
-        Encoder::new(&"n".repeat(32)).encode(&Record::Failed(0, msg.clone()), &mut wire);
-        let longest = wire.split(|&b| b == b'\n').map(<[u8]>::len).max();
-        assert!(longest < Some(LOG_LINE_LIMIT), "line of {longest:?} bytes");
-        let mut d = Decoder::new(&"n".repeat(32));
-        let mut got = None;
-        d.feed(&wire, |l| got = Some(l));
-        match got {
-            Some(Line::Record(Record::Failed(0, cut))) => {
-                assert!(msg.starts_with(&cut) && cut.len() > 4000)
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }
 

@@ -76,11 +76,11 @@ pub enum Command {
     #[command(after_help = EXEC_EXAMPLES)]
     Exec(ExecArgs),
     /// (internal) Run inside the helper container: exec in a container on this node
-    #[command(hide = true)]
-    NodeExec(NodeExecArgs),
+    #[command(hide = true, disable_help_flag = true)]
+    NodeExec(NodeArgs),
     /// (internal) Stop a command that outlived its helper: signal it and its children
-    #[command(hide = true)]
-    NodeKill(NodeKillArgs),
+    #[command(hide = true, disable_help_flag = true)]
+    NodeKill(NodeArgs),
 }
 
 const TOP_HELP: &str = "\
@@ -118,13 +118,17 @@ not found, no task matches, engine unreachable); 130/143 on SIGINT/SIGTERM.";
 
 const GC_EXAMPLES: &str = "\
 Examples:
-  swarm-exec gc          # helpers whose deadline passed (10 s ago or more)
-  swarm-exec gc --all    # every helper, including ones still at work
+  swarm-exec gc             # helpers whose deadline passed (15 s ago or more)
+  swarm-exec gc --dry-run   # what gc would remove
+  swarm-exec gc --all       # every helper, including ones still at work
 
-Helpers are services labelled swarm-exec.helper; each carries its deadline
-(swarm-exec.deadline, Unix seconds), after which its node-local process has given up.
-A client that exits normally, times out or is interrupted removes its own helper; gc
-is for clients that were killed (SIGKILL, a lost machine).";
+Helpers are services named swarm-exec-<12 hex digits>, labelled swarm-exec.helper=1,
+running node-exec with the node's docker socket; their runs' envelopes are secrets named
+swarm-exec-run-<12 hex digits>. gc touches nothing else. Each carries its budget
+(swarm-exec.budget, seconds), after which its node-local process has given up; the
+manager's creation time and clock tell when that is. A client that exits normally,
+times out or is interrupted removes its own helper; gc is for clients that were killed
+(SIGKILL, a lost machine).";
 
 const EXEC_EXAMPLES: &str = "\
 Examples:
@@ -249,17 +253,12 @@ pub struct ServiceExecArgs {
     pub args: Vec<OsString>,
 }
 
+/// The node side's arguments, passed as they are to `swarm_exec_node`, which defines them
+/// (`swarm_exec_proto::args`).
 #[derive(Debug, Args)]
-pub struct NodeKillArgs {
-    /// The exec'd process, as the node's PID namespace numbers it
-    #[arg(long)]
-    pub pid: i32,
-    /// Full ID of the container it must belong to
-    #[arg(long)]
-    pub container: String,
-    /// SIGKILL after this many milliseconds
-    #[arg(long)]
-    pub grace_ms: u64,
+pub struct NodeArgs {
+    #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +266,9 @@ pub struct GcArgs {
     /// Remove every helper, also those whose deadline is still ahead
     #[arg(long)]
     pub all: bool,
+    /// List what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -284,35 +286,6 @@ pub struct ExecArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
-}
-
-#[derive(Debug, Args)]
-pub struct NodeExecArgs {
-    /// Full ID of a container to exec in; repeated for several (all run at once)
-    #[arg(long = "container", required = true)]
-    pub containers: Vec<String>,
-    /// Tags this run's records
-    #[arg(long)]
-    pub nonce: String,
-    /// Give up after this many milliseconds (and stop the commands)
-    #[arg(long)]
-    pub timeout_ms: u64,
-    /// This helper's own image, for stopping commands that outlive it
-    #[arg(long)]
-    pub image: String,
-    /// A file whose content is the commands' stdin (the mounted secret)
-    #[arg(long)]
-    pub stdin: Option<std::path::PathBuf>,
-    #[arg(long)]
-    pub env: Vec<String>,
-    #[arg(long)]
-    pub workdir: Option<String>,
-    #[arg(long)]
-    pub user: Option<String>,
-    #[arg(long)]
-    pub privileged: bool,
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {

@@ -5,7 +5,9 @@
 //! | 0–255   | the command's own exit code, passed through                               |
 //! | 124     | `--timeout` expired before the command finished                           |
 //! | 125     | swarm-exec itself failed: bad usage, engine unreachable, not a manager,  |
-//! |         | task not found/ambiguous/not running, helper rejected or never started   |
+//! |         | task not found/ambiguous/not running, helper rejected or never started,  |
+//! |         | or the output is incomplete: frames lost on the way (the message says    |
+//! |         | how many bytes of which stream), or it could not be written locally      |
 //! | 126/127 | the command could not be invoked / was not found (as the engine reports)  |
 //! | 130     | interrupted by SIGINT (the helper is removed first)                       |
 //! | 143     | terminated by SIGTERM (the helper is removed first)                       |
@@ -35,7 +37,24 @@ pub const TASKS_FAILED: u8 = 1;
 
 /// Runs the parsed command line and turns its result into the process exit code.
 pub fn run(invocation: Invocation) -> ExitCode {
-    let code = match crate::cmd::run(invocation) {
+    let result = crate::cmd::run(invocation);
+    // Output that could not be written (disk full, ...) is lost: never the command's code,
+    // which would say all went well.
+    if let Ok(
+        Status::Outcome(Outcome::Exited(_))
+        | Status::Tasks {
+            interrupted: None, ..
+        },
+    ) = &result
+    {
+        if let Some(e) = crate::output::write_error() {
+            eprintln!(
+                "swarm-exec: error: writing the command's output: {e}; the output is incomplete"
+            );
+            return ExitCode::from(FAILED);
+        }
+    }
+    let code = match result {
         Ok(Status::Outcome(outcome)) => outcome_code(outcome),
         Ok(Status::Helper(code)) => u8::try_from(code).unwrap_or(FAILED),
         Ok(Status::PluginDone) => 0,

@@ -7,8 +7,33 @@ use std::time::{Duration, Instant};
 
 use swarm_exec_core::OutputSink;
 
+/// The first error writing the commands' output, other than a closed pipe: a run that
+/// could not write all of its output must not exit as if it had (see `exit.rs`).
+static WRITE_ERROR: Mutex<Option<io::Error>> = Mutex::new(None);
+
+/// Notes the outcome of a write of output; `false` when it failed.
+fn note(written: io::Result<()>) -> bool {
+    match written {
+        Ok(()) => true,
+        // `| head` closing the pipe is the reader's choice, as with any Unix tool.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            let mut first = WRITE_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert(e);
+            false
+        }
+    }
+}
+
+/// The first error that lost output (disk full, I/O error), if any.
+pub fn write_error() -> Option<String> {
+    let first = WRITE_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+    first.as_ref().map(ToString::to_string)
+}
+
 /// Writes and flushes each chunk. A stream that fails (e.g. `| head` closed the pipe) is
-/// dropped, not fatal: the run continues so the helper is removed and the code reported.
+/// dropped: the run continues so the helper is removed, and a failure other than a closed
+/// pipe makes the run fail (125) instead of exiting with the command's code.
 ///
 /// On a terminal, when nothing was printed for a second, it shows what the run waits on
 /// in one status line on stderr, cleared as soon as output comes.
@@ -62,7 +87,7 @@ impl Drop for StdSink {
 }
 
 fn write(w: &mut impl Write, bytes: &[u8], broken: &mut bool) {
-    if !*broken && w.write_all(bytes).and_then(|()| w.flush()).is_err() {
+    if !*broken && !note(w.write_all(bytes).and_then(|()| w.flush())) {
         *broken = true;
     }
 }
@@ -134,38 +159,41 @@ impl PrefixedSink {
     fn emit(stream: &Stream, prefix: Option<&str>, pending: &mut Vec<u8>, bytes: &[u8]) {
         let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
         let Some(prefix) = prefix else {
-            let _ = w.write_all(bytes).and_then(|()| w.flush());
+            note(w.write_all(bytes).and_then(|()| w.flush()));
             return;
         };
         pending.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
             let end = start + pos + 1;
-            let _ = w
-                .write_all(prefix.as_bytes())
-                .and_then(|()| w.write_all(&pending[start..end]));
+            note(
+                w.write_all(prefix.as_bytes())
+                    .and_then(|()| w.write_all(&pending[start..end])),
+            );
             start = end;
         }
         pending.drain(..start);
         // Output without newlines (binary data) is not held back for ever.
         if pending.len() >= MAX_PENDING {
-            let _ = w
-                .write_all(prefix.as_bytes())
-                .and_then(|()| w.write_all(pending))
-                .and_then(|()| w.write_all(b"\n"));
+            note(
+                w.write_all(prefix.as_bytes())
+                    .and_then(|()| w.write_all(pending))
+                    .and_then(|()| w.write_all(b"\n")),
+            );
             pending.clear();
         }
-        let _ = w.flush();
+        note(w.flush());
     }
 
     fn finish(stream: &Stream, prefix: Option<&str>, pending: &mut Vec<u8>) {
         if let (Some(prefix), false) = (prefix, pending.is_empty()) {
             let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = w
-                .write_all(prefix.as_bytes())
-                .and_then(|()| w.write_all(pending))
-                .and_then(|()| w.write_all(b"\n"))
-                .and_then(|()| w.flush());
+            note(
+                w.write_all(prefix.as_bytes())
+                    .and_then(|()| w.write_all(pending))
+                    .and_then(|()| w.write_all(b"\n"))
+                    .and_then(|()| w.flush()),
+            );
             pending.clear();
         }
     }

@@ -177,11 +177,21 @@ fn contexts_choose_the_engine_as_the_docker_cli_does() {
     );
 }
 
-fn secrets_left() -> Vec<String> {
-    docker_ok(&["secret", "ls", "-q", "--filter", "label=swarm-exec.helper"])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+/// Envelope secrets of runs on `service` still there (other tests' runs have their own).
+fn secrets_left(service: &str) -> Vec<String> {
+    let target = format!("label=swarm-exec.target.service={service}");
+    docker_ok(&[
+        "secret",
+        "ls",
+        "-q",
+        "--filter",
+        "label=swarm-exec.helper",
+        "--filter",
+        &target,
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 #[test]
@@ -227,8 +237,8 @@ fn stdin_reaches_the_command_byte_exact_and_no_secret_is_left() {
         out.stderr_str()
     );
     assert!(svc.helpers().is_empty());
-    // Every run removed its secret (this is the only test that passes stdin).
-    assert_eq!(secrets_left(), Vec::<String>::new());
+    // Every run removed its secret.
+    assert_eq!(secrets_left(&svc.name), Vec::<String>::new());
 }
 
 /// The private sshd that `scripts/sshd-lab up` runs (scripts/test starts it): on

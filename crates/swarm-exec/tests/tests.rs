@@ -3,6 +3,7 @@
 
 mod util;
 
+mod channel;
 mod ecosystem;
 mod example;
 mod faults;

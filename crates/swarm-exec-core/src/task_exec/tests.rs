@@ -1,261 +1,15 @@
-//! Error paths and timing of [`task_exec`] against a fake [`SwarmApi`], on paused time.
+//! Error paths and timing of [`task_exec`] against the fake [`SwarmApi`], on paused time.
 //! The real behaviour is tested end to end against a real swarm (crates/swarm-exec/tests).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::*;
-use crate::api::{ImageInfo, LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
-use crate::frame::Encoder;
-use crate::frame::Record;
-use crate::helper::HelperSpec;
-use crate::run::HELPER_START_WAIT;
-
-const NODE: &str = "node2aaaaaaaaaaaaaaaaaaaa";
-const TASK: &str = "task1aaaaaaaaaaaaaaaaaaaa";
-const SVC: &str = "svc1aaaaaaaaaaaaaaaaaaaaa";
-const HELPER_ID: &str = "helperaaaaaaaaaaaaaaaaaaa";
-
-fn container() -> String {
-    "c".repeat(64)
-}
-
-fn task(id: &str, slot: u64, state: &str, desired: &str) -> TaskInfo {
-    TaskInfo {
-        id: id.into(),
-        service_id: SVC.into(),
-        slot,
-        node_id: NODE.into(),
-        state: state.into(),
-        desired_state: desired.into(),
-        container_id: container(),
-        ..Default::default()
-    }
-}
-
-/// What the helper "does" once created: its task state and log lines over time.
-#[derive(Clone, Default)]
-struct Script {
-    /// (offset from creation, state, err, exit code)
-    states: Vec<(u64, &'static str, &'static str, Option<i64>)>,
-    /// (offset from creation, record); `None` closes the stream.
-    logs: Vec<(u64, Option<Record>)>,
-}
-
-#[derive(Default)]
-struct Fake {
-    tasks: Mutex<Vec<TaskInfo>>,
-    global: bool,
-    script: Script,
-    create_error: Mutex<Option<ApiError>>,
-    created: Mutex<Vec<HelperSpec>>,
-    created_at: Mutex<Option<Instant>>,
-    removed: Mutex<Vec<String>>,
-    /// Target-task states served by successive `inspect_task` calls.
-    inspect_states: Mutex<Vec<&'static str>>,
-    /// How many times the log stream breaks after its first two records.
-    log_breaks: Mutex<u32>,
-}
-
-impl Fake {
-    fn with_task(t: TaskInfo, script: Script) -> Arc<Fake> {
-        Arc::new(Fake {
-            tasks: Mutex::new(vec![t]),
-            script,
-            ..Default::default()
-        })
-    }
-    fn removed(&self) -> Vec<String> {
-        self.removed.lock().unwrap().clone()
-    }
-    fn created(&self) -> usize {
-        self.created.lock().unwrap().len()
-    }
-}
-
-impl SwarmApi for Arc<Fake> {
-    async fn inspect_task(&self, id: &str) -> Result<TaskInfo, ApiError> {
-        let mut t = self
-            .tasks
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|t| t.id == id)
-            .cloned()
-            .ok_or_else(|| ApiError::NotFound(id.into()))?;
-        let mut states = self.inspect_states.lock().unwrap();
-        if !states.is_empty() {
-            t.state = states.remove(0).into();
-        }
-        Ok(t)
-    }
-
-    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskInfo>, ApiError> {
-        if filter.service.as_deref() == Some(HELPER_ID) {
-            let Some(at) = *self.created_at.lock().unwrap() else {
-                return Ok(vec![]);
-            };
-            let now = at.elapsed().as_millis() as u64;
-            let current = self.script.states.iter().rfind(|(t, ..)| *t <= now);
-            return Ok(current
-                .map(|(_, state, err, code)| TaskInfo {
-                    id: "helpertask".into(),
-                    service_id: HELPER_ID.into(),
-                    node_id: NODE.into(),
-                    state: (*state).into(),
-                    desired_state: "running".into(),
-                    err: (*err).into(),
-                    exit_code: *code,
-                    ..Default::default()
-                })
-                .into_iter()
-                .collect());
-        }
-        Ok(self
-            .tasks
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|t| {
-                filter
-                    .id_prefix
-                    .as_ref()
-                    .is_none_or(|p| t.id.starts_with(p.as_str()))
-            })
-            .filter(|t| filter.service.as_ref().is_none_or(|s| &t.service_id == s))
-            .filter(|t| filter.node.as_ref().is_none_or(|n| &t.node_id == n))
-            .cloned()
-            .collect())
-    }
-
-    async fn inspect_service(&self, name_or_id: &str) -> Result<ServiceInfo, ApiError> {
-        if name_or_id == "web" || name_or_id == SVC {
-            Ok(ServiceInfo {
-                id: SVC.into(),
-                name: "web".into(),
-                global: self.global,
-                labels: vec![],
-            })
-        } else {
-            Err(ApiError::NotFound(name_or_id.into()))
-        }
-    }
-
-    async fn list_services(&self, _label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
-        Ok(vec![])
-    }
-
-    async fn inspect_node(&self, name_or_id: &str) -> Result<NodeInfo, ApiError> {
-        if name_or_id == "node2" || name_or_id == NODE {
-            Ok(NodeInfo {
-                id: NODE.into(),
-                hostname: "node2".into(),
-            })
-        } else {
-            Err(ApiError::NotFound(name_or_id.into()))
-        }
-    }
-
-    async fn inspect_image(&self, _name: &str) -> Result<Option<ImageInfo>, ApiError> {
-        Ok(Some(ImageInfo {
-            id: "sha256:feed".into(),
-            repo_digests: vec![],
-        }))
-    }
-
-    async fn create_service(&self, spec: &HelperSpec) -> Result<String, ApiError> {
-        if let Some(e) = self.create_error.lock().unwrap().take() {
-            return Err(e);
-        }
-        self.created.lock().unwrap().push(spec.clone());
-        *self.created_at.lock().unwrap() = Some(Instant::now());
-        Ok(HELPER_ID.into())
-    }
-
-    async fn remove_service(&self, id: &str) -> Result<(), ApiError> {
-        self.removed.lock().unwrap().push(id.into());
-        Ok(())
-    }
-
-    async fn create_secret(
-        &self,
-        name: &str,
-        _labels: &[(String, String)],
-        _data: &[u8],
-    ) -> Result<String, ApiError> {
-        Ok(format!("secret-{name}"))
-    }
-
-    async fn remove_secret(&self, id: &str) -> Result<(), ApiError> {
-        self.removed.lock().unwrap().push(id.into());
-        Ok(())
-    }
-
-    async fn list_secrets(&self, _label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
-        Ok(vec![])
-    }
-
-    fn service_logs(
-        &self,
-        _id: &str,
-    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
-        let spec = self.created.lock().unwrap().last().cloned().unwrap();
-        let nonce_at = spec.args.iter().position(|a| a == "--nonce").unwrap() + 1;
-        let enc = Encoder::new(&spec.args[nonce_at]);
-        let start = Instant::now();
-        let mut logs = self.script.logs.clone();
-        let breaks = {
-            let mut b = self.log_breaks.lock().unwrap();
-            let now = *b > 0;
-            *b = b.saturating_sub(1);
-            now
-        };
-        if breaks {
-            logs.truncate(2);
-        }
-        let broken = futures_util::stream::iter(
-            breaks.then(|| Err(ApiError::Connect("connection reset".into()))),
-        );
-        futures_util::stream::iter(logs)
-            .then(move |(at, record)| async move {
-                tokio::time::sleep_until(start + Duration::from_millis(at)).await;
-                record
-            })
-            .take_while(|r| std::future::ready(r.is_some()))
-            .map(move |r| {
-                let mut wire = Vec::new();
-                enc.encode(&r.unwrap(), &mut wire);
-                Ok((LogStream::Stdout, wire))
-            })
-            .chain(broken)
-            // After the script, the stream stays open like a followed log does.
-            .chain(futures_util::stream::pending())
-            .boxed()
-    }
-}
-
-#[derive(Default)]
-struct Sink {
-    out: Vec<u8>,
-    err: Vec<u8>,
-    warnings: Vec<String>,
-}
-
-impl OutputSink for Sink {
-    fn stdout(&mut self, b: &[u8]) {
-        self.out.extend_from_slice(b);
-    }
-    fn stderr(&mut self, b: &[u8]) {
-        self.err.extend_from_slice(b);
-    }
-    fn warn(&mut self, m: &str) {
-        self.warnings.push(m.into());
-    }
-}
+use crate::api::TaskInfo;
+use crate::fake::*;
+use crate::run::{HELPER_START_WAIT, REPORT_GRACE};
 
 fn request(target: &str, timeout: u64) -> ExecRequest {
     ExecRequest {
@@ -287,9 +41,9 @@ fn running_then_exit() -> Script {
     Script {
         states: vec![(0, "pending", "", None), (300, "running", "", None)],
         logs: vec![
-            (400, Some(Record::Stdout(0, b"out\xff".to_vec()))),
-            (410, Some(Record::Stderr(0, b"err".to_vec()))),
-            (420, Some(Record::Exit(0, 7))),
+            (400, Some(Record::Stdout(b"out\xff".to_vec()))),
+            (410, Some(Record::Stderr(b"err".to_vec()))),
+            (420, Some(Record::Exit(7))),
             (421, Some(Record::Done)),
         ],
     }
@@ -329,14 +83,39 @@ async fn stdin_travels_in_a_secret_that_is_removed_after_the_helper() {
     let (r, _) = run(&fake, &req).await;
     assert_eq!(r.unwrap(), Outcome::Exited(7));
     let spec = fake.created.lock().unwrap()[0].clone();
-    let (id, name) = spec.stdin_secret.clone().expect("a secret mounted");
-    assert!(name.starts_with("swarm-exec-stdin-"));
-    assert!(spec
-        .args
-        .windows(2)
-        .any(|w| w[0] == "--stdin" && w[1] == "/run/secrets/stdin"));
+    let (id, name) = spec.envelope_secret.clone();
+    assert!(name.starts_with("swarm-exec-run-"));
+    let envelope = fake.envelope.lock().unwrap().clone().unwrap();
+    assert_eq!(envelope.stdin.as_deref(), Some(&b"input"[..]));
     // The helper goes first: a secret still mounted cannot be removed.
-    assert_eq!(fake.removed(), vec![HELPER_ID.to_owned(), id]);
+    assert_eq!(fake.removal_order(), vec![HELPER_ID.to_owned(), id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_command_and_its_environment_travel_in_the_envelope_not_the_spec() {
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    let mut req = request("web.1", 300);
+    req.run.env = vec!["PASSWORD=hunter2".into()];
+    req.run.user = Some("postgres".into());
+    let (r, _) = run(&fake, &req).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(7));
+    let spec = fake.created.lock().unwrap()[0].clone();
+    let visible = format!("{:?} {:?}", spec.args, spec.labels);
+    for secret in ["exit 7", "hunter2", "postgres"] {
+        assert!(!visible.contains(secret), "{secret} in {visible}");
+    }
+    let envelope = fake.envelope.lock().unwrap().clone().unwrap();
+    assert_eq!(envelope.exec.command, req.run.command);
+    assert_eq!(envelope.exec.env, req.run.env);
+    assert!(envelope.stdin.is_none());
+    // Every run's envelope is removed, with or without stdin.
+    assert_eq!(
+        fake.removal_order(),
+        vec![
+            HELPER_ID.to_owned(),
+            format!("secret-{}", spec.envelope_secret.1)
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -347,7 +126,7 @@ async fn too_much_stdin_is_refused_before_anything_is_created() {
     let (r, _) = run(&fake, &req).await;
     assert!(matches!(
         r,
-        Err(ExecError::Invalid(InvalidRun::StdinTooLarge(_)))
+        Err(ExecError::Invalid(InvalidRun::StdinTooLarge(..)))
     ));
     assert_eq!(fake.created(), 0);
     assert!(fake.removed().is_empty());
@@ -361,10 +140,57 @@ async fn timeout_removes_the_helper_at_the_deadline() {
     };
     let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
     let start = Instant::now();
-    let (r, _) = run(&fake, &request(TASK, 5)).await;
+    let (r, sink) = run(&fake, &request(TASK, 5)).await;
     assert_eq!(r.unwrap(), Outcome::TimedOut);
-    assert_eq!(start.elapsed().as_secs(), 5);
+    // No report from the helper: the deadline is applied here, after the helper's grace.
+    assert_eq!(start.elapsed(), Duration::from_secs(5) + REPORT_GRACE);
+    assert!(
+        sink.warnings.iter().any(|w| w.contains("no report")),
+        "{:?}",
+        sink.warnings
+    );
     assert_eq!(fake.removed(), vec![HELPER_ID]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_helpers_timeout_report_ends_the_run_and_says_if_the_command_stopped() {
+    for stopped in [true, false] {
+        let script = Script {
+            states: vec![(0, "running", "", None)],
+            logs: vec![(5_200, Some(Record::TimedOut(stopped)))],
+        };
+        let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+        let start = Instant::now();
+        let (r, sink) = run(&fake, &request(TASK, 5)).await;
+        assert_eq!(r.unwrap(), Outcome::TimedOut);
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            start.elapsed()
+        );
+        let warned = sink
+            .warnings
+            .iter()
+            .any(|w| w.contains("could not be seen to end"));
+        assert_eq!(warned, !stopped, "{:?}", sink.warnings);
+        assert_eq!(fake.removed(), vec![HELPER_ID]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_that_arrives_at_the_deadline_wins_over_it() {
+    let script = Script {
+        states: vec![(0, "running", "", None)],
+        logs: vec![
+            (4_990, Some(Record::Stdout(b"made it".to_vec()))),
+            (5_100, Some(Record::Exit(0))),
+            (5_100, Some(Record::Done)),
+        ],
+    };
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let (r, sink) = run(&fake, &request(TASK, 5)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    assert_eq!(sink.out, b"made it");
 }
 
 #[tokio::test(start_paused = true)]
@@ -429,8 +255,7 @@ async fn failure_record_from_the_helper_is_an_error() {
         logs: vec![(
             50,
             Some(Record::Failed(
-                0,
-                "cannot exec in container cccccccccccc: is not running".into(),
+                "cannot exec in container cccccccccccc: is not running",
             )),
         )],
     };
@@ -445,19 +270,90 @@ async fn failure_record_from_the_helper_is_an_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn helper_ending_without_its_record_falls_back_to_the_task_state() {
+async fn helper_ending_without_its_last_frame_fails_and_never_passes_on_its_task_code() {
     let script = Script {
         states: vec![
             (0, "running", "", None),
-            (100, "failed", "task: non-zero exit (3)", Some(3)),
+            (100, "failed", "task: non-zero exit (127)", Some(127)),
         ],
         logs: vec![],
     };
     let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
-    let (r, sink) = run(&fake, &request("web.1", 300)).await;
-    assert_eq!(r.unwrap(), Outcome::Exited(3));
-    assert_eq!(sink.warnings.len(), 1, "{:?}", sink.warnings);
+    let (r, _) = run(&fake, &request("web.1", 300)).await;
+    let err = r.unwrap_err();
+    assert!(matches!(err, ExecError::HelperFailed { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("state failed") && msg.contains("exit code 127"),
+        "{msg}"
+    );
     assert_eq!(fake.removed(), vec![HELPER_ID]);
+}
+
+fn bulk_then_exit(chunks: usize) -> Script {
+    let mut logs: Vec<(u64, Option<Record>)> = (0..chunks)
+        .map(|i| {
+            (
+                400 + i as u64,
+                Some(Record::Stdout(format!("chunk {i}\n").into_bytes())),
+            )
+        })
+        .collect();
+    logs.push((500, Some(Record::Exit(0))));
+    logs.push((500, Some(Record::Done)));
+    Script {
+        states: vec![(0, "running", "", None), (600, "complete", "", Some(0))],
+        logs,
+    }
+}
+
+fn bulk_text(chunks: usize) -> Vec<u8> {
+    (0..chunks)
+        .flat_map(|i| format!("chunk {i}\n").into_bytes())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_a_followed_stream_skips_are_read_again_exactly_once() {
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), bulk_then_exit(20));
+    *fake.follow_skips.lock().unwrap() = vec![5, 6, 13];
+    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    assert_eq!(sink.out, bulk_text(20));
+    assert_eq!(fake.removed(), vec![HELPER_ID]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_goes_quiet_after_the_helper_ended_is_read_again_whole() {
+    // The followed stream never brings the last frames (a slow reader, a stalled log
+    // path): they are in the retained log, and the exit code waits for them.
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), bulk_then_exit(10));
+    *fake.follow_skips.lock().unwrap() = vec![8, 9, 10, 11];
+    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    assert_eq!(sink.out, bulk_text(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_lost_for_good_are_reported_with_what_is_missing_never_as_success() {
+    for lost in [vec![3], vec![10], vec![11]] {
+        let fake = Fake::with_task(task(TASK, 1, "running", "running"), bulk_then_exit(10));
+        *fake.lost.lock().unwrap() = lost.clone();
+        let (r, sink) = run(&fake, &request("web.1", 300)).await;
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, ExecError::OutputIncomplete { .. }),
+            "{lost:?}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("not reported") && msg.contains("did not arrive"),
+            "{msg}"
+        );
+        // What arrived before the gap is written, nothing after it.
+        assert!(bulk_text(10).starts_with(&sink.out), "{lost:?}");
+        assert_eq!(fake.removed(), vec![HELPER_ID]);
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,10 +1,9 @@
 //! `swarm-exec exec CONTAINER CMD...`: the reference plugin's node-local word. Execs on the
 //! engine swarm-exec talks to, with the output passed straight through.
 
-use swarm_exec_core::api::LogStream;
-use swarm_exec_core::helper::ExecSpec;
-use swarm_exec_core::node_exec::exec_in_container;
 use swarm_exec_core::{Outcome, OutputSink};
+use swarm_exec_node::exec::exec_in_container;
+use swarm_exec_proto::{ExecSpec, Stream};
 
 use crate::cli::{ExecArgs, Global};
 use crate::cmd::task_exec::utf8_arg;
@@ -28,12 +27,13 @@ pub async fn run(global: &Global, args: ExecArgs) -> Result<Status, CliError> {
         &args.container,
         None,
         |_| {},
-        |stream, bytes| match stream {
-            LogStream::Stdout => sink.stdout(bytes),
-            LogStream::Stderr => sink.stderr(bytes),
+        |stream, bytes| match (stream, bytes) {
+            (Stream::Stdout, Some(bytes)) => sink.stdout(bytes),
+            (Stream::Stderr, Some(bytes)) => sink.stderr(bytes),
+            (_, None) => {}
         },
     )
     .await
-    .map_err(CliError::Failed)?;
+    .map_err(|e| CliError::Failed(e.to_string()))?;
     Ok(Status::Outcome(Outcome::Exited(code)))
 }

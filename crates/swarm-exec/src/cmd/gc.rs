@@ -1,23 +1,27 @@
 //! `swarm-exec gc`: removes helpers left behind, and says which.
 
-use swarm_exec_core::gc::gc;
+use swarm_exec_core::gc::{gc, GcOptions};
 
 use crate::cli::{GcArgs, Global};
 use crate::exit::{CliError, Status};
 
 pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
     let api = super::connect(global)?;
-    let collected = gc(&api, args.all).await.map_err(CliError::Connect)?;
+    let opts = GcOptions {
+        all: args.all,
+        dry_run: args.dry_run,
+    };
+    let collected = gc(&api, opts).await.map_err(CliError::Connect)?;
     let mut failed = 0;
     for c in &collected {
-        let why = match c.deadline {
-            Some(d) if !args.all => format!("deadline {d} passed"),
-            Some(_) => "--all".to_owned(),
-            None => "no deadline label".to_owned(),
+        let why = match c.stale_for {
+            Some(s) => format!("stale for {s} s"),
+            None => "--all".to_owned(),
         };
         match &c.removed {
-            Ok(()) => println!("removed {} {} ({why})", c.kind, c.name),
-            Err(e) => {
+            None => println!("would remove {} {} ({why})", c.kind, c.name),
+            Some(Ok(())) => println!("removed {} {} ({why})", c.kind, c.name),
+            Some(Err(e)) => {
                 failed += 1;
                 eprintln!("swarm-exec: could not remove {}: {e}", c.name);
             }

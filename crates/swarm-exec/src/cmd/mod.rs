@@ -2,8 +2,6 @@
 
 mod exec;
 mod gc;
-mod node_exec;
-mod node_kill;
 mod plugin;
 mod service_exec;
 mod task_exec;
@@ -42,18 +40,28 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &text);
             return Ok(Status::Helper(0));
         }
+        // The node side: its own entry decides its exit codes.
+        Command::NodeExec(ref a) => return Ok(node(swarm_exec_proto::args::NODE_EXEC, a)),
+        Command::NodeKill(ref a) => return Ok(node(swarm_exec_proto::args::NODE_KILL, a)),
         _ => {}
     }
     let rt = runtime()?;
     match cli.command {
         Command::TaskExec(args) => rt.block_on(task_exec::run(&cli.global, args)),
-        Command::NodeExec(args) => rt.block_on(node_exec::run(args)),
         Command::ServiceExec(args) => rt.block_on(service_exec::run(&cli.global, args)),
         Command::Exec(args) => rt.block_on(exec::run(&cli.global, args)),
         Command::Gc(args) => rt.block_on(gc::run(&cli.global, args)),
-        Command::NodeKill(args) => node_kill::run(args),
+        Command::NodeExec(_) | Command::NodeKill(_) => unreachable!("handled above"),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
+}
+
+/// The node side (in the helper and stopper containers): its own entry decides its codes.
+fn node(word: &str, a: &crate::cli::NodeArgs) -> Status {
+    let args: Vec<String> = std::iter::once(word.to_owned())
+        .chain(a.args.iter().cloned())
+        .collect();
+    Status::Helper(i32::from(swarm_exec_node::main(&args)))
 }
 
 /// The engine the flags and environment name (see [`Global`]).

@@ -1,0 +1,347 @@
+//! A fake of [`SwarmApi`] for unit tests of error paths and timing, on paused time: one
+//! target task, a scripted helper (its task states and frames over time), and a record of
+//! what was created and removed. The real behaviour is tested end to end against a real
+//! swarm (crates/swarm-exec/tests).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::api::{ApiError, SwarmApi};
+use crate::api::{ImageInfo, LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
+use crate::helper::HelperSpec;
+use crate::task_exec::OutputSink;
+use swarm_exec_proto::lines::Lines;
+use swarm_exec_proto::{Envelope, Stream, Writer};
+
+pub(crate) const NODE: &str = "node2aaaaaaaaaaaaaaaaaaaa";
+pub(crate) const TASK: &str = "task1aaaaaaaaaaaaaaaaaaaa";
+pub(crate) const SVC: &str = "svc1aaaaaaaaaaaaaaaaaaaaa";
+pub(crate) const HELPER_ID: &str = "helperaaaaaaaaaaaaaaaaaaa";
+
+pub(crate) fn container() -> String {
+    "c".repeat(64)
+}
+
+pub(crate) fn task(id: &str, slot: u64, state: &str, desired: &str) -> TaskInfo {
+    TaskInfo {
+        id: id.into(),
+        service_id: SVC.into(),
+        slot,
+        node_id: NODE.into(),
+        state: state.into(),
+        desired_state: desired.into(),
+        container_id: container(),
+        ..Default::default()
+    }
+}
+
+/// One thing the fake helper reports (for target 0), as frames.
+#[derive(Clone, Debug)]
+pub(crate) enum Record {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(i64),
+    Failed(&'static str),
+    Done,
+    TimedOut(bool),
+}
+
+/// What the helper "does" once created: its task state and log lines over time.
+#[derive(Clone, Default)]
+pub(crate) struct Script {
+    /// (offset from creation, state, err, exit code)
+    pub(crate) states: Vec<(u64, &'static str, &'static str, Option<i64>)>,
+    /// (offset from creation, record); `None` closes the stream.
+    pub(crate) logs: Vec<(u64, Option<Record>)>,
+}
+
+/// The helper's log lines, each with its offset from creation, as a real helper would
+/// write them with the run's key.
+pub(crate) fn frames(script: &Script, key: &[u8; 32], tag: &str) -> Vec<(u64, Option<Vec<u8>>)> {
+    let mut w = Writer::new(key, tag, 1);
+    let mut out = Vec::new();
+    for (at, record) in &script.logs {
+        let Some(record) = record else {
+            out.push((*at, None));
+            break;
+        };
+        let mut wire = Vec::new();
+        match record {
+            Record::Stdout(b) | Record::Stderr(b) => {
+                let s = if matches!(record, Record::Stdout(_)) {
+                    Stream::Stdout
+                } else {
+                    Stream::Stderr
+                };
+                w.output(0, s, b, &mut wire).unwrap();
+                w.flush(0, s, &mut wire).unwrap();
+            }
+            Record::Exit(code) => w.exit(0, *code, &mut wire).unwrap(),
+            Record::Failed(why) => w.failed(0, why, &mut wire).unwrap(),
+            Record::Done => w.done(&mut wire),
+            Record::TimedOut(stopped) => w.timed_out(*stopped, &mut wire),
+        }
+        Lines::default().feed(&wire, |line| {
+            let mut l = line.to_vec();
+            l.push(b'\n');
+            out.push((*at, Some(l)));
+        });
+    }
+    out
+}
+
+#[derive(Default)]
+pub(crate) struct Fake {
+    pub(crate) tasks: Mutex<Vec<TaskInfo>>,
+    pub(crate) global: bool,
+    pub(crate) script: Script,
+    pub(crate) create_error: Mutex<Option<ApiError>>,
+    pub(crate) created: Mutex<Vec<HelperSpec>>,
+    pub(crate) created_at: Mutex<Option<Instant>>,
+    pub(crate) removed: Mutex<Vec<String>>,
+    /// Services and secrets, in the order they were removed.
+    pub(crate) removal_order: Mutex<Vec<String>>,
+    /// The envelope of the last secret created.
+    pub(crate) envelope: Mutex<Option<Envelope>>,
+    /// Frames (by sequence number) a followed log stream skips; a plain read has them.
+    pub(crate) follow_skips: Mutex<Vec<usize>>,
+    /// The engine's clock; services and secrets listed by label.
+    pub(crate) engine_time: Mutex<u64>,
+    pub(crate) listed_services: Mutex<Vec<ServiceInfo>>,
+    pub(crate) listed_secrets: Mutex<Vec<ServiceInfo>>,
+    /// Frames missing from every read of the log.
+    pub(crate) lost: Mutex<Vec<usize>>,
+    /// Target-task states served by successive `inspect_task` calls.
+    pub(crate) inspect_states: Mutex<Vec<&'static str>>,
+    /// How many times the log stream breaks after its first two records.
+    pub(crate) log_breaks: Mutex<u32>,
+}
+
+impl Fake {
+    pub(crate) fn with_task(t: TaskInfo, script: Script) -> Arc<Fake> {
+        Arc::new(Fake {
+            tasks: Mutex::new(vec![t]),
+            script,
+            ..Default::default()
+        })
+    }
+    /// The services removed.
+    pub(crate) fn removed(&self) -> Vec<String> {
+        self.removed.lock().unwrap().clone()
+    }
+    pub(crate) fn removal_order(&self) -> Vec<String> {
+        self.removal_order.lock().unwrap().clone()
+    }
+    pub(crate) fn created(&self) -> usize {
+        self.created.lock().unwrap().len()
+    }
+}
+
+impl SwarmApi for Arc<Fake> {
+    async fn inspect_task(&self, id: &str) -> Result<TaskInfo, ApiError> {
+        let mut t = self
+            .tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| t.id == id)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(id.into()))?;
+        let mut states = self.inspect_states.lock().unwrap();
+        if !states.is_empty() {
+            t.state = states.remove(0).into();
+        }
+        Ok(t)
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskInfo>, ApiError> {
+        if filter.service.as_deref() == Some(HELPER_ID) {
+            let Some(at) = *self.created_at.lock().unwrap() else {
+                return Ok(vec![]);
+            };
+            let now = at.elapsed().as_millis() as u64;
+            let current = self.script.states.iter().rfind(|(t, ..)| *t <= now);
+            return Ok(current
+                .map(|(_, state, err, code)| TaskInfo {
+                    id: "helpertask".into(),
+                    service_id: HELPER_ID.into(),
+                    node_id: NODE.into(),
+                    state: (*state).into(),
+                    desired_state: "running".into(),
+                    err: (*err).into(),
+                    exit_code: *code,
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect());
+        }
+        Ok(self
+            .tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                filter
+                    .id_prefix
+                    .as_ref()
+                    .is_none_or(|p| t.id.starts_with(p.as_str()))
+            })
+            .filter(|t| filter.service.as_ref().is_none_or(|s| &t.service_id == s))
+            .filter(|t| filter.node.as_ref().is_none_or(|n| &t.node_id == n))
+            .cloned()
+            .collect())
+    }
+
+    async fn inspect_service(&self, name_or_id: &str) -> Result<ServiceInfo, ApiError> {
+        if name_or_id == "web" || name_or_id == SVC {
+            Ok(ServiceInfo {
+                id: SVC.into(),
+                name: "web".into(),
+                global: self.global,
+                ..Default::default()
+            })
+        } else {
+            Err(ApiError::NotFound(name_or_id.into()))
+        }
+    }
+
+    async fn list_services(&self, _label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        Ok(self.listed_services.lock().unwrap().clone())
+    }
+
+    async fn inspect_node(&self, name_or_id: &str) -> Result<NodeInfo, ApiError> {
+        if name_or_id == "node2" || name_or_id == NODE {
+            Ok(NodeInfo {
+                id: NODE.into(),
+                hostname: "node2".into(),
+            })
+        } else {
+            Err(ApiError::NotFound(name_or_id.into()))
+        }
+    }
+
+    async fn inspect_image(&self, _name: &str) -> Result<Option<ImageInfo>, ApiError> {
+        Ok(Some(ImageInfo {
+            id: "sha256:feed".into(),
+            repo_digests: vec![],
+        }))
+    }
+
+    async fn create_service(&self, spec: &HelperSpec) -> Result<String, ApiError> {
+        if let Some(e) = self.create_error.lock().unwrap().take() {
+            return Err(e);
+        }
+        self.created.lock().unwrap().push(spec.clone());
+        *self.created_at.lock().unwrap() = Some(Instant::now());
+        Ok(HELPER_ID.into())
+    }
+
+    async fn remove_service(&self, id: &str) -> Result<(), ApiError> {
+        self.removed.lock().unwrap().push(id.into());
+        self.removal_order.lock().unwrap().push(id.into());
+        Ok(())
+    }
+
+    async fn create_secret(
+        &self,
+        name: &str,
+        _labels: &[(String, String)],
+        data: &[u8],
+    ) -> Result<String, ApiError> {
+        let envelope = Envelope::decode(data, vec![]).expect("an envelope");
+        *self.envelope.lock().unwrap() = Some(envelope);
+        Ok(format!("secret-{name}"))
+    }
+
+    async fn remove_secret(&self, id: &str) -> Result<(), ApiError> {
+        self.removal_order.lock().unwrap().push(id.into());
+        Ok(())
+    }
+
+    async fn list_secrets(&self, _label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        Ok(self.listed_secrets.lock().unwrap().clone())
+    }
+
+    async fn engine_time(&self) -> Result<u64, ApiError> {
+        Ok(*self.engine_time.lock().unwrap())
+    }
+
+    fn service_logs(
+        &self,
+        _id: &str,
+        follow: bool,
+    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
+        let spec = self.created.lock().unwrap().last().cloned().unwrap();
+        let key = self.envelope.lock().unwrap().as_ref().unwrap().key;
+        let created = self.created_at.lock().unwrap().unwrap();
+        let skips = if follow {
+            self.follow_skips.lock().unwrap().clone()
+        } else {
+            Vec::new()
+        };
+        let lost = self.lost.lock().unwrap().clone();
+        let mut logs: Vec<(u64, Option<Vec<u8>>)> = frames(&self.script, &key, &spec.tag)
+            .into_iter()
+            .enumerate()
+            .filter(|(seq, _)| !skips.contains(seq) && !lost.contains(seq))
+            .map(|(_, f)| f)
+            .collect();
+        if !follow {
+            // What is retained now, at once; then the stream ends.
+            let now = created.elapsed().as_millis() as u64;
+            logs.retain(|(at, _)| *at <= now);
+            return futures_util::stream::iter(
+                logs.into_iter()
+                    .map_while(|(_, l)| l)
+                    .map(|l| Ok((LogStream::Stdout, l))),
+            )
+            .boxed();
+        }
+        let breaks = {
+            let mut b = self.log_breaks.lock().unwrap();
+            let now = *b > 0;
+            *b = b.saturating_sub(1);
+            now
+        };
+        if breaks {
+            logs.truncate(2);
+        }
+        let broken = futures_util::stream::iter(
+            breaks.then(|| Err(ApiError::Connect("connection reset".into()))),
+        );
+        futures_util::stream::iter(logs)
+            .then(move |(at, line)| async move {
+                tokio::time::sleep_until(created + Duration::from_millis(at)).await;
+                line
+            })
+            .take_while(|l| std::future::ready(l.is_some()))
+            .map(|l| Ok((LogStream::Stdout, l.unwrap())))
+            .chain(broken)
+            // After the script, the stream stays open like a followed log does.
+            .chain(futures_util::stream::pending())
+            .boxed()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Sink {
+    pub(crate) out: Vec<u8>,
+    pub(crate) err: Vec<u8>,
+    pub(crate) warnings: Vec<String>,
+}
+
+impl OutputSink for Sink {
+    fn stdout(&mut self, b: &[u8]) {
+        self.out.extend_from_slice(b);
+    }
+    fn stderr(&mut self, b: &[u8]) {
+        self.err.extend_from_slice(b);
+    }
+    fn warn(&mut self, m: &str) {
+        self.warnings.push(m.into());
+    }
+}

@@ -1,0 +1,63 @@
+//! The node side of swarm-exec: what runs in the helper container on the target's node,
+//! with that node's docker socket and nothing else.
+//!
+//! # Layout
+//!
+//! - [`exec`]: the helper: reads its envelope, execs the command in each target container
+//!   over the node's socket, and writes everything back as sealed frames on its stdout.
+//! - [`stop`]: stopping commands that outlive their helper: the stopper container and the
+//!   `node-kill` it runs.
+//! - [`main`]: the entry point (of `swarm-exec-node` and of `swarm-exec`'s hidden
+//!   `node-exec`/`node-kill`): the only place here that prints or picks an exit code.
+//!
+//! The manager side never learns results from these exit codes — it reads frames — they
+//! only show in the helper task's state, for whoever looks at it.
+
+pub mod exec;
+pub mod stop;
+
+use std::io::Write as _;
+
+use swarm_exec_proto::args::NodeCommand;
+
+pub use exec::NodeEnd;
+
+/// The helper's exit codes (see [`NodeEnd::code`]).
+pub const HELPER_FAILED: u8 = 125;
+pub const HELPER_TIMED_OUT: u8 = 124;
+
+/// Runs `node-exec …` or `node-kill …` (`args` without the program name) and returns the
+/// process's exit code.
+pub fn main(args: &[String]) -> u8 {
+    let say = |what: &dyn std::fmt::Display| {
+        let _ = writeln!(std::io::stderr(), "swarm-exec node: {what}");
+    };
+    match NodeCommand::parse(args) {
+        Err(e) => {
+            say(&e);
+            HELPER_FAILED
+        }
+        Ok(NodeCommand::Kill(k)) => match stop::node_kill(&k) {
+            Ok(_) => 0,
+            Err(e) => {
+                say(&e);
+                1
+            }
+        },
+        Ok(NodeCommand::Exec(a)) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let end = match rt {
+                Ok(rt) => rt.block_on(exec::run(&a)),
+                Err(e) => NodeEnd::Failed(exec::NodeError::Runtime(e)),
+            };
+            if let NodeEnd::Failed(e) = &end {
+                // stdout is the channel back; stderr is where the manager looks when
+                // frames stop.
+                say(e);
+            }
+            end.code()
+        }
+    }
+}

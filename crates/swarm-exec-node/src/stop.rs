@@ -1,0 +1,285 @@
+//! Stopping commands that outlive their helper. The engine has no API to signal an exec, so
+//! the helper starts a short-lived container of its own image in the node's PID namespace,
+//! with only CAP_KILL, which runs `node-kill`: it checks that the exec'd process belongs to
+//! the target container and signals it and its descendants — SIGTERM, then SIGKILL after
+//! the grace period — and exits 0 only when they are gone.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use futures_util::StreamExt;
+use swarm_exec_proto::args::KillArgs;
+use swarm_exec_proto::{is_container_id, HELPER_LABEL};
+
+use crate::exec::short;
+
+/// How long a command that outlived its helper gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The stopper: see the module docs.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    /// The helper's own image (pinned by the manager), which holds `node-kill`.
+    pub image: String,
+    pub grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error("inspecting the exec in {container}: {source}")]
+    Inspect {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("implausible PID {0}")]
+    Pid(i64),
+    #[error("creating the stopper for {container}: {source}")]
+    Create {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("starting the stopper for {container}: {source}")]
+    Start {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("the stopper for {container} ended with {code}: processes may be left")]
+    Left { container: String, code: i64 },
+    #[error("waiting for the stopper for {container}: {source}")]
+    Wait {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl Stopper {
+    /// Stops exec `exec_id` in `container` and waits until its processes are gone.
+    pub async fn terminate(
+        &self,
+        docker: &Docker,
+        exec_id: &str,
+        container: &str,
+    ) -> Result<(), StopError> {
+        let c = || short(container).to_owned();
+        let info = docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|source| StopError::Inspect {
+                container: c(),
+                source,
+            })?;
+        let (Some(true), Some(pid)) = (info.running, info.pid) else {
+            return Ok(()); // already ended
+        };
+        let pid = i32::try_from(pid)
+            .ok()
+            .filter(|&p| p > 1)
+            .ok_or(StopError::Pid(pid))?;
+        let labels = HashMap::from([
+            (HELPER_LABEL.to_owned(), "stopper".to_owned()),
+            (
+                "swarm-exec.target.container".to_owned(),
+                container.to_owned(),
+            ),
+        ]);
+        let kill = KillArgs {
+            pid,
+            container: container.to_owned(),
+            grace: self.grace,
+        };
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(kill.to_args()),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(bollard::models::HostConfig {
+                pid_mode: Some("host".to_owned()),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(vec!["KILL".to_owned()]),
+                readonly_rootfs: Some(true),
+                network_mode: Some("none".to_owned()),
+                memory: Some(32 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map_err(|source| StopError::Create {
+                container: c(),
+                source,
+            })?;
+        // Not auto-removed: its exit code says whether the processes are gone.
+        let result = async {
+            docker
+                .start_container(
+                    &created.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(|source| StopError::Start {
+                    container: c(),
+                    source,
+                })?;
+            let mut wait = docker.wait_container(
+                &created.id,
+                None::<bollard::query_parameters::WaitContainerOptions>,
+            );
+            match wait.next().await {
+                Some(Ok(r)) if r.status_code == 0 => Ok(()),
+                Some(Ok(r)) => Err(StopError::Left {
+                    container: c(),
+                    code: r.status_code,
+                }),
+                // A non-zero exit comes as an error from bollard.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Err(StopError::Left {
+                        container: c(),
+                        code,
+                    })
+                }
+                Some(Err(source)) => Err(StopError::Wait {
+                    container: c(),
+                    source,
+                }),
+                None => Ok(()),
+            }
+        }
+        .await;
+        let opts = bollard::query_parameters::RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        let _ = docker.remove_container(&created.id, Some(opts)).await;
+        result
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("refusing to signal pid {pid} of container {container:?}")]
+    Refused { pid: i32, container: String },
+    #[error("{0} process(es) still there after SIGKILL")]
+    Left(usize),
+}
+
+/// `node-kill`: signals `pid` and its descendants — only those in the container's cgroup —
+/// with SIGTERM, then SIGKILL for any left after the grace period. Returns how many
+/// processes it signalled; an error when some are still there at the end.
+pub fn node_kill(args: &KillArgs) -> Result<usize, KillError> {
+    let KillArgs {
+        pid,
+        container,
+        grace,
+    } = args;
+    let pid = *pid;
+    if pid <= 1 || !is_container_id(container) {
+        return Err(KillError::Refused {
+            pid,
+            container: container.clone(),
+        });
+    }
+    let in_target = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+            .is_ok_and(|c| c.contains(container.as_str()))
+    };
+    let tree = process_tree(pid, &in_target);
+    if tree.is_empty() {
+        // Gone already, or not the target's (a reused PID): nothing to do.
+        return Ok(0);
+    }
+    signal(&tree, libc::SIGTERM);
+    if wait_gone(&tree, *grace) {
+        return Ok(tree.len());
+    }
+    // Looked at again, from every process of the tree still there (in the target): PIDs
+    // may have been reused, children forked since.
+    let mut again: Vec<i32> = tree
+        .iter()
+        .filter(|&&p| alive(p))
+        .flat_map(|&p| process_tree(p, &in_target))
+        .collect();
+    again.sort_unstable();
+    again.dedup();
+    signal(&again, libc::SIGKILL);
+    if wait_gone(&again, Duration::from_secs(2)) {
+        Ok(tree.len())
+    } else {
+        Err(KillError::Left(again.iter().filter(|&&p| alive(p)).count()))
+    }
+}
+
+fn wait_gone(pids: &[i32], within: Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if pids.iter().all(|&p| !alive(p)) {
+            return true;
+        }
+        if start.elapsed() >= within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `pid` and its descendants that `keep` accepts.
+fn process_tree(pid: i32, keep: &dyn Fn(i32) -> bool) -> Vec<i32> {
+    if !keep(pid) {
+        return Vec::new();
+    }
+    let children = parents();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            children
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree.retain(|&p| keep(p));
+    tree
+}
+
+fn signal(pids: &[i32], sig: i32) {
+    for &p in pids {
+        // SAFETY: kill(2) with a PID and a signal number has no memory effects.
+        unsafe { libc::kill(p, sig) };
+    }
+}
+
+/// (pid, parent pid) of every process visible in /proc.
+fn parents() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields resume after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let ppid = rest.split(' ').nth(1)?.parse().ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
+/// Still running (a zombie counts as ended).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}

@@ -1,0 +1,203 @@
+//! The helper's command line: what its service spec says, and nothing secret. Written by
+//! the manager side ([`HelperArgs::to_args`]), read by the node side ([`NodeCommand::parse`]).
+
+use std::time::Duration;
+
+/// The subcommand the helper container runs.
+pub const NODE_EXEC: &str = "node-exec";
+/// The subcommand the stopper container runs.
+pub const NODE_KILL: &str = "node-kill";
+
+/// `node-exec`: run the envelope's command in these containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperArgs {
+    /// Full IDs of the target containers, all on the helper's node.
+    pub containers: Vec<String>,
+    /// Names this helper's frames (also the suffix of its service name).
+    pub tag: String,
+    /// Where the envelope secret is mounted.
+    pub envelope: String,
+    /// How long the helper may run at most (it also stops at the envelope's not-after).
+    pub budget: Duration,
+    /// The helper's own image, which the stopper runs.
+    pub image: String,
+}
+
+/// `node-kill`: signal `pid` and its descendants in `container`, SIGKILL after `grace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillArgs {
+    pub pid: i32,
+    pub container: String,
+    pub grace: Duration,
+}
+
+/// What the node side was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeCommand {
+    Exec(HelperArgs),
+    Kill(KillArgs),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgsError {
+    #[error("expected {NODE_EXEC} or {NODE_KILL}")]
+    NoCommand,
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    #[error("{0} needs a value")]
+    NoValue(&'static str),
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("{0}: not a number: {1:?}")]
+    NotANumber(&'static str, String),
+}
+
+impl HelperArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![NODE_EXEC.to_owned()];
+        for c in &self.containers {
+            args.extend(["--container".to_owned(), c.clone()]);
+        }
+        args.extend([
+            "--tag".to_owned(),
+            self.tag.clone(),
+            "--envelope".to_owned(),
+            self.envelope.clone(),
+            "--timeout-ms".to_owned(),
+            self.budget.as_millis().to_string(),
+            "--image".to_owned(),
+            self.image.clone(),
+        ]);
+        args
+    }
+}
+
+impl KillArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            NODE_KILL.to_owned(),
+            "--pid".to_owned(),
+            self.pid.to_string(),
+            "--container".to_owned(),
+            self.container.clone(),
+            "--grace-ms".to_owned(),
+            self.grace.as_millis().to_string(),
+        ]
+    }
+}
+
+impl NodeCommand {
+    /// `args` without the program name.
+    pub fn parse(args: &[String]) -> Result<NodeCommand, ArgsError> {
+        let (cmd, rest) = args.split_first().ok_or(ArgsError::NoCommand)?;
+        let mut containers = Vec::new();
+        let (mut tag, mut envelope, mut timeout, mut image, mut pid, mut grace) =
+            (None, None, None, None, None, None);
+        let mut it = rest.iter();
+        while let Some(flag) = it.next() {
+            let name: &'static str = match flag.as_str() {
+                "--container" => "--container",
+                "--tag" => "--tag",
+                "--envelope" => "--envelope",
+                "--timeout-ms" => "--timeout-ms",
+                "--image" => "--image",
+                "--pid" => "--pid",
+                "--grace-ms" => "--grace-ms",
+                _ => return Err(ArgsError::Unknown(flag.clone())),
+            };
+            let value = it.next().ok_or(ArgsError::NoValue(name))?.clone();
+            let number = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| ArgsError::NotANumber(name, v.to_owned()))
+            };
+            match name {
+                "--container" => containers.push(value),
+                "--tag" => tag = Some(value),
+                "--envelope" => envelope = Some(value),
+                "--timeout-ms" => timeout = Some(Duration::from_millis(number(&value)?)),
+                "--image" => image = Some(value),
+                "--grace-ms" => grace = Some(Duration::from_millis(number(&value)?)),
+                _ => {
+                    pid = Some(
+                        value
+                            .parse::<i32>()
+                            .map_err(|_| ArgsError::NotANumber(name, value.clone()))?,
+                    )
+                }
+            }
+        }
+        match cmd.as_str() {
+            NODE_EXEC => {
+                if containers.is_empty() {
+                    return Err(ArgsError::Missing("--container"));
+                }
+                Ok(NodeCommand::Exec(HelperArgs {
+                    containers,
+                    tag: tag.ok_or(ArgsError::Missing("--tag"))?,
+                    envelope: envelope.ok_or(ArgsError::Missing("--envelope"))?,
+                    budget: timeout.ok_or(ArgsError::Missing("--timeout-ms"))?,
+                    image: image.ok_or(ArgsError::Missing("--image"))?,
+                }))
+            }
+            NODE_KILL => {
+                let [container] = <[String; 1]>::try_from(containers)
+                    .map_err(|_| ArgsError::Missing("--container"))?;
+                Ok(NodeCommand::Kill(KillArgs {
+                    pid: pid.ok_or(ArgsError::Missing("--pid"))?,
+                    container,
+                    grace: grace.ok_or(ArgsError::Missing("--grace-ms"))?,
+                }))
+            }
+            _ => Err(ArgsError::NoCommand),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_commands_round_trip() {
+        let exec = HelperArgs {
+            containers: vec!["a".repeat(64), "b".repeat(64)],
+            tag: "0123456789ab".into(),
+            envelope: "/run/secrets/envelope".into(),
+            budget: Duration::from_millis(1500),
+            image: "sha256:1234".into(),
+        };
+        assert_eq!(
+            NodeCommand::parse(&exec.to_args()),
+            Ok(NodeCommand::Exec(exec))
+        );
+        let kill = KillArgs {
+            pid: 4242,
+            container: "c".repeat(64),
+            grace: Duration::from_secs(5),
+        };
+        assert_eq!(
+            NodeCommand::parse(&kill.to_args()),
+            Ok(NodeCommand::Kill(kill))
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_manager_never_writes() {
+        let p =
+            |a: &[&str]| NodeCommand::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(p(&[]), Err(ArgsError::NoCommand));
+        assert_eq!(p(&["node-exec", "--tag"]), Err(ArgsError::NoValue("--tag")));
+        assert_eq!(
+            p(&["node-exec", "--x", "1"]),
+            Err(ArgsError::Unknown("--x".into()))
+        );
+        assert_eq!(
+            p(&["node-exec", "--tag", "t"]),
+            Err(ArgsError::Missing("--container"))
+        );
+        assert!(matches!(
+            p(&["node-kill", "--pid", "x"]),
+            Err(ArgsError::NotANumber("--pid", _))
+        ));
+    }
+}

@@ -1,0 +1,33 @@
+//! The wire between swarm-exec's two sides, with no I/O: what the manager hands a helper
+//! and what the helper sends back.
+//!
+//! # Layout
+//!
+//! - [`envelope`]: everything about a run that is not needed to schedule its helper — the
+//!   command, its environment, user and working directory, its stdin, a not-after time and
+//!   a fresh key — in the bytes of one swarm secret.
+//! - [`frame`]: the lines a helper writes on its log stream: sealed (authenticated and
+//!   encrypted with the run's key), numbered, the output compressed; and the reader that
+//!   checks that every byte arrived, in order, before it gives an exit code.
+//! - [`lines`]: lines out of arbitrarily split log chunks.
+//!
+//! Both sides depend on this crate; nothing that talks to an engine belongs here.
+
+pub mod args;
+pub mod envelope;
+pub mod frame;
+pub mod lines;
+
+pub use envelope::{Envelope, ExecSpec};
+pub use frame::{Event, Reader, Stream, Writer};
+
+/// The label every object swarm-exec creates carries; leftovers are found by it.
+pub const HELPER_LABEL: &str = "swarm-exec.helper";
+
+/// A full container ID: 64 lowercase hex digits. The helper only ever execs into
+/// containers named this way.
+pub fn is_container_id(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
