@@ -113,6 +113,8 @@ pub(crate) struct Fake {
     pub(crate) engine_time: Mutex<u64>,
     pub(crate) listed_services: Mutex<Vec<ServiceInfo>>,
     pub(crate) listed_secrets: Mutex<Vec<ServiceInfo>>,
+    /// How many more listings show the last target task as still starting.
+    pub(crate) starting_lists: Mutex<u32>,
     /// Frames missing from every read of the log.
     pub(crate) lost: Mutex<Vec<usize>>,
     /// Target-task states served by successive `inspect_task` calls.
@@ -179,10 +181,15 @@ impl SwarmApi for Arc<Fake> {
                 .into_iter()
                 .collect());
         }
-        Ok(self
-            .tasks
-            .lock()
-            .unwrap()
+        let mut starting = self.starting_lists.lock().unwrap();
+        let mut tasks = self.tasks.lock().unwrap().clone();
+        if *starting > 0 {
+            *starting -= 1;
+            if let Some(last) = tasks.last_mut() {
+                last.state = "starting".into();
+            }
+        }
+        Ok(tasks
             .iter()
             .filter(|t| {
                 filter

@@ -461,3 +461,48 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
     });
     join_all(jobs).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::fake::{task, Fake, TASK};
+
+    fn two_tasks() -> Arc<Fake> {
+        let mut second = task("task2aaaaaaaaaaaaaaaaaaaa", 2, "running", "running");
+        second.container_id = "d".repeat(64);
+        Arc::new(Fake {
+            tasks: Mutex::new(vec![task(TASK, 1, "running", "running"), second]),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_still_starting_are_waited_for_not_skipped() {
+        let fake = two_tasks();
+        *fake.starting_lists.lock().unwrap() = 3;
+        let start = Instant::now();
+        let targets = select(&fake, &Services::Named("web".into()), &Filters::default())
+            .await
+            .unwrap();
+        assert_eq!(targets.len(), 2);
+        assert_eq!(start.elapsed(), START_POLL * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_never_starts_is_named_and_nothing_runs() {
+        let fake = two_tasks();
+        *fake.starting_lists.lock().unwrap() = u32::MAX;
+        let err = select(&fake, &Services::Named("web".into()), &Filters::default())
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ServiceExecError::NotRunning { .. }), "{msg}");
+        assert!(
+            msg.contains("task2aaaaaaaaaaaaaaaaaaaa") && msg.contains("starting"),
+            "{msg}"
+        );
+        assert_eq!(fake.created(), 0);
+    }
+}

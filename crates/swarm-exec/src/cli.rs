@@ -45,6 +45,15 @@ pub struct Global {
     /// No status line while waiting (it only ever shows on a terminal)
     #[arg(short = 'q', long, global = true)]
     pub quiet: bool,
+
+    /// As a docker CLI plugin: the docker CLI's `--config`, `--tlscert` and `--tls`, which
+    /// stand for DOCKER_CONFIG, DOCKER_CERT_PATH and DOCKER_TLS_VERIFY.
+    #[arg(skip)]
+    pub config: Option<String>,
+    #[arg(skip)]
+    pub cert_path: Option<String>,
+    #[arg(skip)]
+    pub tls_verify: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -469,17 +478,17 @@ fn cli_plugin_args(name: &str, args: &[OsString]) -> Result<(Global, Vec<OsStrin
             }
             "-c" | "--context" => global.context = Some(value()?),
             "-H" | "--host" => global.host = Some(value()?),
-            "--config" => std::env::set_var("DOCKER_CONFIG", value()?),
+            "--config" => global.config = Some(value()?),
             "--tlscacert" | "--tlskey" | "--log-level" | "-l" => {
                 value()?;
             }
             "--tlscert" => {
                 let cert = value()?;
                 if let Some(dir) = std::path::Path::new(&cert).parent() {
-                    std::env::set_var("DOCKER_CERT_PATH", dir);
+                    global.cert_path = Some(dir.to_string_lossy().into_owned());
                 }
             }
-            "--tls" | "--tlsverify" => std::env::set_var("DOCKER_TLS_VERIFY", "1"),
+            "--tls" | "--tlsverify" => global.tls_verify = true,
             "-D" | "--debug" => {}
             other => return Err(format!("unexpected argument {other:?} before {name}")),
         }
@@ -489,16 +498,17 @@ fn cli_plugin_args(name: &str, args: &[OsString]) -> Result<(Global, Vec<OsStrin
     ))
 }
 
-/// Parses the arguments; prints help or version and exits 0, or prints a usage error and
-/// exits 125 (2 for the plugin protocol), as docker does for its own usage errors.
-pub fn parse_or_exit() -> Invocation {
+/// Parses the arguments. `Err(code)`: help, version or a usage error was printed, and the
+/// process is to end with `code` — 0, or 125 (2 for the plugin protocol) as docker does for
+/// its own usage errors.
+pub fn parse() -> Result<Invocation, u8> {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if args
         .get(1)
         .is_some_and(|a| a == "docker-cli-plugin-metadata")
     {
         println!("{CLI_PLUGIN_METADATA}");
-        std::process::exit(0);
+        return Err(exit::SUCCESS);
     }
     let mut plugin_global = None;
     if let Some(name) = cli_plugin_name(&args) {
@@ -509,15 +519,15 @@ pub fn parse_or_exit() -> Invocation {
             }
             Err(e) => {
                 eprintln!("docker {name}: {e}");
-                std::process::exit(exit::FAILED.into())
+                return Err(exit::FAILED);
             }
         }
     }
     match plugin_args(args.get(1..).unwrap_or_default()) {
-        Some(Ok(p)) => return Invocation::Plugin(p),
+        Some(Ok(p)) => return Ok(Invocation::Plugin(p)),
         Some(Err(e)) => {
             eprintln!("swarm-exec: {e}");
-            std::process::exit(exit::PLUGIN_FAILED.into())
+            return Err(exit::PLUGIN_FAILED);
         }
         None => {}
     }
@@ -528,19 +538,25 @@ pub fn parse_or_exit() -> Invocation {
     let parsed = cmd
         .try_get_matches_from(args)
         .and_then(|mut m| Cli::from_arg_matches_mut(&mut m));
-    let mut cli = parsed.unwrap_or_else(|e| {
-        if e.use_stderr() {
+    let mut cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
             eprintln!("{}", exit::clip(e.render().to_string().trim_end()));
-            std::process::exit(exit::FAILED.into())
+            return Err(exit::FAILED);
         }
-        let _ = e.print();
-        std::process::exit(0)
-    });
+        Err(e) => {
+            let _ = e.print();
+            return Err(exit::SUCCESS);
+        }
+    };
     if let Some((g, _)) = plugin_global {
         cli.global.host = cli.global.host.or(g.host);
         cli.global.context = cli.global.context.or(g.context);
+        cli.global.config = g.config;
+        cli.global.cert_path = g.cert_path;
+        cli.global.tls_verify = g.tls_verify;
     }
-    Invocation::Cli(Box::new(cli))
+    Ok(Invocation::Cli(Box::new(cli)))
 }
 
 #[cfg(test)]

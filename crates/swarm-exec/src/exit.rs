@@ -27,6 +27,7 @@ use swarm_exec_core::{ExecError, Interrupt, Outcome};
 
 use crate::cli::Invocation;
 
+pub const SUCCESS: u8 = 0;
 pub const TIMED_OUT: u8 = 124;
 pub const FAILED: u8 = 125;
 pub const SIGINT: u8 = 130;
@@ -56,6 +57,7 @@ pub fn run(invocation: Invocation) -> ExitCode {
     }
     let code = match result {
         Ok(Status::Outcome(outcome)) => outcome_code(outcome),
+        Ok(Status::Done) => SUCCESS,
         Ok(Status::Helper(code)) => u8::try_from(code).unwrap_or(FAILED),
         Ok(Status::PluginDone) => 0,
         Ok(Status::Tasks {
@@ -80,8 +82,11 @@ pub fn run(invocation: Invocation) -> ExitCode {
 
 /// What a subcommand ended with, short of failing.
 pub enum Status {
+    /// A subcommand of swarm-exec's own (gc, completions, man) did what it was asked.
+    Done,
     Outcome(Outcome),
-    /// The helper's node-local mode: the command's code, or 124/125 (see `node_exec`).
+    /// The node side (`node-exec`, `node-kill`): the code its own entry decided
+    /// (`swarm_exec_node::main`).
     Helper(i32),
     /// A plugin action succeeded (its JSON is printed).
     PluginDone,

@@ -6,5 +6,8 @@ mod exit;
 mod output;
 
 fn main() -> std::process::ExitCode {
-    exit::run(cli::parse_or_exit())
+    match cli::parse() {
+        Ok(invocation) => exit::run(invocation),
+        Err(code) => std::process::ExitCode::from(code),
+    }
 }

@@ -32,5 +32,5 @@ pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
             "{failed} helper(s) could not be removed"
         )));
     }
-    Ok(Status::Outcome(swarm_exec_core::Outcome::Exited(0)))
+    Ok(Status::Done)
 }

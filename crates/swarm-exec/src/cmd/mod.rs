@@ -29,7 +29,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
             let mut text = Vec::new();
             clap_complete::generate(shell, &mut cmd, "swarm-exec", &mut text);
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &text);
-            return Ok(Status::Helper(0));
+            return Ok(Status::Done);
         }
         Command::Man => {
             let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
@@ -38,7 +38,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
                 .render(&mut text)
                 .map_err(CliError::Runtime)?;
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &text);
-            return Ok(Status::Helper(0));
+            return Ok(Status::Done);
         }
         // The node side: its own entry decides its exit codes.
         Command::NodeExec(ref a) => return Ok(node(swarm_exec_proto::args::NODE_EXEC, a)),
@@ -70,8 +70,14 @@ pub fn connect(global: &Global) -> Result<BollardApi, CliError> {
         host: global.host.clone(),
         context: global.context.clone(),
     };
-    let endpoint =
-        endpoint::resolve(&flags, &|k| std::env::var(k).ok()).map_err(CliError::Endpoint)?;
+    // The docker CLI's own flags, passed to its plugin, stand for its variables.
+    let env = |k: &str| match k {
+        "DOCKER_CONFIG" if global.config.is_some() => global.config.clone(),
+        "DOCKER_CERT_PATH" if global.cert_path.is_some() => global.cert_path.clone(),
+        "DOCKER_TLS_VERIFY" if global.tls_verify => Some("1".to_owned()),
+        _ => std::env::var(k).ok(),
+    };
+    let endpoint = endpoint::resolve(&flags, &env).map_err(CliError::Endpoint)?;
     tracing::debug!(host = %endpoint.host, source = %endpoint.source, "engine");
     let docker = endpoint::connect(&endpoint).map_err(CliError::Endpoint)?;
     Ok(BollardApi::new(docker))
