@@ -6,7 +6,11 @@
 //!   service that runs `exec`, poll it every 50 ms, read its exit code, remove it);
 //! - fan-out: `swarm-exec service-exec` over N tasks on all nodes, beside the same tasks
 //!   exec'd directly and concurrently through each node's own engine;
-//! - swarm-exec's peak RSS, its start-up time, and the helper image size.
+//! - bulk output: `task-exec` of N MB of text beside `docker exec` of the same command on
+//!   the worker's own engine, and of N MB of random bytes beside the log medium's own floor
+//!   (a bare one-shot service on the worker writing the same bytes base64 to its log,
+//!   followed from its creation until the last byte);
+//! - swarm-exec's peak RSS (also of a 1 GB run), its start-up time, the helper image size.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -65,14 +69,34 @@ fn main() -> Res<()> {
         "target/x86_64-unknown-linux-gnu/release/swarm-exec",
     );
     let out = opt("--out", "BENCHMARKS.md");
+    let bulk = Bulk {
+        rounds: opt("--bulk-rounds", "3").parse()?,
+        bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
+    };
     let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(run(&lab, &bin, rounds, &fans, &out))
+        .block_on(run(&lab, &bin, rounds, &fans, bulk, &out))
 }
 
-async fn run(lab: &str, bin: &str, rounds: usize, fans: &[usize], out: &str) -> Res<()> {
+/// The bulk-output measurement: how many rounds, of how many bytes.
+#[derive(Debug, Clone, Copy)]
+struct Bulk {
+    rounds: usize,
+    bytes: u64,
+}
+
+const TEXT: &str = "yes 'a line of text, much like a dump has'";
+
+async fn run(
+    lab: &str,
+    bin: &str,
+    rounds: usize,
+    fans: &[usize],
+    bulk: Bulk,
+    out: &str,
+) -> Res<()> {
     let mut nodes = Vec::new();
     for n in 1.. {
         let sock = format!("{lab}/node{n}/docker.sock");
@@ -105,6 +129,7 @@ async fn run(lab: &str, bin: &str, rounds: usize, fans: &[usize], out: &str) -> 
         rounds,
         fans,
         max_fan,
+        bulk,
         out,
     )
     .await;
@@ -123,6 +148,7 @@ async fn measure(
     rounds: usize,
     fans: &[usize],
     max_fan: usize,
+    bulk: Bulk,
     out: &str,
 ) -> Res<()> {
     let one = wait_tasks(manager, ONE_SERVICE, nodes.len()).await?;
@@ -178,6 +204,39 @@ async fn measure(
             );
         }
     }
+    let n = bulk.bytes;
+    for round in 0..bulk.rounds {
+        eprintln!("bench: bulk round {}/{}", round + 1, bulk.rounds);
+        let text = format!("{TEXT} | head -c {n}");
+        let (d, kb) = run_swarm_exec(
+            bin,
+            manager_host,
+            &["task-exec", &worker.id, "sh", "-c", &text],
+        )?;
+        rec("bulk text", d);
+        rss.push(kb);
+        let (d, got) = exec_output(worker_docker, &worker.container, &["sh", "-c", &text]).await?;
+        if got != n {
+            return Err(format!("docker exec gave {got} bytes of {n}").into());
+        }
+        rec("bulk text docker exec", d);
+        let random = format!("head -c {n} /dev/urandom");
+        let (d, kb) = run_swarm_exec(
+            bin,
+            manager_host,
+            &["task-exec", &worker.id, "sh", "-c", &random],
+        )?;
+        rec("bulk random", d);
+        rss.push(kb);
+        rec("log floor", log_floor(manager, worker, n).await?);
+    }
+    let gb = format!("{TEXT} | head -c 1000000000");
+    let (_, rss_1gb) = run_swarm_exec(
+        bin,
+        manager_host,
+        &["task-exec", &worker.id, "sh", "-c", &gb],
+    )?;
+
     let mut startup = Vec::new();
     for _ in 0..30 {
         let t = Instant::now();
@@ -195,6 +254,7 @@ async fn measure(
     let report = report(
         &m,
         &rss,
+        (bulk, rss_1gb),
         &startup,
         image_size,
         &phases,
@@ -331,6 +391,121 @@ async fn direct_exec(docker: &Docker, container: &str) -> Res<Duration> {
         return Err(format!("direct exec exited {code:?}").into());
     }
     Ok(t.elapsed())
+}
+
+/// `cmd` in `container` through the node's own engine, all its output read; returns the
+/// time and the number of stdout bytes.
+async fn exec_output(docker: &Docker, container: &str, cmd: &[&str]) -> Res<(Duration, u64)> {
+    let t = Instant::now();
+    let created = docker
+        .create_exec(
+            container,
+            ExecConfig {
+                cmd: Some(cmd.iter().map(|c| (*c).to_owned()).collect()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut bytes = 0;
+    if let StartExecResults::Attached { mut output, .. } = docker
+        .start_exec(&created.id, None::<StartExecOptions>)
+        .await?
+    {
+        while let Some(item) = output.next().await {
+            if let bollard::container::LogOutput::StdOut { message } = item? {
+                bytes += message.len() as u64;
+            }
+        }
+    }
+    Ok((t.elapsed(), bytes))
+}
+
+/// The log medium's own floor: a one-shot service on the worker writes `n` random bytes,
+/// base64 (busybox wraps at 76 columns), to its log; its logs are followed from creation
+/// until the last byte arrives (a follow never ends by itself).
+async fn log_floor(manager: &Docker, worker: &Task, n: u64) -> Res<Duration> {
+    let encoded = n.div_ceil(3) * 4;
+    let expected = encoded + encoded.div_ceil(76);
+    let t = Instant::now();
+    let name = format!(
+        "bench-floor-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let spec = ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(HashMap::from([("swarm-exec.test".into(), "bench".into())])),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(TARGET_IMAGE.into()),
+                args: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("head -c {n} /dev/urandom | base64"),
+                ]),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![format!("node.id=={}", worker.node_id)]),
+                ..Default::default()
+            }),
+            // As swarm-exec's helper has: its own driver, no rotation before the end.
+            log_driver: Some(bollard::models::TaskSpecLogDriver {
+                name: Some("json-file".into()),
+                options: Some(HashMap::from([("max-size".into(), "1g".into())])),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = manager
+        .create_service(spec, None)
+        .await?
+        .id
+        .unwrap_or_default();
+    let result = async {
+        let mut got = 0u64;
+        while got < expected {
+            let opts = bollard::query_parameters::LogsOptions {
+                follow: true,
+                stdout: true,
+                ..Default::default()
+            };
+            let mut logs = manager.service_logs(&id, Some(opts));
+            got = 0;
+            while let Some(item) = logs.next().await {
+                match item {
+                    Ok(bollard::container::LogOutput::StdOut { message }) => {
+                        got += message.len() as u64;
+                        if got >= expected {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            if got < expected {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if t.elapsed() > Duration::from_secs(600) {
+                return Err(format!("log floor: {got} of {expected} bytes").into());
+            }
+        }
+        Ok(t.elapsed())
+    }
+    .await;
+    manager.delete_service(&id).await?;
+    result
 }
 
 /// The same tasks, exec'd directly and concurrently through each node's own engine.
@@ -489,6 +664,7 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 fn report(
     m: &HashMap<String, Vec<f64>>,
     rss: &[i64],
+    (bulk, rss_1gb): (Bulk, i64),
     startup: &[f64],
     image_size: i64,
     phases: &[(String, f64)],
@@ -583,6 +759,42 @@ fn report(
             s,
             "| {n} | {med:.0} | {p90:.0} | {floor:.0} | {bound:.0} | **{:.2}** |",
             med / bound
+        );
+    }
+    if bulk.rounds > 0 {
+        let mb = bulk.bytes / 1_000_000;
+        let _ = writeln!(s, "\n## Bulk output: {mb} MB from a task on a worker\n");
+        let _ = writeln!(
+            s,
+            "{} rounds, interleaved. Text is `{TEXT} | head -c N` (compresses well); random is \
+             `head -c N /dev/urandom` (does not). Output to /dev/null; byte-exactness is the \
+             end-to-end tests' business.\n",
+            bulk.rounds
+        );
+        let _ = writeln!(
+            s,
+            "| what | median ms | MB/s | p90 ms |\n|---|---:|---:|---:|"
+        );
+        for (k, label) in [
+            ("bulk text", "`task-exec` text"),
+            ("bulk text docker exec", "floor: `docker exec` of the same, on the worker's own engine"),
+            ("bulk random", "`task-exec` random"),
+            ("log floor", "floor: the log medium (a bare service writing the same bytes base64 to its log, followed from creation)"),
+        ] {
+            let (med, p90) = stat(k);
+            let _ = writeln!(s, "| {label} | {med:.0} | {:.1} | {p90:.0} |", mb as f64 / (med / 1000.0));
+        }
+        let (text, _) = stat("bulk text");
+        let (direct, _) = stat("bulk text docker exec");
+        let (random, _) = stat("bulk random");
+        let (floor, _) = stat("log floor");
+        let _ = writeln!(
+            s,
+            "\nRatios: text / `docker exec` = **{:.2}** (target ≤ 1.3); random / log floor = **{:.2}** (target ≤ 1.2). \
+             Peak RSS of a 1 GB text run: **{:.1} MiB** (target ≤ 30 MiB).",
+            text / direct,
+            random / floor,
+            rss_1gb as f64 / 1024.0
         );
     }
     let mut startup = startup.to_vec();

@@ -120,3 +120,127 @@ fn gc_all_removes_a_helper_still_at_work_and_its_command_stops() {
         (!processes(&task).contains("sleep 57")).then_some(())
     });
 }
+
+/// Makes node3 take tasks again, whatever the test did.
+struct Unpause;
+
+impl Drop for Unpause {
+    fn drop(&mut self) {
+        let _ = docker(&["node", "update", "--availability", "active", "node3"]);
+    }
+}
+
+#[test]
+fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    lab();
+    // A target whose /data is a directory this test can look into: the nodes share the
+    // machine's file system outside /run and /var/lib/docker.
+    let hex = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let dir = format!("/tmp/sxt-late-{hex}");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("sxt-late-{hex}");
+    let mount = format!("type=bind,source={dir},target=/data");
+    let label = format!("{TEST_LABEL}=e2e");
+    docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--no-resolve-image",
+        "--name",
+        &name,
+        "--label",
+        &label,
+        "--constraint",
+        "node.hostname==node3",
+        "--mount",
+        &mount,
+        "--stop-grace-period",
+        "1s",
+        TARGET_IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    let task = eventually("the target to run", Duration::from_secs(60), || {
+        let out = docker_ok(&[
+            "service",
+            "ps",
+            &name,
+            "--filter",
+            "desired-state=running",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.CurrentState}}",
+        ]);
+        out.lines()
+            .find(|l| l.contains(" Running "))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+    });
+    // The marker can be seen when the command does run.
+    let out = swarm_exec(&["task-exec", &task, "touch", "/data/on-time"]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    assert!(std::path::Path::new(&format!("{dir}/on-time")).exists());
+
+    // The helper cannot start while its node takes no tasks; its client dies meanwhile.
+    docker_ok(&["node", "update", "--availability", "pause", "node3"]);
+    let unpause = Unpause;
+    let child = spawn_swarm_exec(&["task-exec", "--timeout", "4s", &task, "touch", "/data/late"]);
+    let of_target = format!("label=swarm-exec.target.service={name}");
+    let helper = eventually("the helper", Duration::from_secs(30), || {
+        let out = docker_ok(&[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            "label=swarm-exec.helper",
+            "--filter",
+            &of_target,
+        ]);
+        out.lines().next().map(str::to_owned)
+    });
+    let killed = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = wait(child, Duration::from_secs(10));
+    // Past the run's deadline, the node takes tasks again and the helper starts.
+    std::thread::sleep(Duration::from_secs(6));
+    drop(unpause);
+    let state = eventually(
+        "the helper to start and end",
+        Duration::from_secs(60),
+        || {
+            let out = docker_ok(&[
+                "service",
+                "ps",
+                &helper,
+                "--format",
+                "{{.CurrentState}} {{.Error}}",
+            ]);
+            (out.starts_with("Complete") || out.starts_with("Failed")).then_some(out)
+        },
+    );
+    assert!(state.contains("(125)"), "the helper refused: {state}");
+    assert!(
+        !std::path::Path::new(&format!("{dir}/late")).exists(),
+        "the command ran after its deadline"
+    );
+    docker_ok(&["service", "rm", &helper, &name]);
+    let secrets = docker_ok(&[
+        "secret",
+        "ls",
+        "-q",
+        "--filter",
+        "label=swarm-exec.helper",
+        "--filter",
+        &of_target,
+    ]);
+    for s in secrets.lines() {
+        eventually("the envelope to be unused", Duration::from_secs(30), || {
+            (docker(&["secret", "rm", s]).code == 0).then_some(())
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

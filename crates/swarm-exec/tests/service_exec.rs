@@ -297,3 +297,23 @@ fn a_whole_stack() {
         .stderr_str()
         .contains("stack no-such-stack has no services"));
 }
+
+#[test]
+fn right_after_an_update_every_replica_runs_or_the_run_fails_naming_them() {
+    let svc = Service::replicated(3);
+    docker_ok(&[
+        "service", "update", "--force", "--detach", "--quiet", &svc.name,
+    ]);
+    let out = swarm_exec(&["service-exec", "--no-prefix", &svc.name, "hostname"]);
+    let running = svc.running_tasks();
+    if out.code == 0 {
+        // Every replica the update left answered, each once.
+        let names: BTreeSet<String> = out.stdout_str().lines().map(str::to_owned).collect();
+        assert_eq!(names.len(), 3, "{}", out.stdout_str());
+        assert_eq!(running.len(), 3);
+    } else {
+        let err = out.stderr_str();
+        assert!(err.contains("task") || err.contains(&svc.name), "{err}");
+    }
+    assert!(svc.helpers().is_empty());
+}
