@@ -422,6 +422,35 @@ async fn exec_output(docker: &Docker, container: &str, cmd: &[&str]) -> Res<(Dur
     Ok((t.elapsed(), bytes))
 }
 
+/// A one-shot service (restart none) of `image` running `args` on node `node_id`.
+fn one_shot(name: &str, image: &str, args: Vec<String>, node_id: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: Some(name.to_owned()),
+        labels: Some(HashMap::from([("swarm-exec.test".into(), "bench".into())])),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.into()),
+                args: Some(args),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![format!("node.id=={node_id}")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The log medium's own floor: a one-shot service on the worker writes `n` random bytes,
 /// base64 (busybox wraps at 76 columns), to its log; its logs are followed from creation
 /// until the last byte arrives (a follow never ends by itself).
@@ -433,40 +462,23 @@ async fn log_floor(manager: &Docker, worker: &Task, n: u64) -> Res<Duration> {
         "bench-floor-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    let spec = ServiceSpec {
-        name: Some(name.clone()),
-        labels: Some(HashMap::from([("swarm-exec.test".into(), "bench".into())])),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(TARGET_IMAGE.into()),
-                args: Some(vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!("head -c {n} /dev/urandom | base64"),
-                ]),
-                ..Default::default()
-            }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                ..Default::default()
-            }),
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id=={}", worker.node_id)]),
-                ..Default::default()
-            }),
-            // As swarm-exec's helper has: its own driver, no rotation before the end.
-            log_driver: Some(bollard::models::TaskSpecLogDriver {
-                name: Some("json-file".into()),
-                options: Some(HashMap::from([("max-size".into(), "1g".into())])),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let mut spec = one_shot(
+        &name,
+        TARGET_IMAGE,
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("head -c {n} /dev/urandom | base64"),
+        ],
+        &worker.node_id,
+    );
+    if let Some(t) = spec.task_template.as_mut() {
+        // As swarm-exec's helper has: its own driver, no rotation before the end.
+        t.log_driver = Some(bollard::models::TaskSpecLogDriver {
+            name: Some("json-file".into()),
+            options: Some(HashMap::from([("max-size".into(), "1g".into())])),
+        });
+    }
     let id = manager
         .create_service(spec, None)
         .await?
@@ -528,40 +540,27 @@ async fn bare_helper(manager: &Docker, image_id: &str, target: &Task) -> Res<Dur
         "bench-bare-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    let spec = ServiceSpec {
-        name: Some(name.clone()),
-        labels: Some(HashMap::from([
-            ("swarm-exec.helper".into(), "bench".into()),
-            ("swarm-exec.test".into(), "bench".into()),
-        ])),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+    let mut spec = one_shot(
+        &name,
+        image_id,
+        vec!["exec".into(), target.container.clone(), "true".into()],
+        &target.node_id,
+    );
+    spec.labels
+        .get_or_insert_with(HashMap::new)
+        .insert("swarm-exec.helper".into(), "bench".into());
+    if let Some(c) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    {
+        c.mounts = Some(vec![Mount {
+            typ: Some(MountType::BIND),
+            source: Some("/var/run/docker.sock".into()),
+            target: Some("/var/run/docker.sock".into()),
             ..Default::default()
-        }),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(image_id.into()),
-                args: Some(vec!["exec".into(), target.container.clone(), "true".into()]),
-                mounts: Some(vec![Mount {
-                    typ: Some(MountType::BIND),
-                    source: Some("/var/run/docker.sock".into()),
-                    target: Some("/var/run/docker.sock".into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                ..Default::default()
-            }),
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id=={}", target.node_id)]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+        }]);
+    }
     let id = manager
         .create_service(spec, None)
         .await?

@@ -177,23 +177,6 @@ fn contexts_choose_the_engine_as_the_docker_cli_does() {
     );
 }
 
-/// Envelope secrets of runs on `service` still there (other tests' runs have their own).
-fn secrets_left(service: &str) -> Vec<String> {
-    let target = format!("label=swarm-exec.target.service={service}");
-    docker_ok(&[
-        "secret",
-        "ls",
-        "-q",
-        "--filter",
-        "label=swarm-exec.helper",
-        "--filter",
-        &target,
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
 #[test]
 fn stdin_reaches_the_command_byte_exact_and_no_secret_is_left() {
     let svc = Service::global();
@@ -238,7 +221,10 @@ fn stdin_reaches_the_command_byte_exact_and_no_secret_is_left() {
     );
     assert!(svc.helpers().is_empty());
     // Every run removed its secret.
-    assert_eq!(secrets_left(&svc.name), Vec::<String>::new());
+    assert_eq!(
+        swarm_exec_objects("secret", &svc.name),
+        Vec::<String>::new()
+    );
 }
 
 /// The private sshd that `scripts/sshd-lab up` runs (scripts/test starts it): on

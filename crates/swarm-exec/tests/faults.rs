@@ -190,33 +190,22 @@ fn gc_touches_only_what_swarm_exec_made() {
     let hex = &uuid::Uuid::new_v4().simple().to_string()[..12];
     let users = format!("sxt-users-{hex}");
     let lookalike = format!("swarm-exec-{hex}");
-    let label = format!("{TEST_LABEL}=e2e");
     // A user's service that carries the label, and a helper-looking one without a budget.
-    for (name, value, args) in [
+    let socket = "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock";
+    for (name, value, command) in [
         (&users, "allowed", vec!["sleep", "3600"]),
         (&lookalike, "1", vec!["node-exec", "--tag", "x"]),
     ] {
         let helper_label = format!("swarm-exec.helper={value}");
-        let mut create = vec![
-            "service",
-            "create",
-            "--detach",
-            "--quiet",
-            "--no-resolve-image",
-            "--name",
-            name,
+        let options = [
             "--label",
             &helper_label,
-            "--label",
-            &label,
             "--restart-condition",
             "none",
             "--mount",
-            "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock",
-            TARGET_IMAGE,
+            socket,
         ];
-        create.extend(args);
-        docker_ok(&create);
+        create_service(name, &options, &command);
     }
     let exists = |name: &str| docker(&["service", "inspect", name]).code == 0;
     let gc = swarm_exec(&["gc"]);

@@ -141,27 +141,15 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let name = format!("sxt-late-{hex}");
     let mount = format!("type=bind,source={dir},target=/data");
-    let label = format!("{TEST_LABEL}=e2e");
-    docker_ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--quiet",
-        "--no-resolve-image",
-        "--name",
-        &name,
-        "--label",
-        &label,
+    let options = [
         "--constraint",
         "node.hostname==node3",
         "--mount",
         &mount,
         "--stop-grace-period",
         "1s",
-        TARGET_IMAGE,
-        "sleep",
-        "3600",
-    ]);
+    ];
+    create_service(&name, &options, &["sleep", "3600"]);
     let task = eventually("the target to run", Duration::from_secs(60), || {
         let out = docker_ok(&[
             "service",
@@ -186,18 +174,8 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
     docker_ok(&["node", "update", "--availability", "pause", "node3"]);
     let unpause = Unpause;
     let child = spawn_swarm_exec(&["task-exec", "--timeout", "4s", &task, "touch", "/data/late"]);
-    let of_target = format!("label=swarm-exec.target.service={name}");
     let helper = eventually("the helper", Duration::from_secs(30), || {
-        let out = docker_ok(&[
-            "service",
-            "ls",
-            "-q",
-            "--filter",
-            "label=swarm-exec.helper",
-            "--filter",
-            &of_target,
-        ]);
-        out.lines().next().map(str::to_owned)
+        swarm_exec_objects("service", &name).into_iter().next()
     });
     let killed = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
@@ -228,16 +206,8 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
         "the command ran after its deadline"
     );
     docker_ok(&["service", "rm", &helper, &name]);
-    let secrets = docker_ok(&[
-        "secret",
-        "ls",
-        "-q",
-        "--filter",
-        "label=swarm-exec.helper",
-        "--filter",
-        &of_target,
-    ]);
-    for s in secrets.lines() {
+    let secrets = swarm_exec_objects("secret", &name);
+    for s in &secrets {
         eventually("the envelope to be unused", Duration::from_secs(30), || {
             (docker(&["secret", "rm", s]).code == 0).then_some(())
         });

@@ -212,26 +212,11 @@ impl Service {
             str::to_owned,
         );
         let label = format!("{TEST_LABEL}=e2e");
-        let mut args = vec![
-            "service",
-            "create",
-            "--detach",
-            "--quiet",
-            "--no-resolve-image",
-            "--name",
-            &name,
-            "--label",
-            &label,
-            "--container-label",
-            &label,
-            "--stop-grace-period",
-            "1s",
-        ];
-        args.extend_from_slice(mode);
-        args.extend_from_slice(&[TARGET_IMAGE, "sleep", "3600"]);
+        let mut options = vec!["--container-label", &label, "--stop-grace-period", "1s"];
+        options.extend_from_slice(mode);
         // A fixed-name service from an earlier run is reused, not duplicated.
         if owned || docker(&["service", "inspect", &name]).code != 0 {
-            docker_ok(&args);
+            create_service(&name, &options, &["sleep", "3600"]);
         }
         let mut svc = Service {
             name,
@@ -284,16 +269,7 @@ impl Service {
 
     /// Helper services swarm-exec left for tasks of this service.
     pub fn helpers(&self) -> Vec<String> {
-        let out = docker_ok(&[
-            "service",
-            "ls",
-            "--quiet",
-            "--filter",
-            "label=swarm-exec.helper",
-            "--filter",
-            &format!("label=swarm-exec.target.service={}", self.name),
-        ]);
-        out.lines().map(str::to_owned).collect()
+        swarm_exec_objects("service", &self.name)
     }
 }
 
@@ -303,6 +279,43 @@ impl Drop for Service {
             let _ = docker(&["service", "rm", &self.name]);
         }
     }
+}
+
+/// Creates a service of the target image running `command`, labelled as the tests'; its
+/// name and `options` (mode, mounts, constraints...) are the caller's.
+pub fn create_service(name: &str, options: &[&str], command: &[&str]) {
+    let label = format!("{TEST_LABEL}=e2e");
+    let mut args = vec![
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--no-resolve-image",
+        "--name",
+        name,
+        "--label",
+        &label,
+    ];
+    args.extend_from_slice(options);
+    args.push(TARGET_IMAGE);
+    args.extend_from_slice(command);
+    docker_ok(&args);
+}
+
+/// IDs of the `kind`s (`service`, `secret`) swarm-exec made for runs on `service` that
+/// are still there: its helpers and its runs' envelopes.
+pub fn swarm_exec_objects(kind: &str, service: &str) -> Vec<String> {
+    let target = format!("label=swarm-exec.target.service={service}");
+    let out = docker_ok(&[
+        kind,
+        "ls",
+        "-q",
+        "--filter",
+        "label=swarm-exec.helper",
+        "--filter",
+        &target,
+    ]);
+    out.lines().map(str::to_owned).collect()
 }
 
 /// A deployed stack, removed when dropped.
