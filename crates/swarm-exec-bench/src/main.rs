@@ -368,33 +368,11 @@ fn run_swarm_exec(bin: &str, host: &str, args: &[&str]) -> Res<(Duration, i64)> 
 
 /// `docker exec <container> true` through the node's own engine.
 async fn direct_exec(docker: &Docker, container: &str) -> Res<Duration> {
-    let t = Instant::now();
-    let created = docker
-        .create_exec(
-            container,
-            ExecConfig {
-                cmd: Some(vec!["true".into()]),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await?;
-    if let StartExecResults::Attached { mut output, .. } = docker
-        .start_exec(&created.id, None::<StartExecOptions>)
-        .await?
-    {
-        while output.next().await.is_some() {}
-    }
-    let code = docker.inspect_exec(&created.id).await?.exit_code;
-    if code != Some(0) {
-        return Err(format!("direct exec exited {code:?}").into());
-    }
-    Ok(t.elapsed())
+    Ok(exec_output(docker, container, &["true"]).await?.0)
 }
 
 /// `cmd` in `container` through the node's own engine, all its output read; returns the
-/// time and the number of stdout bytes.
+/// time and the number of stdout bytes. The command must exit 0.
 async fn exec_output(docker: &Docker, container: &str, cmd: &[&str]) -> Res<(Duration, u64)> {
     let t = Instant::now();
     let created = docker
@@ -418,6 +396,10 @@ async fn exec_output(docker: &Docker, container: &str, cmd: &[&str]) -> Res<(Dur
                 bytes += message.len() as u64;
             }
         }
+    }
+    let code = docker.inspect_exec(&created.id).await?.exit_code;
+    if code != Some(0) {
+        return Err(format!("direct exec of {cmd:?} exited {code:?}").into());
     }
     Ok((t.elapsed(), bytes))
 }
