@@ -147,7 +147,7 @@ where
     // The helper enforces the deadline itself and reports what it did; a result that
     // arrives first wins. Only if its report does not come is the deadline applied here.
     let stop = tokio::select! {
-        r = follower.follow(api, &helper_id, &at, sinks) => Some(r),
+        r = follower.follow(api, &helper_id, &at, sinks, deadline) => Some(r),
         _ = sleep_until(deadline + REPORT_GRACE) => None,
         i = &mut cancel => Some(Ok(RunEnd::Interrupted(i))),
     };
@@ -376,6 +376,7 @@ impl Follower {
         helper_id: &str,
         at: &HelperRef,
         sinks: &mut [S],
+        deadline: Instant,
     ) -> Result<RunEnd, ExecError> {
         let mut reading = Reading::Follow;
         let mut logs = api.service_logs(helper_id, true);
@@ -479,6 +480,12 @@ impl Follower {
                         }
                         next_poll = Instant::now() + POLL_RUNNING;
                         continue;
+                    }
+                    // A helper that has not even started by the deadline has nothing to
+                    // report: the deadline applies now.
+                    if !running && self.reader.next_seq() == 0 && Instant::now() >= deadline {
+                        tracing::debug!("deadline passed before the helper started");
+                        return Ok(RunEnd::Finished(self.results()));
                     }
                     let tasks = match api.list_tasks(&filter).await {
                         Ok(tasks) => tasks,

@@ -178,6 +178,24 @@ async fn the_helpers_timeout_report_ends_the_run_and_says_if_the_command_stopped
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_helper_not_started_by_the_deadline_times_out_at_it() {
+    let script = Script {
+        states: vec![(0, "pending", "no suitable node", None)],
+        logs: vec![],
+    };
+    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let start = Instant::now();
+    let (r, _) = run(&fake, &request(TASK, 5)).await;
+    assert_eq!(r.unwrap(), Outcome::TimedOut);
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(fake.removed(), vec![HELPER_ID]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_exit_that_arrives_at_the_deadline_wins_over_it() {
     let script = Script {
         states: vec![(0, "running", "", None)],
