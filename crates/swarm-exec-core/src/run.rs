@@ -37,11 +37,21 @@ pub struct HelperJob {
 
 /// A run's envelope, created as a swarm secret: its ID and name, and the key its helpers'
 /// frames are sealed with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunSecret {
     pub id: String,
     pub name: String,
     pub key: [u8; 32],
+}
+
+/// Never the key, whatever traces a job.
+impl std::fmt::Debug for RunSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSecret")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How one target's command ended.
