@@ -404,10 +404,15 @@ async fn exec_output(docker: &Docker, container: &str, cmd: &[&str]) -> Res<(Dur
     Ok((t.elapsed(), bytes))
 }
 
-/// A one-shot service (restart none) of `image` running `args` on node `node_id`.
-fn one_shot(name: &str, image: &str, args: Vec<String>, node_id: &str) -> ServiceSpec {
+/// A one-shot service (restart none) of `image` running `args` on node `node_id`, named
+/// `prefix` and a random suffix.
+fn one_shot(prefix: &str, image: &str, args: Vec<String>, node_id: &str) -> ServiceSpec {
+    let name = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     ServiceSpec {
-        name: Some(name.to_owned()),
+        name: Some(name),
         labels: Some(HashMap::from([("swarm-exec.test".into(), "bench".into())])),
         mode: Some(ServiceSpecMode {
             replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
@@ -440,12 +445,8 @@ async fn log_floor(manager: &Docker, worker: &Task, n: u64) -> Res<Duration> {
     let encoded = n.div_ceil(3) * 4;
     let expected = encoded + encoded.div_ceil(76);
     let t = Instant::now();
-    let name = format!(
-        "bench-floor-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
     let mut spec = one_shot(
-        &name,
+        "bench-floor",
         TARGET_IMAGE,
         vec![
             "sh".into(),
@@ -518,12 +519,8 @@ async fn fan_out_floor(nodes: &HashMap<&str, &Docker>, tasks: &[&Task]) -> Res<D
 /// that runs `exec`, poll its task every 50 ms, read the exit code, remove the service.
 async fn bare_helper(manager: &Docker, image_id: &str, target: &Task) -> Res<Duration> {
     let t = Instant::now();
-    let name = format!(
-        "bench-bare-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
     let mut spec = one_shot(
-        &name,
+        "bench-bare",
         image_id,
         vec!["exec".into(), target.container.clone(), "true".into()],
         &target.node_id,
