@@ -205,14 +205,18 @@ async fn measure(
         }
     }
     let n = bulk.bytes;
+    // `task-exec` of a shell line in the worker's task.
+    let shell = |line: &str| {
+        run_swarm_exec(
+            bin,
+            manager_host,
+            &["task-exec", &worker.id, "sh", "-c", line],
+        )
+    };
     for round in 0..bulk.rounds {
         eprintln!("bench: bulk round {}/{}", round + 1, bulk.rounds);
         let text = format!("{TEXT} | head -c {n}");
-        let (d, kb) = run_swarm_exec(
-            bin,
-            manager_host,
-            &["task-exec", &worker.id, "sh", "-c", &text],
-        )?;
+        let (d, kb) = shell(&text)?;
         rec("bulk text", d);
         rss.push(kb);
         let (d, got) = exec_output(worker_docker, &worker.container, &["sh", "-c", &text]).await?;
@@ -220,22 +224,12 @@ async fn measure(
             return Err(format!("docker exec gave {got} bytes of {n}").into());
         }
         rec("bulk text docker exec", d);
-        let random = format!("head -c {n} /dev/urandom");
-        let (d, kb) = run_swarm_exec(
-            bin,
-            manager_host,
-            &["task-exec", &worker.id, "sh", "-c", &random],
-        )?;
+        let (d, kb) = shell(&format!("head -c {n} /dev/urandom"))?;
         rec("bulk random", d);
         rss.push(kb);
         rec("log floor", log_floor(manager, worker, n).await?);
     }
-    let gb = format!("{TEXT} | head -c 1000000000");
-    let (_, rss_1gb) = run_swarm_exec(
-        bin,
-        manager_host,
-        &["task-exec", &worker.id, "sh", "-c", &gb],
-    )?;
+    let (_, rss_1gb) = shell(&format!("{TEXT} | head -c 1000000000"))?;
 
     let mut startup = Vec::new();
     for _ in 0..30 {

@@ -118,11 +118,6 @@ impl Writer {
         }
     }
 
-    /// Frames written so far.
-    pub fn frames(&self) -> u64 {
-        self.seq
-    }
-
     fn seal(&mut self, out: &mut Vec<u8>) {
         let ct = self
             .cipher
@@ -395,11 +390,6 @@ impl Reader {
     /// The `done` or `timed out` frame was read: nothing more is to come.
     pub fn ended(&self) -> bool {
         self.done
-    }
-
-    /// Bytes of `target`'s `stream` handed over so far.
-    pub fn received(&self, target: usize, stream: Stream) -> u64 {
-        self.received[target][stream as usize]
     }
 
     /// What is known to be missing, for a message: per target, the bytes its exit frame
