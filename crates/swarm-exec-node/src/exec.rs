@@ -10,7 +10,7 @@ use bollard::models::ExecConfig;
 use bollard::Docker;
 use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
-use swarm_exec_proto::args::HelperArgs;
+use swarm_exec_proto::args::{HelperArgs, RUN_ENV};
 use swarm_exec_proto::envelope::EnvelopeError;
 use swarm_exec_proto::{is_container_id, Envelope, ExecSpec, Stream, Writer};
 
@@ -177,7 +177,10 @@ pub async fn node_exec<W: Write>(
         budget,
         stopper,
     } = run;
-    let exec = &envelope.exec;
+    // The marker lets the stopper find the processes that left the command's tree.
+    let mut exec = envelope.exec.clone();
+    exec.env.push(format!("{RUN_ENV}={tag}"));
+    let exec = &exec;
     let targets = exec.containers.len();
     let out = RefCell::new(FrameOut {
         writer: Writer::new(&envelope.key, tag, targets),
@@ -268,7 +271,7 @@ pub async fn node_exec<W: Write>(
             let running = std::mem::take(&mut *started.borrow_mut());
             let stops = running
                 .iter()
-                .map(|(exec_id, container)| stopper.terminate(docker, exec_id, container));
+                .map(|(exec_id, container)| stopper.terminate(docker, exec_id, container, tag));
             let stopped = join_all(stops).await.iter().all(|r| r.is_ok());
             let mut o = out.borrow_mut();
             o.frame(|w, b| {

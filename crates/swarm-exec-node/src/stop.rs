@@ -1,15 +1,17 @@
 //! Stopping commands that outlive their helper. The engine has no API to signal an exec, so
 //! the helper starts a short-lived container of its own image in the node's PID namespace,
-//! with only CAP_KILL, which runs `node-kill`: it checks that the exec'd process belongs to
-//! the target container and signals it and its descendants — SIGTERM, then SIGKILL after
-//! the grace period — and exits 0 only when they are gone.
+//! with only CAP_KILL and CAP_SYS_PTRACE, which runs `node-kill`: it checks that the exec'd
+//! process belongs to the target container and signals it, its descendants and every
+//! process of the container that carries the run's marker in its environment (a daemonized
+//! child has left the tree, not the environment) — SIGTERM, then SIGKILL after the grace
+//! period — and exits 0 only when they are gone.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
 use futures_util::StreamExt;
-use swarm_exec_proto::args::KillArgs;
+use swarm_exec_proto::args::{KillArgs, RUN_ENV};
 use swarm_exec_proto::{is_container_id, HELPER_LABEL};
 
 use crate::exec::short;
@@ -58,12 +60,14 @@ pub enum StopError {
 }
 
 impl Stopper {
-    /// Stops exec `exec_id` in `container` and waits until its processes are gone.
+    /// Stops exec `exec_id` in `container`, run by the helper tagged `run`, and waits until
+    /// its processes are gone.
     pub async fn terminate(
         &self,
         docker: &Docker,
         exec_id: &str,
         container: &str,
+        run: &str,
     ) -> Result<(), StopError> {
         let c = || short(container).to_owned();
         let info = docker
@@ -90,6 +94,7 @@ impl Stopper {
         let kill = KillArgs {
             pid,
             container: container.to_owned(),
+            run: run.to_owned(),
             grace: self.grace,
         };
         let body = bollard::models::ContainerCreateBody {
@@ -100,7 +105,8 @@ impl Stopper {
             host_config: Some(bollard::models::HostConfig {
                 pid_mode: Some("host".to_owned()),
                 cap_drop: Some(vec!["ALL".to_owned()]),
-                cap_add: Some(vec!["KILL".to_owned()]),
+                // SYS_PTRACE: to read other processes' environment, for the marker.
+                cap_add: Some(vec!["KILL".to_owned(), "SYS_PTRACE".to_owned()]),
                 readonly_rootfs: Some(true),
                 network_mode: Some("none".to_owned()),
                 memory: Some(32 << 20),
@@ -172,17 +178,19 @@ pub enum KillError {
     Left(usize),
 }
 
-/// `node-kill`: signals `pid` and its descendants — only those in the container's cgroup —
-/// with SIGTERM, then SIGKILL for any left after the grace period. Returns how many
-/// processes it signalled; an error when some are still there at the end.
+/// `node-kill`: signals `pid` and its descendants and the processes that carry the run's
+/// marker — only those in the container's cgroup — with SIGTERM, then SIGKILL for any left
+/// after the grace period. Returns how many processes it signalled; an error when some are
+/// still there at the end.
 pub fn node_kill(args: &KillArgs) -> Result<usize, KillError> {
     let KillArgs {
         pid,
         container,
+        run,
         grace,
     } = args;
     let pid = *pid;
-    if pid <= 1 || !is_container_id(container) {
+    if pid <= 1 || !is_container_id(container) || run.is_empty() {
         return Err(KillError::Refused {
             pid,
             container: container.clone(),
@@ -192,27 +200,33 @@ pub fn node_kill(args: &KillArgs) -> Result<usize, KillError> {
         std::fs::read_to_string(format!("/proc/{p}/cgroup"))
             .is_ok_and(|c| c.contains(container.as_str()))
     };
-    let tree = process_tree(pid, &in_target);
-    if tree.is_empty() {
+    let mark = format!("{RUN_ENV}={run}");
+    let ours = |roots: &[i32]| {
+        let mut all: Vec<i32> = roots
+            .iter()
+            .flat_map(|&p| process_tree(p, &in_target))
+            .chain(marked(mark.as_bytes(), &in_target))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+    let first = ours(&[pid]);
+    if first.is_empty() {
         // Gone already, or not the target's (a reused PID): nothing to do.
         return Ok(0);
     }
-    signal(&tree, libc::SIGTERM);
-    if wait_gone(&tree, *grace) {
-        return Ok(tree.len());
+    signal(&first, libc::SIGTERM);
+    if wait_gone(&first, *grace) {
+        return Ok(first.len());
     }
-    // Looked at again, from every process of the tree still there (in the target): PIDs
-    // may have been reused, children forked since.
-    let mut again: Vec<i32> = tree
-        .iter()
-        .filter(|&&p| alive(p))
-        .flat_map(|&p| process_tree(p, &in_target))
-        .collect();
-    again.sort_unstable();
-    again.dedup();
+    // Looked at again, from every process still there (in the target): PIDs may have been
+    // reused, children forked since.
+    let left: Vec<i32> = first.iter().copied().filter(|&p| alive(p)).collect();
+    let again = ours(&left);
     signal(&again, libc::SIGKILL);
     if wait_gone(&again, Duration::from_secs(2)) {
-        Ok(tree.len())
+        Ok(first.len().max(again.len()))
     } else {
         Err(KillError::Left(again.iter().filter(|&&p| alive(p)).count()))
     }
@@ -251,6 +265,20 @@ fn process_tree(pid: i32, keep: &dyn Fn(i32) -> bool) -> Vec<i32> {
     }
     tree.retain(|&p| keep(p));
     tree
+}
+
+/// The processes that `keep` accepts whose environment holds the entry `mark` (a process
+/// may change its environment: this finds those that kept what they inherited).
+fn marked(mark: &[u8], keep: &dyn Fn(i32) -> bool) -> Vec<i32> {
+    parents()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|&p| keep(p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|entry| entry == mark))
+        })
+        .collect()
 }
 
 fn signal(pids: &[i32], sig: i32) {

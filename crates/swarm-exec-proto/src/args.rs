@@ -7,6 +7,10 @@ use std::time::Duration;
 pub const NODE_EXEC: &str = "node-exec";
 /// The subcommand the stopper container runs.
 pub const NODE_KILL: &str = "node-kill";
+/// Set to the helper's tag in the environment of every command it execs. Processes inherit
+/// it, also those that leave the command's process tree (a daemon that forks and detaches),
+/// so the stopper finds them all in the target container.
+pub const RUN_ENV: &str = "SWARM_EXEC_RUN";
 
 /// `node-exec`: run the envelope's command in these containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +27,14 @@ pub struct HelperArgs {
     pub image: String,
 }
 
-/// `node-kill`: signal `pid` and its descendants in `container`, SIGKILL after `grace`.
+/// `node-kill`: signal `pid` and its descendants in `container`, and every process there
+/// whose environment has [`RUN_ENV`]`=run`; SIGKILL after `grace`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillArgs {
     pub pid: i32,
     pub container: String,
+    /// The helper's tag, the value of [`RUN_ENV`] in its commands' environment.
+    pub run: String,
     pub grace: Duration,
 }
 
@@ -80,6 +87,8 @@ impl KillArgs {
             self.pid.to_string(),
             "--container".to_owned(),
             self.container.clone(),
+            "--run".to_owned(),
+            self.run.clone(),
             "--grace-ms".to_owned(),
             self.grace.as_millis().to_string(),
         ]
@@ -91,8 +100,8 @@ impl NodeCommand {
     pub fn parse(args: &[String]) -> Result<NodeCommand, ArgsError> {
         let (cmd, rest) = args.split_first().ok_or(ArgsError::NoCommand)?;
         let mut containers = Vec::new();
-        let (mut tag, mut envelope, mut timeout, mut image, mut pid, mut grace) =
-            (None, None, None, None, None, None);
+        let (mut tag, mut envelope, mut timeout, mut image, mut pid, mut grace, mut run) =
+            (None, None, None, None, None, None, None);
         let mut it = rest.iter();
         while let Some(flag) = it.next() {
             let name: &'static str = match flag.as_str() {
@@ -103,6 +112,7 @@ impl NodeCommand {
                 "--image" => "--image",
                 "--pid" => "--pid",
                 "--grace-ms" => "--grace-ms",
+                "--run" => "--run",
                 _ => return Err(ArgsError::Unknown(flag.clone())),
             };
             let value = it.next().ok_or(ArgsError::NoValue(name))?.clone();
@@ -117,6 +127,7 @@ impl NodeCommand {
                 "--timeout-ms" => timeout = Some(Duration::from_millis(number(&value)?)),
                 "--image" => image = Some(value),
                 "--grace-ms" => grace = Some(Duration::from_millis(number(&value)?)),
+                "--run" => run = Some(value),
                 _ => {
                     pid = Some(
                         value
@@ -145,6 +156,7 @@ impl NodeCommand {
                 Ok(NodeCommand::Kill(KillArgs {
                     pid: pid.ok_or(ArgsError::Missing("--pid"))?,
                     container,
+                    run: run.ok_or(ArgsError::Missing("--run"))?,
                     grace: grace.ok_or(ArgsError::Missing("--grace-ms"))?,
                 }))
             }
@@ -173,6 +185,7 @@ mod tests {
         let kill = KillArgs {
             pid: 4242,
             container: "c".repeat(64),
+            run: "0123456789ab".into(),
             grace: Duration::from_secs(5),
         };
         assert_eq!(

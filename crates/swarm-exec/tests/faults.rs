@@ -65,6 +65,41 @@ fn sigkilled_client_leaves_a_helper_that_gc_removes_after_its_deadline() {
 }
 
 #[test]
+fn timeout_stops_a_daemonized_child_too() {
+    let svc = Service::global();
+    // The inner shell starts a detached `sleep 303` and exits: it is reparented to the
+    // container's init, out of the command's process tree, and must still be stopped.
+    let child = spawn_swarm_exec(&[
+        "task-exec",
+        "--timeout",
+        "6s",
+        &svc.at("node2"),
+        "sh",
+        "-c",
+        "sh -c 'setsid sleep 303 </dev/null >/dev/null 2>&1 &'; sleep 304",
+    ]);
+    eventually(
+        "the daemonized child to run",
+        Duration::from_secs(30),
+        || {
+            let ps = processes(svc.on("node2"));
+            (ps.contains("sleep 303") && ps.contains("sleep 304")).then_some(())
+        },
+    );
+    let out = wait(child, Duration::from_secs(60));
+    assert_eq!(out.code, 124, "{}", out.stderr_str());
+    eventually(
+        "the command and its daemonized child to be stopped",
+        Duration::from_secs(15),
+        || {
+            let ps = processes(svc.on("node2"));
+            (!ps.contains("sleep 303") && !ps.contains("sleep 304")).then_some(())
+        },
+    );
+    assert!(svc.helpers().is_empty());
+}
+
+#[test]
 fn timeout_and_signals_stop_the_command_in_the_target() {
     let svc = Service::global();
     // --timeout: 124, the helper gone, and the command (and its children) stopped.
