@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::api::{ApiError, SwarmApi};
 use crate::api::{ImageInfo, LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
 use crate::helper::HelperSpec;
-use crate::task_exec::OutputSink;
+use crate::sink::OutputSink;
 use swarm_exec_proto::lines::Lines;
 use swarm_exec_proto::{Envelope, Stream, Writer};
 

@@ -19,6 +19,8 @@
 //!   the helper, follow its frames until every byte is in, remove both.
 //! - [`task_exec`]: one task: resolve it, then run one helper for it.
 //! - [`service_exec`]: every selected task of a service or stack, one helper per node.
+//! - [`sink`]: where output goes ([`sink::OutputSink`]), and the bounded keepers of
+//!   `--format json` and the plugin, with JSON that keeps non-UTF-8 bytes.
 //! - [`cancel`]: one cancellation fanned out to every helper run under way.
 //! - [`gc`]: removing helpers and envelopes left behind: only swarm-exec's (name, label,
 //!   command and mount), once stale on the managers' clock.
@@ -37,14 +39,14 @@ pub mod plugin;
 pub mod resolve;
 pub mod run;
 pub mod service_exec;
+pub mod sink;
 pub mod ssh;
 pub mod target;
 pub mod task_exec;
 
 pub use api::{ApiError, BollardApi, SwarmApi};
-pub use task_exec::{
-    task_exec, ExecError, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions,
-};
+pub use sink::OutputSink;
+pub use task_exec::{task_exec, ExecError, ExecRequest, Interrupt, Outcome, RunOptions};
 
 pub use swarm_exec_proto::HELPER_LABEL;
 /// Unix time (seconds) after which a helper is stale and may be garbage-collected.

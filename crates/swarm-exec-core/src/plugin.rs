@@ -3,7 +3,7 @@
 //!
 //! Input is one JSON object. `inst` lists the instances (Swarm tasks; `id` is the task ID);
 //! the step's arguments sit at the top level: `command` (required), `timeout`, `image`,
-//! `selector`. On success the input is echoed back with one key added, [`RESULT_KEY`].
+//! `max_output`, `selector`. On success the input is echoed back with one key added, [`RESULT_KEY`].
 
 use std::time::Duration;
 
@@ -13,16 +13,23 @@ use tokio::time::Instant;
 
 use crate::cancel::CancelHub;
 use crate::duration::{parse_duration, MAX_TIMEOUT};
+use crate::sink::{bytes_json, Cut, OutputSink, Tail};
 use crate::target::TaskRef;
-use crate::task_exec::{task_exec, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions};
+use crate::task_exec::{task_exec, ExecRequest, Interrupt, Outcome, RunOptions};
 use crate::SwarmApi;
 
 /// The key added to the echoed input: one entry per instance, in input order, each with
-/// `id`, `exit_code` (null when the command did not finish), `duration_s`, `output_tail`.
+/// `id`, `exit_code` (null when the command did not finish), `duration_s`, `output_tail`
+/// (with `output_tail_base64` when it is not UTF-8), `output_bytes` and `output_truncated`.
 pub const RESULT_KEY: &str = "swarm_exec";
 
-/// Bytes of each instance's output (stdout and stderr, as they came) kept in the result.
+/// Bytes of each instance's output (stdout and stderr, as they came) kept in the result
+/// unless `max_output` says otherwise: the last ones.
 pub const TAIL_BYTES: usize = 2048;
+
+/// The most `max_output` may ask for: every instance's tail is held in memory until the
+/// result is written.
+pub const MAX_TAIL_BYTES: usize = 64 << 20;
 
 /// The reference plugin's default, kept.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -68,6 +75,8 @@ pub struct InstExec {
     pub command: Vec<String>,
     pub timeout: Duration,
     pub image: String,
+    /// Bytes of each instance's output the result keeps (the last ones).
+    pub max_output: usize,
 }
 
 /// Reads and checks `inst_exec`'s arguments; nothing is created on the swarm before this.
@@ -111,11 +120,24 @@ pub fn inst_exec_args(
         Some(Value::String(s)) if valid_image(s) => s.clone(),
         Some(v) => return Err(arg("image", format!("invalid image reference {v}"))),
     };
+    let max_output = match input.get("max_output") {
+        None | Some(Value::Null) => TAIL_BYTES,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_TAIL_BYTES as u64).contains(&n) => n as usize,
+            _ => {
+                return Err(arg(
+                    "max_output",
+                    format!("{v} must be a number of bytes from 1 to {MAX_TAIL_BYTES}"),
+                ))
+            }
+        },
+    };
     Ok(InstExec {
         tasks,
         command,
         timeout,
         image,
+        max_output,
     })
 }
 
@@ -203,6 +225,8 @@ pub struct InstResult {
     pub outcome: Result<Outcome, String>,
     pub duration: Duration,
     pub tail: Vec<u8>,
+    /// Bytes of output in all, kept in `tail` or not.
+    pub total: u64,
 }
 
 impl InstResult {
@@ -223,46 +247,6 @@ impl InstResult {
     }
 }
 
-/// Keeps the last [`TAIL_BYTES`] of what passes through, and passes it on.
-pub struct TailSink<S> {
-    inner: S,
-    tail: Vec<u8>,
-}
-
-impl<S: OutputSink> TailSink<S> {
-    pub fn new(inner: S) -> Self {
-        TailSink {
-            inner,
-            tail: Vec::new(),
-        }
-    }
-
-    fn keep(&mut self, bytes: &[u8]) {
-        self.tail.extend_from_slice(bytes);
-        if self.tail.len() > TAIL_BYTES {
-            self.tail.drain(..self.tail.len() - TAIL_BYTES);
-        }
-    }
-
-    pub fn into_parts(self) -> (S, Vec<u8>) {
-        (self.inner, self.tail)
-    }
-}
-
-impl<S: OutputSink> OutputSink for TailSink<S> {
-    fn stdout(&mut self, bytes: &[u8]) {
-        self.keep(bytes);
-        self.inner.stdout(bytes);
-    }
-    fn stderr(&mut self, bytes: &[u8]) {
-        self.keep(bytes);
-        self.inner.stderr(bytes);
-    }
-    fn warn(&mut self, message: &str) {
-        self.inner.warn(message);
-    }
-}
-
 /// Runs the command in every instance at once. `sink_for(i, task)` gives instance `i` its
 /// output sink; `cancel` stops them all (each removes its helper first).
 pub async fn run_inst_exec<A, S, F, C>(
@@ -279,7 +263,7 @@ where
 {
     let hub = CancelHub::default();
     let runs = args.tasks.iter().enumerate().map(|(i, task)| {
-        let mut sink = TailSink::new(sink_for(i, task));
+        let mut sink = Tail::new(sink_for(i, task), args.max_output);
         let cancelled = hub.subscribe();
         let req = ExecRequest {
             target: task.clone(),
@@ -299,12 +283,13 @@ where
             let outcome = task_exec(api, &req, &mut sink, cancelled)
                 .await
                 .map_err(|e| e.to_string());
-            let (_, tail) = sink.into_parts();
+            let (_, tail, total) = sink.into_parts();
             InstResult {
                 task: req.target.to_string(),
                 outcome,
                 duration: started.elapsed(),
                 tail,
+                total,
             }
         }
     });
@@ -333,12 +318,19 @@ pub fn finish(
     let entries: Vec<Value> = results
         .iter()
         .map(|r| {
-            json!({
+            let truncated = r.total > r.tail.len() as u64;
+            let Value::Object(mut entry) = json!({
                 "id": r.task,
                 "exit_code": match r.outcome { Ok(Outcome::Exited(c)) => Some(c), _ => None },
                 "duration_s": (r.duration.as_secs_f64() * 1000.0).round() / 1000.0,
-                "output_tail": String::from_utf8_lossy(&r.tail),
-            })
+            }) else {
+                unreachable!("a JSON object literal")
+            };
+            let cut = if truncated { Cut::KeptEnd } else { Cut::None };
+            bytes_json(&mut entry, "output_tail", &r.tail, cut);
+            entry.insert("output_bytes".to_owned(), r.total.into());
+            entry.insert("output_truncated".to_owned(), truncated.into());
+            Value::Object(entry)
         })
         .collect();
     input.insert(RESULT_KEY.to_owned(), Value::Array(entries));
@@ -423,6 +415,9 @@ mod tests {
         assert_eq!(a.tasks, [TaskRef::Id("abc".into())]);
         assert_eq!(a.timeout, DEFAULT_TIMEOUT);
         assert_eq!(a.image, "img:1");
+        assert_eq!(a.max_output, TAIL_BYTES);
+        let big = obj(json!({"inst": [{"id": "abc"}], "command": "true", "max_output": 1048576}));
+        assert_eq!(inst_exec_args(&big, "img").unwrap().max_output, 1 << 20);
         let cases = [
             (json!({"command": "true"}), "inst"),
             (json!({"inst": {}, "command": "true"}), "inst"),
@@ -448,6 +443,18 @@ mod tests {
                 json!({"inst": [{"id": "abc"}], "command": "true", "image": ""}),
                 "image",
             ),
+            (
+                json!({"inst": [{"id": "abc"}], "command": "true", "max_output": 0}),
+                "max_output",
+            ),
+            (
+                json!({"inst": [{"id": "abc"}], "command": "true", "max_output": "1k"}),
+                "max_output",
+            ),
+            (
+                json!({"inst": [{"id": "abc"}], "command": "true", "max_output": 1e12}),
+                "max_output",
+            ),
         ];
         for (input, key) in cases {
             match inst_exec_args(&obj(input.clone()), "img") {
@@ -467,6 +474,7 @@ mod tests {
             outcome,
             duration: Duration::from_millis(1234),
             tail: b"hi\n".to_vec(),
+            total: 3,
         };
         let ok = finish(
             input.clone(),
@@ -481,7 +489,8 @@ mod tests {
         assert_eq!(keys, ["inst", "command", "project", RESULT_KEY]);
         assert_eq!(
             ok[RESULT_KEY][1],
-            json!({"id": "b", "exit_code": 0, "duration_s": 1.234, "output_tail": "hi\n"})
+            json!({"id": "b", "exit_code": 0, "duration_s": 1.234, "output_tail": "hi\n",
+                   "output_bytes": 3, "output_truncated": false})
         );
         let err = finish(
             input,
@@ -496,21 +505,5 @@ mod tests {
             err.to_string(),
             "inst_exec failed: task a exited with 3; task b: no task matches b"
         );
-    }
-
-    #[test]
-    fn tail_keeps_the_end() {
-        struct Null;
-        impl OutputSink for Null {
-            fn stdout(&mut self, _: &[u8]) {}
-            fn stderr(&mut self, _: &[u8]) {}
-            fn warn(&mut self, _: &str) {}
-        }
-        let mut t = TailSink::new(Null);
-        t.stdout(&vec![b'a'; TAIL_BYTES]);
-        t.stderr(b"end");
-        let (_, tail) = t.into_parts();
-        assert_eq!(tail.len(), TAIL_BYTES);
-        assert!(tail.ends_with(b"aend"));
     }
 }

@@ -15,7 +15,8 @@ use swarm_exec_proto::{Envelope, Event, Reader, Stream};
 
 use crate::api::{ApiError, LogStream, SwarmApi, TaskFilter, TaskInfo};
 use crate::helper::helper_spec;
-use crate::task_exec::{ExecError, HelperRef, Interrupt, OutputSink};
+use crate::sink::OutputSink;
+use crate::task_exec::{ExecError, HelperRef, Interrupt};
 
 /// What one helper is to do.
 #[derive(Debug, Clone)]

@@ -15,10 +15,9 @@ use crate::cancel::CancelHub;
 use crate::run::{
     create_envelope, remove_envelope, run_helper, HelperJob, RunEnd, RunSecret, TargetResult,
 };
+use crate::sink::OutputSink;
 use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
-use crate::task_exec::{
-    pin_image, Interrupt, InvalidRun, OutputSink, RunOptions, TARGET_START_WAIT,
-};
+use crate::task_exec::{pin_image, Interrupt, InvalidRun, RunOptions, TARGET_START_WAIT};
 
 /// Which services.
 #[derive(Debug, Clone, PartialEq, Eq)]

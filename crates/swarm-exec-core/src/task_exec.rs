@@ -14,6 +14,7 @@ use crate::run::{
     create_envelope, create_or_stop, remove_envelope, run_helper, Created, HelperJob, RunEnd, Stop,
     TargetResult,
 };
+use crate::sink::OutputSink;
 use crate::target::TaskRef;
 
 /// One `task-exec`.
@@ -153,33 +154,6 @@ pub enum Interrupt {
     Sigterm,
     /// The terminal (or the ssh session) went away.
     Sighup,
-}
-
-/// Where the command's output goes. Errors are the sink's business (e.g. a closed pipe);
-/// the run carries on so the helper is still removed and the exit code still reported.
-pub trait OutputSink: Send {
-    fn stdout(&mut self, bytes: &[u8]);
-    fn stderr(&mut self, bytes: &[u8]);
-    /// A note about the run, not from the command (e.g. incomplete output).
-    fn warn(&mut self, message: &str);
-    /// What the run is waiting on, e.g. "waiting for helper … on node3: pending"; called
-    /// on every poll. Sinks may show it (on a terminal, when quiet for a while) or not.
-    fn progress(&mut self, _status: &str) {}
-}
-
-impl<S: OutputSink + ?Sized> OutputSink for &mut S {
-    fn stdout(&mut self, bytes: &[u8]) {
-        (**self).stdout(bytes);
-    }
-    fn stderr(&mut self, bytes: &[u8]) {
-        (**self).stderr(bytes);
-    }
-    fn warn(&mut self, message: &str) {
-        (**self).warn(message);
-    }
-    fn progress(&mut self, status: &str) {
-        (**self).progress(status);
-    }
 }
 
 /// Failures of swarm-exec itself; every one names the task, node and service involved.

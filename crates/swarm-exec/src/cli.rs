@@ -251,6 +251,11 @@ pub struct ServiceExecArgs {
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
 
+    /// With --format json: keep at most SIZE bytes of each task's output (stdout and stderr
+    /// together; 512, 64K, 16M, 1G), and mark the result truncated
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub max_output: usize,
+
     /// SERVICE (unless --stack), then the command and its arguments (no shell)
     #[arg(
         value_name = "SERVICE] [COMMAND",
@@ -299,6 +304,33 @@ pub struct ExecArgs {
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A byte count: a number, with K, M or G (powers of 1024) after it if wanted.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected a number of bytes, e.g. 512, 64K, 16M"
+            ))
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes, e.g. 512, 64K, 16M"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("must be at least 1 byte".to_owned()),
+        Some(n) => Ok(n),
+        None => Err(format!("{s:?} is too large")),
+    }
 }
 
 /// Like a timeout, but zero is fine.

@@ -1,5 +1,6 @@
 //! Where commands' output goes: this process's stdout and stderr, live; with a per-task
-//! prefix when several tasks share them; or captured, for `--format json`.
+//! prefix when several tasks share them (`--format json` captures with
+//! `swarm_exec_core::sink::Captured`).
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::{Arc, Mutex};
@@ -227,26 +228,6 @@ impl OutputSink for PrefixedSink {
     fn warn(&mut self, message: &str) {
         let p = self.prefix.as_deref().unwrap_or("");
         line(&self.err, &format!("{p}swarm-exec: warning: {message}"));
-    }
-}
-
-/// Keeps a task's output, for `--format json`.
-#[derive(Debug, Default)]
-pub struct Captured {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub warnings: Vec<String>,
-}
-
-impl OutputSink for Captured {
-    fn stdout(&mut self, bytes: &[u8]) {
-        self.stdout.extend_from_slice(bytes);
-    }
-    fn stderr(&mut self, bytes: &[u8]) {
-        self.stderr.extend_from_slice(bytes);
-    }
-    fn warn(&mut self, message: &str) {
-        self.warnings.push(message.to_owned());
     }
 }
 

@@ -148,13 +148,17 @@ fn two_instances_on_two_nodes_run_at_once_with_prefixed_output() {
             tail.ends_with(&format!("\ndone on {}\n", container_host(t))),
             "{tail:?}"
         );
+        assert_eq!(v["swarm_exec"][i]["output_bytes"], json!(tail.len()));
+        assert_eq!(v["swarm_exec"][i]["output_truncated"], json!(false));
     }
     // The tails name the containers, which differ per run; they were checked above.
     let redacted = normalized(&out, &[&a, &b])
         .lines()
         .map(|l| {
             if l.contains("\"output_tail\"") {
-                "      \"output_tail\": \"<checked>\""
+                "      \"output_tail\": \"<checked>\","
+            } else if l.contains("\"output_bytes\"") {
+                "      \"output_bytes\": \"<checked>\","
             } else {
                 l
             }
@@ -162,6 +166,45 @@ fn two_instances_on_two_nodes_run_at_once_with_prefixed_output() {
         .collect::<Vec<_>>()
         .join("\n");
     insta::assert_snapshot!("inst_exec_two_instances", redacted);
+}
+
+#[test]
+fn max_output_keeps_the_last_bytes_and_says_the_tail_is_cut() {
+    let t = worker_task(shared(), "node3");
+    // 5000 bytes, the last line a marker; then bytes that are not UTF-8, exactly kept.
+    let out = swarm_exec(&[
+        "--compact",
+        "inst_exec",
+        &input(
+            &[&t],
+            json!([
+                "sh",
+                "-c",
+                "head -c 4990 /dev/zero | tr '\\0' a; echo; echo the-end"
+            ]),
+            json!({"max_output": 100}),
+        ),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    let r = &v["swarm_exec"][0];
+    let tail = r["output_tail"].as_str().unwrap();
+    assert_eq!(tail.len(), 100, "{tail:?}");
+    assert!(tail.ends_with("a\nthe-end\n"), "{tail:?}");
+    assert_eq!(r["output_bytes"], json!(4990 + 1 + 8));
+    assert_eq!(r["output_truncated"], json!(true));
+
+    let out = swarm_exec(&[
+        "--compact",
+        "inst_exec",
+        &input(&[&t], json!(["printf", "a\\377b"]), json!({})),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    let r = &v["swarm_exec"][0];
+    assert_eq!(r["output_tail"], json!("a\u{fffd}b"));
+    assert_eq!(r["output_tail_base64"], json!("Yf9i"));
+    assert_eq!(r["output_truncated"], json!(false));
 }
 
 #[test]

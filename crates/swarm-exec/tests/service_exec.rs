@@ -207,6 +207,58 @@ fn global_service_and_json_output() {
 }
 
 #[test]
+fn json_output_is_bounded_and_keeps_bytes_that_are_not_utf8() {
+    let svc = shared();
+    let on2 = format!("node={}", svc.on("node2").node);
+    let out = swarm_exec(&[
+        "service-exec",
+        "--format",
+        "json",
+        "--max-output",
+        "1K",
+        "--filter",
+        &on2,
+        &svc.name,
+        "sh",
+        "-c",
+        "head -c 5000 /dev/zero | tr '\\0' a; printf 'err' >&2",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let results = json_lines(&out);
+    let v = &results[0];
+    assert_eq!(v["stdout"], "a".repeat(1024));
+    assert_eq!(v["stdout_bytes"], 5000);
+    assert_eq!(v["stderr"], "");
+    assert_eq!(v["stderr_bytes"], 3);
+    assert_eq!(v["truncated"], true);
+
+    let out = swarm_exec(&[
+        "service-exec",
+        "--format",
+        "json",
+        "--filter",
+        &on2,
+        &svc.name,
+        "printf",
+        "caf\\303\\251 \\377",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["stdout"], "café \u{fffd}");
+    assert_eq!(v["stdout_base64"], "Y2Fmw6kg/w==");
+    assert_eq!(v["truncated"], false);
+    assert!(v.get("stderr_base64").is_none());
+
+    let bad = swarm_exec(&["service-exec", "--max-output", "0", &svc.name, "true"]);
+    assert_eq!(bad.code, 125, "{}", bad.stderr_str());
+    assert!(
+        bad.stderr_str().contains("--max-output"),
+        "{}",
+        bad.stderr_str()
+    );
+}
+
+#[test]
 fn parallel_one_with_delay_is_a_rolling_exec() {
     let svc = Service::replicated(3);
     let start = Instant::now();

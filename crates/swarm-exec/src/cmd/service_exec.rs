@@ -6,12 +6,13 @@ use serde_json::json;
 use swarm_exec_core::service_exec::{
     service_exec, Filters, ServiceExecError, ServiceExecRequest, Services, TaskOutcome, TaskRun,
 };
+use swarm_exec_core::sink::{bytes_json, Captured, Cut};
 use swarm_exec_core::{Interrupt, OutputSink};
 
 use crate::cli::{Global, ServiceExecArgs};
 use crate::cmd::task_exec::{interrupted, run_options, utf8_arg};
 use crate::exit::{CliError, Status};
-use crate::output::{stream, Captured, PrefixedSink};
+use crate::output::{stream, PrefixedSink};
 
 pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliError> {
     let mut words = args
@@ -42,8 +43,9 @@ pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliEr
     let cancel = interrupted().map_err(CliError::Runtime)?;
     let api = super::connect(global)?;
     let json = args.format == "json";
+    let max_output = args.max_output;
     let status = if json {
-        let runs = match service_exec(&api, &req, |_| Captured::default(), cancel).await {
+        let runs = match service_exec(&api, &req, |_| Captured::new(max_output), cancel).await {
             Err(ServiceExecError::Interrupted(i)) => return Ok(interrupted_early(i)),
             r => r?,
         };
@@ -129,7 +131,8 @@ fn describe(outcome: &TaskOutcome) -> (&'static str, Option<i64>, Option<String>
 fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
     let (outcome, exit_code, error) = describe(&r.outcome);
     let t = &r.target;
-    json!({
+    let c = &r.sink;
+    let serde_json::Value::Object(mut obj) = json!({
         "task_id": t.task_id,
         "name": t.name(),
         "service": t.service,
@@ -141,9 +144,32 @@ fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
         "exit_code": exit_code,
         "error": error,
         "duration_s": (r.duration.as_secs_f64() * 1000.0).round() / 1000.0,
-        "stdout": String::from_utf8_lossy(&r.sink.stdout),
-        "stderr": String::from_utf8_lossy(&r.sink.stderr),
-    })
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    let cut = |kept: &[u8], total: u64| {
+        if total > kept.len() as u64 {
+            Cut::KeptStart
+        } else {
+            Cut::None
+        }
+    };
+    bytes_json(
+        &mut obj,
+        "stdout",
+        &c.stdout,
+        cut(&c.stdout, c.stdout_total),
+    );
+    bytes_json(
+        &mut obj,
+        "stderr",
+        &c.stderr,
+        cut(&c.stderr, c.stderr_total),
+    );
+    obj.insert("stdout_bytes".to_owned(), c.stdout_total.into());
+    obj.insert("stderr_bytes".to_owned(), c.stderr_total.into());
+    obj.insert("truncated".to_owned(), c.truncated().into());
+    serde_json::Value::Object(obj)
 }
 
 /// A summary of the failures on stderr, and the status the exit code follows.
