@@ -224,3 +224,67 @@ fn service_exec_brings_every_tasks_bulk_output_whole() {
     }
     assert!(svc.helpers().is_empty());
 }
+
+#[test]
+fn output_lost_on_the_node_is_reported_never_a_success() {
+    let svc = Service::global();
+    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
+    // 120 MB of random bytes: the helper writes them to its log within seconds, while this
+    // client's stdout is not read, so many frames are still only in the log file (the
+    // engine's log reader holds a few thousand lines, ~60 MB of frames, in memory).
+    let total = 120_000_000u64;
+    let child = spawn_swarm_exec(&[
+        "task-exec",
+        &svc.at("node3"),
+        "sh",
+        "-c",
+        &format!("head -c {total} /dev/urandom"),
+    ]);
+    let helper = eventually("the helper", Duration::from_secs(30), || {
+        svc.helpers().into_iter().next()
+    });
+    let helper_id = docker_ok(&["service", "inspect", "-f", "{{.ID}}", &helper]);
+    let of_helper = format!("label=com.docker.swarm.service.id={helper_id}");
+    let container = eventually("the helper to end", Duration::from_secs(60), || {
+        let ps = docker_on(
+            3,
+            &[
+                "ps",
+                "-aq",
+                "--filter",
+                &of_helper,
+                "--filter",
+                "status=exited",
+            ],
+        );
+        let id = ps.stdout_str().trim().to_owned();
+        (!id.is_empty()).then_some(id)
+    });
+    // Lose them: empty the helper's log file on the node before the client has read it.
+    let path = docker_on(3, &["inspect", "-f", "{{.LogPath}}", &container]).stdout_str();
+    let rel = path
+        .trim()
+        .strip_prefix("/var/lib/docker/")
+        .expect("a data-root path");
+    let on_host = format!("{lab}/node3/data/{rel}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&on_host)
+        .and_then(|f| f.set_len(0))
+        .unwrap_or_else(|e| panic!("{on_host}: {e}"));
+
+    let out = wait(child, BULK);
+    let err = out.stderr_str();
+    assert_eq!(out.code, 125, "{err}");
+    let got = out.stdout.len() as u64;
+    assert!(got < total, "all {got} bytes arrived: nothing was lost");
+    assert!(err.contains("output incomplete"), "{err}");
+    // It says what it delivered: either how many bytes are missing or, with the exit frame
+    // lost too, how far the output got.
+    assert!(
+        err.contains(&format!("{} bytes of target 0's stdout", total - got))
+            || err.contains(&format!("after its first {got} bytes of stdout")),
+        "{got} bytes delivered: {err}"
+    );
+    assert!(svc.helpers().is_empty());
+}
