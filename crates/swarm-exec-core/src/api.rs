@@ -20,7 +20,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 use tokio_retry::strategy::{jitter, ExponentialBackoff};
 use tokio_retry::RetryIf;
 
-use crate::helper::HelperSpec;
+use crate::helper::{HelperSpec, ImageInfo};
 
 /// A task as the orchestration sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,12 +65,6 @@ pub struct ServiceInfo {
 pub struct NodeInfo {
     pub id: String,
     pub hostname: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageInfo {
-    pub id: String,
-    pub repo_digests: Vec<String>,
 }
 
 /// Which stream of the helper a log chunk came from.

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use tokio::sync::watch;
 
-use crate::task_exec::Interrupt;
+use crate::outcome::Interrupt;
 
 pub struct CancelHub {
     tx: watch::Sender<Option<Interrupt>>,

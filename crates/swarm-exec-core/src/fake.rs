@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::api::{ApiError, SwarmApi};
-use crate::api::{ImageInfo, LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
-use crate::helper::HelperSpec;
+use crate::api::{LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
+use crate::helper::{HelperSpec, ImageInfo};
 use crate::sink::OutputSink;
 use swarm_exec_proto::lines::Lines;
 use swarm_exec_proto::{Envelope, Stream, Writer};

@@ -5,7 +5,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use swarm_exec_proto::args::HelperArgs;
 
-use crate::api::ImageInfo;
 use crate::{DEADLINE_LABEL, HELPER_LABEL};
 
 /// Where the engine's socket is on a node, and where the helper sees it.
@@ -118,6 +117,13 @@ pub fn secret_labels(budget: Duration) -> Vec<(String, String)> {
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),
         (BUDGET_LABEL.to_owned(), budget_secs(budget)),
     ]
+}
+
+/// What the manager's engine knows of an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub repo_digests: Vec<String>,
 }
 
 /// The image reference to put in the helper spec.

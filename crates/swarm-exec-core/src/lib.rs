@@ -17,6 +17,8 @@
 //! - [`helper`]: the helper service spec (labels, constraint, mounts, log options, limits).
 //! - [`run`]: one helper's life on the manager side: create its run's envelope secret and
 //!   the helper, follow its frames until every byte is in, remove both.
+//! - [`options`]: what to run and how ([`options::RunOptions`]), checked before anything
+//!   is created; [`outcome`]: how a run ended; [`error`]: how swarm-exec itself failed.
 //! - [`task_exec`]: one task: resolve it, then run one helper for it.
 //! - [`service_exec`]: every selected task of a service or stack, one helper per node.
 //! - [`sink`]: where output goes ([`sink::OutputSink`]), and the bounded keepers of
@@ -31,10 +33,13 @@ pub mod api;
 pub mod cancel;
 pub mod duration;
 pub mod endpoint;
+pub mod error;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod gc;
 pub mod helper;
+pub mod options;
+pub mod outcome;
 pub mod plugin;
 pub mod resolve;
 pub mod run;
@@ -45,8 +50,11 @@ pub mod target;
 pub mod task_exec;
 
 pub use api::{ApiError, BollardApi, SwarmApi};
+pub use error::ExecError;
+pub use options::RunOptions;
+pub use outcome::{Interrupt, Outcome};
 pub use sink::OutputSink;
-pub use task_exec::{task_exec, ExecError, ExecRequest, Interrupt, Outcome, RunOptions};
+pub use task_exec::{task_exec, ExecRequest};
 
 pub use swarm_exec_proto::HELPER_LABEL;
 /// Unix time (seconds) after which a helper is stale and may be garbage-collected.

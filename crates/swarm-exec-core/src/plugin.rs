@@ -13,9 +13,11 @@ use tokio::time::Instant;
 
 use crate::cancel::CancelHub;
 use crate::duration::{parse_duration, MAX_TIMEOUT};
+use crate::options::RunOptions;
+use crate::outcome::{Interrupt, Outcome};
 use crate::sink::{bytes_json, Cut, OutputSink, Tail};
 use crate::target::TaskRef;
-use crate::task_exec::{task_exec, ExecRequest, Interrupt, Outcome, RunOptions};
+use crate::task_exec::{task_exec, ExecRequest};
 use crate::SwarmApi;
 
 /// The key added to the echoed input: one entry per instance, in input order, each with

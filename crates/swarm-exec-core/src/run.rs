@@ -14,9 +14,10 @@ use swarm_exec_proto::lines::Lines;
 use swarm_exec_proto::{Envelope, Event, Reader, Stream};
 
 use crate::api::{ApiError, LogStream, SwarmApi, TaskFilter, TaskInfo};
+use crate::error::{ExecError, HelperRef};
 use crate::helper::helper_spec;
+use crate::outcome::Interrupt;
 use crate::sink::OutputSink;
-use crate::task_exec::{ExecError, HelperRef, Interrupt};
 
 /// What one helper is to do.
 #[derive(Debug, Clone)]

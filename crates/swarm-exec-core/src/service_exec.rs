@@ -12,12 +12,14 @@ use tokio::time::{sleep, Instant};
 
 use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
+use crate::options::{InvalidRun, RunOptions};
+use crate::outcome::Interrupt;
 use crate::run::{
     create_envelope, remove_envelope, run_helper, HelperJob, RunEnd, RunSecret, TargetResult,
 };
 use crate::sink::OutputSink;
 use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
-use crate::task_exec::{pin_image, Interrupt, InvalidRun, RunOptions, TARGET_START_WAIT};
+use crate::task_exec::{pin_image, TARGET_START_WAIT};
 
 /// Which services.
 #[derive(Debug, Clone, PartialEq, Eq)]

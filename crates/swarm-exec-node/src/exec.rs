@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
 use swarm_exec_proto::args::{HelperArgs, RUN_ENV};
 use swarm_exec_proto::envelope::EnvelopeError;
-use swarm_exec_proto::{is_container_id, Envelope, ExecSpec, Stream, Writer};
+use swarm_exec_proto::{is_container_id, short_id as short, Envelope, ExecSpec, Stream, Writer};
 
 use crate::stop::{Stopper, STOP_GRACE};
 use crate::{HELPER_FAILED, HELPER_TIMED_OUT};
@@ -412,8 +412,4 @@ pub async fn exec_in_container(
         }
     }
     Err(TargetError::NoExitCode)
-}
-
-pub(crate) fn short(id: &str) -> &str {
-    &id[..12.min(id.len())]
 }

@@ -12,9 +12,7 @@ use std::time::Duration;
 use bollard::Docker;
 use futures_util::StreamExt;
 use swarm_exec_proto::args::{KillArgs, RUN_ENV};
-use swarm_exec_proto::{is_container_id, HELPER_LABEL};
-
-use crate::exec::short;
+use swarm_exec_proto::{is_container_id, short_id as short, HELPER_LABEL};
 
 /// How long a command that outlived its helper gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -31,3 +31,8 @@ pub fn is_container_id(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+/// An ID as messages show it: its first 12 characters, as `docker ps` does.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

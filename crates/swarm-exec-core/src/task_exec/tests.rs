@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::api::TaskInfo;
 use crate::fake::*;
+use crate::options::InvalidRun;
 use crate::run::{HELPER_START_WAIT, REPORT_GRACE};
 
 fn request(target: &str, timeout: u64) -> ExecRequest {
