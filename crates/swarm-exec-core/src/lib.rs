@@ -11,8 +11,9 @@
 //! - [`duration`]: the duration syntax of `--timeout` (`30`, `30s`, `5m`, `1m30s`).
 //! - [`endpoint`]: which engine to talk to (flags, DOCKER_HOST, contexts), as the docker
 //!   CLI decides it; [`ssh`]: `ssh://` endpoints through `docker system dial-stdio`.
-//! - [`api`]: the narrow Docker API the orchestration needs ([`api::SwarmApi`]), its
-//!   bollard implementation with bounded retries of transient errors, and the error type.
+//! - [`api`]: the narrow Docker API the orchestration needs ([`api::SwarmApi`]), its types
+//!   and its error; [`docker`]: its bollard implementation, with bounded retries of
+//!   transient errors.
 //! - [`resolve`]: from a [`target::TaskRef`] to a running task with its node and container.
 //! - [`helper`]: the helper service spec (labels, constraint, mounts, log options, limits).
 //! - [`run`]: one helper's life on the manager side: create its run's envelope secret and
@@ -31,6 +32,7 @@
 
 pub mod api;
 pub mod cancel;
+pub mod docker;
 pub mod duration;
 pub mod endpoint;
 pub mod error;
@@ -49,7 +51,8 @@ pub mod ssh;
 pub mod target;
 pub mod task_exec;
 
-pub use api::{ApiError, BollardApi, SwarmApi};
+pub use api::{ApiError, SwarmApi};
+pub use docker::BollardApi;
 pub use error::ExecError;
 pub use options::RunOptions;
 pub use outcome::{Interrupt, Outcome};

@@ -1,0 +1,704 @@
+//! [`SwarmApi`] over bollard. Transient failures (the engine refusing connections while it
+//! restarts, 5xx answers) are retried with bounded exponential backoff; client errors (4xx)
+//! never are. Also the mapping of the engine's types onto the orchestration's.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::models::{
+    Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{ListTasksOptions, LogsOptions};
+use bollard::Docker;
+use futures_util::stream::{BoxStream, StreamExt};
+use tokio_retry::strategy::{jitter, ExponentialBackoff};
+use tokio_retry::RetryIf;
+
+use crate::api::{ApiError, LogStream, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
+use crate::helper::{HelperSpec, ImageInfo};
+
+/// [`SwarmApi`] over bollard.
+#[derive(Debug, Clone)]
+pub struct BollardApi {
+    docker: Docker,
+}
+
+impl BollardApi {
+    pub fn new(docker: Docker) -> Self {
+        BollardApi { docker }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+/// How often and how long transient failures are retried: 50 ms doubling to 1 s (each
+/// delay between half and all of that), `retries` attempts after the first.
+fn backoff(retries: usize) -> impl Iterator<Item = Duration> {
+    ExponentialBackoff::from_millis(2)
+        .factor(25)
+        .max_delay(Duration::from_secs(1))
+        // Half fixed, half random: spread out, yet bounded below.
+        .map(|d| d / 2 + jitter(d / 2))
+        .take(retries)
+}
+
+/// Retries for most calls: 3.3 to 6.5 s in all.
+const RETRIES: usize = 10;
+/// Removing a helper matters more than waiting: 18 to 36 s, enough for an engine restart.
+const REMOVE_RETRIES: usize = 40;
+
+/// Runs `op`, retrying while it fails transiently.
+pub async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    retry_n(what, RETRIES, op).await
+}
+
+async fn retry_n<T, F, Fut>(what: &str, retries: usize, mut op: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    RetryIf::start(
+        backoff(retries),
+        || {
+            let fut = op();
+            async move {
+                let r = fut.await;
+                if let Err(e) = &r {
+                    if e.is_transient() {
+                        tracing::debug!(call = what, error = %e, "transient failure");
+                    }
+                }
+                r
+            }
+        },
+        ApiError::is_transient,
+    )
+    .await
+}
+
+/// Creates an object by name with retries, returning its ID. A conflict on a retry means
+/// an earlier attempt made it and only its answer was lost: `lookup` finds it by name.
+async fn create_once<C, CF, L, LF>(what: &str, mut create: C, lookup: L) -> Result<String, ApiError>
+where
+    C: FnMut() -> CF,
+    CF: Future<Output = Result<String, bollard::errors::Error>>,
+    L: Fn() -> LF,
+    LF: Future<Output = Result<String, bollard::errors::Error>>,
+{
+    let mut attempts = 0u32;
+    retry(what, || {
+        attempts += 1;
+        let (made, retried) = (create(), attempts > 1);
+        let lookup = &lookup;
+        async move {
+            match made.await {
+                Ok(id) => Ok(id),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) if retried => lookup().await.map_err(classify),
+                Err(e) => Err(classify(e)),
+            }
+        }
+    })
+    .await
+}
+
+/// Removes an object with the longer removal retries; one that is gone already is removed.
+async fn remove_once<F, Fut>(what: &str, remove: F) -> Result<(), ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), bollard::errors::Error>>,
+{
+    match retry_n(what, REMOVE_RETRIES, || async {
+        remove().await.map_err(classify)
+    })
+    .await
+    {
+        Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Maps bollard's error onto [`ApiError`].
+pub fn classify(err: bollard::errors::Error) -> ApiError {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            // 503 also means "this node is not a swarm manager": that one is final.
+            if message.contains("not a swarm manager") || message.contains("not part of a swarm") {
+                ApiError::NotManager(message)
+            } else if status_code == 404 {
+                ApiError::NotFound(message)
+            } else {
+                ApiError::Server {
+                    status: status_code,
+                    message,
+                }
+            }
+        }
+        E::HyperLegacyError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
+            let text = error_chain(&err);
+            // Permission on the socket will not come by retrying. A missing socket may: an
+            // engine that restarts removes its socket until it is back.
+            if text.contains("Permission denied") {
+                ApiError::Other(format!("cannot reach the Docker engine: {text}"))
+            } else {
+                ApiError::Connect(text)
+            }
+        }
+        other => ApiError::Other(error_chain(&other)),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn state_str(state: Option<TaskState>) -> String {
+    state.map(|s| s.to_string()).unwrap_or_default()
+}
+
+fn task_info(t: bollard::models::Task) -> TaskInfo {
+    let mut container_labels: Vec<(String, String)> = t
+        .spec
+        .and_then(|s| s.container_spec)
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    container_labels.sort();
+    let status = t.status.unwrap_or_default();
+    let container = status.container_status.unwrap_or_default();
+    TaskInfo {
+        id: t.id.unwrap_or_default(),
+        service_id: t.service_id.unwrap_or_default(),
+        slot: t.slot.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        node_id: t.node_id.unwrap_or_default(),
+        state: state_str(status.state),
+        desired_state: state_str(t.desired_state),
+        err: status.err.unwrap_or_default(),
+        message: status.message.unwrap_or_default(),
+        container_id: container.container_id.unwrap_or_default(),
+        exit_code: container.exit_code,
+        updated: t.updated_at.map(|d| d.to_string()).unwrap_or_default(),
+        container_labels,
+    }
+}
+
+fn service_info(s: bollard::models::Service) -> ServiceInfo {
+    let spec = s.spec.unwrap_or_default();
+    let mode = spec.mode.unwrap_or_default();
+    let mut labels: Vec<(String, String)> = spec.labels.unwrap_or_default().into_iter().collect();
+    labels.sort();
+    let container = spec
+        .task_template
+        .and_then(|t| t.container_spec)
+        .unwrap_or_default();
+    ServiceInfo {
+        id: s.id.unwrap_or_default(),
+        name: spec.name.unwrap_or_default(),
+        global: mode.global.is_some() || mode.global_job.is_some(),
+        labels,
+        created_at: s.created_at.as_deref().and_then(unix_seconds),
+        updating: s.update_status.and_then(|u| u.state).is_some_and(|st| {
+            use bollard::models::ServiceUpdateStatusStateEnum as U;
+            matches!(st, U::UPDATING | U::ROLLBACK_STARTED)
+        }),
+        args: container.args.unwrap_or_default(),
+        binds: container
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ == Some(MountType::BIND))
+            .filter_map(|m| m.source)
+            .collect(),
+    }
+}
+
+/// Unix seconds of an RFC 3339 time as the engine writes them
+/// (`2026-12-01T21:07:13.123456789Z`, or with a `+01:00` offset).
+pub fn unix_seconds(t: &str) -> Option<u64> {
+    let (date, rest) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let clock_end = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = rest.split_at(clock_end);
+    let clock = clock.split('.').next()?;
+    let mut c = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (c.next()??, c.next()??, c.next()??);
+    let offset = match zone.as_bytes().first() {
+        None | Some(b'Z' | b'z') => 0,
+        Some(&sign) => {
+            let (oh, om) = zone[1..].split_once(':')?;
+            let secs = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
+            if sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil calendar (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss - offset).ok()
+}
+
+impl SwarmApi for BollardApi {
+    async fn inspect_task(&self, id: &str) -> Result<TaskInfo, ApiError> {
+        retry("inspect task", || async {
+            self.docker.inspect_task(id).await.map_err(classify)
+        })
+        .await
+        .map(task_info)
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskInfo>, ApiError> {
+        let mut filters = HashMap::new();
+        for (key, value) in [
+            ("id", &filter.id_prefix),
+            ("service", &filter.service),
+            ("node", &filter.node),
+        ] {
+            if let Some(v) = value {
+                filters.insert(key.to_owned(), vec![v.clone()]);
+            }
+        }
+        let opts = ListTasksOptions {
+            filters: Some(filters),
+        };
+        let tasks = retry("list tasks", || async {
+            self.docker
+                .list_tasks(Some(opts.clone()))
+                .await
+                .map_err(classify)
+        })
+        .await?;
+        Ok(tasks.into_iter().map(task_info).collect())
+    }
+
+    async fn inspect_service(&self, name_or_id: &str) -> Result<ServiceInfo, ApiError> {
+        let s = retry("inspect service", || async {
+            self.docker
+                .inspect_service(
+                    name_or_id,
+                    None::<bollard::query_parameters::InspectServiceOptions>,
+                )
+                .await
+                .map_err(classify)
+        })
+        .await?;
+        Ok(service_info(s))
+    }
+
+    async fn list_services(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        let opts = bollard::query_parameters::ListServicesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![label.to_owned()],
+            )])),
+            status: None,
+        };
+        let services = retry("list services", || async {
+            self.docker
+                .list_services(Some(opts.clone()))
+                .await
+                .map_err(classify)
+        })
+        .await?;
+        Ok(services.into_iter().map(service_info).collect())
+    }
+
+    async fn inspect_node(&self, name_or_id: &str) -> Result<NodeInfo, ApiError> {
+        let n = retry("inspect node", || async {
+            self.docker.inspect_node(name_or_id).await.map_err(classify)
+        })
+        .await?;
+        Ok(NodeInfo {
+            id: n.id.unwrap_or_default(),
+            hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+        })
+    }
+
+    async fn inspect_image(&self, name: &str) -> Result<Option<ImageInfo>, ApiError> {
+        let r = retry("inspect image", || async {
+            self.docker.inspect_image(name).await.map_err(classify)
+        })
+        .await;
+        match r {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+            })),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_service(&self, spec: &HelperSpec) -> Result<String, ApiError> {
+        let service = service_spec(spec);
+        create_once(
+            "create service",
+            || {
+                let service = service.clone();
+                async move {
+                    let r = self.docker.create_service(service, None).await?;
+                    Ok(r.id.unwrap_or_default())
+                }
+            },
+            || async {
+                let opts = None::<bollard::query_parameters::InspectServiceOptions>;
+                let s = self.docker.inspect_service(&spec.name, opts).await?;
+                Ok(s.id.unwrap_or_default())
+            },
+        )
+        .await
+    }
+
+    async fn remove_service(&self, id: &str) -> Result<(), ApiError> {
+        remove_once("remove service", || self.docker.delete_service(id)).await
+    }
+
+    async fn create_secret(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        data: &[u8],
+    ) -> Result<String, ApiError> {
+        use base64::Engine as _;
+        let spec = bollard::models::SecretSpec {
+            name: Some(name.to_owned()),
+            labels: Some(labels.iter().cloned().collect()),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        create_once(
+            "create secret",
+            || {
+                let spec = spec.clone();
+                async move { Ok(self.docker.create_secret(spec).await?.id) }
+            },
+            || async {
+                Ok(self
+                    .docker
+                    .inspect_secret(name)
+                    .await?
+                    .id
+                    .unwrap_or_default())
+            },
+        )
+        .await
+    }
+
+    async fn remove_secret(&self, id: &str) -> Result<(), ApiError> {
+        remove_once("remove secret", || self.docker.delete_secret(id)).await
+    }
+
+    async fn list_secrets(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        let opts = bollard::query_parameters::ListSecretsOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![label.to_owned()],
+            )])),
+        };
+        let secrets = retry("list secrets", || async {
+            self.docker
+                .list_secrets(Some(opts.clone()))
+                .await
+                .map_err(classify)
+        })
+        .await?;
+        Ok(secrets
+            .into_iter()
+            .map(|s| {
+                let spec = s.spec.unwrap_or_default();
+                let mut labels: Vec<(String, String)> =
+                    spec.labels.unwrap_or_default().into_iter().collect();
+                labels.sort();
+                ServiceInfo {
+                    id: s.id.unwrap_or_default(),
+                    name: spec.name.unwrap_or_default(),
+                    labels,
+                    created_at: s.created_at.as_deref().and_then(unix_seconds),
+                    ..Default::default()
+                }
+            })
+            .collect())
+    }
+
+    async fn engine_time(&self) -> Result<u64, ApiError> {
+        let info = retry("read the engine's clock", || async {
+            self.docker.info().await.map_err(classify)
+        })
+        .await?;
+        let time = info.system_time.unwrap_or_default();
+        unix_seconds(&time).ok_or_else(|| ApiError::Server {
+            status: 200,
+            message: format!("unreadable engine time {time:?}"),
+        })
+    }
+
+    fn service_logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
+        let opts = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        self.docker
+            .service_logs(id, Some(opts))
+            .filter_map(|item| async move {
+                use bollard::container::LogOutput;
+                match item {
+                    Ok(LogOutput::StdOut { message }) => {
+                        Some(Ok((LogStream::Stdout, message.to_vec())))
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        Some(Ok((LogStream::Stderr, message.to_vec())))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(classify(e))),
+                }
+            })
+            .boxed()
+    }
+}
+
+/// The Engine API form of a [`HelperSpec`].
+fn service_spec(h: &HelperSpec) -> ServiceSpec {
+    let labels: HashMap<String, String> = h.labels.iter().cloned().collect();
+    ServiceSpec {
+        name: Some(h.name.clone()),
+        labels: Some(labels.clone()),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(h.image.clone()),
+                args: Some(h.args.clone()),
+                labels: Some(labels),
+                mounts: Some(vec![Mount {
+                    typ: Some(MountType::BIND),
+                    source: Some(h.socket.clone()),
+                    target: Some(h.socket.clone()),
+                    ..Default::default()
+                }]),
+                secrets: Some(vec![bollard::models::TaskSpecContainerSpecSecrets {
+                    file: Some(bollard::models::TaskSpecContainerSpecFile {
+                        name: Some(crate::helper::ENVELOPE_FILE_NAME.to_owned()),
+                        uid: Some("0".to_owned()),
+                        gid: Some("0".to_owned()),
+                        mode: Some(0o400),
+                    }),
+                    secret_id: Some(h.envelope_secret.0.clone()),
+                    secret_name: Some(h.envelope_secret.1.clone()),
+                }]),
+                read_only: Some(true),
+                // The socket is owned by root, so the helper needs uid 0 but no capabilities.
+                capability_drop: Some(vec!["ALL".to_owned()]),
+                // Room to stop the commands when the helper is removed (service removal
+                // itself does not wait for it).
+                stop_grace_period: Some(10_000_000_000),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                max_attempts: Some(0),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![format!("node.id=={}", h.node_id)]),
+                ..Default::default()
+            }),
+            resources: Some(TaskSpecResources {
+                limits: Some(bollard::models::Limit {
+                    memory_bytes: Some(h.memory_limit),
+                    nano_cpus: Some(h.nano_cpus),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            // Service logs need a driver the engine can read back; never rely on the
+            // node's default (often syslog, fluentd, ...) nor its default options.
+            log_driver: Some(TaskSpecLogDriver {
+                name: Some(crate::helper::LOG_DRIVER.to_owned()),
+                options: Some(
+                    crate::helper::LOG_OPTIONS
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn classification() {
+        let e = |status_code: u16, message: &str| {
+            classify(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.into(),
+            })
+        };
+        assert!(e(500, "rpc error").is_transient());
+        assert!(e(503, "raft unavailable").is_transient());
+        assert!(!e(400, "bad spec").is_transient());
+        assert!(!e(409, "name conflicts").is_transient());
+        assert!(matches!(e(404, "no such task"), ApiError::NotFound(_)));
+        let not_mgr = e(
+            503,
+            "This node is not a swarm manager. Use \"docker swarm init\"",
+        );
+        assert!(matches!(not_mgr, ApiError::NotManager(_)));
+        assert!(!not_mgr.is_transient());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_errors_with_bounded_backoff() {
+        let calls = AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let r: Result<(), _> = retry("t", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ApiError::Connect("refused".into()))
+        })
+        .await;
+        assert!(matches!(r, Err(ApiError::Connect(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 11);
+        let waited = start.elapsed();
+        assert!(waited <= Duration::from_secs(9), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn does_not_retry_client_errors_and_stops_on_success() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry("t", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ApiError::Server {
+                status: 400,
+                message: "bad".into(),
+            })
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = AtomicU32::new(0);
+        let r = retry("t", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(ApiError::Server {
+                    status: 502,
+                    message: "bad gateway".into(),
+                })
+            } else {
+                Ok(42)
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 42);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn engine_times() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2026-12-01T21:07:13.123456789Z"),
+            Some(1_796_159_233)
+        );
+        assert_eq!(
+            unix_seconds("2026-12-01T22:07:13.5+01:00"),
+            Some(1_796_159_233)
+        );
+        assert_eq!(
+            unix_seconds("2024-02-29T12:00:00-00:30"),
+            Some(1_709_208_000 + 1800)
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "2026-12-01",
+            "2026-12-01Tnoon",
+        ] {
+            assert_eq!(unix_seconds(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn helper_service_spec() {
+        let h = HelperSpec {
+            name: "swarm-exec-x".into(),
+            tag: "x".into(),
+            image: "sha256:abc".into(),
+            node_id: "n".repeat(25),
+            args: vec!["node-exec".into()],
+            labels: vec![("swarm-exec.helper".into(), "1".into())],
+            socket: "/var/run/docker.sock".into(),
+            memory_limit: 64 << 20,
+            nano_cpus: 500_000_000,
+            envelope_secret: ("sid".into(), "swarm-exec-run-x".into()),
+        };
+        let json = serde_json::to_value(service_spec(&h)).unwrap();
+        let t = &json["TaskTemplate"];
+        assert_eq!(t["RestartPolicy"]["Condition"], "none");
+        assert_eq!(
+            t["Placement"]["Constraints"][0],
+            format!("node.id=={}", "n".repeat(25))
+        );
+        assert_eq!(t["ContainerSpec"]["Mounts"][0]["Type"], "bind");
+        assert_eq!(t["ContainerSpec"]["ReadOnly"], true);
+        assert_eq!(t["LogDriver"]["Name"], "json-file");
+        // The node's own log options never apply: they could rotate frames away unread.
+        assert_eq!(t["LogDriver"]["Options"]["max-size"], "256m");
+        assert_eq!(t["LogDriver"]["Options"]["max-file"], "2");
+        let secret = &t["ContainerSpec"]["Secrets"][0];
+        assert_eq!(secret["SecretID"], "sid");
+        assert_eq!(secret["File"]["Name"], "envelope");
+        assert_eq!(secret["File"]["Mode"], 0o400);
+        assert_eq!(json["Labels"]["swarm-exec.helper"], "1");
+        assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
+    }
+}
