@@ -14,6 +14,8 @@
 //! - [`api`]: the narrow Docker API the orchestration needs ([`api::SwarmApi`]), its types
 //!   and its error; [`docker`]: its bollard implementation, with bounded retries of
 //!   transient errors.
+//! - [`lookup`]: the look-ups `resolve` and `service_exec` share (services, nodes,
+//!   hostnames, a service's tasks, starting states).
 //! - [`resolve`]: from a [`target::TaskRef`] to a running task with its node and container.
 //! - [`helper`]: the helper service spec (labels, constraint, mounts, log options, limits).
 //! - [`run`]: one helper's life on the manager side: create its run's envelope secret and
@@ -40,6 +42,7 @@ pub mod error;
 pub(crate) mod fake;
 pub mod gc;
 pub mod helper;
+pub mod lookup;
 pub mod options;
 pub mod outcome;
 pub mod plugin;

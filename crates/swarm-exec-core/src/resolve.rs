@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 use crate::api::{ApiError, SwarmApi, TaskFilter, TaskInfo};
+use crate::lookup::{self, is_starting, LookupError};
 use crate::target::{is_container_id, is_swarm_id, TaskRef};
 
 /// A task ready to exec into.
@@ -96,23 +97,18 @@ fn err_suffix(err: &str) -> String {
     }
 }
 
-fn api_failed(step: &'static str) -> impl FnOnce(ApiError) -> ResolveError {
-    move |source| ResolveError::Api { step, source }
+impl From<LookupError> for ResolveError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::NoService(s) => ResolveError::NoService(s),
+            LookupError::NoNode(n) => ResolveError::NoNode(n),
+            LookupError::Api { step, source } => ResolveError::Api { step, source },
+        }
+    }
 }
 
-/// States a task passes through before `running`; worth waiting on.
-fn is_starting(state: &str) -> bool {
-    matches!(
-        state,
-        "new"
-            | "allocated"
-            | "pending"
-            | "assigned"
-            | "accepted"
-            | "preparing"
-            | "ready"
-            | "starting"
-    )
+fn api_failed(step: &'static str) -> impl FnOnce(ApiError) -> ResolveError {
+    move |source| ResolveError::Api { step, source }
 }
 
 /// How often a starting task is re-read.
@@ -152,7 +148,7 @@ pub async fn resolve<A: SwarmApi>(
         let node = match &known_node {
             Some((id, name)) if *id == task.node_id => name.clone(),
             _ => {
-                let name = node_name(api, &task.node_id).await;
+                let name = lookup::hostname(api, &task.node_id).await;
                 known_node = Some((task.node_id.clone(), name.clone()));
                 name
             }
@@ -197,7 +193,7 @@ pub async fn resolve<A: SwarmApi>(
     }
     let node_name = match known_node {
         Some((id, name)) if id == task.node_id => name,
-        _ => node_name(api, &task.node_id).await,
+        _ => lookup::hostname(api, &task.node_id).await,
     };
     if task.slot == 0 && !matches!(target, TaskRef::OnNode { .. }) {
         display = format!("{}@{}", service.name, node_name);
@@ -211,17 +207,6 @@ pub async fn resolve<A: SwarmApi>(
         node_name,
         container_id: task.container_id,
     })
-}
-
-/// The node's hostname for messages; its ID when it cannot be read.
-async fn node_name<A: SwarmApi>(api: &A, node_id: &str) -> String {
-    if node_id.is_empty() {
-        return "(not assigned)".to_owned();
-    }
-    match api.inspect_node(node_id).await {
-        Ok(n) if !n.hostname.is_empty() => n.hostname,
-        _ => node_id.to_owned(),
-    }
 }
 
 async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, ResolveError> {
@@ -254,11 +239,11 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
             }
         }
         TaskRef::Slot { service, slot } => {
-            let svc = service_by_name(api, service).await?;
+            let svc = lookup::service(api, service).await?;
             if svc.global {
                 return Err(ResolveError::GlobalNeedsNode { service: svc.name });
             }
-            let tasks = service_tasks(api, &svc.id, None).await?;
+            let tasks = lookup::service_tasks(api, &svc.id, None).await?;
             pick(
                 tasks.iter().filter(|t| t.slot == *slot).cloned().collect(),
                 target,
@@ -279,13 +264,9 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
             })?
         }
         TaskRef::OnNode { service, node } => {
-            let svc = service_by_name(api, service).await?;
-            let n = match api.inspect_node(node).await {
-                Ok(n) => n,
-                Err(ApiError::NotFound(_)) => return Err(ResolveError::NoNode(node.clone())),
-                Err(e) => return Err(api_failed("inspect node")(e)),
-            };
-            let tasks = service_tasks(api, &svc.id, Some(&n.id)).await?;
+            let svc = lookup::service(api, service).await?;
+            let n = lookup::node(api, node).await?;
+            let tasks = lookup::service_tasks(api, &svc.id, Some(&n.id)).await?;
             pick(tasks, target).ok_or_else(|| ResolveError::NoTaskOnNode {
                 service: svc.name.clone(),
                 node: node.clone(),
@@ -321,38 +302,6 @@ fn describe(tasks: &[TaskInfo]) -> Vec<String> {
         .iter()
         .map(|t| format!("{} ({}, {})", t.id, t.state, t.node_id))
         .collect()
-}
-
-async fn service_by_name<A: SwarmApi>(
-    api: &A,
-    name: &str,
-) -> Result<crate::api::ServiceInfo, ResolveError> {
-    match api.inspect_service(name).await {
-        // Inspect also matches ID prefixes; a name must match exactly.
-        Ok(s) if s.name == name || s.id == name => Ok(s),
-        Ok(_) | Err(ApiError::NotFound(_)) => Err(ResolveError::NoService(name.to_owned())),
-        Err(e) => Err(api_failed("inspect service")(e)),
-    }
-}
-
-async fn service_tasks<A: SwarmApi>(
-    api: &A,
-    service_id: &str,
-    node_id: Option<&str>,
-) -> Result<Vec<TaskInfo>, ResolveError> {
-    let filter = TaskFilter {
-        service: Some(service_id.to_owned()),
-        node: node_id.map(str::to_owned),
-        ..Default::default()
-    };
-    Ok(api
-        .list_tasks(&filter)
-        .await
-        .map_err(api_failed("list the service's tasks"))?
-        .into_iter()
-        // The service filter is a prefix match on some engines; keep exact matches only.
-        .filter(|t| t.service_id == service_id && node_id.is_none_or(|n| t.node_id == n))
-        .collect())
 }
 
 /// A task ID prefix that matched nothing may have been meant as a service name.

@@ -12,6 +12,7 @@ use tokio::time::{sleep, Instant};
 
 use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
+use crate::lookup::{self, is_starting, LookupError};
 use crate::options::{InvalidRun, RunOptions};
 use crate::outcome::Interrupt;
 use crate::run::{
@@ -126,6 +127,16 @@ pub enum ServiceExecError {
     },
 }
 
+impl From<LookupError> for ServiceExecError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::NoService(s) => ServiceExecError::NoService(s),
+            LookupError::NoNode(n) => ServiceExecError::NoNode(n),
+            LookupError::Api { step, source } => ServiceExecError::Api { step, source },
+        }
+    }
+}
+
 fn api(step: &'static str) -> impl Fn(ApiError) -> ServiceExecError {
     move |source| ServiceExecError::Api { step, source }
 }
@@ -138,13 +149,7 @@ async fn fetch_services<A: SwarmApi>(
     match services {
         Services::Named(name) => {
             check_service_name(name)?;
-            match api_.inspect_service(name).await {
-                Ok(s) if s.name == *name || s.id == *name => Ok(vec![s]),
-                Ok(_) | Err(ApiError::NotFound(_)) => {
-                    Err(ServiceExecError::NoService(name.clone()))
-                }
-                Err(e) => Err(api("inspect service")(e)),
-            }
+            Ok(vec![lookup::service(api_, name).await?])
         }
         Services::Stack(stack) => {
             check_service_name(stack)?;
@@ -162,16 +167,6 @@ async fn fetch_services<A: SwarmApi>(
     }
 }
 
-/// Task states on the way to `running`.
-const STARTING: [&str; 7] = [
-    "new",
-    "pending",
-    "assigned",
-    "accepted",
-    "preparing",
-    "ready",
-    "starting",
-];
 /// How often the tasks are listed again while some are starting or a service is updating.
 const START_POLL: Duration = Duration::from_millis(250);
 
@@ -189,11 +184,7 @@ pub async fn select<A: SwarmApi>(
         if !crate::target::is_node_name(n) {
             return Err(ServiceExecError::Invalid(InvalidRef::Node(n.clone())));
         }
-        match api_.inspect_node(n).await {
-            Ok(info) => filter_nodes.push(info.id),
-            Err(ApiError::NotFound(_)) => return Err(ServiceExecError::NoNode(n.clone())),
-            Err(e) => return Err(api("inspect node")(e)),
-        }
+        filter_nodes.push(lookup::node(api_, n).await?.id);
     }
 
     let waiting_since = Instant::now();
@@ -222,7 +213,7 @@ pub async fn select<A: SwarmApi>(
                     if is_container_id(&t.container_id) && is_swarm_id(&t.node_id) {
                         picked.push((i, t));
                     }
-                } else if STARTING.contains(&t.state.as_str()) {
+                } else if is_starting(&t.state) {
                     starting.push(format!("task {} of {} ({})", t.id, svc.name, t.state));
                 }
             }
@@ -260,16 +251,8 @@ pub async fn select<A: SwarmApi>(
     let mut node_ids: Vec<String> = picked.iter().map(|(_, t)| t.node_id.clone()).collect();
     node_ids.sort_unstable();
     node_ids.dedup();
-    let names = join_all(node_ids.iter().map(|id| api_.inspect_node(id))).await;
-    let hostnames: HashMap<String, String> = node_ids
-        .into_iter()
-        .zip(names)
-        .map(|(id, n)| {
-            let name = n.ok().map(|n| n.hostname).filter(|h| !h.is_empty());
-            let name = name.unwrap_or_else(|| id.clone());
-            (id, name)
-        })
-        .collect();
+    let names = join_all(node_ids.iter().map(|id| lookup::hostname(api_, id))).await;
+    let hostnames: HashMap<String, String> = node_ids.into_iter().zip(names).collect();
 
     let mut targets: Vec<Target> = picked
         .into_iter()
