@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::api::ApiError;
 use crate::options::InvalidRun;
+use crate::outcome::NotRun;
 use crate::resolve::ResolveError;
 
 /// Failures of swarm-exec itself; every one names the task, node and service involved.
@@ -49,7 +50,7 @@ pub enum ExecError {
     CannotRun {
         target: String,
         node: String,
-        reason: String,
+        reason: NotRun,
     },
     #[error("{at}: output incomplete, the command's exit code is not reported: {missing} did not arrive ({why})")]
     OutputIncomplete {

@@ -19,3 +19,26 @@ pub enum Interrupt {
     /// The terminal (or the ssh session) went away.
     Sighup,
 }
+
+/// A target the command could not be run in, with the helper's reason (e.g. its container
+/// is not running).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotRun(pub String);
+
+/// How the command ended in one target of a helper — or why it could not run there — and
+/// when that was known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetEnd {
+    pub result: Result<Outcome, NotRun>,
+    pub at: tokio::time::Instant,
+}
+
+impl TargetEnd {
+    pub fn now(result: Result<Outcome, NotRun>) -> Self {
+        TargetEnd {
+            result,
+            at: tokio::time::Instant::now(),
+        }
+    }
+}

@@ -16,7 +16,7 @@ use swarm_exec_proto::{Envelope, Event, Reader, Stream};
 use crate::api::{ApiError, LogStream, SwarmApi, TaskFilter, TaskInfo};
 use crate::error::{ExecError, HelperRef};
 use crate::helper::helper_spec;
-use crate::outcome::Interrupt;
+use crate::outcome::{Interrupt, NotRun, Outcome, TargetEnd};
 use crate::sink::OutputSink;
 
 /// What one helper is to do.
@@ -56,24 +56,6 @@ impl std::fmt::Debug for RunSecret {
     }
 }
 
-/// How one target's command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetResult {
-    Exited(i64),
-    TimedOut,
-    /// The command could not be run in this target (e.g. its container is not running).
-    Failed(String),
-}
-
-/// How a helper run ended, when swarm-exec itself did not fail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunEnd {
-    /// One result per target, in order, with when it arrived; targets unfinished at the
-    /// deadline are `TimedOut`.
-    Finished(Vec<(TargetResult, Instant)>),
-    Interrupted(Interrupt),
-}
-
 /// How long the helper may take to reach `running` before the run fails (125). Covers
 /// scheduling and container start; a node that is down never gets there.
 pub const HELPER_START_WAIT: Duration = Duration::from_secs(30);
@@ -100,7 +82,7 @@ pub async fn run_helper<A, S, C>(
     sinks: &mut [S],
     deadline: Instant,
     cancel: C,
-) -> Result<RunEnd, ExecError>
+) -> Result<Vec<TargetEnd>, ExecError>
 where
     A: SwarmApi,
     S: OutputSink,
@@ -108,13 +90,7 @@ where
 {
     let targets = job.containers.len();
     assert_eq!(sinks.len(), targets, "one sink per target");
-    let timed_out = || {
-        let now = Instant::now();
-        Ok(RunEnd::Finished(vec![
-            (TargetResult::TimedOut, now);
-            targets
-        ]))
-    };
+    let all = |outcome: Outcome| Ok(vec![TargetEnd::now(Ok(outcome)); targets]);
     tokio::pin!(cancel);
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let budget = deadline.saturating_duration_since(Instant::now());
@@ -148,8 +124,8 @@ where
             let id = made.unwrap_or_else(|| spec.name.clone());
             cleanup(api, &id, &mut sinks[0]).await;
             return match stop {
-                Stop::Interrupted(i) => Ok(RunEnd::Interrupted(i)),
-                Stop::Deadline => timed_out(),
+                Stop::Interrupted(i) => all(Outcome::Interrupted(i)),
+                Stop::Deadline => all(Outcome::TimedOut),
             };
         }
     };
@@ -161,13 +137,13 @@ where
     let stop = tokio::select! {
         r = follower.follow(api, &helper_id, &at, sinks, deadline) => Some(r),
         _ = sleep_until(deadline + REPORT_GRACE) => None,
-        i = &mut cancel => Some(Ok(RunEnd::Interrupted(i))),
+        i = &mut cancel => Some(all(Outcome::Interrupted(i))),
     };
     let result = stop.unwrap_or_else(|| {
         sinks[0].warn(&format!(
             "{at}: no report from the helper {REPORT_GRACE:?} after the deadline; removing it stops the command"
         ));
-        Ok(RunEnd::Finished(follower.results()))
+        Ok(follower.results())
     });
     cleanup(api, &helper_id, &mut sinks[0]).await;
     result
@@ -267,7 +243,7 @@ async fn cleanup<A: SwarmApi, S: OutputSink>(api: &A, helper: &str, out: &mut S)
 struct Follower {
     lines: Lines,
     reader: Reader,
-    results: Vec<Option<(TargetResult, Instant)>>,
+    results: Vec<Option<TargetEnd>>,
     /// The helper's `timed out` frame: whether it saw the commands stop.
     timed_out: Option<bool>,
     /// What the helper printed outside its frames (its stderr, stray lines).
@@ -308,11 +284,12 @@ impl Follower {
         }
     }
 
-    fn results(&self) -> Vec<(TargetResult, Instant)> {
-        let now = Instant::now();
+    /// One end per target, in order; targets unfinished now are timed out.
+    fn results(&self) -> Vec<TargetEnd> {
+        let unfinished = TargetEnd::now(Ok(Outcome::TimedOut));
         self.results
             .iter()
-            .map(|r| r.clone().unwrap_or((TargetResult::TimedOut, now)))
+            .map(|r| r.clone().unwrap_or_else(|| unfinished.clone()))
             .collect()
     }
 
@@ -343,10 +320,10 @@ impl Follower {
                     bytes,
                 } => sinks[target].stderr(bytes),
                 Event::Exit { target, code } => {
-                    results[target] = Some((TargetResult::Exited(code), Instant::now()));
+                    results[target] = Some(TargetEnd::now(Ok(Outcome::Exited(code))));
                 }
                 Event::Failed { target, reason } => {
-                    results[target] = Some((TargetResult::Failed(reason), Instant::now()));
+                    results[target] = Some(TargetEnd::now(Err(NotRun(reason))));
                 }
                 Event::Done => {}
                 Event::TimedOut { stopped } => *timed_out = Some(stopped),
@@ -389,7 +366,7 @@ impl Follower {
         at: &HelperRef,
         sinks: &mut [S],
         deadline: Instant,
-    ) -> Result<RunEnd, ExecError> {
+    ) -> Result<Vec<TargetEnd>, ExecError> {
         let mut reading = Reading::Follow;
         let mut logs = api.service_logs(helper_id, true);
         let mut logs_open = true;
@@ -497,7 +474,7 @@ impl Follower {
                     // report: the deadline applies now.
                     if !running && self.reader.next_seq() == 0 && Instant::now() >= deadline {
                         tracing::debug!("deadline passed before the helper started");
-                        return Ok(RunEnd::Finished(self.results()));
+                        return Ok(self.results());
                     }
                     let tasks = match api.list_tasks(&filter).await {
                         Ok(tasks) => tasks,
@@ -561,7 +538,7 @@ impl Follower {
         &self,
         at: &HelperRef,
         sinks: &mut [S],
-    ) -> Result<RunEnd, ExecError> {
+    ) -> Result<Vec<TargetEnd>, ExecError> {
         if self.unauthentic > 0 {
             sinks[0].warn(&format!(
                 "{} line(s) tagged as helper {}'s did not open with the run's key and were ignored",
@@ -574,7 +551,7 @@ impl Follower {
                 at
             ));
         }
-        Ok(RunEnd::Finished(self.results()))
+        Ok(self.results())
     }
 
     /// The helper ended and its log, read whole, holds no last frame. No exit code is

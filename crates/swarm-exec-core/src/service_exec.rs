@@ -14,10 +14,8 @@ use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
 use crate::lookup::{self, is_starting, LookupError};
 use crate::options::{InvalidRun, RunOptions};
-use crate::outcome::Interrupt;
-use crate::run::{
-    create_envelope, remove_envelope, run_helper, HelperJob, RunEnd, RunSecret, TargetResult,
-};
+use crate::outcome::{Interrupt, NotRun, Outcome};
+use crate::run::{create_envelope, remove_envelope, run_helper, HelperJob, RunSecret};
 use crate::sink::OutputSink;
 use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
 use crate::task_exec::{pin_image, TARGET_START_WAIT};
@@ -88,6 +86,17 @@ pub enum TaskOutcome {
     /// Not started: an earlier wave failed and `fail_fast` was set.
     Skipped,
     Interrupted(Interrupt),
+}
+
+impl From<&Result<Outcome, NotRun>> for TaskOutcome {
+    fn from(r: &Result<Outcome, NotRun>) -> Self {
+        match r {
+            Ok(Outcome::Exited(c)) => TaskOutcome::Exited(*c),
+            Ok(Outcome::TimedOut) => TaskOutcome::TimedOut,
+            Ok(Outcome::Interrupted(i)) => TaskOutcome::Interrupted(*i),
+            Err(NotRun(why)) => TaskOutcome::Failed(why.clone()),
+        }
+    }
 }
 
 /// One task's run, with the sink that received its output.
@@ -430,12 +439,7 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
             };
             for (i, r) in group.iter_mut().enumerate() {
                 let (outcome, at) = match &end {
-                    Ok(RunEnd::Interrupted(i)) => (TaskOutcome::Interrupted(*i), Instant::now()),
-                    Ok(RunEnd::Finished(results)) => match &results[i] {
-                        (TargetResult::Exited(c), at) => (TaskOutcome::Exited(*c), *at),
-                        (TargetResult::TimedOut, at) => (TaskOutcome::TimedOut, *at),
-                        (TargetResult::Failed(why), at) => (TaskOutcome::Failed(why.clone()), *at),
-                    },
+                    Ok(ends) => (TaskOutcome::from(&ends[i].result), ends[i].at),
                     Err(e) => (TaskOutcome::Failed(e.to_string()), Instant::now()),
                 };
                 r.outcome = outcome;

@@ -12,8 +12,7 @@ use crate::options::RunOptions;
 use crate::outcome::{Interrupt, Outcome};
 use crate::resolve::{resolve, Resolved};
 use crate::run::{
-    create_envelope, create_or_stop, remove_envelope, run_helper, Created, HelperJob, RunEnd, Stop,
-    TargetResult,
+    create_envelope, create_or_stop, remove_envelope, run_helper, Created, HelperJob, Stop,
 };
 use crate::sink::OutputSink;
 use crate::target::TaskRef;
@@ -103,17 +102,14 @@ where
     };
     let end = run_helper(api, &job, std::slice::from_mut(out), deadline, cancel).await;
     remove_envelope(api, &secret.id, out).await;
-    match end? {
-        RunEnd::Interrupted(i) => Ok(Outcome::Interrupted(i)),
-        RunEnd::Finished(results) => match results.into_iter().next().map(|(r, _)| r) {
-            Some(TargetResult::Exited(code)) => Ok(Outcome::Exited(code)),
-            Some(TargetResult::TimedOut) | None => Ok(Outcome::TimedOut),
-            Some(TargetResult::Failed(reason)) => Err(ExecError::CannotRun {
-                target: job.target,
-                node: job.node_name,
-                reason,
-            }),
-        },
+    match end?.into_iter().next().map(|e| e.result) {
+        Some(Ok(outcome)) => Ok(outcome),
+        None => Ok(Outcome::TimedOut),
+        Some(Err(reason)) => Err(ExecError::CannotRun {
+            target: job.target,
+            node: job.node_name,
+            reason,
+        }),
     }
 }
 
