@@ -1,14 +1,14 @@
-//! The command line, as clap definitions; doc comments are the help text.
+//! swarm-exec's own command line: the clap definitions (doc comments are the help text) and
+//! the parsers of its values. Telling this command line from the Skopos plugin protocol's
+//! and the docker CLI plugin's, and reading the process's arguments, is `invocation.rs`.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use swarm_exec_core::duration::parse_duration;
 use swarm_exec_core::target::TaskRef;
 use swarm_exec_core::DEFAULT_IMAGE;
-
-use crate::exit;
 
 /// Run commands in Docker Swarm service tasks, on any node, from a manager.
 ///
@@ -359,240 +359,10 @@ fn parse_container(s: &str) -> Result<String, String> {
     }
 }
 
-/// How the process was invoked: swarm-exec's own command line, or the Skopos plugin protocol.
-#[derive(Debug)]
-pub enum Invocation {
-    Cli(Box<Cli>),
-    Plugin(PluginArgs),
-}
-
-/// `swarm-exec [--debug] [--compact|-c] [--stdout FILE] [--stderr FILE] <action> [JSON...]`,
-/// parsed as the reference plugin's helper parses it: the flags may appear anywhere.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PluginArgs {
-    pub debug: bool,
-    pub compact: bool,
-    pub stdout: Option<OsString>,
-    pub stderr: Option<OsString>,
-    pub action: String,
-    /// Joined with spaces, these are the input JSON; without them it is read from stdin.
-    pub input: Vec<OsString>,
-}
-
-/// Subcommand names and flags that mean swarm-exec's own command line. Plugin actions are
-/// Skopos action names (`inst_exec`): a word with a `-` (a mistyped `task-exce`) is a
-/// command line too, so that it gets a usage error (125), not "unsupported action" (2).
-fn is_cli_word(arg: &str) -> bool {
-    arg.contains('-') || is_cli_name(arg)
-}
-
-fn is_cli_name(arg: &str) -> bool {
-    matches!(
-        arg,
-        "task-exec"
-            | "service-exec"
-            | "gc"
-            | "exec"
-            | "node-exec"
-            | "node-kill"
-            | "completions"
-            | "man"
-            | "help"
-    )
-}
-
-/// The plugin protocol's reading of `args` (without argv[0]), unless they are a
-/// swarm-exec command line. `Err` is a usage error of the plugin protocol.
-pub fn plugin_args(args: &[OsString]) -> Option<Result<PluginArgs, String>> {
-    let mut p = PluginArgs::default();
-    let mut action = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let text = arg.to_string_lossy();
-        let mut file_flag =
-            |name: &str, slot: &mut Option<OsString>| -> Option<Result<(), String>> {
-                if text == name {
-                    Some(match it.next() {
-                        Some(v) => {
-                            *slot = Some(v.clone());
-                            Ok(())
-                        }
-                        None => Err(format!("{name} needs a file name")),
-                    })
-                } else {
-                    text.strip_prefix(&format!("{name}=")).map(|v| {
-                        *slot = Some(OsString::from(v));
-                        Ok(())
-                    })
-                }
-            };
-        if let Some(r) = file_flag("--stdout", &mut p.stdout) {
-            if let Err(e) = r {
-                return Some(Err(e));
-            }
-            continue;
-        }
-        if let Some(r) = file_flag("--stderr", &mut p.stderr) {
-            if let Err(e) = r {
-                return Some(Err(e));
-            }
-            continue;
-        }
-        match text.as_ref() {
-            "--debug" => p.debug = true,
-            "--compact" | "-c" => p.compact = true,
-            _ if action.is_none() => {
-                if is_cli_word(&text) {
-                    return None;
-                }
-                action = Some(text.into_owned());
-            }
-            _ => p.input.push(arg.clone()),
-        }
-    }
-    p.action = action?;
-    Some(Ok(p))
-}
-
-/// The Docker CLI plugin's metadata (`docker-cli-plugin-metadata`), so that the binary
-/// installed as `docker-swarmexec` becomes `docker swarmexec`. (Plugin names must match
-/// `^[a-z][a-z0-9]*$`: the docker CLI refuses `swarm-exec`.)
-pub const CLI_PLUGIN_METADATA: &str = concat!(
-    r#"{"SchemaVersion":"0.1.0","Vendor":"swarm-exec","Version":""#,
-    env!("CARGO_PKG_VERSION"),
-    r#"","ShortDescription":"Run commands in Swarm service tasks, on any node","URL":"https://github.com/swarm-exec/swarm-exec"}"#
-);
-
-/// The plugin name when run by the docker CLI as a plugin (installed as `docker-NAME`, or
-/// with the variable the CLI sets for its plugins).
-fn cli_plugin_name(args: &[OsString]) -> Option<String> {
-    let file = args
-        .first()
-        .and_then(|a| {
-            std::path::Path::new(a)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-        })
-        .unwrap_or_default();
-    match file.strip_prefix("docker-") {
-        Some(name) => Some(name.to_owned()),
-        None => std::env::var_os("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
-            .map(|_| "swarmexec".to_owned()),
-    }
-}
-
-/// The docker CLI runs a plugin with all of its own arguments: its global flags, then the
-/// plugin's name, then ours. The flags that choose the engine are kept; the rest of the
-/// docker CLI's global flags are accepted and ignored.
-fn cli_plugin_args(name: &str, args: &[OsString]) -> Result<(Global, Vec<OsString>), String> {
-    let mut global = Global::default();
-    let mut it = args.iter().skip(1);
-    while let Some(arg) = it.next() {
-        let a = arg.to_string_lossy();
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (a.to_string(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .ok_or_else(|| format!("{flag} needs a value")),
-            }
-        };
-        match flag.as_str() {
-            f if f == name => {
-                let mut rest = vec![OsString::from(format!("docker {name}"))];
-                rest.extend(it.cloned());
-                return Ok((global, rest));
-            }
-            "-c" | "--context" => global.context = Some(value()?),
-            "-H" | "--host" => global.host = Some(value()?),
-            "--config" => global.config = Some(value()?),
-            "--tlscacert" | "--tlskey" | "--log-level" | "-l" => {
-                value()?;
-            }
-            "--tlscert" => {
-                let cert = value()?;
-                if let Some(dir) = std::path::Path::new(&cert).parent() {
-                    global.cert_path = Some(dir.to_string_lossy().into_owned());
-                }
-            }
-            "--tls" | "--tlsverify" => global.tls_verify = true,
-            "-D" | "--debug" => {}
-            other => return Err(format!("unexpected argument {other:?} before {name}")),
-        }
-    }
-    Err(format!(
-        "run as a docker CLI plugin, but without its name: docker {name} ..."
-    ))
-}
-
-/// Parses the arguments. `Err(code)`: help, version or a usage error was printed, and the
-/// process is to end with `code` — 0, or 125 (2 for the plugin protocol) as docker does for
-/// its own usage errors.
-pub fn parse() -> Result<Invocation, u8> {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
-    if args
-        .get(1)
-        .is_some_and(|a| a == "docker-cli-plugin-metadata")
-    {
-        println!("{CLI_PLUGIN_METADATA}");
-        return Err(exit::SUCCESS);
-    }
-    let mut plugin_global = None;
-    if let Some(name) = cli_plugin_name(&args) {
-        match cli_plugin_args(&name, &args) {
-            Ok((global, rest)) => {
-                plugin_global = Some((global, name));
-                args = rest;
-            }
-            Err(e) => {
-                eprintln!("docker {name}: {e}");
-                return Err(exit::FAILED);
-            }
-        }
-    }
-    match plugin_args(args.get(1..).unwrap_or_default()) {
-        Some(Ok(p)) => return Ok(Invocation::Plugin(p)),
-        Some(Err(e)) => {
-            eprintln!("swarm-exec: {e}");
-            return Err(exit::PLUGIN_FAILED);
-        }
-        None => {}
-    }
-    let mut cmd = Cli::command();
-    if let Some((_, name)) = &plugin_global {
-        cmd = cmd.bin_name(format!("docker {name}"));
-    }
-    let parsed = cmd
-        .try_get_matches_from(args)
-        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m));
-    let mut cli = match parsed {
-        Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            eprintln!("{}", exit::clip(e.render().to_string().trim_end()));
-            return Err(exit::FAILED);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return Err(exit::SUCCESS);
-        }
-    };
-    if let Some((g, _)) = plugin_global {
-        cli.global.host = cli.global.host.or(g.host);
-        cli.global.context = cli.global.context.or(g.context);
-        cli.global.config = g.config;
-        cli.global.cert_path = g.cert_path;
-        cli.global.tls_verify = g.tls_verify;
-    }
-    Ok(Invocation::Cli(Box::new(cli)))
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -622,44 +392,6 @@ mod tests {
         assert_eq!(a.exec.timeout, Duration::from_secs(300));
     }
 
-    fn plugin(args: &[&str]) -> Option<Result<PluginArgs, String>> {
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        plugin_args(&args)
-    }
-
-    #[test]
-    fn plugin_protocol_is_told_apart_from_the_cli() {
-        assert_eq!(plugin(&["task-exec", "web.1", "true"]), None);
-        assert_eq!(plugin(&["exec", "abc", "true"]), None);
-        assert_eq!(plugin(&["--help"]), None);
-        assert_eq!(plugin(&[]), None);
-        assert_eq!(plugin(&["--compact"]), None);
-        let p = plugin(&[
-            "--debug",
-            "-c",
-            "--stdout",
-            "o.txt",
-            "inst_exec",
-            "{\"a\":",
-            "1}",
-            "--stderr=e.txt",
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            p,
-            PluginArgs {
-                debug: true,
-                compact: true,
-                stdout: Some("o.txt".into()),
-                stderr: Some("e.txt".into()),
-                action: "inst_exec".into(),
-                input: vec!["{\"a\":".into(), "1}".into()],
-            }
-        );
-        assert!(plugin(&["inst_exec", "--stdout"]).unwrap().is_err());
-    }
-
     #[test]
     fn bad_task_and_timeout_are_usage_errors() {
         for args in [
@@ -682,6 +414,8 @@ mod tests {
 
 #[cfg(test)]
 mod help_snapshots {
+    use clap::CommandFactory;
+
     use super::*;
 
     fn help(path: &[&str]) -> String {
@@ -719,7 +453,7 @@ mod help_snapshots {
         let err = |args: &[&str]| {
             let mut all = vec!["swarm-exec"];
             all.extend_from_slice(args);
-            crate::exit::clip(
+            crate::message::clip(
                 Cli::try_parse_from(all)
                     .unwrap_err()
                     .render()

@@ -20,12 +20,19 @@
 //!
 //! As a Skopos plugin (`swarm-exec [OPTIONS] <action> [JSON]`) the protocol's codes apply:
 //! 0 success, 2 failure (one line on stderr), and 130/143 as above.
+//!
+//! Before any command runs ([`early`]): 0 once help, the version or the docker CLI plugin
+//! metadata is printed; 125 for a usage error (as docker does for its own), 2 for one of the
+//! plugin protocol.
+//!
+//! This module only decides: `main` parses, runs the command and hands the result here.
 
 use std::process::ExitCode;
 
 use swarm_exec_core::{ExecError, Interrupt, Outcome};
 
-use crate::cli::Invocation;
+use crate::invocation::Early;
+use crate::message::clip;
 
 pub const SUCCESS: u8 = 0;
 pub const TIMED_OUT: u8 = 124;
@@ -36,9 +43,18 @@ pub const SIGHUP: u8 = 129;
 pub const PLUGIN_FAILED: u8 = 2;
 pub const TASKS_FAILED: u8 = 1;
 
-/// Runs the parsed command line and turns its result into the process exit code.
-pub fn run(invocation: Invocation) -> ExitCode {
-    let result = crate::cmd::run(invocation);
+/// The exit code of a process that ended before running anything (see [`Early`]).
+pub fn early(early: Early) -> ExitCode {
+    ExitCode::from(match early {
+        Early::Printed => SUCCESS,
+        Early::Usage => FAILED,
+        Early::PluginUsage => PLUGIN_FAILED,
+    })
+}
+
+/// The exit code of a command that ran, from its result and the first error that lost
+/// some of its output (`output::write_error`), if any.
+pub fn code(result: Result<Status, CliError>, write_error: Option<String>) -> ExitCode {
     // Output that could not be written (disk full, ...) is lost: never the command's code,
     // which would say all went well.
     if let Ok(
@@ -48,7 +64,7 @@ pub fn run(invocation: Invocation) -> ExitCode {
         },
     ) = &result
     {
-        if let Some(e) = crate::output::write_error() {
+        if let Some(e) = write_error {
             eprintln!(
                 "swarm-exec: error: writing the command's output: {e}; the output is incomplete"
             );
@@ -125,18 +141,6 @@ fn report(err: &(dyn std::error::Error + 'static)) {
         source = s.source();
     }
     eprintln!("{}", clip(&msg));
-}
-
-/// Messages quote what the user gave; a huge argument must not make a huge message.
-pub fn clip(msg: &str) -> String {
-    const LINE: usize = 400;
-    msg.lines()
-        .map(|l| match l.char_indices().nth(LINE) {
-            Some((cut, _)) => format!("{}… ({} bytes)", &l[..cut], l.len()),
-            None => l.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Failures of the binary's own layer, around the library's.

@@ -1,13 +1,26 @@
 //! `swarm-exec`: `docker service exec` for Docker Swarm. See the README for the exit codes.
+//!
+//! `main` reads how the process was invoked (`invocation`), runs the command (`cmd`) and
+//! hands the result to `exit`, which decides the exit code.
 
 mod cli;
 mod cmd;
+mod docker_plugin;
 mod exit;
+mod invocation;
+mod message;
 mod output;
+mod skopos;
 
-fn main() -> std::process::ExitCode {
-    match cli::parse() {
-        Ok(invocation) => exit::run(invocation),
-        Err(code) => std::process::ExitCode::from(code),
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match invocation::parse() {
+        Ok(invocation) => {
+            let result = cmd::run(invocation);
+            // Read once the command is done: whether any of its output was lost.
+            exit::code(result, output::write_error())
+        }
+        Err(early) => exit::early(early),
     }
 }

@@ -6,12 +6,13 @@ use swarm_exec_node::exec::exec_in_container;
 use swarm_exec_proto::{ExecSpec, Stream};
 
 use crate::cli::{ExecArgs, Global};
+use crate::cmd::setup::connect;
 use crate::cmd::task_exec::utf8_arg;
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
 pub async fn run(global: &Global, args: ExecArgs) -> Result<Status, CliError> {
-    let api = super::connect(global)?;
+    let api = connect(global)?;
     let exec = ExecSpec {
         command: args
             .command

@@ -3,10 +3,11 @@
 use swarm_exec_core::gc::{gc, GcOptions};
 
 use crate::cli::{GcArgs, Global};
+use crate::cmd::setup::connect;
 use crate::exit::{CliError, Status};
 
 pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
-    let api = super::connect(global)?;
+    let api = connect(global)?;
     let opts = GcOptions {
         all: args.all,
         dry_run: args.dry_run,

@@ -1,16 +1,17 @@
-//! One module per subcommand; each is a thin adapter over `swarm_exec_core`.
+//! The dispatcher: one module per subcommand, each a thin adapter over `swarm_exec_core`;
+//! what they all set up (the engine, the runtime, tracing) is in `setup`.
 
 mod exec;
 mod gc;
 mod plugin;
 mod service_exec;
+mod setup;
 mod task_exec;
 
-use swarm_exec_core::endpoint::{self, EndpointFlags};
-use swarm_exec_core::BollardApi;
-
-use crate::cli::{Command, Global, Invocation};
+use crate::cli::Command;
 use crate::exit::{CliError, Status};
+use crate::invocation::Invocation;
+use setup::{init_tracing, runtime};
 
 pub fn run(invocation: Invocation) -> Result<Status, CliError> {
     let cli = match invocation {
@@ -62,47 +63,4 @@ fn node(word: &str, a: &crate::cli::NodeArgs) -> Status {
         .chain(a.args.iter().cloned())
         .collect();
     Status::Helper(i32::from(swarm_exec_node::main(&args)))
-}
-
-/// The engine the flags and environment name (see [`Global`]).
-pub fn connect(global: &Global) -> Result<BollardApi, CliError> {
-    let flags = EndpointFlags {
-        host: global.host.clone(),
-        context: global.context.clone(),
-    };
-    // The docker CLI's own flags, passed to its plugin, stand for its variables.
-    let env = |k: &str| match k {
-        "DOCKER_CONFIG" if global.config.is_some() => global.config.clone(),
-        "DOCKER_CERT_PATH" if global.cert_path.is_some() => global.cert_path.clone(),
-        "DOCKER_TLS_VERIFY" if global.tls_verify => Some("1".to_owned()),
-        _ => std::env::var(k).ok(),
-    };
-    let endpoint = endpoint::resolve(&flags, &env).map_err(CliError::Endpoint)?;
-    tracing::debug!(host = %endpoint.host, source = %endpoint.source, "engine");
-    let docker = endpoint::connect(&endpoint).map_err(CliError::Endpoint)?;
-    Ok(BollardApi::new(docker))
-}
-
-/// A runtime for one command: one thread is plenty (the work is waiting on sockets), and it
-/// keeps start-up and memory small.
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)
-}
-
-/// `SWARM_EXEC_LOG=debug` traces each API step on stderr.
-fn init_tracing(default: Option<&str>) {
-    if let Some(filter) = std::env::var("SWARM_EXEC_LOG")
-        .ok()
-        .or(default.map(str::to_owned))
-    {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .with_timer(tracing_subscriber::fmt::time::uptime())
-            .try_init();
-    }
 }

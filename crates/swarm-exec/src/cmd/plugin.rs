@@ -12,10 +12,12 @@ use swarm_exec_core::plugin::{finish, inst_exec_args, parse_input, run_inst_exec
 use swarm_exec_core::target::TaskRef;
 use swarm_exec_core::DEFAULT_IMAGE;
 
-use crate::cli::{Global, PluginArgs};
+use crate::cli::Global;
+use crate::cmd::setup::{connect, init_tracing, runtime};
 use crate::cmd::task_exec::interrupted;
 use crate::exit::Status;
 use crate::output::{line, stream, PrefixedSink, Stream};
+use crate::skopos::PluginArgs;
 
 /// Where the plugin's stdout and stderr go (`--stdout`/`--stderr` may name files; the same
 /// file for both means one file).
@@ -47,7 +49,7 @@ pub fn run(args: PluginArgs) -> Status {
             return Status::PluginFailed;
         }
     };
-    super::init_tracing(args.debug.then_some("debug"));
+    init_tracing(args.debug.then_some("debug"));
     let fail = |msg: &str| {
         line(&streams.err, msg);
         Status::PluginFailed
@@ -129,8 +131,8 @@ fn inst_exec(
     }
     let failed = |e: String| PluginError::Failed(e);
     // The protocol has no engine flags: DOCKER_HOST, DOCKER_CONTEXT or the config decide.
-    let api = super::connect(&Global::default()).map_err(|e| failed(e.to_string()))?;
-    let rt = super::runtime().map_err(|e| failed(e.to_string()))?;
+    let api = connect(&Global::default()).map_err(|e| failed(e.to_string()))?;
+    let rt = runtime().map_err(|e| failed(e.to_string()))?;
     let several = args.tasks.len() > 1;
     let results = rt.block_on(async {
         // Signal handlers need the runtime; they are installed before any helper exists.

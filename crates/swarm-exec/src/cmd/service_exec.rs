@@ -10,6 +10,7 @@ use swarm_exec_core::sink::{bytes_json, Captured, Cut};
 use swarm_exec_core::{Interrupt, OutputSink};
 
 use crate::cli::{Global, ServiceExecArgs};
+use crate::cmd::setup::connect;
 use crate::cmd::task_exec::{interrupted, run_options, utf8_arg};
 use crate::exit::{CliError, Status};
 use crate::output::{stream, PrefixedSink};
@@ -41,7 +42,7 @@ pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliEr
         fail_fast: args.fail_fast,
     };
     let cancel = interrupted().map_err(CliError::Runtime)?;
-    let api = super::connect(global)?;
+    let api = connect(global)?;
     let json = args.format == "json";
     let max_output = args.max_output;
     let status = if json {

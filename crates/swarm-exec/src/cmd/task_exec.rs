@@ -7,6 +7,7 @@ use swarm_exec_core::{task_exec, ExecRequest, Interrupt, RunOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{ExecOptions, Global, TaskExecArgs};
+use crate::cmd::setup::connect;
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
@@ -23,7 +24,7 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         run: run_options(args.exec, command)?,
     };
     let interrupted = interrupted().map_err(CliError::Runtime)?;
-    let api = super::connect(global)?;
+    let api = connect(global)?;
     let outcome = task_exec(&api, &req, &mut StdSink::new(global.quiet), interrupted).await?;
     Ok(Status::Outcome(outcome))
 }
