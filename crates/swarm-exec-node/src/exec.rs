@@ -9,7 +9,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::Docker;
 use futures_util::future::join_all;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use swarm_exec_proto::args::{HelperArgs, RUN_ENV};
 use swarm_exec_proto::envelope::EnvelopeError;
 use swarm_exec_proto::{is_container_id, short_id as short, Envelope, ExecSpec, Stream, Writer};
@@ -19,6 +19,11 @@ use crate::{HELPER_FAILED, HELPER_TIMED_OUT};
 
 /// Where the engine's socket is mounted in the helper.
 pub const NODE_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Output is flushed to the log when the command has written nothing for this long...
+const FLUSH_IDLE: Duration = Duration::from_millis(5);
+/// ...and at least this often while it writes without a pause.
+const FLUSH_MAX: Duration = Duration::from_millis(100);
 
 /// How a helper run ended.
 #[derive(Debug)]
@@ -318,8 +323,8 @@ impl<W: Write> FrameOut<'_, W> {
 }
 
 /// Execs `exec`'s command in `container` on the engine `docker` talks to, handing each
-/// chunk of output to `on_output` as it arrives — and `None` when the engine has no more
-/// output ready, for the caller to flush — and returns the command's exit code.
+/// chunk of output to `on_output` as it arrives — and `None` when the caller is to flush
+/// (the command paused, or [`FLUSH_MAX`] passed) — and returns the command's exit code.
 pub async fn exec_in_container(
     docker: &Docker,
     exec: &ExecSpec,
@@ -378,6 +383,8 @@ pub async fn exec_in_container(
     let read = async {
         use bollard::container::LogOutput;
         let mut next = output.next().await;
+        // Since when output has been held unflushed.
+        let mut held: Option<tokio::time::Instant> = None;
         while let Some(item) = next {
             match item {
                 Ok(LogOutput::StdOut { message }) => on_output(Stream::Stdout, Some(&message)),
@@ -385,14 +392,21 @@ pub async fn exec_in_container(
                 Ok(_) => {}
                 Err(e) => return Err(TargetError::Read(e)),
             }
-            // Flush only when the engine has nothing more ready: bulk output goes in full
-            // frames, a prompt or a progress line goes at once.
-            next = match output.next().now_or_never() {
-                Some(n) => n,
-                None => {
+            let since = *held.get_or_insert_with(tokio::time::Instant::now);
+            // Flush when the command pauses (nothing more within FLUSH_IDLE), and at least
+            // every FLUSH_MAX: a prompt or a progress line goes out at once, while bulk
+            // output goes in few, full frames — a flush per chunk read costs a log line each.
+            let wait = FLUSH_IDLE.min(FLUSH_MAX.saturating_sub(since.elapsed()));
+            next = match tokio::time::timeout(wait, output.next()).await {
+                Ok(n) if since.elapsed() < FLUSH_MAX => n,
+                more => {
                     on_output(Stream::Stdout, None);
                     on_output(Stream::Stderr, None);
-                    output.next().await
+                    held = None;
+                    match more {
+                        Ok(n) => n,
+                        Err(_) => output.next().await,
+                    }
                 }
             };
         }
