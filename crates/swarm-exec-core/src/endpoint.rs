@@ -222,7 +222,7 @@ pub fn connect(endpoint: &Endpoint) -> Result<Docker, EndpointError> {
         }
         .map_err(|e| fail(e.to_string()))
     } else if h.starts_with("ssh://") {
-        crate::ssh::connect(h).map_err(fail)
+        crate::ssh::connect(h).map_err(|e| fail(e.to_string()))
     } else {
         Err(EndpointError::Scheme(h.to_owned()))
     }

@@ -24,11 +24,33 @@ use tokio::sync::Semaphore;
 /// sshd drops handshakes beyond its `MaxStartups` (10 by default): open a few at a time.
 const HANDSHAKES_AT_ONCE: usize = 4;
 
+/// Why an `ssh://` endpoint cannot be used; each names the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("{0}: not an ssh:// address")]
+    NotSsh(String),
+    #[error("{0}: unbalanced [ in the host")]
+    Bracket(String),
+    #[error("{0}: invalid user or host")]
+    UserOrHost(String),
+    #[error("{url}: invalid port {port:?}")]
+    Port { url: String, port: String },
+    #[error("{0}: invalid socket path")]
+    SocketPath(String),
+    /// The URL is in the endpoint's own message.
+    #[error("{source}")]
+    Client {
+        url: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
 /// ssh's arguments for an `ssh://` URL, ending with the remote `docker system dial-stdio`.
-pub fn ssh_args(url: &str) -> Result<Vec<String>, String> {
+pub fn ssh_args(url: &str) -> Result<Vec<String>, SshError> {
     let rest = url
         .strip_prefix("ssh://")
-        .ok_or_else(|| format!("{url}: not an ssh:// address"))?;
+        .ok_or_else(|| SshError::NotSsh(url.to_owned()))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i..])),
         None => (rest, None),
@@ -41,7 +63,7 @@ pub fn ssh_args(url: &str) -> Result<Vec<String>, String> {
         // [IPv6]:port
         let (h, after) = bracketed
             .split_once(']')
-            .ok_or_else(|| format!("{url}: unbalanced [ in the host"))?;
+            .ok_or_else(|| SshError::Bracket(url.to_owned()))?;
         (h, after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -56,11 +78,14 @@ pub fn ssh_args(url: &str) -> Result<Vec<String>, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b"._-:%".contains(&b))
     };
     if !safe(host) || user.is_some_and(|u| !safe(u)) {
-        return Err(format!("{url}: invalid user or host"));
+        return Err(SshError::UserOrHost(url.to_owned()));
     }
     if let Some(p) = port {
         if p.parse::<u16>().map_or(true, |n| n == 0) {
-            return Err(format!("{url}: invalid port {p:?}"));
+            return Err(SshError::Port {
+                url: url.to_owned(),
+                port: p.to_owned(),
+            });
         }
     }
     let mut args = vec![
@@ -81,7 +106,7 @@ pub fn ssh_args(url: &str) -> Result<Vec<String>, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
         {
-            return Err(format!("{url}: invalid socket path"));
+            return Err(SshError::SocketPath(url.to_owned()));
         }
         args.push(format!("--host=unix://{p}"));
     }
@@ -90,7 +115,7 @@ pub fn ssh_args(url: &str) -> Result<Vec<String>, String> {
 }
 
 /// A client for an `ssh://` endpoint. Nothing runs until the first request.
-pub fn connect(url: &str) -> Result<Docker, String> {
+pub fn connect(url: &str) -> Result<Docker, SshError> {
     let argv = ssh_args(url)?;
     let connector = SshConnector {
         argv: Arc::new(argv),
@@ -106,7 +131,10 @@ pub fn connect(url: &str) -> Result<Docker, String> {
         120,
         API_DEFAULT_VERSION,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|source| SshError::Client {
+        url: url.to_owned(),
+        source,
+    })
 }
 
 /// One HTTP connection: an ssh process's pipes. Dropping it ends the process.
