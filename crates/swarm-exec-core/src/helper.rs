@@ -177,32 +177,22 @@ mod tests {
 
     #[test]
     fn pins_images_so_nodes_skip_the_registry() {
-        let local = ImageInfo {
-            id: "sha256:1111".into(),
-            repo_digests: vec![],
+        let image = |id: &str, digests: &[&str]| ImageInfo {
+            id: id.into(),
+            repo_digests: digests.iter().map(|d| d.to_string()).collect(),
         };
-        assert_eq!(
-            pinned_image("swarm-exec:0.1.0", Some(&local)),
-            "sha256:1111"
-        );
+        let local = image("sha256:1111", &[]);
+        let pinned = |reference, info: &ImageInfo| pinned_image(reference, Some(info));
+        assert_eq!(pinned("swarm-exec:0.1.0", &local), "sha256:1111");
         assert_eq!(pinned_image("swarm-exec:0.1.0", None), "swarm-exec:0.1.0");
-        let pulled = ImageInfo {
-            id: "sha256:2222".into(),
-            repo_digests: vec!["reg:5000/ops/swarm-exec@sha256:3333".into()],
-        };
+        let pulled = image("sha256:2222", &["reg:5000/ops/swarm-exec@sha256:3333"]);
         assert_eq!(
-            pinned_image("reg:5000/ops/swarm-exec:1", Some(&pulled)),
+            pinned("reg:5000/ops/swarm-exec:1", &pulled),
             "reg:5000/ops/swarm-exec:1@sha256:3333"
         );
-        let hub = ImageInfo {
-            id: "sha256:2222".into(),
-            repo_digests: vec!["busybox@sha256:4444".into()],
-        };
-        assert_eq!(
-            pinned_image("busybox:latest", Some(&hub)),
-            "busybox:latest@sha256:4444"
-        );
-        assert_eq!(pinned_image("x@sha256:5555", Some(&local)), "x@sha256:5555");
+        let hub = image("sha256:2222", &["busybox@sha256:4444"]);
+        assert_eq!(pinned("busybox:latest", &hub), "busybox:latest@sha256:4444");
+        assert_eq!(pinned("x@sha256:5555", &local), "x@sha256:5555");
     }
 
     #[test]

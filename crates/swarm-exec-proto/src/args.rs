@@ -59,39 +59,60 @@ pub enum ArgsError {
     NotANumber(&'static str, String),
 }
 
+/// `command` and then each flag with its value, as the node side's command line.
+fn command_line(command: &str, flags: &[(&str, String)]) -> Vec<String> {
+    let mut args = vec![command.to_owned()];
+    for (flag, value) in flags {
+        args.extend([(*flag).to_owned(), value.clone()]);
+    }
+    args
+}
+
+/// Every flag either command takes, each with a value.
+const FLAGS: [&str; 8] = [
+    "--container",
+    "--tag",
+    "--envelope",
+    "--timeout-ms",
+    "--image",
+    "--pid",
+    "--grace-ms",
+    "--run",
+];
+
+/// A flag's value as a number.
+fn number<T: std::str::FromStr>(flag: &'static str, value: &str) -> Result<T, ArgsError> {
+    value
+        .parse()
+        .map_err(|_| ArgsError::NotANumber(flag, value.to_owned()))
+}
+
 impl HelperArgs {
     pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec![NODE_EXEC.to_owned()];
-        for c in &self.containers {
-            args.extend(["--container".to_owned(), c.clone()]);
-        }
-        args.extend([
-            "--tag".to_owned(),
-            self.tag.clone(),
-            "--envelope".to_owned(),
-            self.envelope.clone(),
-            "--timeout-ms".to_owned(),
-            self.budget.as_millis().to_string(),
-            "--image".to_owned(),
-            self.image.clone(),
+        let mut flags: Vec<(&str, String)> = self
+            .containers
+            .iter()
+            .map(|c| ("--container", c.clone()))
+            .collect();
+        flags.extend([
+            ("--tag", self.tag.clone()),
+            ("--envelope", self.envelope.clone()),
+            ("--timeout-ms", self.budget.as_millis().to_string()),
+            ("--image", self.image.clone()),
         ]);
-        args
+        command_line(NODE_EXEC, &flags)
     }
 }
 
 impl KillArgs {
     pub fn to_args(&self) -> Vec<String> {
-        vec![
-            NODE_KILL.to_owned(),
-            "--pid".to_owned(),
-            self.pid.to_string(),
-            "--container".to_owned(),
-            self.container.clone(),
-            "--run".to_owned(),
-            self.run.clone(),
-            "--grace-ms".to_owned(),
-            self.grace.as_millis().to_string(),
-        ]
+        let flags = [
+            ("--pid", self.pid.to_string()),
+            ("--container", self.container.clone()),
+            ("--run", self.run.clone()),
+            ("--grace-ms", self.grace.as_millis().to_string()),
+        ];
+        command_line(NODE_KILL, &flags)
     }
 }
 
@@ -104,37 +125,20 @@ impl NodeCommand {
             (None, None, None, None, None, None, None);
         let mut it = rest.iter();
         while let Some(flag) = it.next() {
-            let name: &'static str = match flag.as_str() {
-                "--container" => "--container",
-                "--tag" => "--tag",
-                "--envelope" => "--envelope",
-                "--timeout-ms" => "--timeout-ms",
-                "--image" => "--image",
-                "--pid" => "--pid",
-                "--grace-ms" => "--grace-ms",
-                "--run" => "--run",
-                _ => return Err(ArgsError::Unknown(flag.clone())),
-            };
+            let name = FLAGS
+                .into_iter()
+                .find(|f| f == flag)
+                .ok_or_else(|| ArgsError::Unknown(flag.clone()))?;
             let value = it.next().ok_or(ArgsError::NoValue(name))?.clone();
-            let number = |v: &str| {
-                v.parse::<u64>()
-                    .map_err(|_| ArgsError::NotANumber(name, v.to_owned()))
-            };
             match name {
                 "--container" => containers.push(value),
                 "--tag" => tag = Some(value),
                 "--envelope" => envelope = Some(value),
-                "--timeout-ms" => timeout = Some(Duration::from_millis(number(&value)?)),
+                "--timeout-ms" => timeout = Some(Duration::from_millis(number(name, &value)?)),
                 "--image" => image = Some(value),
-                "--grace-ms" => grace = Some(Duration::from_millis(number(&value)?)),
+                "--grace-ms" => grace = Some(Duration::from_millis(number(name, &value)?)),
                 "--run" => run = Some(value),
-                _ => {
-                    pid = Some(
-                        value
-                            .parse::<i32>()
-                            .map_err(|_| ArgsError::NotANumber(name, value.clone()))?,
-                    )
-                }
+                _ => pid = Some(number::<i32>(name, &value)?),
             }
         }
         match cmd.as_str() {

@@ -81,20 +81,65 @@ fn nonce(seq: u64) -> Nonce {
     *Nonce::from_slice(&n)
 }
 
-fn prefix(tag: &str) -> Vec<u8> {
-    format!("{MAGIC} {tag} ").into_bytes()
+/// What both sides derive from the run key and one helper's tag: the frame key, and the
+/// start of that helper's lines. Frame `seq` is sealed with `seq` as its nonce and the tag
+/// as associated data.
+struct FrameKey {
+    cipher: ChaCha20Poly1305,
+    tag: String,
+    prefix: Vec<u8>,
+}
+
+impl FrameKey {
+    fn new(run_key: &[u8; 32], tag: &str) -> Self {
+        FrameKey {
+            cipher: frame_cipher(run_key, tag),
+            tag: tag.to_owned(),
+            prefix: format!("{MAGIC} {tag} ").into_bytes(),
+        }
+    }
+
+    fn payload<'a>(&'a self, msg: &'a [u8]) -> Payload<'a, 'a> {
+        Payload {
+            msg,
+            aad: self.tag.as_bytes(),
+        }
+    }
+
+    fn seal(&self, seq: u64, plain: &[u8]) -> Vec<u8> {
+        self.cipher
+            .encrypt(&nonce(seq), self.payload(plain))
+            .expect("ChaCha20-Poly1305 seals any frame this small")
+    }
+
+    /// The frame, unless `sealed` is not frame `seq` of this helper as it was sealed.
+    fn open(&self, seq: u64, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.cipher.decrypt(&nonce(seq), self.payload(sealed)).ok()
+    }
+}
+
+/// Per target and stream, on either side: its zstd state, made on first output (most
+/// streams of most runs stay empty), and how many bytes of output it carried so far.
+struct Streams<C> {
+    codecs: Vec<[Option<C>; 2]>,
+    bytes: Vec<[u64; 2]>,
+}
+
+impl<C> Streams<C> {
+    fn new(targets: usize) -> Self {
+        Streams {
+            codecs: (0..targets).map(|_| [None, None]).collect(),
+            bytes: vec![[0; 2]; targets],
+        }
+    }
 }
 
 /// The helper side: output in, sealed lines out (appended to a caller's buffer, to be
 /// written as they are).
 pub struct Writer {
-    cipher: ChaCha20Poly1305,
-    tag: String,
-    prefix: Vec<u8>,
+    key: FrameKey,
     seq: u64,
-    /// Per target and stream; made on first output (most streams of most runs stay empty).
-    streams: Vec<[Option<Compressor>; 2]>,
-    counts: Vec<[u64; 2]>,
+    streams: Streams<Compressor>,
     scratch: Vec<u8>,
     plain: Vec<u8>,
 }
@@ -107,32 +152,20 @@ struct Compressor {
 impl Writer {
     pub fn new(run_key: &[u8; 32], tag: &str, targets: usize) -> Self {
         Writer {
-            cipher: frame_cipher(run_key, tag),
-            tag: tag.to_owned(),
-            prefix: prefix(tag),
+            key: FrameKey::new(run_key, tag),
             seq: 0,
-            streams: (0..targets).map(|_| [None, None]).collect(),
-            counts: vec![[0; 2]; targets],
+            streams: Streams::new(targets),
             scratch: Vec::new(),
             plain: Vec::with_capacity(DATA_MAX + 32),
         }
     }
 
     fn seal(&mut self, out: &mut Vec<u8>) {
-        let ct = self
-            .cipher
-            .encrypt(
-                &nonce(self.seq),
-                Payload {
-                    msg: &self.plain,
-                    aad: self.tag.as_bytes(),
-                },
-            )
-            .expect("ChaCha20-Poly1305 seals any frame this small");
+        let ct = self.key.seal(self.seq, &self.plain);
         let mut sealed = Vec::with_capacity(8 + ct.len());
         sealed.extend_from_slice(&self.seq.to_be_bytes());
         sealed.extend_from_slice(&ct);
-        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&self.key.prefix);
         let mut text = String::with_capacity(sealed.len() * 4 / 3 + 4);
         B64.encode_string(&sealed, &mut text);
         out.extend_from_slice(text.as_bytes());
@@ -156,11 +189,11 @@ impl Writer {
         bytes: &[u8],
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        self.counts[target][stream as usize] += bytes.len() as u64;
+        self.streams.bytes[target][stream as usize] += bytes.len() as u64;
         if self.scratch.is_empty() {
             self.scratch = vec![0; SCRATCH];
         }
-        let c = match &mut self.streams[target][stream as usize] {
+        let c = match &mut self.streams.codecs[target][stream as usize] {
             Some(c) => c,
             slot => {
                 let mut enc = Encoder::new(ZSTD_LEVEL)?;
@@ -192,7 +225,7 @@ impl Writer {
         stream: Stream,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        let Some(c) = &mut self.streams[target][stream as usize] else {
+        let Some(c) = &mut self.streams.codecs[target][stream as usize] else {
             return Ok(());
         };
         loop {
@@ -218,7 +251,7 @@ impl Writer {
             Stream::Stderr => DATA_ERR,
         };
         loop {
-            let pending = match &self.streams[target][stream as usize] {
+            let pending = match &self.streams.codecs[target][stream as usize] {
                 Some(c) => c.pending.len(),
                 None => return,
             };
@@ -227,7 +260,7 @@ impl Writer {
             }
             let n = pending.min(DATA_MAX);
             self.start(kind, target);
-            let c = self.streams[target][stream as usize]
+            let c = self.streams.codecs[target][stream as usize]
                 .as_mut()
                 .expect("checked above");
             self.plain.extend(c.pending.drain(..n));
@@ -241,7 +274,7 @@ impl Writer {
         self.end_streams(target, out)?;
         self.start(EXIT, target);
         self.plain.extend_from_slice(&code.to_be_bytes());
-        for n in self.counts[target] {
+        for n in self.streams.bytes[target] {
             self.plain.extend_from_slice(&n.to_be_bytes());
         }
         self.seal(out);
@@ -269,7 +302,7 @@ impl Writer {
     fn end_streams(&mut self, target: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
         for s in Stream::BOTH {
             self.flush(target, s, out)?;
-            self.streams[target][s as usize] = None;
+            self.streams.codecs[target][s as usize] = None;
         }
         Ok(())
     }
@@ -355,12 +388,9 @@ pub enum ReadError {
 /// The manager side: lines in (from the start of the helper's log, as often as it is read
 /// again), each frame's events out exactly once and in order.
 pub struct Reader {
-    cipher: ChaCha20Poly1305,
-    tag: String,
-    prefix: Vec<u8>,
+    key: FrameKey,
     next: u64,
-    streams: Vec<[Option<Decoder<'static>>; 2]>,
-    received: Vec<[u64; 2]>,
+    streams: Streams<Decoder<'static>>,
     /// Byte counts from each target's exit frame.
     declared: Vec<Option<[u64; 2]>>,
     done: bool,
@@ -370,12 +400,9 @@ pub struct Reader {
 impl Reader {
     pub fn new(run_key: &[u8; 32], tag: &str, targets: usize) -> Self {
         Reader {
-            cipher: frame_cipher(run_key, tag),
-            tag: tag.to_owned(),
-            prefix: prefix(tag),
+            key: FrameKey::new(run_key, tag),
             next: 0,
-            streams: (0..targets).map(|_| [None, None]).collect(),
-            received: vec![[0; 2]; targets],
+            streams: Streams::new(targets),
             declared: vec![None; targets],
             done: false,
             scratch: Vec::new(),
@@ -400,7 +427,7 @@ impl Reader {
             match declared {
                 Some(d) => {
                     for s in Stream::BOTH {
-                        let short = d[s as usize].saturating_sub(self.received[t][s as usize]);
+                        let short = d[s as usize].saturating_sub(self.streams.bytes[t][s as usize]);
                         if short > 0 {
                             parts.push(format!("{short} bytes of target {t}'s {}", s.name()));
                         }
@@ -408,7 +435,7 @@ impl Reader {
                 }
                 None => parts.push(format!(
                     "target {t}'s end (and any output after its first {} bytes of stdout, {} of stderr)",
-                    self.received[t][0], self.received[t][1]
+                    self.streams.bytes[t][0], self.streams.bytes[t][1]
                 )),
             }
         }
@@ -420,7 +447,7 @@ impl Reader {
 
     /// Reads one line (without its newline).
     pub fn line(&mut self, line: &[u8], f: &mut impl FnMut(Event<'_>)) -> Result<Step, ReadError> {
-        let Some(body) = line.strip_prefix(self.prefix.as_slice()) else {
+        let Some(body) = line.strip_prefix(self.key.prefix.as_slice()) else {
             return Ok(Step::NotOurs);
         };
         let Some(sealed) = B64.decode(body).ok().filter(|s| s.len() >= 8 + 16) else {
@@ -436,13 +463,7 @@ impl Reader {
                 got: seq,
             });
         }
-        let Ok(plain) = self.cipher.decrypt(
-            &nonce(seq),
-            Payload {
-                msg: &sealed[8..],
-                aad: self.tag.as_bytes(),
-            },
-        ) else {
+        let Some(plain) = self.key.open(seq, &sealed[8..]) else {
             return Ok(Step::Unauthentic);
         };
         self.next += 1;
@@ -476,7 +497,7 @@ impl Reader {
             .split_first_chunk::<2>()
             .ok_or(malformed("no target"))?;
         let target = usize::from(u16::from_be_bytes(*target));
-        if target >= self.streams.len() || self.declared[target].is_some() {
+        if target >= self.streams.codecs.len() || self.declared[target].is_some() {
             return Err(malformed("target unknown or already ended"));
         }
         match kind {
@@ -496,7 +517,7 @@ impl Reader {
                 let code = num(0) as i64;
                 let declared = [num(8), num(16)];
                 for s in Stream::BOTH {
-                    let (d, r) = (declared[s as usize], self.received[target][s as usize]);
+                    let (d, r) = (declared[s as usize], self.streams.bytes[target][s as usize]);
                     if d != r {
                         return Err(ReadError::Count {
                             target,
@@ -507,13 +528,13 @@ impl Reader {
                     }
                 }
                 self.declared[target] = Some(declared);
-                self.streams[target] = [None, None];
+                self.streams.codecs[target] = [None, None];
                 f(Event::Exit { target, code });
                 Ok(())
             }
             FAILED => {
-                self.declared[target] = Some(self.received[target]);
-                self.streams[target] = [None, None];
+                self.declared[target] = Some(self.streams.bytes[target]);
+                self.streams.codecs[target] = [None, None];
                 f(Event::Failed {
                     target,
                     reason: String::from_utf8_lossy(rest).into_owned(),
@@ -539,7 +560,7 @@ impl Reader {
         if self.scratch.is_empty() {
             self.scratch = vec![0; SCRATCH];
         }
-        let dec = match &mut self.streams[target][stream as usize] {
+        let dec = match &mut self.streams.codecs[target][stream as usize] {
             Some(d) => d,
             slot => slot.insert(Decoder::new().map_err(err)?),
         };
@@ -551,7 +572,7 @@ impl Reader {
                 o.pos()
             };
             if n > 0 {
-                self.received[target][stream as usize] += n as u64;
+                self.streams.bytes[target][stream as usize] += n as u64;
                 f(Event::Output {
                     target,
                     stream,

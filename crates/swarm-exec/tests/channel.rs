@@ -37,6 +37,18 @@ fn printed_sha(out: &Output) -> String {
         .to_owned()
 }
 
+/// The container of `helper` on node3, once `docker ps -q FILTERS` lists it (waiting for
+/// `what` at most `secs` seconds).
+fn helper_container(helper: &str, filters: &[&str], what: &str, secs: u64) -> String {
+    let helper_id = docker_ok(&["service", "inspect", "-f", "{{.ID}}", helper]);
+    let of_helper = format!("label=com.docker.swarm.service.id={helper_id}");
+    let ps = [&["ps", "-q", "--filter", &of_helper], filters].concat();
+    eventually(what, Duration::from_secs(secs), || {
+        let id = docker_on(3, &ps).stdout_str().trim().to_owned();
+        (!id.is_empty()).then_some(id)
+    })
+}
+
 #[test]
 fn bulk_random_and_text_arrive_whole_with_their_exit_code() {
     let svc = shared();
@@ -50,7 +62,8 @@ fn bulk_random_and_text_arrive_whole_with_their_exit_code() {
             200_000_000,
         ),
     ] {
-        let args = ["task-exec", &svc.at(node), "sh", "-c", &emit(make)];
+        let (at, script) = (svc.at(node), emit(make));
+        let args = task_exec_args(&[], &at, &sh(&script));
         let out = wait(spawn_swarm_exec(&args), BULK);
         assert_eq!(out.code, 0, "{node}: {}", out.stderr_str());
         assert_eq!(out.stdout.len(), len, "{node}");
@@ -62,19 +75,8 @@ fn bulk_random_and_text_arrive_whole_with_their_exit_code() {
 fn a_reader_that_starts_late_still_gets_every_byte() {
     let svc = shared();
     let script = emit("head -c 30000000 /dev/urandom");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
-        .args(["task-exec", &svc.at("node2"), "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut v = Vec::new();
-        err_pipe.read_to_end(&mut v).unwrap();
-        v
-    });
+    let mut child = spawn_swarm_exec(&task_exec_args(&[], &svc.at("node2"), &sh(&script)));
+    let err = read_in_background(child.stderr.take().unwrap());
     // The helper is long done before anyone reads.
     thread::sleep(Duration::from_secs(15));
     let mut stdout = Vec::new();
@@ -98,7 +100,7 @@ fn a_reader_that_starts_late_still_gets_every_byte() {
 fn output_that_cannot_be_written_is_never_a_success() {
     let svc = shared();
     let full = std::fs::File::create("/dev/full").unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
+    let child = Command::new(SWARM_EXEC)
         .args(["task-exec", &svc.at("node3"), "echo", "hello"])
         .stdin(Stdio::null())
         .stdout(full)
@@ -114,7 +116,7 @@ fn output_that_cannot_be_written_is_never_a_success() {
         .arg("-c")
         .arg(format!(
             "{} task-exec {} sh -c 'yes | head -c 5000000' | head -c 10",
-            env!("CARGO_BIN_EXE_swarm-exec"),
+            SWARM_EXEC,
             svc.at("node2")
         ))
         .output()
@@ -125,30 +127,15 @@ fn output_that_cannot_be_written_is_never_a_success() {
 #[test]
 fn nothing_of_the_run_is_readable_in_the_spec_on_the_node_or_in_its_logs() {
     let svc = Service::global();
-    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
     // The marker only exists once the command runs: the command's text says MARK$((...)).
-    let child = spawn_swarm_exec(&[
-        "task-exec",
-        "-e",
-        "SX_SECRET_VALUE=hunter-7f3a",
-        &svc.at("node3"),
-        "sh",
-        "-c",
-        "for i in 1 2 3 4 5 6 7 8; do echo MARK$((6*7))ER-$i; sleep 1; done",
-    ]);
-    let helper = eventually("the helper", Duration::from_secs(30), || {
-        svc.helpers().into_iter().next()
-    });
+    let script = "for i in 1 2 3 4 5 6 7 8; do echo MARK$((6*7))ER-$i; sleep 1; done";
+    let env = ["-e", "SX_SECRET_VALUE=hunter-7f3a"];
+    let child = spawn_swarm_exec(&task_exec_args(&env, &svc.at("node3"), &sh(script)));
+    let helper = svc.await_helper();
     // Running, with output written.
     thread::sleep(Duration::from_secs(4));
     let spec = docker_ok(&["service", "inspect", &helper]);
-    let helper_id = docker_ok(&["service", "inspect", "-f", "{{.ID}}", &helper]);
-    let of_helper = format!("label=com.docker.swarm.service.id={helper_id}");
-    let container = eventually("the helper's container", Duration::from_secs(10), || {
-        let id = docker_on(3, &["ps", "-q", "--filter", &of_helper]).stdout_str();
-        let id = id.trim().to_owned();
-        (!id.is_empty()).then_some(id)
-    });
+    let container = helper_container(&helper, &[], "the helper's container", 10);
     let config = docker_on(3, &["inspect", &container]).stdout_str();
     let top = docker_on(3, &["top", &container, "-o", "args"]).stdout_str();
     let logs = docker(&["service", "logs", "--raw", &helper]).stdout_str();
@@ -170,7 +157,7 @@ fn nothing_of_the_run_is_readable_in_the_spec_on_the_node_or_in_its_logs() {
         "the helper's log holds its frames: {logs}"
     );
     // No file of the node's engine holds the output in clear.
-    let data = format!("{lab}/node3/data");
+    let data = format!("{}/node3/data", lab_dir());
     let grep = Command::new("grep")
         .args(["-r", "-l", "-a", "--devices=skip", "MARK42ER", &data])
         .output()
@@ -196,9 +183,10 @@ fn nothing_of_the_run_is_readable_in_the_spec_on_the_node_or_in_its_logs() {
 fn service_exec_brings_every_tasks_bulk_output_whole() {
     let svc = Service::replicated(6);
     let make = "head -c 37500000 /dev/urandom | base64";
-    let args = ["service-exec", &svc.name, "sh", "-c", &emit(make)];
+    let script = emit(make);
+    let args = service_exec_args(&[], &svc.name, &sh(&script));
     let out = wait(spawn_swarm_exec(&args), BULK);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    assert_exit(&out, 0);
     // Lines come prefixed `NAME.SLOT@NODE | `; put each task's stdout back together.
     let mut streams: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
     for line in out.stdout.split_inclusive(|&b| b == b'\n') {
@@ -228,45 +216,22 @@ fn service_exec_brings_every_tasks_bulk_output_whole() {
 #[test]
 fn output_lost_on_the_node_is_reported_never_a_success() {
     let svc = Service::global();
-    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
     // 120 MB of random bytes: the helper writes them to its log within seconds, while this
     // client's stdout is not read, so many frames are still only in the log file (the
     // engine's log reader holds a few thousand lines, ~60 MB of frames, in memory).
     let total = 120_000_000u64;
-    let child = spawn_swarm_exec(&[
-        "task-exec",
-        &svc.at("node3"),
-        "sh",
-        "-c",
-        &format!("head -c {total} /dev/urandom"),
-    ]);
-    let helper = eventually("the helper", Duration::from_secs(30), || {
-        svc.helpers().into_iter().next()
-    });
-    let helper_id = docker_ok(&["service", "inspect", "-f", "{{.ID}}", &helper]);
-    let of_helper = format!("label=com.docker.swarm.service.id={helper_id}");
-    let container = eventually("the helper to end", Duration::from_secs(60), || {
-        let ps = docker_on(
-            3,
-            &[
-                "ps",
-                "-aq",
-                "--filter",
-                &of_helper,
-                "--filter",
-                "status=exited",
-            ],
-        );
-        let id = ps.stdout_str().trim().to_owned();
-        (!id.is_empty()).then_some(id)
-    });
+    let script = format!("head -c {total} /dev/urandom");
+    let child = spawn_swarm_exec(&task_exec_args(&[], &svc.at("node3"), &sh(&script)));
+    let helper = svc.await_helper();
+    let exited = ["-a", "--filter", "status=exited"];
+    let container = helper_container(&helper, &exited, "the helper to end", 60);
     // Lose them: empty the helper's log file on the node before the client has read it.
     let path = docker_on(3, &["inspect", "-f", "{{.LogPath}}", &container]).stdout_str();
     let rel = path
         .trim()
         .strip_prefix("/var/lib/docker/")
         .expect("a data-root path");
-    let on_host = format!("{lab}/node3/data/{rel}");
+    let on_host = format!("{}/node3/data/{rel}", lab_dir());
     std::fs::OpenOptions::new()
         .write(true)
         .open(&on_host)

@@ -12,56 +12,30 @@ use serde_json::Value;
 
 use crate::util::*;
 
-fn kill(child: &std::process::Child, signal: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{signal}"), child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{signal}");
-}
-
 #[test]
 fn sigkilled_client_leaves_a_helper_that_gc_removes_after_its_deadline() {
     let svc = Service::global();
-    let child = spawn_swarm_exec(&[
-        "task-exec",
-        "--timeout",
-        "8s",
-        &svc.at("node2"),
-        "sleep",
-        "60",
-    ]);
-    eventually("the helper", Duration::from_secs(30), || {
-        (!svc.helpers().is_empty()).then_some(())
-    });
+    let at = svc.at("node2");
+    let child = spawn_swarm_exec(&task_exec_args(&["--timeout", "8s"], &at, &["sleep", "60"]));
+    svc.await_helper();
     kill(&child, "KILL");
     let out = wait(child, Duration::from_secs(10));
     assert_eq!(out.code, -1, "killed by a signal");
     let left = svc.helpers();
-    assert_eq!(
-        left.len(),
-        1,
-        "the killed client could not remove its helper"
-    );
+    let why = "the killed client could not remove its helper";
+    assert_eq!(left.len(), 1, "{why}");
     // Before its deadline, gc leaves it alone: it may still be at work.
     let gc = swarm_exec(&["gc"]);
-    assert_eq!(gc.code, 0, "{}", gc.stderr_str());
+    assert_exit(&gc, 0);
     assert_eq!(svc.helpers(), left);
     // After it, the helper's own process has given up (and stopped the command): gc removes it.
     // (gc leaves a helper alone until 15 s after its budget, on the manager's clock.)
     thread::sleep(Duration::from_secs(30));
     let gc = swarm_exec(&["gc"]);
-    assert_eq!(gc.code, 0, "{}", gc.stderr_str());
-    assert!(
-        gc.stdout_str().contains("removed service swarm-exec-"),
-        "{}",
-        gc.stdout_str()
-    );
+    assert_exit(&gc, 0);
+    assert_stdout_has(&gc, "removed service swarm-exec-");
     assert!(svc.helpers().is_empty());
-    eventually("the command to be stopped", Duration::from_secs(15), || {
-        (!processes(svc.on("node2")).contains("sleep 60")).then_some(())
-    });
+    await_processes_gone(svc.on("node2"), &["sleep 60"]);
 }
 
 #[test]
@@ -69,33 +43,14 @@ fn timeout_stops_a_daemonized_child_too() {
     let svc = Service::global();
     // The inner shell starts a detached `sleep 303` and exits: it is reparented to the
     // container's init, out of the command's process tree, and must still be stopped.
-    let child = spawn_swarm_exec(&[
-        "task-exec",
-        "--timeout",
-        "6s",
-        &svc.at("node2"),
-        "sh",
-        "-c",
-        "sh -c 'setsid sleep 303 </dev/null >/dev/null 2>&1 &'; sleep 304",
-    ]);
-    eventually(
-        "the daemonized child to run",
-        Duration::from_secs(30),
-        || {
-            let ps = processes(svc.on("node2"));
-            (ps.contains("sleep 303") && ps.contains("sleep 304")).then_some(())
-        },
-    );
+    let script = "sh -c 'setsid sleep 303 </dev/null >/dev/null 2>&1 &'; sleep 304";
+    let at = svc.at("node2");
+    let child = spawn_swarm_exec(&task_exec_args(&["--timeout", "6s"], &at, &sh(script)));
+    let sleeps = ["sleep 303", "sleep 304"];
+    await_processes(svc.on("node2"), &sleeps);
     let out = wait(child, Duration::from_secs(60));
-    assert_eq!(out.code, 124, "{}", out.stderr_str());
-    eventually(
-        "the command and its daemonized child to be stopped",
-        Duration::from_secs(15),
-        || {
-            let ps = processes(svc.on("node2"));
-            (!ps.contains("sleep 303") && !ps.contains("sleep 304")).then_some(())
-        },
-    );
+    assert_exit(&out, 124);
+    await_processes_gone(svc.on("node2"), &sleeps);
     assert!(svc.helpers().is_empty());
 }
 
@@ -103,44 +58,24 @@ fn timeout_stops_a_daemonized_child_too() {
 fn timeout_and_signals_stop_the_command_in_the_target() {
     let svc = Service::global();
     // --timeout: 124, the helper gone, and the command (and its children) stopped.
-    let out = swarm_exec(&[
-        "task-exec",
-        "--timeout",
-        "2s",
-        &svc.at("node3"),
-        "sh",
-        "-c",
-        "sleep 61; echo never",
-    ]);
-    assert_eq!(out.code, 124, "{}", out.stderr_str());
+    let script = "sleep 61; echo never";
+    let out = task_exec(&["--timeout", "2s"], &svc.at("node3"), &sh(script));
+    assert_exit(&out, 124);
     assert!(svc.helpers().is_empty());
-    eventually(
-        "the timed-out command to be stopped",
-        Duration::from_secs(15),
-        || (!processes(svc.on("node3")).contains("sleep 61")).then_some(()),
-    );
+    await_processes_gone(svc.on("node3"), &["sleep 61"]);
     // SIGINT and SIGTERM: 130 and 143 within 2 s, the helper gone, the command stopped.
     for (signal, code, node) in [("INT", 130, "node2"), ("TERM", 143, "node3")] {
         let marker = format!("sleep 6{code}");
-        let child = spawn_swarm_exec(&["task-exec", &svc.at(node), "sh", "-c", &marker]);
-        eventually("the command to run", Duration::from_secs(30), || {
-            processes(svc.on(node)).contains(&marker).then_some(())
-        });
+        let child = spawn_swarm_exec(&task_exec_args(&[], &svc.at(node), &sh(&marker)));
+        await_processes(svc.on(node), &[marker.as_str()]);
         let sent = Instant::now();
         kill(&child, signal);
         let out = wait(child, Duration::from_secs(30));
         assert_eq!(out.code, code, "{signal}: {}", out.stderr_str());
-        assert!(
-            sent.elapsed() < Duration::from_secs(2),
-            "{signal}: {:?}",
-            sent.elapsed()
-        );
+        let took = sent.elapsed();
+        assert!(took < Duration::from_secs(2), "{signal}: {took:?}");
         assert!(svc.helpers().is_empty(), "{signal}");
-        eventually(
-            "the interrupted command to be stopped",
-            Duration::from_secs(15),
-            || (!processes(svc.on(node)).contains(&marker)).then_some(()),
-        );
+        await_processes_gone(svc.on(node), &[marker.as_str()]);
     }
 }
 
@@ -148,27 +83,16 @@ fn timeout_and_signals_stop_the_command_in_the_target() {
 fn target_container_dying_mid_exec_is_a_clear_failure() {
     let svc = Service::global();
     let task = svc.on("node2").clone();
-    let container = docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.Status.ContainerStatus.ContainerID}}",
-        &task.id,
-    ]);
-    let child = spawn_swarm_exec(&["task-exec", &task.id, "sleep", "30"]);
-    eventually("the command to run", Duration::from_secs(30), || {
-        processes(&task).contains("sleep 30").then_some(())
-    });
+    let container = container_of(&task.id);
+    let child = spawn_swarm_exec(&task_exec_args(&[], &task.id, &["sleep", "30"]));
+    await_processes(&task, &["sleep 30"]);
     assert_eq!(docker_on(2, &["kill", &container]).code, 0);
     let out = wait(child, Duration::from_secs(60));
     assert_ne!(out.code, 0);
-    assert!(
-        matches!(out.code, 125 | 137),
-        "{}: {}",
-        out.code,
-        out.stderr_str()
-    );
+    let (code, err) = (out.code, out.stderr_str());
+    assert!(matches!(code, 125 | 137), "{code}: {err}");
     if out.code == 125 {
-        assert!(out.stderr_str().contains(&task.id), "{}", out.stderr_str());
+        assert_stderr_has(&out, &task.id);
     }
     assert!(svc.helpers().is_empty());
 }
@@ -177,27 +101,17 @@ fn target_container_dying_mid_exec_is_a_clear_failure() {
 fn helper_image_missing_on_the_node_is_a_clear_error() {
     let svc = Service::global();
     // An image only the manager has: nodes cannot pull it from anywhere.
-    let tag = format!(
-        "sx-only-on-manager:{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let tag = format!("sx-only-on-manager:{}", unique_hex(8));
     let dir = std::env::temp_dir().join(format!("sx-img-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("unique"), uuid::Uuid::new_v4().to_string()).unwrap();
-    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
     let mut tar = Command::new("tar")
         .args(["-C", dir.to_str().unwrap(), "-c", "."])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let imported = Command::new("docker")
-        .args([
-            "-H",
-            &format!("unix://{lab}/node1/docker.sock"),
-            "import",
-            "-",
-            &tag,
-        ])
+        .args(["-H", &node_socket(1), "import", "-", &tag])
         .stdin(tar.stdout.take().unwrap())
         .output()
         .unwrap();
@@ -207,10 +121,10 @@ fn helper_image_missing_on_the_node_is_a_clear_error() {
         "{}",
         String::from_utf8_lossy(&imported.stderr)
     );
-    let out = swarm_exec(&["task-exec", "--image", &tag, &svc.at("node3"), "true"]);
+    let out = task_exec(&["--image", &tag], &svc.at("node3"), &["true"]);
     let _ = docker_on(1, &["image", "rm", &tag]);
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(out.code, 125, "{}", out.stderr_str());
+    assert_exit(&out, 125);
     let err = out.stderr_str();
     assert!(
         err.contains("rejected") && err.contains("node3") && err.contains("No such image"),
@@ -222,7 +136,7 @@ fn helper_image_missing_on_the_node_is_a_clear_error() {
 #[test]
 fn gc_touches_only_what_swarm_exec_made() {
     lab();
-    let hex = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let hex = &unique_hex(12);
     let users = format!("sxt-users-{hex}");
     let lookalike = format!("swarm-exec-{hex}");
     // A user's service that carries the label, and a helper-looking one without a budget.
@@ -244,22 +158,14 @@ fn gc_touches_only_what_swarm_exec_made() {
     }
     let exists = |name: &str| docker(&["service", "inspect", name]).code == 0;
     let gc = swarm_exec(&["gc"]);
-    assert_eq!(gc.code, 0, "{}", gc.stderr_str());
+    assert_exit(&gc, 0);
     assert!(!gc.stdout_str().contains(hex), "{}", gc.stdout_str());
     let dry = swarm_exec(&["gc", "--all", "--dry-run"]);
-    assert_eq!(dry.code, 0, "{}", dry.stderr_str());
-    assert!(
-        dry.stdout_str()
-            .contains(&format!("would remove service {lookalike}")),
-        "{}",
-        dry.stdout_str()
-    );
-    assert!(!dry.stdout_str().contains(&users), "{}", dry.stdout_str());
-    assert!(
-        !dry.stdout_str().contains("removed"),
-        "{}",
-        dry.stdout_str()
-    );
+    assert_exit(&dry, 0);
+    assert_stdout_has(&dry, &format!("would remove service {lookalike}"));
+    let listed = dry.stdout_str();
+    assert!(!listed.contains(&users), "{listed}");
+    assert!(!listed.contains("removed"), "{listed}");
     assert!(exists(&users) && exists(&lookalike));
     docker_ok(&["service", "rm", &users, &lookalike]);
 }
@@ -388,24 +294,9 @@ fn bad_plugin_input_is_refused_with_2_and_nothing_is_created() {
         );
     }
     // Not UTF-8 at all.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
-        .arg("inst_exec")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"{\"inst\": [\xff]}")
-            .unwrap();
-    }
+    let child = spawn_swarm_exec_stdin(&["inst_exec"], b"{\"inst\": [\xff]}");
     let out = wait(child, Duration::from_secs(30));
-    assert_eq!(out.code, 2, "{}", out.stderr_str());
+    assert_exit(&out, 2);
     assert!(svc.helpers().is_empty());
 }
 

@@ -36,6 +36,14 @@ fn input(tasks: &[&Task], command: Value, extra: Value) -> String {
     v.to_string()
 }
 
+/// Runs `swarm-exec --compact inst_exec INPUT` on `t`, insists that it succeeds, and returns
+/// the JSON it printed.
+fn compact_inst_exec(t: &Task, command: Value, extra: Value) -> Value {
+    let out = swarm_exec(&["--compact", "inst_exec", &input(&[t], command, extra)]);
+    assert_exit(&out, 0);
+    serde_json::from_str(&out.stdout_str()).unwrap()
+}
+
 fn worker_task(svc: &Service, node: &str) -> Task {
     svc.tasks
         .iter()
@@ -49,7 +57,7 @@ fn true_succeeds_and_echoes_the_input_with_results() {
     let svc = shared();
     let t = worker_task(svc, "node2");
     let out = swarm_exec_stdin(&["inst_exec"], input(&[&t], json!("true"), json!({})));
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    assert_exit(&out, 0);
     assert!(out.stderr.is_empty(), "{}", out.stderr_str());
     insta::assert_snapshot!("inst_exec_true", normalized(&out, &[&t]));
 }
@@ -59,34 +67,21 @@ fn failures_exit_2_with_one_line_and_nothing_on_stdout() {
     // Its own service, so that no other test's helper counts as a leftover of this one.
     let svc = &Service::global();
     let t = worker_task(svc, "node3");
+    let sleep = || json!("sleep 5");
     let cases = [
         (json!("false"), json!({}), "exited with 1"),
         (json!("no-such-command-here"), json!({}), "exited with 12"), // 126 or 127
-        (
-            json!("sleep 5"),
-            json!({"timeout": 1}),
-            "timed out after 1s",
-        ),
-        (
-            json!("sleep 5"),
-            json!({"timeout": "2s"}),
-            "timed out after 2s",
-        ),
+        (sleep(), json!({"timeout": 1}), "timed out after 1s"),
+        (sleep(), json!({"timeout": "2s"}), "timed out after 2s"),
     ];
     for (command, extra, expected) in cases {
         let out = swarm_exec_stdin(&["inst_exec"], input(&[&t], command.clone(), extra));
         assert_eq!(out.code, 2, "{command}: {}", out.stderr_str());
         assert!(out.stdout.is_empty(), "{command}: {}", out.stdout_str());
-        let last = out
-            .stderr_str()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            last.starts_with("inst_exec failed: task "),
-            "{command}: {last}"
-        );
+        let err = out.stderr_str();
+        let last = err.lines().last().unwrap_or_default();
+        let failed = "inst_exec failed: task ";
+        assert!(last.starts_with(failed), "{command}: {last}");
         assert!(last.contains(expected), "{command}: {last}");
         assert!(last.contains(&t.id), "{command}: {last}");
     }
@@ -96,12 +91,9 @@ fn failures_exit_2_with_one_line_and_nothing_on_stdout() {
 #[test]
 fn sleep_5_succeeds_within_the_default_timeout() {
     let t = worker_task(shared(), "node2");
-    let out = swarm_exec(&[
-        "--compact",
-        "inst_exec",
-        &input(&[&t], json!("sleep 5"), json!({"timeout": "30"})),
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let input = input(&[&t], json!("sleep 5"), json!({"timeout": "30"}));
+    let out = swarm_exec(&["--compact", "inst_exec", &input]);
+    assert_exit(&out, 0);
     assert!(out.elapsed.as_secs_f64() >= 5.0);
     // --compact: one line.
     assert_eq!(out.stdout_str().lines().count(), 1, "{}", out.stdout_str());
@@ -112,15 +104,9 @@ fn sleep_5_succeeds_within_the_default_timeout() {
 fn two_instances_on_two_nodes_run_at_once_with_prefixed_output() {
     let svc = shared();
     let (a, b) = (worker_task(svc, "node2"), worker_task(svc, "node3"));
-    let out = swarm_exec_stdin(
-        &["inst_exec"],
-        input(
-            &[&a, &b],
-            json!("sh -c 'cut -d\" \" -f1 /proc/uptime; sleep 2; echo done on $(hostname)'"),
-            json!({}),
-        ),
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let command = "sh -c 'cut -d\" \" -f1 /proc/uptime; sleep 2; echo done on $(hostname)'";
+    let out = swarm_exec_stdin(&["inst_exec"], input(&[&a, &b], json!(command), json!({})));
+    assert_exit(&out, 0);
     let err = out.stderr_str();
     // Concurrently, not one after the other: the two 2 s runs overlap (the lab's nodes
     // share one kernel, so /proc/uptime is one clock).
@@ -135,19 +121,15 @@ fn two_instances_on_two_nodes_run_at_once_with_prefixed_output() {
         .collect();
     assert!((starts[0] - starts[1]).abs() < 2.0, "{starts:?}");
     for t in [&a, &b] {
-        assert!(
-            err.contains(&format!("{} | done on ", &t.id[..12])),
-            "{err}"
-        );
+        let done = format!("{} | done on ", &t.id[..12]);
+        assert!(err.contains(&done), "{err}");
     }
     let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
     for (i, t) in [&a, &b].iter().enumerate() {
         assert_eq!(v["swarm_exec"][i]["id"], json!(t.id));
         let tail = v["swarm_exec"][i]["output_tail"].as_str().unwrap();
-        assert!(
-            tail.ends_with(&format!("\ndone on {}\n", container_host(t))),
-            "{tail:?}"
-        );
+        let done = format!("\ndone on {}\n", container_host(t));
+        assert!(tail.ends_with(&done), "{tail:?}");
         assert_eq!(v["swarm_exec"][i]["output_bytes"], json!(tail.len()));
         assert_eq!(v["swarm_exec"][i]["output_truncated"], json!(false));
     }
@@ -172,36 +154,17 @@ fn two_instances_on_two_nodes_run_at_once_with_prefixed_output() {
 fn max_output_keeps_the_last_bytes_and_says_the_tail_is_cut() {
     let t = worker_task(shared(), "node3");
     // 5000 bytes, the last line a marker; then bytes that are not UTF-8, exactly kept.
-    let out = swarm_exec(&[
-        "--compact",
-        "inst_exec",
-        &input(
-            &[&t],
-            json!([
-                "sh",
-                "-c",
-                "head -c 4990 /dev/zero | tr '\\0' a; echo; echo the-end"
-            ]),
-            json!({"max_output": 100}),
-        ),
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
-    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
-    let r = &v["swarm_exec"][0];
+    let script = "head -c 4990 /dev/zero | tr '\\0' a; echo; echo the-end";
+    let out = compact_inst_exec(&t, json!(sh(script)), json!({"max_output": 100}));
+    let r = &out["swarm_exec"][0];
     let tail = r["output_tail"].as_str().unwrap();
     assert_eq!(tail.len(), 100, "{tail:?}");
     assert!(tail.ends_with("a\nthe-end\n"), "{tail:?}");
     assert_eq!(r["output_bytes"], json!(4990 + 1 + 8));
     assert_eq!(r["output_truncated"], json!(true));
 
-    let out = swarm_exec(&[
-        "--compact",
-        "inst_exec",
-        &input(&[&t], json!(["printf", "a\\377b"]), json!({})),
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
-    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
-    let r = &v["swarm_exec"][0];
+    let out = compact_inst_exec(&t, json!(["printf", "a\\377b"]), json!({}));
+    let r = &out["swarm_exec"][0];
     assert_eq!(r["output_tail"], json!("a\u{fffd}b"));
     assert_eq!(r["output_tail_base64"], json!("Yf9i"));
     assert_eq!(r["output_truncated"], json!(false));
@@ -212,33 +175,16 @@ fn one_failing_instance_fails_the_step_and_is_named() {
     let svc = shared();
     let (a, b) = (worker_task(svc, "node2"), worker_task(svc, "node3"));
     // Each container's hostname is its own ID: only one of them matches.
-    let out = swarm_exec_stdin(
-        &["inst_exec"],
-        input(
-            &[&a, &b],
-            json!(format!(
-                "sh -c '[ $(hostname) = {} ] || exit 4'",
-                container_host(&a)
-            )),
-            json!({}),
-        ),
-    );
-    assert_eq!(out.code, 2, "{}", out.stderr_str());
+    let command = format!("sh -c '[ $(hostname) = {} ] || exit 4'", container_host(&a));
+    let out = swarm_exec_stdin(&["inst_exec"], input(&[&a, &b], json!(command), json!({})));
+    assert_exit(&out, 2);
     let last = out.stderr_str().lines().last().unwrap().to_owned();
-    assert_eq!(
-        last,
-        format!("inst_exec failed: task {} exited with 4", b.id)
-    );
+    let expected = format!("inst_exec failed: task {} exited with 4", b.id);
+    assert_eq!(last, expected);
 }
 
 fn container_host(t: &Task) -> String {
-    docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.Status.ContainerStatus.ContainerID}}",
-        &t.id,
-    ])[..12]
-        .to_owned()
+    container_of(&t.id)[..12].to_owned()
 }
 
 #[test]
@@ -264,60 +210,39 @@ fn bad_input_exits_2_before_anything_is_created() {
     let svc = Service::global();
     let t = worker_task(&svc, "node2");
     let id = t.id.as_str();
-    let cases: Vec<(Vec<String>, String, &str)> = vec![
-        (
-            vec!["inst_exec".into()],
-            "{\"inst\": [".to_owned(),
+    // Input on stdin to inst_exec, or other arguments with nothing on stdin.
+    let stdin = |input: &str, expected| (vec!["inst_exec"], input.to_owned(), expected);
+    let args = |args: Vec<&'static str>, expected| (args, String::new(), expected);
+    let on_id = |rest: &str| format!("{{\"inst\":[{{\"id\":\"{id}\"}}]{rest}}}");
+    let cases: Vec<(Vec<&str>, String, &str)> = vec![
+        stdin("{\"inst\": [", "failed to parse input data"),
+        args(
+            vec!["inst_exec", "{not", "json}"],
             "failed to parse input data",
         ),
-        (
-            vec!["inst_exec".into(), "{not".into(), "json}".into()],
-            "".to_owned(),
-            "failed to parse input data",
-        ),
-        (
-            vec!["inst_exec".into()],
-            format!("{{\"inst\":[{{\"id\":\"{id}\"}}]}}"),
-            "invalid argument command: missing",
-        ),
-        (
-            vec!["inst_exec".into()],
-            "{\"command\":\"true\"}".to_owned(),
-            "invalid argument inst: missing",
-        ),
-        (
-            vec!["inst_exec".into()],
-            format!("{{\"inst\":[{{\"id\":\"{id}\"}}],\"command\":\"true\",\"timeout\":\"soon\"}}"),
+        stdin(&on_id(""), "invalid argument command: missing"),
+        stdin("{\"command\":\"true\"}", "invalid argument inst: missing"),
+        stdin(
+            &on_id(",\"command\":\"true\",\"timeout\":\"soon\""),
             "invalid argument timeout",
         ),
-        (
-            vec!["inst_exec".into()],
-            format!("{{\"inst\":[{{\"id\":\"{id}\"}}],\"command\":\"true\",\"timeout\":-3}}"),
+        stdin(
+            &on_id(",\"command\":\"true\",\"timeout\":-3"),
             "invalid argument timeout",
         ),
-        (
-            vec!["inst_exec".into()],
-            format!("{{\"inst\":[{{\"id\":\"{id}\"}}],\"command\":\"'oops\"}}"),
-            "invalid argument command",
-        ),
-        (
-            vec!["inst_exec".into()],
-            "{\"inst\":[{\"id\":\"web.1; ls\"}],\"command\":\"true\"}".to_owned(),
+        stdin(&on_id(",\"command\":\"'oops\""), "invalid argument command"),
+        stdin(
+            "{\"inst\":[{\"id\":\"web.1; ls\"}],\"command\":\"true\"}",
             "invalid argument inst",
         ),
+        stdin("[1,2]", "must be a JSON object"),
         (
-            vec!["inst_exec".into()],
-            "[1,2]".to_owned(),
-            "must be a JSON object",
-        ),
-        (
-            vec!["do_something".into()],
+            vec!["do_something"],
             "{}".to_owned(),
             "Plugin swarm-exec does not support action do_something",
         ),
     ];
     for (args, stdin, expected) in cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = swarm_exec_stdin(&args, &stdin);
         assert_eq!(out.code, 2, "{args:?} {stdin}: {}", out.stderr_str());
         assert!(out.stdout.is_empty(), "{args:?}");
@@ -330,15 +255,13 @@ fn bad_input_exits_2_before_anything_is_created() {
 
 #[test]
 fn empty_inst_preflight_and_postflight_succeed_without_touching_the_swarm() {
-    let out = swarm_exec_stdin(
-        &["inst_exec"],
-        r#"{"inst": [], "command": "true", "project": "p"}"#,
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let empty = r#"{"inst": [], "command": "true", "project": "p"}"#;
+    let out = swarm_exec_stdin(&["inst_exec"], empty);
+    assert_exit(&out, 0);
     insta::assert_snapshot!("inst_exec_empty_inst", out.stdout_str());
     for action in ["preflight", "postflight"] {
         let out = swarm_exec_stdin(&[action], r#"{"project": "p", "inst": []}"#);
-        assert_eq!(out.code, 0, "{}", out.stderr_str());
+        assert_exit(&out, 0);
         assert_eq!(out.stdout_str(), "{}\n");
         let out = swarm_exec_stdin(&[action], "");
         assert_eq!((out.code, out.stdout_str()), (0, "{}\n".to_owned()));
@@ -394,20 +317,15 @@ fn reference_words_keep_working() {
     let svc = shared();
     let t = worker_task(svc, "node3");
     let image = format!("swarm-exec:{}", env!("CARGO_PKG_VERSION"));
-    let out = swarm_exec(&["task-exec", "--image", &image, &t.id, "sh", "-c", "exit 6"]);
-    assert_eq!(out.code, 6, "{}", out.stderr_str());
+    let out = task_exec(&["--image", &image], &t.id, &sh("exit 6"));
+    assert_exit(&out, 6);
     // `exec CONTAINER CMD` runs on the engine swarm-exec talks to: the manager's task.
     let m = svc
         .tasks
         .iter()
         .find(|t| t.node == "node1")
         .expect("manager task");
-    let container = docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.Status.ContainerStatus.ContainerID}}",
-        &m.id,
-    ]);
+    let container = container_of(&m.id);
     let out = swarm_exec(&["exec", &container, "sh", "-c", "echo local; exit 3"]);
     assert_eq!(
         (out.code, out.stdout_str()),

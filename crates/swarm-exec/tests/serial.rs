@@ -43,8 +43,8 @@ fn worker_engine_down_before_the_helper_is_scheduled() {
     lab_script(&["stop-node", "3"]);
     let _back = Restart(3);
     let start = Instant::now();
-    let out = swarm_exec(&["task-exec", &target, "true"]);
-    assert_eq!(out.code, 125, "{}", out.stderr_str());
+    let out = task_exec(&[], &target, &["true"]);
+    assert_exit(&out, 125);
     let err = out.stderr_str();
     assert!(err.contains("node3"), "{err}");
     assert!(
@@ -52,11 +52,8 @@ fn worker_engine_down_before_the_helper_is_scheduled() {
         "{err}"
     );
     // Bounded: the helper's start wait (30 s) plus the lookups.
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "{:?}",
-        start.elapsed()
-    );
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(60), "{took:?}");
     assert!(svc.helpers().is_empty());
 }
 
@@ -65,16 +62,9 @@ fn manager_engine_restart_during_a_run() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let svc = Service::global();
     let task = svc.on("node2").clone();
-    let child = spawn_swarm_exec(&[
-        "task-exec",
-        &task.id,
-        "sh",
-        "-c",
-        "sleep 8; echo done; exit 3",
-    ]);
-    eventually("the command to run", Duration::from_secs(30), || {
-        processes(&task).contains("sleep 8").then_some(())
-    });
+    let script = "sleep 8; echo done; exit 3";
+    let child = spawn_swarm_exec(&task_exec_args(&[], &task.id, &sh(script)));
+    await_processes(&task, &["sleep 8"]);
     lab_script(&["stop-node", "1"]);
     let back = Restart(1);
     drop(back);
@@ -83,11 +73,7 @@ fn manager_engine_restart_during_a_run() {
     // again without repeating output), or it fails with a clear message.
     match out.code {
         3 => assert_eq!(out.stdout_str(), "done\n", "{}", out.stderr_str()),
-        125 => assert!(
-            out.stderr_str().contains("swarm-exec: error:"),
-            "{}",
-            out.stderr_str()
-        ),
+        125 => assert_stderr_has(&out, "swarm-exec: error:"),
         other => panic!("exit {other}: {}", out.stderr_str()),
     }
     eventually("no helper left", Duration::from_secs(30), || {
@@ -100,25 +86,17 @@ fn gc_all_removes_a_helper_still_at_work_and_its_command_stops() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let svc = Service::global();
     let task = svc.on("node3").clone();
-    let child = spawn_swarm_exec(&["task-exec", &task.id, "sleep", "57"]);
-    eventually("the command to run", Duration::from_secs(30), || {
-        processes(&task).contains("sleep 57").then_some(())
-    });
-    let ok = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let child = spawn_swarm_exec(&task_exec_args(&[], &task.id, &["sleep", "57"]));
+    await_processes(&task, &["sleep 57"]);
+    kill(&child, "KILL");
     let _ = wait(child, Duration::from_secs(10));
     assert_eq!(svc.helpers().len(), 1);
     let gc = swarm_exec(&["gc", "--all"]);
-    assert_eq!(gc.code, 0, "{}", gc.stderr_str());
-    assert!(gc.stdout_str().contains("(--all)"), "{}", gc.stdout_str());
+    assert_exit(&gc, 0);
+    assert_stdout_has(&gc, "(--all)");
     assert!(svc.helpers().is_empty());
     // Removing the helper stopped it, and it stopped the command.
-    eventually("the command to be stopped", Duration::from_secs(15), || {
-        (!processes(&task).contains("sleep 57")).then_some(())
-    });
+    await_processes_gone(&task, &["sleep 57"]);
 }
 
 /// Makes node3 take tasks again, whatever the test did.
@@ -136,7 +114,7 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
     lab();
     // A target whose /data is a directory this test can look into: the nodes share the
     // machine's file system outside /run and /var/lib/docker.
-    let hex = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let hex = &unique_hex(10);
     let dir = format!("/tmp/sxt-late-{hex}");
     std::fs::create_dir_all(&dir).unwrap();
     let name = format!("sxt-late-{hex}");
@@ -151,37 +129,22 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
     ];
     create_service(&name, &options, &["sleep", "3600"]);
     let task = eventually("the target to run", Duration::from_secs(60), || {
-        let out = docker_ok(&[
-            "service",
-            "ps",
-            &name,
-            "--filter",
-            "desired-state=running",
-            "--no-trunc",
-            "--format",
-            "{{.ID}} {{.CurrentState}}",
-        ]);
-        out.lines()
-            .find(|l| l.contains(" Running "))
-            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        let lines = running_task_lines(&name, "{{.ID}}");
+        let id = lines.first()?.split_whitespace().next();
+        id.map(str::to_owned)
     });
     // The marker can be seen when the command does run.
-    let out = swarm_exec(&["task-exec", &task, "touch", "/data/on-time"]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let out = task_exec(&[], &task, &["touch", "/data/on-time"]);
+    assert_exit(&out, 0);
     assert!(std::path::Path::new(&format!("{dir}/on-time")).exists());
 
     // The helper cannot start while its node takes no tasks; its client dies meanwhile.
     docker_ok(&["node", "update", "--availability", "pause", "node3"]);
     let unpause = Unpause;
-    let child = spawn_swarm_exec(&["task-exec", "--timeout", "4s", &task, "touch", "/data/late"]);
-    let helper = eventually("the helper", Duration::from_secs(30), || {
-        swarm_exec_objects("service", &name).into_iter().next()
-    });
-    let killed = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let late = ["touch", "/data/late"];
+    let child = spawn_swarm_exec(&task_exec_args(&["--timeout", "4s"], &task, &late));
+    let helper = await_helper_of(&name);
+    kill(&child, "KILL");
     let _ = wait(child, Duration::from_secs(10));
     // Past the run's deadline, the node takes tasks again and the helper starts.
     std::thread::sleep(Duration::from_secs(6));
@@ -190,13 +153,8 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
         "the helper to start and end",
         Duration::from_secs(60),
         || {
-            let out = docker_ok(&[
-                "service",
-                "ps",
-                &helper,
-                "--format",
-                "{{.CurrentState}} {{.Error}}",
-            ]);
+            let format = "{{.CurrentState}} {{.Error}}";
+            let out = docker_ok(&["service", "ps", &helper, "--format", format]);
             (out.starts_with("Complete") || out.starts_with("Failed")).then_some(out)
         },
     );
@@ -213,4 +171,55 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Demotes a node promoted for a test, whatever the test did.
+struct Demote(&'static str);
+
+impl Drop for Demote {
+    fn drop(&mut self) {
+        let _ = docker(&["node", "demote", self.0]);
+        eventually(
+            "the node to be a worker again",
+            Duration::from_secs(60),
+            || {
+                let role = docker(&["node", "inspect", "-f", "{{.Spec.Role}}", self.0]);
+                (role.stdout_str().trim() == "worker").then_some(())
+            },
+        );
+    }
+}
+
+#[test]
+fn task_exec_through_each_manager_of_a_mixed_swarm() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::global();
+    // node1 is the lab's first manager; node3, a worker on another engine, is promoted too.
+    let _demote = Demote("node3");
+    let promoted = docker(&["node", "promote", "node3"]);
+    assert_eq!(promoted.code, 0, "{}", promoted.stderr_str());
+    eventually(
+        "node3 to serve the swarm's API",
+        Duration::from_secs(60),
+        || {
+            let info = docker_on(3, &["info", "-f", "{{.Swarm.ControlAvailable}}"]);
+            (info.stdout_str().trim() == "true").then_some(())
+        },
+    );
+    for manager in [1, 3] {
+        let version = docker_on(manager, &["version", "-f", "{{.Server.Version}}"]).stdout_str();
+        for node in ["node1", "node2", "node3"] {
+            let at = svc.at(node);
+            let out = run(Command::new(SWARM_EXEC)
+                .env("DOCKER_HOST", node_socket(manager))
+                .args(["task-exec", &at, "sh", "-c", "cat /etc/hostname; exit 3"]));
+            let through = format!(
+                "through node{manager} (Docker {}) into {node}",
+                version.trim()
+            );
+            assert_eq!(out.code, 3, "{through}: {}", out.stderr_str());
+            let container = container_of(&svc.on(node).id);
+            assert_eq!(out.stdout_str().trim(), &container[..12], "{through}");
+        }
+    }
 }

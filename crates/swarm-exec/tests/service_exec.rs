@@ -27,14 +27,8 @@ fn every_replica_over_three_nodes_with_one_helper_per_node() {
         svc.tasks
     );
     // Count the helpers while the commands run.
-    let child = spawn_swarm_exec(&[
-        "service-exec",
-        &svc.name,
-        "sh",
-        "-c",
-        "cut -d' ' -f1 /proc/uptime >&2; sleep 2; echo out-$(hostname); echo err >&2",
-    ]);
-    let mut child = child;
+    let script = "cut -d' ' -f1 /proc/uptime >&2; sleep 2; echo out-$(hostname); echo err >&2";
+    let mut child = spawn_swarm_exec(&["service-exec", &svc.name, "sh", "-c", script]);
     let mut most = 0;
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(60) {
@@ -42,7 +36,7 @@ fn every_replica_over_three_nodes_with_one_helper_per_node() {
         thread::sleep(Duration::from_millis(100));
     }
     let out = wait(child, Duration::from_secs(60));
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    assert_exit(&out, 0);
     assert_eq!(most, 3, "one helper per node, not one per task");
     // Every task answered once, on stdout, with the `docker service logs` prefix.
     let lines: BTreeSet<String> = out.stdout_str().lines().map(str::to_owned).collect();
@@ -53,8 +47,7 @@ fn every_replica_over_three_nodes_with_one_helper_per_node() {
             lines.iter().any(|l| l.starts_with(&prefix)),
             "{prefix}: {lines:?}"
         );
-        let err = format!("{}.{}@{} | err", svc.name, t.slot, t.node);
-        assert!(out.stderr_str().contains(&err), "{}", out.stderr_str());
+        assert_stderr_has(&out, &format!("{}.{}@{} | err", svc.name, t.slot, t.node));
     }
     // All six ran at once: their 2 s runs overlap (the lab's nodes share one kernel, so
     // /proc/uptime is one clock).
@@ -74,15 +67,10 @@ fn every_replica_over_three_nodes_with_one_helper_per_node() {
 fn one_failing_replica_fails_the_run_and_is_named() {
     let svc = Service::replicated(6);
     let victim = &svc.tasks[3];
-    let host = docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.Status.ContainerStatus.ContainerID}}",
-        &victim.id,
-    ]);
+    let host = container_of(&victim.id);
     let script = format!("[ $(hostname) != {} ] || exit 9", &host[..12]);
-    let out = swarm_exec(&["service-exec", &svc.name, "sh", "-c", &script]);
-    assert_eq!(out.code, 1, "{}", out.stderr_str());
+    let out = service_exec(&[], &svc.name, &sh(&script));
+    assert_exit(&out, 1);
     let err = out.stderr_str();
     assert!(err.contains("1 of 6 tasks did not succeed"), "{err}");
     assert!(
@@ -99,10 +87,8 @@ fn one_failing_replica_fails_the_run_and_is_named() {
 fn filters_select_by_node_slot_and_label() {
     let svc = Service::replicated(6);
     let names = |args: &[&str]| -> BTreeSet<String> {
-        let mut full = vec!["service-exec", "--format", "json"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&[&svc.name, "true"]);
-        let out = swarm_exec(&full);
+        let options = [&["--format", "json"], args].concat();
+        let out = service_exec(&options, &svc.name, &["true"]);
         assert_eq!(out.code, 0, "{args:?}: {}", out.stderr_str());
         json_lines(&out)
             .iter()
@@ -145,27 +131,14 @@ fn filters_select_by_node_slot_and_label() {
     // Container labels: the test services carry swarm-exec.test=e2e.
     assert_eq!(names(&["-f", "label=swarm-exec.test"]).len(), 6);
     assert_eq!(names(&["-f", "label=swarm-exec.test=e2e"]).len(), 6);
-    let out = swarm_exec(&[
-        "service-exec",
-        "-f",
-        "label=swarm-exec.test=other",
-        &svc.name,
-        "true",
-    ]);
-    assert_eq!(out.code, 125);
-    assert!(
-        out.stderr_str().contains("no running task"),
-        "{}",
-        out.stderr_str()
-    );
+    let out = service_exec(&["-f", "label=swarm-exec.test=other"], &svc.name, &["true"]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "no running task");
     for bad in ["node", "slot=0", "slot=x", "color=red", "label="] {
-        let out = swarm_exec(&["service-exec", "-f", bad, &svc.name, "true"]);
+        let out = service_exec(&["-f", bad], &svc.name, &["true"]);
         assert_eq!(out.code, 125, "{bad}");
-        assert!(
-            out.stderr_str().contains("invalid --filter"),
-            "{bad}: {}",
-            out.stderr_str()
-        );
+        let err = out.stderr_str();
+        assert!(err.contains("invalid --filter"), "{bad}: {err}");
     }
     assert!(svc.helpers().is_empty());
 }
@@ -173,16 +146,9 @@ fn filters_select_by_node_slot_and_label() {
 #[test]
 fn global_service_and_json_output() {
     let svc = Service::global();
-    let out = swarm_exec(&[
-        "service-exec",
-        "--format",
-        "json",
-        &svc.name,
-        "sh",
-        "-c",
-        "printf 'o\\n'; printf 'e' >&2; exit 4",
-    ]);
-    assert_eq!(out.code, 1, "{}", out.stderr_str());
+    let script = "printf 'o\\n'; printf 'e' >&2; exit 4";
+    let out = service_exec(&["--format", "json"], &svc.name, &sh(script));
+    assert_exit(&out, 1);
     let results = json_lines(&out);
     assert_eq!(results.len(), 3, "{}", out.stdout_str());
     let ids: BTreeSet<&str> = results
@@ -210,20 +176,10 @@ fn global_service_and_json_output() {
 fn json_output_is_bounded_and_keeps_bytes_that_are_not_utf8() {
     let svc = shared();
     let on2 = format!("node={}", svc.on("node2").node);
-    let out = swarm_exec(&[
-        "service-exec",
-        "--format",
-        "json",
-        "--max-output",
-        "1K",
-        "--filter",
-        &on2,
-        &svc.name,
-        "sh",
-        "-c",
-        "head -c 5000 /dev/zero | tr '\\0' a; printf 'err' >&2",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let bounded = ["--format", "json", "--max-output", "1K", "--filter", &on2];
+    let script = "head -c 5000 /dev/zero | tr '\\0' a; printf 'err' >&2";
+    let out = service_exec(&bounded, &svc.name, &sh(script));
+    assert_exit(&out, 0);
     let results = json_lines(&out);
     let v = &results[0];
     assert_eq!(v["stdout"], "a".repeat(1024));
@@ -232,51 +188,28 @@ fn json_output_is_bounded_and_keeps_bytes_that_are_not_utf8() {
     assert_eq!(v["stderr_bytes"], 3);
     assert_eq!(v["truncated"], true);
 
-    let out = swarm_exec(&[
-        "service-exec",
-        "--format",
-        "json",
-        "--filter",
-        &on2,
-        &svc.name,
-        "printf",
-        "caf\\303\\251 \\377",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let json_on2 = ["--format", "json", "--filter", &on2];
+    let out = service_exec(&json_on2, &svc.name, &["printf", "caf\\303\\251 \\377"]);
+    assert_exit(&out, 0);
     let v = &json_lines(&out)[0];
     assert_eq!(v["stdout"], "café \u{fffd}");
     assert_eq!(v["stdout_base64"], "Y2Fmw6kg/w==");
     assert_eq!(v["truncated"], false);
     assert!(v.get("stderr_base64").is_none());
 
-    let bad = swarm_exec(&["service-exec", "--max-output", "0", &svc.name, "true"]);
-    assert_eq!(bad.code, 125, "{}", bad.stderr_str());
-    assert!(
-        bad.stderr_str().contains("--max-output"),
-        "{}",
-        bad.stderr_str()
-    );
+    let bad = service_exec(&["--max-output", "0"], &svc.name, &["true"]);
+    assert_exit(&bad, 125);
+    assert_stderr_has(&bad, "--max-output");
 }
 
 #[test]
 fn parallel_one_with_delay_is_a_rolling_exec() {
     let svc = Service::replicated(3);
     let start = Instant::now();
-    let out = swarm_exec(&[
-        "service-exec",
-        "--parallel",
-        "1",
-        "--delay",
-        "2s",
-        "--no-prefix",
-        &svc.name,
-        "cut",
-        "-d",
-        " ",
-        "-f1",
-        "/proc/uptime",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let options = ["--parallel", "1", "--delay", "2s", "--no-prefix"];
+    let uptime = ["cut", "-d", " ", "-f1", "/proc/uptime"];
+    let out = service_exec(&options, &svc.name, &uptime);
+    assert_exit(&out, 0);
     let times: Vec<f64> = out
         .stdout_str()
         .lines()
@@ -290,15 +223,8 @@ fn parallel_one_with_delay_is_a_rolling_exec() {
     }
     assert!(start.elapsed() >= Duration::from_secs(4));
     // --fail-fast: the first failure stops the roll.
-    let out = swarm_exec(&[
-        "service-exec",
-        "--parallel",
-        "1",
-        "--fail-fast",
-        &svc.name,
-        "false",
-    ]);
-    assert_eq!(out.code, 1);
+    let out = service_exec(&["--parallel", "1", "--fail-fast"], &svc.name, &["false"]);
+    assert_exit(&out, 1);
     let err = out.stderr_str();
     assert_eq!(err.matches("exited with 1").count(), 1, "{err}");
     assert_eq!(err.matches("skipped (--fail-fast)").count(), 2, "{err}");
@@ -308,18 +234,8 @@ fn parallel_one_with_delay_is_a_rolling_exec() {
 #[test]
 fn a_whole_stack() {
     lab();
-    let stack = format!("st{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../example/stack.yml");
-    docker_ok(&[
-        "stack",
-        "deploy",
-        "--resolve-image",
-        "never",
-        "-c",
-        file,
-        &stack,
-    ]);
-    let _rm = Stack(stack.clone());
+    let stack = format!("st{}", unique_hex(8));
+    let _rm = deploy_example_stack(&stack);
     let out = eventually(
         "all 6 stack tasks to answer",
         Duration::from_secs(60),
@@ -344,10 +260,8 @@ fn a_whole_stack() {
         BTreeSet::from([format!("{stack}_agent"), format!("{stack}_web")])
     );
     let out = swarm_exec(&["service-exec", "--stack", "no-such-stack", "true"]);
-    assert_eq!(out.code, 125);
-    assert!(out
-        .stderr_str()
-        .contains("stack no-such-stack has no services"));
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "stack no-such-stack has no services");
 }
 
 #[test]
@@ -356,7 +270,7 @@ fn right_after_an_update_every_replica_runs_or_the_run_fails_naming_them() {
     docker_ok(&[
         "service", "update", "--force", "--detach", "--quiet", &svc.name,
     ]);
-    let out = swarm_exec(&["service-exec", "--no-prefix", &svc.name, "hostname"]);
+    let out = service_exec(&["--no-prefix"], &svc.name, &["hostname"]);
     let running = svc.running_tasks();
     if out.code == 0 {
         // Every replica the update left answered, each once.

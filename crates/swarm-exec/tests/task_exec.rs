@@ -10,13 +10,7 @@ use crate::util::*;
 fn exit_codes_pass_through_from_a_worker() {
     let svc = shared();
     for (node, code) in [("node2", 0), ("node3", 1), ("node2", 7), ("node3", 255)] {
-        let out = swarm_exec(&[
-            "task-exec",
-            &svc.at(node),
-            "sh",
-            "-c",
-            &format!("exit {code}"),
-        ]);
+        let out = task_exec(&[], &svc.at(node), &sh(&format!("exit {code}")));
         assert_eq!(out.code, code, "{node}: {}", out.stderr_str());
         assert!(out.stderr.is_empty(), "{}", out.stderr_str());
     }
@@ -26,94 +20,70 @@ fn exit_codes_pass_through_from_a_worker() {
 fn runs_in_the_named_task_on_its_node() {
     let svc = shared();
     for task in &svc.tasks {
-        let container = docker_ok(&[
-            "inspect",
-            "--format",
-            "{{.Status.ContainerStatus.ContainerID}}",
-            &task.id,
-        ]);
+        let container = container_of(&task.id);
         // A container's hostname is its short ID.
-        let out = swarm_exec(&["task-exec", &task.id, "cat", "/etc/hostname"]);
-        assert_eq!(out.code, 0, "{}", out.stderr_str());
-        assert_eq!(
-            out.stdout_str().trim(),
-            &container[..12],
-            "task on {}",
-            task.node
-        );
+        let out = task_exec(&[], &task.id, &["cat", "/etc/hostname"]);
+        assert_exit(&out, 0);
+        let host = out.stdout_str();
+        assert_eq!(host.trim(), &container[..12], "task on {}", task.node);
     }
 }
 
 #[test]
 fn command_that_does_not_exist() {
-    let out = swarm_exec(&["task-exec", &shared().at("node2"), "no-such-command-here"]);
-    // Docker <= 27 reports 126 for this, Docker >= 28 reports 127.
-    assert!(
-        matches!(out.code, 126 | 127),
-        "code {}: {}",
-        out.code,
-        out.stderr_str()
-    );
-    let all = out.stdout_str() + &out.stderr_str();
-    assert!(all.contains("no-such-command-here"), "{all}");
+    // Docker <= 27 reports 126 for this, Docker >= 28 reports 127: each node's engine says
+    // which it is (the lab's nodes run different ones).
+    for n in 1..=3 {
+        let version = docker_on(n, &["version", "-f", "{{.Server.Version}}"]).stdout_str();
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or_else(|| panic!("node{n}'s engine version {version:?}"));
+        let expected = if major >= 28 { 127 } else { 126 };
+        let out = task_exec(
+            &[],
+            &shared().at(&format!("node{n}")),
+            &["no-such-command-here"],
+        );
+        assert_eq!(
+            out.code,
+            expected,
+            "node{n}, Docker {}: {}",
+            version.trim(),
+            out.stderr_str()
+        );
+        let all = out.stdout_str() + &out.stderr_str();
+        assert!(all.contains("no-such-command-here"), "{all}");
+    }
     // Through a shell it is the shell's own 127.
-    let out = swarm_exec(&[
-        "task-exec",
-        &shared().at("node3"),
-        "sh",
-        "-c",
-        "no-such-command-here",
-    ]);
-    assert_eq!(out.code, 127, "{}", out.stderr_str());
+    let out = task_exec(&[], &shared().at("node3"), &sh("no-such-command-here"));
+    assert_exit(&out, 127);
 }
 
 #[test]
 fn stdout_and_stderr_are_kept_apart() {
-    let out = swarm_exec(&[
-        "task-exec",
-        &shared().at("node3"),
-        "sh",
-        "-c",
-        "echo to-out; echo to-err >&2; printf tail",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let script = "echo to-out; echo to-err >&2; printf tail";
+    let out = task_exec(&[], &shared().at("node3"), &sh(script));
+    assert_exit(&out, 0);
     assert_eq!(out.stdout, b"to-out\ntail");
     assert_eq!(out.stderr, b"to-err\n");
 }
 
 #[test]
 fn arguments_are_passed_verbatim_without_a_shell() {
-    let out = swarm_exec(&[
-        "task-exec",
-        &shared().at("node2"),
-        "printf",
-        "[%s]",
-        "a b",
-        "$HOME",
-        "; ls",
-        "-e",
-        "'q'",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let command = ["printf", "[%s]", "a b", "$HOME", "; ls", "-e", "'q'"];
+    let out = task_exec(&[], &shared().at("node2"), &command);
+    assert_exit(&out, 0);
     assert_eq!(out.stdout_str(), "[a b][$HOME][; ls][-e]['q']");
 }
 
 #[test]
 fn options_reach_the_exec() {
-    let out = swarm_exec(&[
-        "task-exec",
-        "-e",
-        "GREETING=hello world",
-        "-w",
-        "/tmp",
-        "-u",
-        "65534",
-        &shared().at("node2"),
-        "sh",
-        "-c",
-        "echo \"$GREETING\"; pwd; id -u",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let options = ["-e", "GREETING=hello world", "-w", "/tmp", "-u", "65534"];
+    let script = "echo \"$GREETING\"; pwd; id -u";
+    let out = task_exec(&options, &shared().at("node2"), &sh(script));
+    assert_exit(&out, 0);
     assert_eq!(out.stdout_str(), "hello world\n/tmp\n65534\n");
 }
 
@@ -123,47 +93,33 @@ fn megabytes_of_binary_output_arrive_byte_exact() {
     let blob = format!("/tmp/blob-{}", uuid::Uuid::new_v4().simple());
     let script =
         format!("head -c 1500000 /dev/urandom > {blob}; cat {blob}; printf '\\377\\376\\000end'");
-    let out = swarm_exec(&["task-exec", &svc.at("node3"), "sh", "-c", &script]);
-    assert_eq!(out.code, 0, "{}", out.stderr_str());
+    let out = task_exec(&[], &svc.at("node3"), &sh(&script));
+    assert_exit(&out, 0);
     assert_eq!(out.stdout.len(), 1_500_000 + 6);
     assert!(out.stdout.ends_with(b"\xff\xfe\x00end"));
     let digest = format!("{:x}", Sha256::digest(&out.stdout[..1_500_000]));
-    let check = swarm_exec(&[
-        "task-exec",
-        &svc.at("node3"),
-        "sh",
-        "-c",
-        &format!("sha256sum {blob}; rm {blob}"),
-    ]);
-    assert_eq!(check.code, 0, "{}", check.stderr_str());
-    assert!(
-        check.stdout_str().starts_with(&digest),
-        "{} vs {}",
-        check.stdout_str(),
-        digest
-    );
+    let script = format!("sha256sum {blob}; rm {blob}");
+    let check = task_exec(&[], &svc.at("node3"), &sh(&script));
+    assert_exit(&check, 0);
+    let sum = check.stdout_str();
+    assert!(sum.starts_with(&digest), "{sum} vs {digest}");
 }
 
 #[test]
 fn task_by_id_prefix_and_by_slot() {
     let svc = Service::replicated(3);
     for task in &svc.tasks {
-        let prefix = &task.id[..12];
-        let by_prefix = swarm_exec(&["task-exec", prefix, "hostname"]);
-        let by_slot = swarm_exec(&[
-            "task-exec",
-            &format!("{}.{}", svc.name, task.slot),
-            "hostname",
-        ]);
-        assert_eq!(by_prefix.code, 0, "{}", by_prefix.stderr_str());
-        assert_eq!(by_slot.code, 0, "{}", by_slot.stderr_str());
+        let by_prefix = task_exec(&[], &task.id[..12], &["hostname"]);
+        let by_slot = task_exec(&[], &format!("{}.{}", svc.name, task.slot), &["hostname"]);
+        assert_exit(&by_prefix, 0);
+        assert_exit(&by_slot, 0);
         assert_eq!(by_prefix.stdout, by_slot.stdout);
     }
     // The three tasks are three different containers.
     let mut hosts: Vec<String> = svc
         .tasks
         .iter()
-        .map(|t| swarm_exec(&["task-exec", &t.id, "hostname"]).stdout_str())
+        .map(|t| task_exec(&[], &t.id, &["hostname"]).stdout_str())
         .collect();
     hosts.dedup();
     assert_eq!(hosts.len(), 3);
@@ -183,13 +139,10 @@ fn unknown_and_unfit_tasks_fail_with_125_and_a_clear_message() {
         ("../etc", "invalid"),
     ];
     for (task, expected) in cases {
-        let out = swarm_exec(&["task-exec", task, "true"]);
+        let out = task_exec(&[], task, &["true"]);
         assert_eq!(out.code, 125, "{task}");
-        assert!(
-            out.stderr_str().contains(expected),
-            "{task}: {}",
-            out.stderr_str()
-        );
+        let err = out.stderr_str();
+        assert!(err.contains(expected), "{task}: {err}");
     }
     assert!(svc.helpers().is_empty());
 }
@@ -197,20 +150,9 @@ fn unknown_and_unfit_tasks_fail_with_125_and_a_clear_message() {
 #[test]
 fn timeout_exits_124_and_removes_the_helper() {
     let svc = Service::global();
-    let out = swarm_exec(&[
-        "task-exec",
-        "--timeout",
-        "3s",
-        &svc.at("node2"),
-        "sleep",
-        "60",
-    ]);
-    assert_eq!(out.code, 124, "{}", out.stderr_str());
-    assert!(
-        out.stderr_str().contains("timed out"),
-        "{}",
-        out.stderr_str()
-    );
+    let out = task_exec(&["--timeout", "3s"], &svc.at("node2"), &["sleep", "60"]);
+    assert_exit(&out, 124);
+    assert_stderr_has(&out, "timed out");
     assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
     assert!(svc.helpers().is_empty(), "helper left: {:?}", svc.helpers());
 }
@@ -219,25 +161,15 @@ fn timeout_exits_124_and_removes_the_helper() {
 fn sigint_and_sigterm_remove_the_helper() {
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
         let svc = Service::global();
-        let child = spawn_swarm_exec(&["task-exec", &svc.at("node3"), "sleep", "60"]);
-        let pid = child.id().to_string();
-        eventually("the helper to exist", Duration::from_secs(30), || {
-            (!svc.helpers().is_empty()).then_some(())
-        });
+        let child = spawn_swarm_exec(&task_exec_args(&[], &svc.at("node3"), &["sleep", "60"]));
+        svc.await_helper();
         docker_ok(&["version", "--format", "{{.Server.Version}}"]);
-        let kill = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        kill(&child, signal);
         let out = wait(child, Duration::from_secs(30));
         assert_eq!(out.code, code, "{signal}: {}", out.stderr_str());
         // The helper is removed before swarm-exec exits.
-        assert!(
-            svc.helpers().is_empty(),
-            "{signal}: helper left: {:?}",
-            svc.helpers()
-        );
+        let left = svc.helpers();
+        assert!(left.is_empty(), "{signal}: helper left: {left:?}");
     }
 }
 
@@ -245,20 +177,13 @@ fn sigint_and_sigterm_remove_the_helper() {
 fn runs_from_the_image_on_a_manager_without_installing() {
     let svc = shared();
     let image = format!("swarm-exec:{}", env!("CARGO_PKG_VERSION"));
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--label",
-        "swarm-exec.test=e2e",
-        "-v",
-        "/var/run/docker.sock:/var/run/docker.sock",
-        &image,
-        "task-exec",
-        &svc.at("node2"),
-        "sh",
-        "-c",
-        "echo from-image; exit 5",
-    ]);
-    assert_eq!(out.code, 5, "{}", out.stderr_str());
+    let at = svc.at("node2");
+    let mut args = vec!["run", "--rm", "--label", "swarm-exec.test=e2e"];
+    let sock = "/var/run/docker.sock:/var/run/docker.sock";
+    args.extend(["-v", sock, &image]);
+    let script = "echo from-image; exit 5";
+    args.extend(task_exec_args(&[], &at, &sh(script)));
+    let out = docker(&args);
+    assert_exit(&out, 5);
     assert_eq!(out.stdout_str(), "from-image\n");
 }

@@ -4,16 +4,21 @@
 //!
 //! The lab is the one `scripts/lab up` brings up; `DOCKER_HOST` points at its manager.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Every object the tests create carries this label.
 pub const TEST_LABEL: &str = "swarm-exec.test";
 pub const TARGET_IMAGE: &str = "swarm-exec-lab/busybox:1";
 pub const WORKERS: [&str; 2] = ["node2", "node3"];
+/// The binary under test.
+pub const SWARM_EXEC: &str = env!("CARGO_BIN_EXE_swarm-exec");
+/// How long one run of a command may take at most, unless a test says otherwise.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Panics with instructions unless the lab manager answers.
 pub fn lab() {
@@ -37,6 +42,21 @@ pub fn lab() {
     });
 }
 
+/// The lab's own directory: the nodes' sockets and data roots are below it.
+pub fn lab_dir() -> String {
+    std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into())
+}
+
+/// The endpoint of lab node `n`'s own engine (1 is the manager).
+pub fn node_socket(n: u32) -> String {
+    format!("unix://{}/node{n}/docker.sock", lab_dir())
+}
+
+/// `n` random hex digits, for names no other run uses.
+pub fn unique_hex(n: usize) -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..n].to_owned()
+}
+
 #[derive(Debug)]
 pub struct Output {
     pub code: i32,
@@ -54,21 +74,38 @@ impl Output {
     }
 }
 
+/// Asserts the exit code; stderr is the failure message.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(out.code, code, "{}", out.stderr_str());
+}
+
+/// Asserts that stderr holds `needle`; stderr is the failure message.
+#[track_caller]
+pub fn assert_stderr_has(out: &Output, needle: &str) {
+    assert!(out.stderr_str().contains(needle), "{}", out.stderr_str());
+}
+
+/// Asserts that stdout holds `needle`; stdout is the failure message.
+#[track_caller]
+pub fn assert_stdout_has(out: &Output, needle: &str) {
+    assert!(out.stdout_str().contains(needle), "{}", out.stdout_str());
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+pub fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut v = Vec::new();
+        pipe.read_to_end(&mut v).unwrap();
+        v
+    })
+}
+
 /// Collects a child's output and status; kills it if it outlives `limit`.
 pub fn wait(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out = thread::spawn(move || {
-        let mut v = Vec::new();
-        out_pipe.read_to_end(&mut v).unwrap();
-        v
-    });
-    let err = thread::spawn(move || {
-        let mut v = Vec::new();
-        err_pipe.read_to_end(&mut v).unwrap();
-        v
-    });
+    let out = read_in_background(child.stdout.take().unwrap());
+    let err = read_in_background(child.stderr.take().unwrap());
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -87,31 +124,42 @@ pub fn wait(mut child: Child, limit: Duration) -> Output {
     }
 }
 
-/// Starts the swarm-exec binary under test.
-pub fn spawn_swarm_exec<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+/// Sends `signal` (`INT`, `KILL`...) to a child.
+pub fn kill(child: &Child, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal}");
+}
+
+/// Starts `cmd` with its stdout and stderr piped (and its stdin as the caller set it).
+fn spawn_piped(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start swarm-exec")
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()))
+}
+
+/// Runs `cmd` to completion (at most two minutes), with nothing on its stdin.
+pub fn run(cmd: &mut Command) -> Output {
+    wait(spawn_piped(cmd.stdin(Stdio::null())), RUN_LIMIT)
+}
+
+/// Starts the swarm-exec binary under test.
+pub fn spawn_swarm_exec<S: AsRef<OsStr>>(args: &[S]) -> Child {
+    spawn_piped(Command::new(SWARM_EXEC).args(args).stdin(Stdio::null()))
 }
 
 /// Runs the swarm-exec binary under test to completion (at most two minutes).
-pub fn swarm_exec<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    wait(spawn_swarm_exec(args), Duration::from_secs(120))
+pub fn swarm_exec<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    wait(spawn_swarm_exec(args), RUN_LIMIT)
 }
 
-/// Runs the swarm-exec binary with `input` on its stdin.
-pub fn swarm_exec_stdin(args: &[&str], input: impl AsRef<[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-exec"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start swarm-exec");
+/// Starts the swarm-exec binary with `input` on its stdin.
+pub fn spawn_swarm_exec_stdin(args: &[&str], input: impl AsRef<[u8]>) -> Child {
+    let mut child = spawn_piped(Command::new(SWARM_EXEC).args(args).stdin(Stdio::piped()));
     let mut stdin = child.stdin.take().unwrap();
     let input = input.as_ref().to_vec();
     // From a thread, so a child that does not read cannot block the test.
@@ -119,28 +167,73 @@ pub fn swarm_exec_stdin(args: &[&str], input: impl AsRef<[u8]>) -> Output {
         use std::io::Write;
         let _ = stdin.write_all(&input);
     });
-    wait(child, Duration::from_secs(120))
+    child
+}
+
+/// Runs the swarm-exec binary with `input` on its stdin.
+pub fn swarm_exec_stdin(args: &[&str], input: impl AsRef<[u8]>) -> Output {
+    wait(spawn_swarm_exec_stdin(args, input), RUN_LIMIT)
+}
+
+/// `sub OPTIONS... TARGET COMMAND...`: the arguments of one of swarm-exec's exec commands.
+fn exec_args<'a>(
+    sub: &'a str,
+    options: &[&'a str],
+    target: &'a str,
+    command: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![sub];
+    args.extend_from_slice(options);
+    args.push(target);
+    args.extend_from_slice(command);
+    args
+}
+
+/// `sh -c SCRIPT`, a command for the exec commands below.
+pub fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
+}
+
+/// The arguments of `swarm-exec task-exec OPTIONS... TASK COMMAND...`.
+pub fn task_exec_args<'a>(options: &[&'a str], task: &'a str, command: &[&'a str]) -> Vec<&'a str> {
+    exec_args("task-exec", options, task, command)
+}
+
+/// Runs `swarm-exec task-exec OPTIONS... TASK COMMAND...` to completion.
+pub fn task_exec(options: &[&str], task: &str, command: &[&str]) -> Output {
+    swarm_exec(&task_exec_args(options, task, command))
+}
+
+/// The arguments of `swarm-exec service-exec OPTIONS... SERVICE COMMAND...`.
+pub fn service_exec_args<'a>(
+    options: &[&'a str],
+    service: &'a str,
+    command: &[&'a str],
+) -> Vec<&'a str> {
+    exec_args("service-exec", options, service, command)
+}
+
+/// Runs `swarm-exec service-exec OPTIONS... SERVICE COMMAND...` to completion.
+pub fn service_exec(options: &[&str], service: &str, command: &[&str]) -> Output {
+    swarm_exec(&service_exec_args(options, service, command))
 }
 
 /// Runs the docker CLI against the lab manager.
 pub fn docker(args: &[&str]) -> Output {
-    let child = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start docker");
-    wait(child, Duration::from_secs(120))
+    run(Command::new("docker").args(args))
 }
 
 /// Runs the docker CLI against lab node `n`'s own engine (1 is the manager).
 pub fn docker_on(n: u32, args: &[&str]) -> Output {
-    let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
-    let mut full = vec!["-H".to_owned(), format!("unix://{lab}/node{n}/docker.sock")];
-    full.extend(args.iter().map(|a| (*a).to_owned()));
-    let full: Vec<&str> = full.iter().map(String::as_str).collect();
-    docker(&full)
+    run(Command::new("docker")
+        .args(["-H", &node_socket(n)])
+        .args(args))
+}
+
+/// The full ID of a task's container.
+pub fn container_of(task_id: &str) -> String {
+    let format = "{{.Status.ContainerStatus.ContainerID}}";
+    docker_ok(&["inspect", "--format", format, task_id])
 }
 
 /// The processes of a task's container, as its node's engine lists them.
@@ -150,13 +243,26 @@ pub fn processes(task: &Task) -> String {
         .trim_start_matches("node")
         .parse()
         .expect("a lab node");
-    let container = docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.Status.ContainerStatus.ContainerID}}",
-        &task.id,
-    ]);
+    let container = container_of(&task.id);
     docker_on(n, &["top", &container, "-o", "pid,args"]).stdout_str()
+}
+
+/// Waits (at most 30 s) until every one of `markers` shows in the processes of `task`.
+pub fn await_processes(task: &Task, markers: &[&str]) {
+    let all_run = |ps: &str| markers.iter().all(|m| ps.contains(m));
+    await_ps(task, &format!("{markers:?} to run"), 30, all_run);
+}
+
+/// Waits (at most 15 s) until none of `markers` shows in the processes of `task`.
+pub fn await_processes_gone(task: &Task, markers: &[&str]) {
+    let none_runs = |ps: &str| !markers.iter().any(|m| ps.contains(m));
+    await_ps(task, &format!("{markers:?} to be stopped"), 15, none_runs);
+}
+
+fn await_ps(task: &Task, what: &str, secs: u64, done: impl Fn(&str) -> bool) {
+    eventually(what, Duration::from_secs(secs), || {
+        done(&processes(task)).then_some(())
+    });
 }
 
 /// Runs the docker CLI and insists that it succeeds; returns its trimmed stdout.
@@ -176,6 +282,26 @@ pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `docker service ps` of the tasks of `service` that are meant to run and do: one line
+/// each, `format` followed by the task's current state.
+pub fn running_task_lines(service: &str, format: &str) -> Vec<String> {
+    let format = format!("{format} {{{{.CurrentState}}}}");
+    let out = docker_ok(&[
+        "service",
+        "ps",
+        service,
+        "--filter",
+        "desired-state=running",
+        "--no-trunc",
+        "--format",
+        &format,
+    ]);
+    out.lines()
+        .filter(|l| l.contains(" Running "))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A running task of a target service.
@@ -207,10 +333,7 @@ impl Service {
     fn create(fixed_name: Option<&str>, mode: &[&str], expect: usize) -> Service {
         lab();
         let owned = fixed_name.is_none();
-        let name = fixed_name.map_or_else(
-            || format!("sxt-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
-            str::to_owned,
-        );
+        let name = fixed_name.map_or_else(|| format!("sxt-{}", unique_hex(10)), str::to_owned);
         let label = format!("{TEST_LABEL}=e2e");
         let mut options = vec!["--container-label", &label, "--stop-grace-period", "1s"];
         options.extend_from_slice(mode);
@@ -231,18 +354,8 @@ impl Service {
     }
 
     pub fn running_tasks(&self) -> Vec<Task> {
-        let out = docker_ok(&[
-            "service",
-            "ps",
-            &self.name,
-            "--filter",
-            "desired-state=running",
-            "--no-trunc",
-            "--format",
-            "{{.ID}} {{.Node}} {{.Name}} {{.CurrentState}}",
-        ]);
-        out.lines()
-            .filter(|l| l.contains(" Running "))
+        running_task_lines(&self.name, "{{.ID}} {{.Node}} {{.Name}}")
+            .iter()
             .map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 Task {
@@ -270,6 +383,11 @@ impl Service {
     /// Helper services swarm-exec left for tasks of this service.
     pub fn helpers(&self) -> Vec<String> {
         swarm_exec_objects("service", &self.name)
+    }
+
+    /// Waits (at most 30 s) for a helper of this service to exist; returns the first.
+    pub fn await_helper(&self) -> String {
+        await_helper_of(&self.name)
     }
 }
 
@@ -306,16 +424,16 @@ pub fn create_service(name: &str, options: &[&str], command: &[&str]) {
 /// are still there: its helpers and its runs' envelopes.
 pub fn swarm_exec_objects(kind: &str, service: &str) -> Vec<String> {
     let target = format!("label=swarm-exec.target.service={service}");
-    let out = docker_ok(&[
-        kind,
-        "ls",
-        "-q",
-        "--filter",
-        "label=swarm-exec.helper",
-        "--filter",
-        &target,
-    ]);
+    let helper = "label=swarm-exec.helper";
+    let out = docker_ok(&[kind, "ls", "-q", "--filter", helper, "--filter", &target]);
     out.lines().map(str::to_owned).collect()
+}
+
+/// Waits (at most 30 s) for a helper of `service` to exist; returns the first.
+pub fn await_helper_of(service: &str) -> String {
+    eventually("the helper", Duration::from_secs(30), || {
+        swarm_exec_objects("service", service).into_iter().next()
+    })
 }
 
 /// A deployed stack, removed when dropped.
@@ -325,6 +443,22 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = docker(&["stack", "rm", &self.0]);
     }
+}
+
+/// Deploys example/stack.yml as stack `name`, removed when the result is dropped.
+pub fn deploy_example_stack(name: &str) -> Stack {
+    let stack = Stack(name.to_owned());
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../example/stack.yml");
+    docker_ok(&[
+        "stack",
+        "deploy",
+        "--resolve-image",
+        "never",
+        "-c",
+        file,
+        name,
+    ]);
+    stack
 }
 
 /// The global target service shared by tests that only run commands in it. It has a fixed

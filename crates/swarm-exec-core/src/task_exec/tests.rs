@@ -38,6 +38,43 @@ async fn run(fake: &Arc<Fake>, req: &ExecRequest) -> (Result<Outcome, ExecError>
     (r, sink)
 }
 
+/// The target task web.1 on node2, running.
+fn running_task() -> TaskInfo {
+    task(TASK, 1, "running", "running")
+}
+
+/// The fake with the running target task, whose helper follows `script`.
+fn fake_with(script: Script) -> Arc<Fake> {
+    Fake::with_task(running_task(), script)
+}
+
+/// A helper that runs from the start and writes `logs`.
+fn running_with(logs: Vec<(u64, Option<Record>)>) -> Script {
+    Script {
+        states: vec![(0, "running", "", None)],
+        logs,
+    }
+}
+
+/// A helper that goes through `states` and writes nothing.
+fn silent(states: Vec<(u64, &'static str, &'static str, Option<i64>)>) -> Script {
+    Script {
+        states,
+        logs: vec![],
+    }
+}
+
+/// Whether the run warned about `what`.
+fn warned(sink: &Sink, what: &str) -> bool {
+    sink.warnings.iter().any(|w| w.contains(what))
+}
+
+/// Asserts that `msg` mentions every one of `parts`.
+#[track_caller]
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    assert!(parts.iter().all(|p| msg.contains(p)), "{msg}");
+}
+
 fn running_then_exit() -> Script {
     Script {
         states: vec![(0, "pending", "", None), (300, "running", "", None)],
@@ -50,13 +87,19 @@ fn running_then_exit() -> Script {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn exit_code_and_output_come_from_the_records_and_the_helper_is_removed() {
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
-    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+/// Asserts the outcome and output of a run of [`running_then_exit`].
+#[track_caller]
+fn assert_exited_7_with_its_output(r: Result<Outcome, ExecError>, sink: &Sink) {
     assert_eq!(r.unwrap(), Outcome::Exited(7));
     assert_eq!(sink.out, b"out\xff");
     assert_eq!(sink.err, b"err");
+}
+
+#[tokio::test(start_paused = true)]
+async fn exit_code_and_output_come_from_the_records_and_the_helper_is_removed() {
+    let fake = fake_with(running_then_exit());
+    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+    assert_exited_7_with_its_output(r, &sink);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
     let spec = fake.created.lock().unwrap()[0].clone();
     // The manager's local image is pinned by ID so the node does not consult a registry.
@@ -66,19 +109,17 @@ async fn exit_code_and_output_come_from_the_records_and_the_helper_is_removed() 
 
 #[tokio::test(start_paused = true)]
 async fn a_broken_log_stream_is_read_again_without_repeating_output() {
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    let fake = fake_with(running_then_exit());
     *fake.log_breaks.lock().unwrap() = 3;
     let (r, sink) = run(&fake, &request("web.1", 300)).await;
-    assert_eq!(r.unwrap(), Outcome::Exited(7));
-    assert_eq!(sink.out, b"out\xff");
-    assert_eq!(sink.err, b"err");
+    assert_exited_7_with_its_output(r, &sink);
     assert!(sink.warnings.is_empty(), "{:?}", sink.warnings);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn stdin_travels_in_a_secret_that_is_removed_after_the_helper() {
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    let fake = fake_with(running_then_exit());
     let mut req = request("web.1", 300);
     req.run.stdin = Some(b"input".to_vec());
     let (r, _) = run(&fake, &req).await;
@@ -94,7 +135,7 @@ async fn stdin_travels_in_a_secret_that_is_removed_after_the_helper() {
 
 #[tokio::test(start_paused = true)]
 async fn the_command_and_its_environment_travel_in_the_envelope_not_the_spec() {
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    let fake = fake_with(running_then_exit());
     let mut req = request("web.1", 300);
     req.run.env = vec!["PASSWORD=hunter2".into()];
     req.run.user = Some("postgres".into());
@@ -121,7 +162,7 @@ async fn the_command_and_its_environment_travel_in_the_envelope_not_the_spec() {
 
 #[tokio::test(start_paused = true)]
 async fn too_much_stdin_is_refused_before_anything_is_created() {
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), running_then_exit());
+    let fake = fake_with(running_then_exit());
     let mut req = request("web.1", 300);
     req.run.stdin = Some(vec![0; crate::helper::MAX_STDIN + 1]);
     let (r, _) = run(&fake, &req).await;
@@ -135,44 +176,26 @@ async fn too_much_stdin_is_refused_before_anything_is_created() {
 
 #[tokio::test(start_paused = true)]
 async fn timeout_removes_the_helper_at_the_deadline() {
-    let script = Script {
-        states: vec![(0, "running", "", None)],
-        logs: vec![],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let fake = fake_with(running_with(vec![]));
     let start = Instant::now();
     let (r, sink) = run(&fake, &request(TASK, 5)).await;
     assert_eq!(r.unwrap(), Outcome::TimedOut);
     // No report from the helper: the deadline is applied here, after the helper's grace.
     assert_eq!(start.elapsed(), Duration::from_secs(5) + REPORT_GRACE);
-    assert!(
-        sink.warnings.iter().any(|w| w.contains("no report")),
-        "{:?}",
-        sink.warnings
-    );
+    assert!(warned(&sink, "no report"), "{:?}", sink.warnings);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_helpers_timeout_report_ends_the_run_and_says_if_the_command_stopped() {
     for stopped in [true, false] {
-        let script = Script {
-            states: vec![(0, "running", "", None)],
-            logs: vec![(5_200, Some(Record::TimedOut(stopped)))],
-        };
-        let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+        let fake = fake_with(running_with(vec![(5_200, Some(Record::TimedOut(stopped)))]));
         let start = Instant::now();
         let (r, sink) = run(&fake, &request(TASK, 5)).await;
         assert_eq!(r.unwrap(), Outcome::TimedOut);
-        assert!(
-            start.elapsed() < Duration::from_secs(6),
-            "{:?}",
-            start.elapsed()
-        );
-        let warned = sink
-            .warnings
-            .iter()
-            .any(|w| w.contains("could not be seen to end"));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(6), "{took:?}");
+        let warned = warned(&sink, "could not be seen to end");
         assert_eq!(warned, !stopped, "{:?}", sink.warnings);
         assert_eq!(fake.removed(), vec![HELPER_ID]);
     }
@@ -180,33 +203,23 @@ async fn the_helpers_timeout_report_ends_the_run_and_says_if_the_command_stopped
 
 #[tokio::test(start_paused = true)]
 async fn a_helper_not_started_by_the_deadline_times_out_at_it() {
-    let script = Script {
-        states: vec![(0, "pending", "no suitable node", None)],
-        logs: vec![],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let fake = fake_with(silent(vec![(0, "pending", "no suitable node", None)]));
     let start = Instant::now();
     let (r, _) = run(&fake, &request(TASK, 5)).await;
     assert_eq!(r.unwrap(), Outcome::TimedOut);
-    assert!(
-        start.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        start.elapsed()
-    );
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(6), "{took:?}");
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_exit_that_arrives_at_the_deadline_wins_over_it() {
-    let script = Script {
-        states: vec![(0, "running", "", None)],
-        logs: vec![
-            (4_990, Some(Record::Stdout(b"made it".to_vec()))),
-            (5_100, Some(Record::Exit(0))),
-            (5_100, Some(Record::Done)),
-        ],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let script = running_with(vec![
+        (4_990, Some(Record::Stdout(b"made it".to_vec()))),
+        (5_100, Some(Record::Exit(0))),
+        (5_100, Some(Record::Done)),
+    ]);
+    let fake = fake_with(script);
     let (r, sink) = run(&fake, &request(TASK, 5)).await;
     assert_eq!(r.unwrap(), Outcome::Exited(0));
     assert_eq!(sink.out, b"made it");
@@ -214,11 +227,7 @@ async fn an_exit_that_arrives_at_the_deadline_wins_over_it() {
 
 #[tokio::test(start_paused = true)]
 async fn interrupt_removes_the_helper() {
-    let script = Script {
-        states: vec![(0, "running", "", None)],
-        logs: vec![],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let fake = fake_with(running_with(vec![]));
     let mut sink = Sink::default();
     let cancel = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -231,32 +240,22 @@ async fn interrupt_removes_the_helper() {
 
 #[tokio::test(start_paused = true)]
 async fn rejected_helper_names_node_and_reason() {
-    let script = Script {
-        states: vec![
-            (0, "pending", "", None),
-            (200, "rejected", "No such image: sha256:feed", None),
-        ],
-        logs: vec![],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let script = silent(vec![
+        (0, "pending", "", None),
+        (200, "rejected", "No such image: sha256:feed", None),
+    ]);
+    let fake = fake_with(script);
     let (r, _) = run(&fake, &request("web.1", 300)).await;
     let msg = r.unwrap_err().to_string();
-    assert!(
-        msg.contains("on node node2") && msg.contains("rejected"),
-        "{msg}"
-    );
-    assert!(msg.contains("No such image"), "{msg}");
-    assert!(msg.contains("web.1") && msg.contains(TASK), "{msg}");
+    assert_mentions(&msg, &["on node node2", "rejected"]);
+    assert_mentions(&msg, &["No such image"]);
+    assert_mentions(&msg, &["web.1", TASK]);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn helper_that_is_never_scheduled_fails_after_a_bounded_wait() {
-    let script = Script {
-        states: vec![(0, "pending", "no suitable node", None)],
-        logs: vec![],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let fake = fake_with(silent(vec![(0, "pending", "no suitable node", None)]));
     let start = Instant::now();
     let (r, _) = run(&fake, &request("web.1", 300)).await;
     let err = r.unwrap_err();
@@ -269,43 +268,26 @@ async fn helper_that_is_never_scheduled_fails_after_a_bounded_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_record_from_the_helper_is_an_error() {
-    let script = Script {
-        states: vec![(0, "running", "", None)],
-        logs: vec![(
-            50,
-            Some(Record::Failed(
-                "cannot exec in container cccccccccccc: is not running",
-            )),
-        )],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let failed = Record::Failed("cannot exec in container cccccccccccc: is not running");
+    let fake = fake_with(running_with(vec![(50, Some(failed))]));
     let (r, _) = run(&fake, &request("web.1", 300)).await;
     let msg = r.unwrap_err().to_string();
-    assert!(
-        msg.contains("is not running") && msg.contains("node2"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["is not running", "node2"]);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn helper_ending_without_its_last_frame_fails_and_never_passes_on_its_task_code() {
-    let script = Script {
-        states: vec![
-            (0, "running", "", None),
-            (100, "failed", "task: non-zero exit (127)", Some(127)),
-        ],
-        logs: vec![],
-    };
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), script);
+    let script = silent(vec![
+        (0, "running", "", None),
+        (100, "failed", "task: non-zero exit (127)", Some(127)),
+    ]);
+    let fake = fake_with(script);
     let (r, _) = run(&fake, &request("web.1", 300)).await;
     let err = r.unwrap_err();
     assert!(matches!(err, ExecError::HelperFailed { .. }), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("state failed") && msg.contains("exit code 127"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["state failed", "exit code 127"]);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
@@ -332,13 +314,20 @@ fn bulk_text(chunks: usize) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn frames_a_followed_stream_skips_are_read_again_exactly_once() {
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), bulk_then_exit(20));
-    *fake.follow_skips.lock().unwrap() = vec![5, 6, 13];
+/// Runs [`bulk_then_exit`] of `chunks` while the followed log stream skips the frames
+/// `skips`, and asserts that the run exits 0 with every chunk, once and in order.
+async fn assert_bulk_arrives_whole_despite(skips: Vec<usize>, chunks: usize) -> Arc<Fake> {
+    let fake = fake_with(bulk_then_exit(chunks));
+    *fake.follow_skips.lock().unwrap() = skips;
     let (r, sink) = run(&fake, &request("web.1", 300)).await;
     assert_eq!(r.unwrap(), Outcome::Exited(0));
-    assert_eq!(sink.out, bulk_text(20));
+    assert_eq!(sink.out, bulk_text(chunks));
+    fake
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_a_followed_stream_skips_are_read_again_exactly_once() {
+    let fake = assert_bulk_arrives_whole_despite(vec![5, 6, 13], 20).await;
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
 
@@ -346,17 +335,13 @@ async fn frames_a_followed_stream_skips_are_read_again_exactly_once() {
 async fn a_stream_that_goes_quiet_after_the_helper_ended_is_read_again_whole() {
     // The followed stream never brings the last frames (a slow reader, a stalled log
     // path): they are in the retained log, and the exit code waits for them.
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), bulk_then_exit(10));
-    *fake.follow_skips.lock().unwrap() = vec![8, 9, 10, 11];
-    let (r, sink) = run(&fake, &request("web.1", 300)).await;
-    assert_eq!(r.unwrap(), Outcome::Exited(0));
-    assert_eq!(sink.out, bulk_text(10));
+    assert_bulk_arrives_whole_despite(vec![8, 9, 10, 11], 10).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn frames_lost_for_good_are_reported_with_what_is_missing_never_as_success() {
     for lost in [vec![3], vec![10], vec![11]] {
-        let fake = Fake::with_task(task(TASK, 1, "running", "running"), bulk_then_exit(10));
+        let fake = fake_with(bulk_then_exit(10));
         *fake.lost.lock().unwrap() = lost.clone();
         let (r, sink) = run(&fake, &request("web.1", 300)).await;
         let err = r.unwrap_err();
@@ -365,10 +350,7 @@ async fn frames_lost_for_good_are_reported_with_what_is_missing_never_as_success
             "{lost:?}: {err}"
         );
         let msg = err.to_string();
-        assert!(
-            msg.contains("not reported") && msg.contains("did not arrive"),
-            "{msg}"
-        );
+        assert_mentions(&msg, &["not reported", "did not arrive"]);
         // What arrived before the gap is written, nothing after it.
         assert!(bulk_text(10).starts_with(&sink.out), "{lost:?}");
         assert_eq!(fake.removed(), vec![HELPER_ID]);
@@ -377,7 +359,7 @@ async fn frames_lost_for_good_are_reported_with_what_is_missing_never_as_success
 
 #[tokio::test(start_paused = true)]
 async fn create_failure_is_reported_and_nothing_is_left() {
-    let fake = Fake::with_task(task(TASK, 1, "running", "running"), Script::default());
+    let fake = fake_with(Script::default());
     *fake.create_error.lock().unwrap() = Some(ApiError::Server {
         status: 400,
         message: "invalid spec".into(),
@@ -392,55 +374,19 @@ async fn create_failure_is_reported_and_nothing_is_left() {
 
 #[tokio::test(start_paused = true)]
 async fn unknown_and_unfit_targets_fail_before_anything_is_created() {
+    // A running target named as `target`, and a target web.1 in another state.
+    let running = |target, expected| (running_task(), false, target, expected);
+    let in_state =
+        |state, desired, expected| (task(TASK, 1, state, desired), false, "web.1", expected);
     let cases: Vec<(TaskInfo, bool, &str, &str)> = vec![
-        (
-            task(TASK, 1, "running", "running"),
-            false,
-            "zzz",
-            "no task matches zzz",
-        ),
-        (
-            task(TASK, 1, "running", "running"),
-            false,
-            "web.9",
-            "no task in slot 9 (running slots: 1)",
-        ),
-        (
-            task(TASK, 1, "running", "running"),
-            false,
-            "db.1",
-            "no service named db",
-        ),
-        (
-            task(TASK, 1, "running", "running"),
-            false,
-            "web",
-            "web is a service: name one of its tasks as web.SLOT",
-        ),
-        (
-            task(TASK, 1, "failed", "shutdown"),
-            false,
-            "web.1",
-            "being shut down",
-        ),
-        (
-            task(TASK, 1, "complete", "running"),
-            false,
-            "web.1",
-            "on node node2 is complete",
-        ),
-        (
-            task(TASK, 1, "running", "running"),
-            true,
-            "web.1",
-            "is global",
-        ),
-        (
-            task(TASK, 1, "running", "running"),
-            false,
-            "web@node9",
-            "no node named node9",
-        ),
+        running("zzz", "no task matches zzz"),
+        running("web.9", "no task in slot 9 (running slots: 1)"),
+        running("db.1", "no service named db"),
+        running("web", "web is a service: name one of its tasks as web.SLOT"),
+        in_state("failed", "shutdown", "being shut down"),
+        in_state("complete", "running", "on node node2 is complete"),
+        (running_task(), true, "web.1", "is global"),
+        running("web@node9", "no node named node9"),
     ];
     for (t, global, target, expected) in cases {
         let fake = Arc::new(Fake {
