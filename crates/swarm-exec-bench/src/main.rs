@@ -244,7 +244,14 @@ async fn measure(
         startup.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let phases = phases(bin, manager_host, &worker.id, 5)?;
-    let engine = manager.version().await?.version.unwrap_or_default();
+    // Every node's engine: the lab's swarm is mixed.
+    let mut engines = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let v = n.docker.version().await?.version.unwrap_or_default();
+        let role = if i == 0 { " (manager)" } else { "" };
+        engines.push(format!("{}{role} Docker {v}", n.name));
+    }
+    let engine = engines.join(", ");
     let report = report(
         &m,
         &rss,
@@ -666,14 +673,14 @@ fn report(
     let _ = writeln!(
         s,
         "Measured by `scripts/bench` (crates/swarm-exec-bench) on {}: {} cores ({}), {}, \
-         Docker Engine {}, a lab swarm of {} nodes on that one machine. {} rounds, \
+         a lab swarm of {} nodes on that one machine ({}). {} rounds, \
          interleaved; times in ms.\n",
         sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         sh("nproc", &[]),
         cpu.trim(),
         mem,
-        engine,
         nodes,
+        engine,
         rounds,
     );
     let _ = writeln!(s, "## One task on a worker: `true`\n");
@@ -735,7 +742,12 @@ fn report(
     }
     if bulk.rounds > 0 {
         let mb = bulk.bytes / 1_000_000;
-        let _ = writeln!(s, "\n## Bulk output: {mb} MB from a task on a worker\n");
+        // The bulk runs use the first worker (the engines are listed manager first).
+        let worker = engine.split(", ").nth(1).unwrap_or("the first worker");
+        let _ = writeln!(
+            s,
+            "\n## Bulk output: {mb} MB from a task on a worker ({worker})\n"
+        );
         let _ = writeln!(
             s,
             "{} rounds, interleaved. Text is `{TEXT} | head -c N` (compresses well); random is \

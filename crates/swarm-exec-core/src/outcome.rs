@@ -20,6 +20,21 @@ pub enum Interrupt {
     Sighup,
 }
 
+impl Outcome {
+    /// The interrupt, when the run was interrupted.
+    pub fn interrupt(&self) -> Option<Interrupt> {
+        match self {
+            Outcome::Interrupted(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// A duration as JSON results give it: seconds, to the millisecond.
+pub fn seconds(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 /// A target the command could not be run in, with the helper's reason (e.g. its container
 /// is not running).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

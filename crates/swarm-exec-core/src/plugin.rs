@@ -304,10 +304,10 @@ pub fn finish(
     args: &InstExec,
     results: &[InstResult],
 ) -> Result<Map<String, Value>, PluginError> {
-    if let Some(i) = results.iter().find_map(|r| match r.outcome {
-        Ok(Outcome::Interrupted(i)) => Some(i),
-        _ => None,
-    }) {
+    if let Some(i) = results
+        .iter()
+        .find_map(|r| r.outcome.as_ref().ok()?.interrupt())
+    {
         return Err(PluginError::Interrupted(i));
     }
     let failures: Vec<String> = results
@@ -324,7 +324,7 @@ pub fn finish(
             let Value::Object(mut entry) = json!({
                 "id": r.task,
                 "exit_code": match r.outcome { Ok(Outcome::Exited(c)) => Some(c), _ => None },
-                "duration_s": (r.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+                "duration_s": crate::outcome::seconds(r.duration),
             }) else {
                 unreachable!("a JSON object literal")
             };

@@ -88,6 +88,16 @@ pub enum TaskOutcome {
     Interrupted(Interrupt),
 }
 
+impl TaskOutcome {
+    /// The interrupt, when the task's run was interrupted.
+    pub fn interrupt(&self) -> Option<Interrupt> {
+        match self {
+            TaskOutcome::Interrupted(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
 impl From<&Result<Outcome, NotRun>> for TaskOutcome {
     fn from(r: &Result<Outcome, NotRun>) -> Self {
         match r {
@@ -355,9 +365,7 @@ where
             }
             first = false;
             run_wave(api_, req, &image, &secret, wave, &hub).await;
-            let interrupted = wave
-                .iter()
-                .any(|r| matches!(r.outcome, TaskOutcome::Interrupted(_)));
+            let interrupted = wave.iter().any(|r| r.outcome.interrupt().is_some());
             let failed = wave.iter().any(|r| r.outcome != TaskOutcome::Exited(0));
             if interrupted || (req.fail_fast && failed) {
                 break;
@@ -366,10 +374,7 @@ where
     };
     hub.run(work, cancel).await;
     // Waves that never started because of an interrupt are interrupted, not skipped.
-    let interrupt = runs.iter().find_map(|r| match r.outcome {
-        TaskOutcome::Interrupted(i) => Some(i),
-        _ => None,
-    });
+    let interrupt = runs.iter().find_map(|r| r.outcome.interrupt());
     if let Some(i) = interrupt {
         for r in runs
             .iter_mut()

@@ -144,7 +144,7 @@ fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
         "outcome": outcome,
         "exit_code": exit_code,
         "error": error,
-        "duration_s": (r.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+        "duration_s": swarm_exec_core::outcome::seconds(r.duration),
     }) else {
         unreachable!("a JSON object literal")
     };
@@ -175,10 +175,7 @@ fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
 
 /// A summary of the failures on stderr, and the status the exit code follows.
 fn summarize<S: OutputSink>(runs: &[TaskRun<S>]) -> Status {
-    let interrupted = runs.iter().find_map(|r| match r.outcome {
-        TaskOutcome::Interrupted(i) => Some(i),
-        _ => None,
-    });
+    let interrupted = runs.iter().find_map(|r| r.outcome.interrupt());
     let failed: Vec<String> = runs
         .iter()
         .filter_map(|r| {
