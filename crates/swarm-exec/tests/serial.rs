@@ -179,12 +179,20 @@ struct Demote(&'static str);
 impl Drop for Demote {
     fn drop(&mut self) {
         let _ = docker(&["node", "demote", self.0]);
+        // Not only the desired role: until raft has let the node go, the managers' API can
+        // answer "context deadline exceeded", and later tests need a whole swarm.
         eventually(
-            "the node to be a worker again",
-            Duration::from_secs(60),
+            "one manager again, answering",
+            Duration::from_secs(90),
             || {
-                let role = docker(&["node", "inspect", "-f", "{{.Spec.Role}}", self.0]);
-                (role.stdout_str().trim() == "worker").then_some(())
+                let ls = docker(&["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"]);
+                let managers = ls
+                    .stdout_str()
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(1).is_some())
+                    .count();
+                let answering = docker(&["service", "ls", "-q"]).code == 0;
+                (ls.code == 0 && managers == 1 && answering).then_some(())
             },
         );
     }
