@@ -173,14 +173,27 @@ async fn measure(
             .or_default()
             .push(d.as_secs_f64() * 1000.0)
     };
-    // One of each first, unrecorded: caches, connections, images.
+    // Image mode: the same run with the swarm-exec image (scripts/bench puts it on the
+    // workers for this comparison; zero-install needs nothing there).
+    let image_mode = [
+        "task-exec",
+        "--image",
+        swarm_exec_core::DEFAULT_IMAGE,
+        &worker.id,
+        "true",
+    ];
+    // One of each first, unrecorded: caches, connections, images, the program's configs.
     run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
+    run_swarm_exec(bin, manager_host, &image_mode)?;
     bare_helper(manager, &image_id, worker).await?;
 
     for round in 0..rounds {
         eprintln!("bench: round {}/{rounds}", round + 1);
         let (d, kb) = run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
         rec("task-exec", d);
+        rss.push(kb);
+        let (d, kb) = run_swarm_exec(bin, manager_host, &image_mode)?;
+        rec("task-exec image", d);
         rss.push(kb);
         rec(
             "direct",
@@ -252,12 +265,13 @@ async fn measure(
         engines.push(format!("{}{role} Docker {v}", n.name));
     }
     let engine = engines.join(", ");
+    let configs = program_configs(manager).await?;
     let report = report(
         &m,
         &rss,
         (bulk, rss_1gb),
         &startup,
-        image_size,
+        (image_size, &configs),
         &phases,
         rounds,
         fans,
@@ -640,12 +654,34 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The zero-install configs on the swarm: (name, bytes), in name order.
+async fn program_configs(manager: &Docker) -> Res<Vec<(String, usize)>> {
+    use base64::Engine as _;
+    let opts = bollard::query_parameters::ListConfigsOptions {
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec!["swarm-exec.helper=node".to_owned()],
+        )])),
+    };
+    let mut configs = Vec::new();
+    for c in manager.list_configs(Some(opts)).await? {
+        let spec = c.spec.unwrap_or_default();
+        let data =
+            base64::engine::general_purpose::STANDARD.decode(spec.data.unwrap_or_default())?;
+        configs.push((spec.name.unwrap_or_default(), data.len()));
+    }
+    configs.sort();
+    Ok(configs)
+}
+
+// Every figure the report is made of; a struct of them would only rename the arguments.
+#[allow(clippy::too_many_arguments)]
 fn report(
     m: &HashMap<String, Vec<f64>>,
     rss: &[i64],
     (bulk, rss_1gb): (Bulk, i64),
     startup: &[f64],
-    image_size: i64,
+    (image_size, configs): (i64, &[(String, usize)]),
     phases: &[(String, f64)],
     rounds: usize,
     fans: &[usize],
@@ -706,6 +742,47 @@ fn report(
         te / bare,
         REFERENCE_MS / te
     );
+    let (image_mode, image_p90) = stat("task-exec image");
+    let (zero_p90, _) = {
+        let mut v = m.get("task-exec").cloned().unwrap_or_default();
+        (percentile(&mut v, 90.0), ())
+    };
+    let _ = writeln!(
+        s,
+        "### Zero-install beside image mode
+"
+    );
+    let _ = writeln!(
+        s,
+        "`task-exec` runs the node-side program from swarm configs in the target's own image \
+         (the default; the rows above), or from the swarm-exec image on the node \
+         (`--image`). Same task, same rounds, interleaved.\n"
+    );
+    let _ = writeln!(s, "| mode | median | p90 |\n|---|---:|---:|");
+    let _ = writeln!(s, "| zero-install (default) | {te:.0} | {zero_p90:.0} |");
+    let _ = writeln!(
+        s,
+        "| image mode (`--image swarm-exec:{}`) | {image_mode:.0} | {image_p90:.0} |",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        s,
+        "\nRatio: zero-install / image mode = **{:.2}** (target ≤ 1.1).\n",
+        te / image_mode
+    );
+    let total: usize = configs.iter().map(|c| c.1).sum();
+    let largest = configs.iter().map(|c| c.1).max().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "The node-side build as configs on the swarm (each must be < 1,024,000 bytes): \
+         {} configs, {total} bytes in all, the largest {largest} bytes.\n",
+        configs.len()
+    );
+    let _ = writeln!(s, "| config | bytes |\n|---|---:|");
+    for (name, bytes) in configs {
+        let _ = writeln!(s, "| `{name}` | {bytes} |");
+    }
+    let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Where a task-exec's time goes (median ms from start, one debug-traced run each of 5):\n"

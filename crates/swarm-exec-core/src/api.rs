@@ -30,6 +30,9 @@ pub struct TaskInfo {
     pub updated: String,
     /// The container labels of the task's spec.
     pub container_labels: Vec<(String, String)>,
+    /// The image of the task's spec, as swarm runs it (`name:tag@sha256:…` when the
+    /// service was deployed with its digest).
+    pub image: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,6 +55,9 @@ pub struct ServiceInfo {
 pub struct NodeInfo {
     pub id: String,
     pub hostname: String,
+    /// `Description.Platform`: e.g. `linux`, `x86_64`.
+    pub os: String,
+    pub arch: String,
 }
 
 /// Which stream of the helper a log chunk came from.
@@ -145,7 +151,21 @@ pub trait SwarmApi: Send + Sync {
         &self,
         label: &str,
     ) -> impl Future<Output = Result<Vec<ServiceInfo>, ApiError>> + Send;
-    /// Follows a service's logs from its start.
+    /// Creates a config holding `data`; one that exists already under `name` (made by a
+    /// concurrent client) is found instead. Returns its ID.
+    fn create_config(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        data: &[u8],
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// Removes a config; one that is already gone is not an error, one in use is.
+    fn remove_config(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Configs carrying `label` (`key` or `key=value`), as services (name, ID, labels).
+    fn list_configs(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = Result<Vec<ServiceInfo>, ApiError>> + Send;
     /// The engine's clock, in Unix seconds (gc measures staleness on the managers' clock).
     fn engine_time(&self) -> impl Future<Output = Result<u64, ApiError>> + Send;
 

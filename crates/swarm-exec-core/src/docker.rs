@@ -181,10 +181,9 @@ fn state_str(state: Option<TaskState>) -> String {
 }
 
 fn task_info(t: bollard::models::Task) -> TaskInfo {
-    let mut container_labels: Vec<(String, String)> = t
-        .spec
-        .and_then(|s| s.container_spec)
-        .and_then(|c| c.labels)
+    let container_spec = t.spec.and_then(|s| s.container_spec).unwrap_or_default();
+    let mut container_labels: Vec<(String, String)> = container_spec
+        .labels
         .unwrap_or_default()
         .into_iter()
         .collect();
@@ -204,6 +203,7 @@ fn task_info(t: bollard::models::Task) -> TaskInfo {
         exit_code: container.exit_code,
         updated: t.updated_at.map(|d| d.to_string()).unwrap_or_default(),
         container_labels,
+        image: container_spec.image.unwrap_or_default(),
     }
 }
 
@@ -343,9 +343,13 @@ impl SwarmApi for BollardApi {
             self.docker.inspect_node(name_or_id).await.map_err(classify)
         })
         .await?;
+        let description = n.description.unwrap_or_default();
+        let platform = description.platform.unwrap_or_default();
         Ok(NodeInfo {
             id: n.id.unwrap_or_default(),
-            hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+            hostname: description.hostname.unwrap_or_default(),
+            os: platform.os.unwrap_or_default(),
+            arch: platform.architecture.unwrap_or_default(),
         })
     }
 
@@ -421,6 +425,81 @@ impl SwarmApi for BollardApi {
 
     async fn remove_secret(&self, id: &str) -> Result<(), ApiError> {
         remove_once("remove secret", || self.docker.delete_secret(id)).await
+    }
+
+    async fn create_config(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        data: &[u8],
+    ) -> Result<String, ApiError> {
+        use base64::Engine as _;
+        let spec = bollard::models::ConfigSpec {
+            name: Some(name.to_owned()),
+            labels: Some(labels.iter().cloned().collect()),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        let find = || async {
+            let c = self.docker.inspect_config(name).await?;
+            Ok(c.id.unwrap_or_default())
+        };
+        // Another client may create the same content-addressed config at the same moment:
+        // then it is there to be used, not a failure.
+        match create_once(
+            "create config",
+            || {
+                let spec = spec.clone();
+                async move { Ok(self.docker.create_config(spec).await?.id) }
+            },
+            find,
+        )
+        .await
+        {
+            Err(ApiError::Server { status: 409, .. }) => {
+                retry("inspect config", || async {
+                    find().await.map_err(classify)
+                })
+                .await
+            }
+            r => r,
+        }
+    }
+
+    async fn remove_config(&self, id: &str) -> Result<(), ApiError> {
+        remove_once("remove config", || self.docker.delete_config(id)).await
+    }
+
+    async fn list_configs(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        let opts = bollard::query_parameters::ListConfigsOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![label.to_owned()],
+            )])),
+        };
+        let configs = retry("list configs", || async {
+            self.docker
+                .list_configs(Some(opts.clone()))
+                .await
+                .map_err(classify)
+        })
+        .await?;
+        Ok(configs
+            .into_iter()
+            .map(|c| {
+                let spec = c.spec.unwrap_or_default();
+                let mut labels: Vec<(String, String)> =
+                    spec.labels.unwrap_or_default().into_iter().collect();
+                labels.sort();
+                ServiceInfo {
+                    id: c.id.unwrap_or_default(),
+                    name: spec.name.unwrap_or_default(),
+                    labels,
+                    created_at: c.created_at.as_deref().and_then(unix_seconds),
+                    ..Default::default()
+                }
+            })
+            .collect())
     }
 
     async fn list_secrets(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
@@ -510,7 +589,31 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(h.image.clone()),
+                command: h.command.clone(),
                 args: Some(h.args.clone()),
+                // Nothing of the image's own user, working directory or healthcheck.
+                user: h.user.clone(),
+                dir: Some("/".to_owned()),
+                health_check: Some(bollard::models::HealthConfig {
+                    test: Some(vec!["NONE".to_owned()]),
+                    ..Default::default()
+                }),
+                configs: (!h.configs.is_empty()).then(|| {
+                    h.configs
+                        .iter()
+                        .map(|c| bollard::models::TaskSpecContainerSpecConfigs {
+                            file: Some(bollard::models::TaskSpecContainerSpecFile1 {
+                                name: Some(c.file.clone()),
+                                uid: Some("0".to_owned()),
+                                gid: Some("0".to_owned()),
+                                mode: Some(c.mode),
+                            }),
+                            config_id: Some(c.id.clone()),
+                            config_name: Some(c.name.clone()),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
                 labels: Some(labels),
                 mounts: Some(vec![Mount {
                     typ: Some(MountType::BIND),
@@ -674,7 +777,15 @@ mod tests {
             tag: "x".into(),
             image: "sha256:abc".into(),
             node_id: "n".repeat(25),
-            args: vec!["node-exec".into()],
+            command: Some(vec!["/.swarm-exec/load".into()]),
+            args: vec!["1:2".into(), "node-exec".into()],
+            configs: vec![crate::program::ConfigMount {
+                id: "cid".into(),
+                name: "swarm-exec-node-0123456789ab-load".into(),
+                file: "/.swarm-exec/load".into(),
+                mode: 0o555,
+            }],
+            user: Some("0:0".into()),
             labels: vec![("swarm-exec.helper".into(), "1".into())],
             socket: "/var/run/docker.sock".into(),
             memory_limit: 64 << 20,
@@ -690,6 +801,15 @@ mod tests {
         );
         assert_eq!(t["ContainerSpec"]["Mounts"][0]["Type"], "bind");
         assert_eq!(t["ContainerSpec"]["ReadOnly"], true);
+        // Nothing of the image's entrypoint, user, working directory or healthcheck.
+        assert_eq!(t["ContainerSpec"]["Command"][0], "/.swarm-exec/load");
+        assert_eq!(t["ContainerSpec"]["User"], "0:0");
+        assert_eq!(t["ContainerSpec"]["Dir"], "/");
+        assert_eq!(t["ContainerSpec"]["HealthCheck"]["Test"][0], "NONE");
+        let config = &t["ContainerSpec"]["Configs"][0];
+        assert_eq!(config["File"]["Name"], "/.swarm-exec/load");
+        assert_eq!(config["File"]["Mode"], 0o555);
+        assert_eq!(config["ConfigID"], "cid");
         assert_eq!(t["LogDriver"]["Name"], "json-file");
         // The node's own log options never apply: they could rotate frames away unread.
         assert_eq!(t["LogDriver"]["Options"]["max-size"], "256m");

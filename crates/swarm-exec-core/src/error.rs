@@ -28,6 +28,26 @@ pub enum ExecError {
         #[source]
         source: ApiError,
     },
+    #[error(
+        "{target}: node {node} is {os}/{arch}; the node-side program built into this swarm-exec \
+         runs on {}/{} only: use --image with a swarm-exec image built for that platform",
+        crate::program::OS,
+        crate::program::ARCH
+    )]
+    Platform {
+        target: String,
+        node: String,
+        os: String,
+        arch: String,
+    },
+    #[error("{target}: the task's spec names no usable image ({image:?}) to run the helper in; use --image")]
+    TargetImage { target: String, image: String },
+    #[error("{target}: cannot create the node-side program's configs: {source}")]
+    NodeConfigs {
+        target: String,
+        #[source]
+        source: ApiError,
+    },
     #[error("{target}: cannot create the helper service for node {node}: {source}")]
     CreateHelper {
         target: String,

@@ -35,6 +35,7 @@ pub(crate) fn task(id: &str, slot: u64, state: &str, desired: &str) -> TaskInfo 
         state: state.into(),
         desired_state: desired.into(),
         container_id: container(),
+        image: "app:1@sha256:0123".into(),
         ..Default::default()
     }
 }
@@ -113,6 +114,11 @@ pub(crate) struct Fake {
     pub(crate) engine_time: Mutex<u64>,
     pub(crate) listed_services: Mutex<Vec<ServiceInfo>>,
     pub(crate) listed_secrets: Mutex<Vec<ServiceInfo>>,
+    /// Configs listed by gc; and those created (listed too, by their labels).
+    pub(crate) listed_configs: Mutex<Vec<ServiceInfo>>,
+    pub(crate) configs: Mutex<Vec<ServiceInfo>>,
+    /// The node's architecture, when not x86_64.
+    pub(crate) node_arch: Mutex<Option<String>>,
     /// How many more listings show the last target task as still starting.
     pub(crate) starting_lists: Mutex<u32>,
     /// Frames missing from every read of the log.
@@ -225,6 +231,13 @@ impl SwarmApi for Arc<Fake> {
             Ok(NodeInfo {
                 id: NODE.into(),
                 hostname: "node2".into(),
+                os: "linux".into(),
+                arch: self
+                    .node_arch
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or_else(|| "x86_64".into()),
             })
         } else {
             Err(ApiError::NotFound(name_or_id.into()))
@@ -271,6 +284,49 @@ impl SwarmApi for Arc<Fake> {
 
     async fn list_secrets(&self, _label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
         Ok(self.listed_secrets.lock().unwrap().clone())
+    }
+
+    async fn create_config(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        _data: &[u8],
+    ) -> Result<String, ApiError> {
+        let mut configs = self.configs.lock().unwrap();
+        let id = format!("config-{name}");
+        configs.push(ServiceInfo {
+            id: id.clone(),
+            name: name.to_owned(),
+            labels: labels.to_vec(),
+            ..Default::default()
+        });
+        Ok(id)
+    }
+
+    async fn remove_config(&self, id: &str) -> Result<(), ApiError> {
+        self.removal_order.lock().unwrap().push(id.into());
+        Ok(())
+    }
+
+    async fn list_configs(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
+        let (key, value) = match label.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (label, None),
+        };
+        let created = self.configs.lock().unwrap().clone();
+        Ok(self
+            .listed_configs
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .chain(created)
+            .filter(|c| {
+                c.labels
+                    .iter()
+                    .any(|(k, v)| k == key && value.is_none_or(|want| want == v))
+            })
+            .collect())
     }
 
     async fn engine_time(&self) -> Result<u64, ApiError> {

@@ -7,22 +7,46 @@
 //! its creation time plus its [`BUDGET_LABEL`] (by then a helper has given up on its own:
 //! its node-local process stops at the run's deadline). Objects without that label are left
 //! alone unless `all`.
+//!
+//! The node-side program's configs (see [`crate::program`]) are kept on purpose: `gc`
+//! removes those of other builds than the running one, `all` removes them all; a config
+//! that a helper still mounts stays (the engine refuses), and is reported as kept.
 
 use crate::api::{ApiError, ServiceInfo, SwarmApi};
 use crate::helper::{BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND, NODE_SOCKET};
+use crate::program::{BUILD_LABEL, CONFIG_KIND};
 use crate::HELPER_LABEL;
 
-/// One helper service or envelope secret `gc` removed (or would remove, or tried to).
+/// One helper service, envelope secret or program config `gc` removed (or would remove,
+/// or tried to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collected {
-    /// "service" or "secret".
+    /// "service", "secret" or "config".
     pub kind: &'static str,
     pub name: String,
     pub id: String,
-    /// Why: stale since this many seconds, or `None` with `all`.
-    pub stale_for: Option<u64>,
+    pub why: Why,
     /// `None` on a dry run.
-    pub removed: Option<Result<(), String>>,
+    pub removed: Option<Result<(), Kept>>,
+}
+
+/// Why `gc` took an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Stale since this many seconds.
+    Stale(u64),
+    /// `all` was asked for.
+    All,
+    /// A config of another build of the node-side program.
+    OtherBuild,
+}
+
+/// Why an object was not removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// A config still mounted by a helper: not a failure.
+    InUse,
+    Failed(String),
 }
 
 /// How long after its budget a helper counts as stale. The client that made it waits up to
@@ -30,19 +54,22 @@ pub struct Collected {
 /// not pull it away under it.
 pub const GRACE_SECS: u64 = 15;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct GcOptions {
-    /// Also what is still at work.
+    /// Also what is still at work, and the running build's program configs.
     pub all: bool,
     /// List, remove nothing.
     pub dry_run: bool,
+    /// The digest of the running build's node-side program, whose configs are kept.
+    pub keep_build: Option<String>,
 }
 
 /// A helper service, by everything swarm-exec gives one.
 fn is_helper(s: &ServiceInfo) -> bool {
     named(&s.name, "swarm-exec-")
         && label(s, HELPER_LABEL) == Some(HELPER_KIND)
-        && s.args.first().map(String::as_str) == Some(swarm_exec_proto::args::NODE_EXEC)
+        // Zero-install helpers start with the loader's argument.
+        && s.args.iter().take(2).any(|a| a == swarm_exec_proto::args::NODE_EXEC)
         && s.binds.iter().any(|b| b == NODE_SOCKET)
 }
 
@@ -52,14 +79,30 @@ fn is_envelope(s: &ServiceInfo) -> bool {
         || (named(&s.name, "swarm-exec-stdin-") && label(s, HELPER_LABEL) == Some("stdin"))
 }
 
+/// A config of the node-side program: `swarm-exec-node-<12 hex>-<load or a number>`.
+fn is_program_config(s: &ServiceInfo) -> bool {
+    let part = s
+        .name
+        .strip_prefix("swarm-exec-node-")
+        .and_then(|rest| rest.split_at_checked(12))
+        .and_then(|(id, rest)| Some((id, rest.strip_prefix('-')?)));
+    part.is_some_and(|(id, index)| {
+        is_hex12(id)
+            && (index == "load" || (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())))
+    }) && label(s, HELPER_LABEL) == Some(CONFIG_KIND)
+        && label(s, BUILD_LABEL).is_some_and(|b| s.name[16..28] == b[..12.min(b.len())])
+}
+
 /// `prefix` and then exactly 12 lowercase hex digits.
 fn named(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix).is_some_and(|id| {
-        id.len() == 12
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    name.strip_prefix(prefix).is_some_and(is_hex12)
+}
+
+fn is_hex12(id: &str) -> bool {
+    id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn label<'a>(s: &'a ServiceInfo, key: &str) -> Option<&'a str> {
@@ -73,13 +116,20 @@ fn label<'a>(s: &'a ServiceInfo, key: &str) -> Option<&'a str> {
 /// name order, services first.
 pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>, ApiError> {
     let now = api.engine_time().await?;
-    // Some(seconds stale) when to be removed.
-    let due = |s: &ServiceInfo| -> Option<Option<u64>> {
+    // Some(why) when to be removed.
+    let due = |kind: &str, s: &ServiceInfo| -> Option<Why> {
+        if kind == "config" {
+            return match label(s, BUILD_LABEL) {
+                _ if opts.all => Some(Why::All),
+                b if b != opts.keep_build.as_deref() => Some(Why::OtherBuild),
+                _ => None,
+            };
+        }
         let budget = label(s, BUDGET_LABEL).and_then(|b| b.parse::<u64>().ok());
         let end = s.created_at.zip(budget).map(|(c, b)| c + b + GRACE_SECS);
         match end {
-            Some(end) if end <= now => Some(Some(now - end)),
-            _ if opts.all => Some(None),
+            Some(end) if end <= now => Some(Why::Stale(now - end)),
+            _ if opts.all => Some(Why::All),
             _ => None,
         }
     };
@@ -89,6 +139,9 @@ pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>,
     services.sort_by(|a, b| a.name.cmp(&b.name));
     let mut secrets = api.list_secrets(HELPER_LABEL).await?;
     secrets.sort_by(|a, b| a.name.cmp(&b.name));
+    // Configs last: the helpers that mount them go first.
+    let mut configs = api.list_configs(HELPER_LABEL).await?;
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
     let candidates = services
         .into_iter()
         .filter(is_helper)
@@ -98,23 +151,39 @@ pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>,
                 .into_iter()
                 .filter(is_envelope)
                 .map(|s| ("secret", s)),
+        )
+        .chain(
+            configs
+                .into_iter()
+                .filter(is_program_config)
+                .map(|s| ("config", s)),
         );
     for (kind, s) in candidates {
-        let Some(stale_for) = due(&s) else {
+        let Some(why) = due(kind, &s) else {
             continue;
         };
         let removed = if opts.dry_run {
             None
-        } else if kind == "service" {
-            Some(api.remove_service(&s.id).await.map_err(|e| e.to_string()))
         } else {
-            Some(api.remove_secret(&s.id).await.map_err(|e| e.to_string()))
+            let r = match kind {
+                "service" => api.remove_service(&s.id).await,
+                "secret" => api.remove_secret(&s.id).await,
+                _ => api.remove_config(&s.id).await,
+            };
+            Some(r.map_err(|e| match e {
+                // The engine's answer for a config that a service still mounts.
+                ApiError::Server {
+                    status: 400,
+                    message,
+                } if message.contains("in use") => Kept::InUse,
+                e => Kept::Failed(e.to_string()),
+            }))
         };
         found.push(Collected {
             kind,
             name: s.name,
             id: s.id,
-            stale_for,
+            why,
             removed,
         });
     }
@@ -182,7 +251,40 @@ mod tests {
             envelope("my-secret", ENVELOPE_KIND),
             envelope("swarm-exec-run-dddddddddddd", "allowed"),
         ];
+        let mut users_config = config("swarm-exec-node-aaaaaaaaaaaa-1", OTHER);
+        users_config.labels.retain(|(k, _)| k != HELPER_LABEL);
+        *f.listed_configs.lock().unwrap() = vec![
+            config("swarm-exec-node-aaaaaaaaaaaa-1", OURS),
+            config("swarm-exec-node-aaaaaaaaaaaa-load", OURS),
+            config("swarm-exec-node-bbbbbbbbbbbb-1", OTHER),
+            config("swarm-exec-node-bbbbbbbbbbbb-x", OTHER),
+            config("swarm-exec-node-cccccccccccc-1", OTHER),
+            users_config,
+        ];
         Arc::new(f)
+    }
+
+    const OURS: &str = "aaaaaaaaaaaa0000";
+    const OTHER: &str = "bbbbbbbbbbbb0000";
+
+    fn config(name: &str, build: &str) -> ServiceInfo {
+        ServiceInfo {
+            id: format!("id-{name}"),
+            name: name.to_owned(),
+            labels: vec![
+                (HELPER_LABEL.to_owned(), CONFIG_KIND.to_owned()),
+                (BUILD_LABEL.to_owned(), build.to_owned()),
+            ],
+            created_at: Some(CREATED),
+            ..Default::default()
+        }
+    }
+
+    fn keep_ours() -> GcOptions {
+        GcOptions {
+            keep_build: Some(OURS.into()),
+            ..Default::default()
+        }
     }
 
     fn names(c: &[Collected]) -> Vec<&str> {
@@ -193,18 +295,26 @@ mod tests {
     async fn removes_only_what_swarm_exec_made_once_stale_on_the_managers_clock() {
         // 60 s budget + 15 s grace after creation, by the engine's clock.
         let f = fake(CREATED + 74);
-        assert!(gc(&f, GcOptions::default()).await.unwrap().is_empty());
+        let c = gc(&f, keep_ours()).await.unwrap();
+        // Only the other build's config (the one named and labelled as such).
+        assert_eq!(names(&c), ["swarm-exec-node-bbbbbbbbbbbb-1"]);
+        assert_eq!(c[0].why, Why::OtherBuild);
         let f = fake(CREATED + 75);
-        let c = gc(&f, GcOptions::default()).await.unwrap();
+        let c = gc(&f, keep_ours()).await.unwrap();
         assert_eq!(
             names(&c),
-            ["swarm-exec-ffffffffffff", "swarm-exec-run-ffffffffffff"]
+            [
+                "swarm-exec-ffffffffffff",
+                "swarm-exec-run-ffffffffffff",
+                "swarm-exec-node-bbbbbbbbbbbb-1"
+            ]
         );
         assert_eq!(
             f.removal_order(),
             [
                 "id-swarm-exec-ffffffffffff",
-                "id-swarm-exec-run-ffffffffffff"
+                "id-swarm-exec-run-ffffffffffff",
+                "id-swarm-exec-node-bbbbbbbbbbbb-1"
             ]
         );
         assert!(c.iter().all(|c| c.removed == Some(Ok(()))));
@@ -217,7 +327,7 @@ mod tests {
             &f,
             GcOptions {
                 all: true,
-                dry_run: false,
+                ..keep_ours()
             },
         )
         .await
@@ -227,10 +337,13 @@ mod tests {
             [
                 "swarm-exec-eeeeeeeeeeee",
                 "swarm-exec-ffffffffffff",
-                "swarm-exec-run-ffffffffffff"
+                "swarm-exec-run-ffffffffffff",
+                "swarm-exec-node-aaaaaaaaaaaa-1",
+                "swarm-exec-node-aaaaaaaaaaaa-load",
+                "swarm-exec-node-bbbbbbbbbbbb-1"
             ]
         );
-        assert!(c.iter().all(|c| c.stale_for.is_none()));
+        assert!(c.iter().all(|c| c.why == Why::All));
     }
 
     #[tokio::test]
@@ -241,11 +354,12 @@ mod tests {
             GcOptions {
                 all: true,
                 dry_run: true,
+                keep_build: None,
             },
         )
         .await
         .unwrap();
-        assert_eq!(c.len(), 3);
+        assert_eq!(c.len(), 6);
         assert!(c.iter().all(|c| c.removed.is_none()));
         assert!(f.removal_order().is_empty());
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use swarm_exec_proto::args::HelperArgs;
 
+use crate::program::{ConfigMount, LOADER_FILE};
 use crate::{DEADLINE_LABEL, HELPER_LABEL};
 
 /// Where the engine's socket is on a node, and where the helper sees it.
@@ -25,6 +26,19 @@ pub const MAX_STDIN: usize = swarm_exec_proto::envelope::MAX_SECRET;
 pub const LOG_DRIVER: &str = "json-file";
 pub const LOG_OPTIONS: [(&str, &str); 2] = [("max-size", "256m"), ("max-file", "2")];
 
+/// How a run's helpers get the node-side program; decided once per run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carrier {
+    /// `--image`: a swarm-exec image (pinned), whose entrypoint is the binary.
+    Image(String),
+    /// Zero-install: each helper runs its target's own image, as user 0, with the loader
+    /// of these configs as its entrypoint (see [`crate::program`]).
+    Configs {
+        mounts: Vec<ConfigMount>,
+        loader_arg: String,
+    },
+}
+
 /// Everything the helper service is made of; [`crate::api`] turns it into an Engine API spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperSpec {
@@ -33,8 +47,15 @@ pub struct HelperSpec {
     pub tag: String,
     pub image: String,
     pub node_id: String,
-    /// Arguments to the image's entrypoint (the swarm-exec binary): nothing secret.
+    /// Replaces the image's entrypoint (zero-install: the loader); `None` keeps it (the
+    /// swarm-exec image's binary).
+    pub command: Option<Vec<String>>,
+    /// Its arguments: nothing secret.
     pub args: Vec<String>,
+    /// Zero-install: the node-side program's configs, and the user the helper runs as
+    /// whatever the image says (root: the socket is root's).
+    pub configs: Vec<ConfigMount>,
+    pub user: Option<String>,
     pub labels: Vec<(String, String)>,
     pub socket: String,
     pub memory_limit: i64,
@@ -44,13 +65,16 @@ pub struct HelperSpec {
 }
 
 /// Builds the helper service for one exec on `node_id`. `target_labels` describe what it
-/// works on (`swarm-exec.target.*`); `run_id` makes the name unique and tags the helper's
-/// frames; `budget` is how long the helper may run before it gives up.
+/// works on (`swarm-exec.target.*`); `target_image` is the image of the first target's task
+/// (zero-install runs in it); `run_id` makes the name unique and tags the helper's frames;
+/// `budget` is how long the helper may run before it gives up.
+#[allow(clippy::too_many_arguments)]
 pub fn helper_spec(
     node_id: &str,
     target_labels: &[(String, String)],
     containers: &[String],
-    image: &str,
+    carrier: &Carrier,
+    target_image: &str,
     run_id: &str,
     budget: Duration,
     envelope_secret: (&str, &str),
@@ -58,15 +82,38 @@ pub fn helper_spec(
     let deadline = deadline_after(budget);
     // Service names are at most 63 characters; a 12-character run ID keeps it unique.
     let tag = run_id[..12.min(run_id.len())].to_owned();
-    let args = HelperArgs {
-        containers: containers.to_vec(),
-        tag: tag.clone(),
-        envelope: format!("/run/secrets/{ENVELOPE_FILE_NAME}"),
-        budget,
-        // The helper runs its own image again to stop commands that outlive it.
-        image: image.to_owned(),
-    }
-    .to_args();
+    let node_args = |image: Option<&str>| {
+        HelperArgs {
+            containers: containers.to_vec(),
+            tag: tag.clone(),
+            envelope: format!("/run/secrets/{ENVELOPE_FILE_NAME}"),
+            budget,
+            // The stopper runs this image again, or (none) the target's with the program
+            // copied in.
+            image: image.map(str::to_owned),
+        }
+        .to_args()
+    };
+    let (image, command, args, configs, user) = match carrier {
+        Carrier::Image(image) => (
+            image.clone(),
+            None,
+            node_args(Some(image)),
+            Vec::new(),
+            None,
+        ),
+        Carrier::Configs { mounts, loader_arg } => {
+            let mut args = vec![loader_arg.clone()];
+            args.extend(node_args(None));
+            (
+                target_image.to_owned(),
+                Some(vec![LOADER_FILE.to_owned()]),
+                args,
+                mounts.clone(),
+                Some("0:0".to_owned()),
+            )
+        }
+    };
     let mut labels = vec![
         (HELPER_LABEL.to_owned(), HELPER_KIND.to_owned()),
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),
@@ -77,9 +124,12 @@ pub fn helper_spec(
     HelperSpec {
         name: format!("swarm-exec-{tag}"),
         tag,
-        image: image.to_owned(),
+        image,
         node_id: node_id.to_owned(),
+        command,
         args,
+        configs,
+        user,
         labels,
         socket: NODE_SOCKET.to_owned(),
         memory_limit: 64 << 20,
@@ -203,7 +253,8 @@ mod tests {
             "n",
             &labels,
             &containers,
-            "img",
+            &Carrier::Image("img".into()),
+            "target-img",
             "0123456789abcdef",
             Duration::from_secs(5),
             ("sid", "swarm-exec-run-x"),
@@ -224,5 +275,44 @@ mod tests {
             h.envelope_secret,
             ("sid".to_owned(), "swarm-exec-run-x".to_owned())
         );
+        assert_eq!(
+            (h.image.as_str(), &h.command, &h.user),
+            ("img", &None, &None)
+        );
+        assert_eq!(args.image.as_deref(), Some("img"));
+    }
+
+    #[test]
+    fn zero_install_runs_the_loader_in_the_targets_image_as_root() {
+        let mount = ConfigMount {
+            id: "cid".into(),
+            name: "swarm-exec-node-0123456789ab-load".into(),
+            file: LOADER_FILE.into(),
+            mode: 0o555,
+        };
+        let carrier = Carrier::Configs {
+            mounts: vec![mount.clone()],
+            loader_arg: "3:2705664".into(),
+        };
+        let h = helper_spec(
+            "n",
+            &[],
+            &["c".repeat(64)],
+            &carrier,
+            "app:1@sha256:abcd",
+            "0123456789abcdef",
+            Duration::from_secs(5),
+            ("sid", "swarm-exec-run-x"),
+        );
+        assert_eq!(h.image, "app:1@sha256:abcd");
+        assert_eq!(h.command, Some(vec!["/.swarm-exec/load".to_owned()]));
+        assert_eq!(h.user.as_deref(), Some("0:0"));
+        assert_eq!(h.configs, vec![mount]);
+        assert_eq!(h.args[0], "3:2705664");
+        let parsed = swarm_exec_proto::args::NodeCommand::parse(&h.args[1..]).unwrap();
+        let swarm_exec_proto::args::NodeCommand::Exec(args) = parsed else {
+            panic!("not node-exec: {:?}", h.args)
+        };
+        assert_eq!(args.image, None, "the stopper runs the target's image too");
     }
 }

@@ -18,6 +18,8 @@
 //!   hostnames, a service's tasks, starting states).
 //! - [`resolve`]: from a [`target::TaskRef`] to a running task with its node and container.
 //! - [`helper`]: the helper service spec (labels, constraint, mounts, log options, limits).
+//! - [`program`]: zero-install: the embedded node-side build as content-addressed swarm
+//!   configs, which helpers run in their target's own image.
 //! - [`run`]: one helper's life on the manager side: create its run's envelope secret and
 //!   the helper, follow its frames until every byte is in, remove both.
 //! - [`options`]: what to run and how ([`options::RunOptions`]), checked before anything
@@ -46,6 +48,7 @@ pub mod lookup;
 pub mod options;
 pub mod outcome;
 pub mod plugin;
+pub mod program;
 pub mod resolve;
 pub mod run;
 pub mod service_exec;
@@ -57,7 +60,7 @@ pub mod task_exec;
 pub use api::{ApiError, SwarmApi};
 pub use docker::BollardApi;
 pub use error::ExecError;
-pub use options::RunOptions;
+pub use options::{HelperSource, RunOptions};
 pub use outcome::{Interrupt, Outcome};
 pub use sink::OutputSink;
 pub use task_exec::{task_exec, ExecRequest};

@@ -42,14 +42,24 @@ pub async fn node<A: SwarmApi>(api_: &A, node: &str) -> Result<NodeInfo, LookupE
     }
 }
 
-/// The node's hostname for messages; its ID when it cannot be read.
-pub async fn hostname<A: SwarmApi>(api_: &A, node_id: &str) -> String {
+/// The node a task is on, for messages and the platform check: when it cannot be read,
+/// its ID stands in for its hostname and its platform is unknown (empty).
+pub async fn task_node<A: SwarmApi>(api_: &A, node_id: &str) -> NodeInfo {
+    let unknown = |hostname: &str| NodeInfo {
+        id: node_id.to_owned(),
+        hostname: hostname.to_owned(),
+        ..Default::default()
+    };
     if node_id.is_empty() {
-        return "(not assigned)".to_owned();
+        return unknown("(not assigned)");
     }
     match api_.inspect_node(node_id).await {
-        Ok(n) if !n.hostname.is_empty() => n.hostname,
-        _ => node_id.to_owned(),
+        Ok(n) if !n.hostname.is_empty() => n,
+        Ok(n) => NodeInfo {
+            hostname: node_id.to_owned(),
+            ..n
+        },
+        Err(_) => unknown(node_id),
     }
 }
 

@@ -6,6 +6,16 @@ use std::time::Duration;
 use swarm_exec_proto::{Envelope, ExecSpec};
 
 use crate::helper::MAX_STDIN;
+use crate::program::NodeProgram;
+
+/// Where a run's helpers get the node-side program from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelperSource {
+    /// Zero-install: this build, carried as swarm configs, run in each target's own image.
+    Embedded(NodeProgram),
+    /// `--image`: a swarm-exec image that the nodes have or can pull.
+    Image(String),
+}
 
 /// What to run, and how: the part `task-exec` and `service-exec` share.
 #[derive(Debug, Clone)]
@@ -18,7 +28,7 @@ pub struct RunOptions {
     /// `task-exec`: for the whole run, from the call to the exit code; `service-exec`: for
     /// each wave.
     pub timeout: Duration,
-    pub image: String,
+    pub helper: HelperSource,
     /// What the command reads on its stdin (at most [`MAX_STDIN`] bytes); `None`: nothing.
     pub stdin: Option<Vec<u8>>,
 }
@@ -52,8 +62,10 @@ impl RunOptions {
         if self.command.is_empty() {
             return Err(InvalidRun::EmptyCommand);
         }
-        if !crate::target::is_image_ref(&self.image) {
-            return Err(InvalidRun::BadImage(self.image.clone()));
+        if let HelperSource::Image(image) = &self.helper {
+            if !crate::target::is_image_ref(image) {
+                return Err(InvalidRun::BadImage(image.clone()));
+            }
         }
         let long = |words: &[String]| {
             words

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::cancel::CancelHub;
 use crate::duration::{parse_duration, MAX_TIMEOUT};
-use crate::options::RunOptions;
+use crate::options::{HelperSource, RunOptions};
 use crate::outcome::{Interrupt, Outcome};
 use crate::sink::{bytes_json, Cut, OutputSink, Tail};
 use crate::target::TaskRef;
@@ -76,7 +76,7 @@ pub struct InstExec {
     pub tasks: Vec<TaskRef>,
     pub command: Vec<String>,
     pub timeout: Duration,
-    pub image: String,
+    pub helper: HelperSource,
     /// Bytes of each instance's output the result keeps (the last ones).
     pub max_output: usize,
 }
@@ -84,7 +84,7 @@ pub struct InstExec {
 /// Reads and checks `inst_exec`'s arguments; nothing is created on the swarm before this.
 pub fn inst_exec_args(
     input: &Map<String, Value>,
-    default_image: &str,
+    default_helper: &HelperSource,
 ) -> Result<InstExec, PluginError> {
     let insts = match input.get("inst") {
         Some(Value::Array(a)) => a,
@@ -117,9 +117,9 @@ pub fn inst_exec_args(
         None | Some(Value::Null) => DEFAULT_TIMEOUT,
         Some(v) => parse_timeout(v)?,
     };
-    let image = match input.get("image") {
-        None | Some(Value::Null) => default_image.to_owned(),
-        Some(Value::String(s)) if valid_image(s) => s.clone(),
+    let helper = match input.get("image") {
+        None | Some(Value::Null) => default_helper.clone(),
+        Some(Value::String(s)) if valid_image(s) => HelperSource::Image(s.clone()),
         Some(v) => return Err(arg("image", format!("invalid image reference {v}"))),
     };
     let max_output = match input.get("max_output") {
@@ -138,7 +138,7 @@ pub fn inst_exec_args(
         tasks,
         command,
         timeout,
-        image,
+        helper,
         max_output,
     })
 }
@@ -276,7 +276,7 @@ where
                 user: None,
                 privileged: false,
                 timeout: args.timeout,
-                image: args.image.clone(),
+                helper: args.helper.clone(),
                 stdin: None,
             },
         };
@@ -413,13 +413,19 @@ mod tests {
         let ok = obj(
             json!({"inst": [{"id": "abc", "ipaddr": "10.0.0.2"}], "command": "true", "selector": "new"}),
         );
-        let a = inst_exec_args(&ok, "img:1").unwrap();
+        let default = HelperSource::Image("img:1".into());
+        let a = inst_exec_args(&ok, &default).unwrap();
         assert_eq!(a.tasks, [TaskRef::Id("abc".into())]);
         assert_eq!(a.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(a.image, "img:1");
+        assert_eq!(a.helper, default);
+        let own = obj(json!({"inst": [{"id": "abc"}], "command": "true", "image": "own:2"}));
+        assert_eq!(
+            inst_exec_args(&own, &default).unwrap().helper,
+            HelperSource::Image("own:2".into())
+        );
         assert_eq!(a.max_output, TAIL_BYTES);
         let big = obj(json!({"inst": [{"id": "abc"}], "command": "true", "max_output": 1048576}));
-        assert_eq!(inst_exec_args(&big, "img").unwrap().max_output, 1 << 20);
+        assert_eq!(inst_exec_args(&big, &default).unwrap().max_output, 1 << 20);
         let cases = [
             (json!({"command": "true"}), "inst"),
             (json!({"inst": {}, "command": "true"}), "inst"),
@@ -459,7 +465,7 @@ mod tests {
             ),
         ];
         for (input, key) in cases {
-            match inst_exec_args(&obj(input.clone()), "img") {
+            match inst_exec_args(&obj(input.clone()), &HelperSource::Image("img".into())) {
                 Err(PluginError::Argument { key: k, .. }) => assert_eq!(k, key, "{input}"),
                 other => panic!("{input}: {other:?}"),
             }
@@ -470,7 +476,7 @@ mod tests {
     fn result_object_and_failure_message() {
         let input =
             obj(json!({"inst": [{"id": "a"}, {"id": "b"}], "command": "true", "project": "p"}));
-        let args = inst_exec_args(&input, "img").unwrap();
+        let args = inst_exec_args(&input, &HelperSource::Image("img".into())).unwrap();
         let r = |task: &str, outcome| InstResult {
             task: task.into(),
             outcome,

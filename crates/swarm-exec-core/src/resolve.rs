@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use crate::api::{ApiError, SwarmApi, TaskFilter, TaskInfo};
+use crate::api::{ApiError, NodeInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::lookup::{self, is_starting, LookupError};
 use crate::target::{is_container_id, is_swarm_id, TaskRef};
 
@@ -18,15 +18,20 @@ pub struct Resolved {
     pub display: String,
     pub node_id: String,
     pub node_name: String,
+    /// The node's platform (`linux`, `x86_64`), empty when it could not be read.
+    pub node_os: String,
+    pub node_arch: String,
     pub container_id: String,
+    /// The image of the task's spec.
+    pub image: String,
+    /// Named by its service alone: how many running tasks it was chosen from.
+    pub chosen_from: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("no task matches {0}")]
     NotFound(String),
-    #[error("no task matches {given}; {hint}")]
-    NotFoundHint { given: String, hint: String },
     #[error("{given} is ambiguous: it matches {}", .candidates.join(", "))]
     Ambiguous {
         given: String,
@@ -42,6 +47,8 @@ pub enum ResolveError {
         slot: u64,
         slots: Vec<u64>,
     },
+    #[error("service {service} has no running task")]
+    NoRunningTask { service: String },
     #[error("service {service} is global: name its task as {service}@NODE")]
     GlobalNeedsNode { service: String },
     #[error("service {service} has no task on node {node}")]
@@ -120,7 +127,7 @@ pub async fn resolve<A: SwarmApi>(
     target: &TaskRef,
     start_wait: Duration,
 ) -> Result<Resolved, ResolveError> {
-    let mut task = find(api, target).await?;
+    let (mut task, chosen_from) = find(api, target).await?;
     let service = api
         .inspect_service(&task.service_id)
         .await
@@ -132,8 +139,8 @@ pub async fn resolve<A: SwarmApi>(
     };
 
     let started = Instant::now();
-    // (node ID, hostname), looked up once rather than on every poll.
-    let mut known_node: Option<(String, String)> = None;
+    // Looked up once rather than on every poll.
+    let mut known_node: Option<NodeInfo> = None;
     loop {
         if task.desired_state != "running" {
             return Err(ResolveError::ShuttingDown {
@@ -146,10 +153,11 @@ pub async fn resolve<A: SwarmApi>(
             break;
         }
         let node = match &known_node {
-            Some((id, name)) if *id == task.node_id => name.clone(),
+            Some(n) if n.id == task.node_id => n.hostname.clone(),
             _ => {
-                let name = lookup::hostname(api, &task.node_id).await;
-                known_node = Some((task.node_id.clone(), name.clone()));
+                let n = lookup::task_node(api, &task.node_id).await;
+                let name = n.hostname.clone();
+                known_node = Some(n);
                 name
             }
         };
@@ -191,12 +199,12 @@ pub async fn resolve<A: SwarmApi>(
             source: ApiError::Other(format!("invalid node ID {:?}", task.node_id)),
         });
     }
-    let node_name = match known_node {
-        Some((id, name)) if id == task.node_id => name,
-        _ => lookup::hostname(api, &task.node_id).await,
+    let node = match known_node {
+        Some(n) if n.id == task.node_id => n,
+        _ => lookup::task_node(api, &task.node_id).await,
     };
     if task.slot == 0 && !matches!(target, TaskRef::OnNode { .. }) {
-        display = format!("{}@{}", service.name, node_name);
+        display = format!("{}@{}", service.name, node.hostname);
     }
     Ok(Resolved {
         task_id: task.id,
@@ -204,13 +212,20 @@ pub async fn resolve<A: SwarmApi>(
         service_name: service.name,
         display,
         node_id: task.node_id,
-        node_name,
+        node_name: node.hostname,
+        node_os: node.os,
+        node_arch: node.arch,
         container_id: task.container_id,
+        image: task.image,
+        chosen_from,
     })
 }
 
-async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, ResolveError> {
-    match target {
+async fn find<A: SwarmApi>(
+    api: &A,
+    target: &TaskRef,
+) -> Result<(TaskInfo, Option<usize>), ResolveError> {
+    let task = match target {
         TaskRef::Id(prefix) => {
             let filter = TaskFilter {
                 id_prefix: Some(prefix.clone()),
@@ -223,20 +238,29 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
                 .into_iter()
                 .filter(|t| t.id.starts_with(prefix.as_str()))
                 .collect();
+            // A full ID, then a service of exactly that name, then ID prefixes: the order
+            // in which docker itself reads a name or ID.
+            if let Some(i) = tasks.iter().position(|t| t.id == *prefix) {
+                return Ok((tasks.remove(i), None));
+            }
+            if let Some(found) = by_service_name(api, prefix).await? {
+                return Ok(found);
+            }
             match tasks.len() {
-                0 => Err(not_found_hint(api, prefix).await),
-                1 => Ok(tasks.remove(0)),
+                0 => return Err(ResolveError::NotFound(prefix.clone())),
+                1 => tasks.remove(0),
                 _ => {
-                    // An exact ID wins over longer IDs that merely start with it.
-                    if let Some(i) = tasks.iter().position(|t| t.id == *prefix) {
-                        return Ok(tasks.remove(i));
-                    }
-                    Err(ResolveError::Ambiguous {
+                    return Err(ResolveError::Ambiguous {
                         given: prefix.clone(),
                         candidates: describe(&tasks),
                     })
                 }
             }
+        }
+        TaskRef::Service(name) => {
+            return by_service_name(api, name)
+                .await?
+                .ok_or_else(|| ResolveError::NoService(name.clone()))
         }
         TaskRef::Slot { service, slot } => {
             let svc = lookup::service(api, service).await?;
@@ -261,7 +285,7 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
                     slot: *slot,
                     slots,
                 }
-            })?
+            })??
         }
         TaskRef::OnNode { service, node } => {
             let svc = lookup::service(api, service).await?;
@@ -270,8 +294,34 @@ async fn find<A: SwarmApi>(api: &A, target: &TaskRef) -> Result<TaskInfo, Resolv
             pick(tasks, target).ok_or_else(|| ResolveError::NoTaskOnNode {
                 service: svc.name.clone(),
                 node: node.clone(),
-            })?
+            })??
         }
+    };
+    Ok((task, None))
+}
+
+/// The service named exactly `name`, if there is one, and the running task of its lowest
+/// slot (a global service's: of the lowest node ID) with how many it was chosen from. Only
+/// when none runs, the lowest one on its way there, which resolving waits for.
+async fn by_service_name<A: SwarmApi>(
+    api: &A,
+    name: &str,
+) -> Result<Option<(TaskInfo, Option<usize>)>, ResolveError> {
+    let svc = match lookup::service(api, name).await {
+        Ok(s) if s.name == name => s,
+        Ok(_) | Err(LookupError::NoService(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let tasks = lookup::service_tasks(api, &svc.id, None).await?;
+    let wanted = tasks.iter().filter(|t| t.desired_state == "running");
+    let mut running: Vec<&TaskInfo> = wanted.clone().filter(|t| t.state == "running").collect();
+    if running.is_empty() {
+        running = wanted.collect();
+    }
+    running.sort_by(|a, b| (a.slot, &a.node_id).cmp(&(b.slot, &b.node_id)));
+    match running.first() {
+        Some(t) => Ok(Some(((*t).clone(), Some(running.len())))),
+        None => Err(ResolveError::NoRunningTask { service: svc.name }),
     }
 }
 
@@ -302,19 +352,4 @@ fn describe(tasks: &[TaskInfo]) -> Vec<String> {
         .iter()
         .map(|t| format!("{} ({}, {})", t.id, t.state, t.node_id))
         .collect()
-}
-
-/// A task ID prefix that matched nothing may have been meant as a service name.
-async fn not_found_hint<A: SwarmApi>(api: &A, given: &str) -> ResolveError {
-    match api.inspect_service(given).await {
-        Ok(s) if s.name == given => ResolveError::NotFoundHint {
-            given: given.to_owned(),
-            hint: if s.global {
-                format!("{given} is a global service: name one of its tasks as {given}@NODE")
-            } else {
-                format!("{given} is a service: name one of its tasks as {given}.SLOT")
-            },
-        },
-        _ => ResolveError::NotFound(given.to_owned()),
-    }
 }

@@ -15,7 +15,7 @@ use swarm_exec_proto::{Envelope, Event, Reader, Stream};
 
 use crate::api::{ApiError, LogStream, SwarmApi, TaskFilter, TaskInfo};
 use crate::error::{ExecError, HelperRef};
-use crate::helper::helper_spec;
+use crate::helper::{helper_spec, Carrier};
 use crate::outcome::{Interrupt, NotRun, Outcome, TargetEnd};
 use crate::sink::OutputSink;
 
@@ -31,8 +31,10 @@ pub struct HelperJob {
     pub labels: Vec<(String, String)>,
     /// Full IDs of the target containers, all on the node.
     pub containers: Vec<String>,
-    /// The pinned image reference.
-    pub image: String,
+    /// How the helper gets its program (the same for every helper of a run).
+    pub carrier: Carrier,
+    /// The image of the first target's task: zero-install helpers run in it.
+    pub target_image: String,
     /// The run's envelope (the command, its stdin, the key), shared by its helpers.
     pub envelope: RunSecret,
 }
@@ -98,7 +100,8 @@ where
         &job.node_id,
         &job.labels,
         &job.containers,
-        &job.image,
+        &job.carrier,
+        &job.target_image,
         &run_id,
         budget,
         (&job.envelope.id, &job.envelope.name),
@@ -129,7 +132,7 @@ where
             };
         }
     };
-    tracing::debug!(helper = %spec.name, id = %helper_id, node = %job.node_name, image = %job.image, "helper created");
+    tracing::debug!(helper = %spec.name, id = %helper_id, node = %job.node_name, image = %spec.image, "helper created");
 
     let mut follower = Follower::new(&job.envelope.key, &spec.tag, targets);
     // The helper enforces the deadline itself and reports what it did; a result that

@@ -10,15 +10,17 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::{sleep, Instant};
 
-use crate::api::{ApiError, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
+use crate::api::{ApiError, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
+use crate::helper::Carrier;
 use crate::lookup::{self, is_starting, LookupError};
+use crate::options::HelperSource;
 use crate::options::{InvalidRun, RunOptions};
 use crate::outcome::{Interrupt, NotRun, Outcome};
 use crate::run::{create_envelope, remove_envelope, run_helper, HelperJob, RunSecret};
 use crate::sink::OutputSink;
 use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
-use crate::task_exec::{pin_image, TARGET_START_WAIT};
+use crate::task_exec::{pin_image, zero_install, TARGET_START_WAIT};
 
 /// Which services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +64,12 @@ pub struct Target {
     pub slot: u64,
     pub node_id: String,
     pub node: String,
+    /// The node's platform, empty when it could not be read.
+    pub node_os: String,
+    pub node_arch: String,
     pub container_id: String,
+    /// The image of the task's spec.
+    pub image: String,
 }
 
 impl Target {
@@ -138,6 +145,9 @@ pub enum ServiceExecError {
     InvalidRun(#[from] InvalidRun),
     #[error("interrupted before any helper was created")]
     Interrupted(Interrupt),
+    /// The targets cannot run the embedded node-side program, or its configs cannot be made.
+    #[error(transparent)]
+    Program(Box<crate::error::ExecError>),
     #[error("{step}: {source}")]
     Api {
         step: &'static str,
@@ -270,13 +280,16 @@ pub async fn select<A: SwarmApi>(
     let mut node_ids: Vec<String> = picked.iter().map(|(_, t)| t.node_id.clone()).collect();
     node_ids.sort_unstable();
     node_ids.dedup();
-    let names = join_all(node_ids.iter().map(|id| lookup::hostname(api_, id))).await;
-    let hostnames: HashMap<String, String> = node_ids.into_iter().zip(names).collect();
+    let found = join_all(node_ids.iter().map(|id| lookup::task_node(api_, id))).await;
+    let nodes: HashMap<String, NodeInfo> = node_ids.into_iter().zip(found).collect();
 
     let mut targets: Vec<Target> = picked
         .into_iter()
         .map(|(svc, t)| Target {
-            node: hostnames[t.node_id.as_str()].clone(),
+            node: nodes[t.node_id.as_str()].hostname.clone(),
+            node_os: nodes[t.node_id.as_str()].os.clone(),
+            node_arch: nodes[t.node_id.as_str()].arch.clone(),
+            image: t.image,
             task_id: t.id,
             service: svc.name.clone(),
             slot: t.slot,
@@ -315,19 +328,33 @@ where
     req.run.check()?;
     let hub = CancelHub::default();
     let prepare = async {
-        tokio::join!(
-            select(api_, &req.services, &req.filters),
-            pin_image(api_, &req.run.image)
-        )
+        match &req.run.helper {
+            HelperSource::Image(image) => {
+                let (targets, pinned) = tokio::join!(
+                    select(api_, &req.services, &req.filters),
+                    pin_image(api_, image)
+                );
+                let pinned = pinned.map_err(api("read the helper image on the manager"))?;
+                Ok((targets?, Carrier::Image(pinned)))
+            }
+            HelperSource::Embedded(program) => {
+                let targets = select(api_, &req.services, &req.filters).await?;
+                let checked = targets
+                    .iter()
+                    .map(|t| (&t.node, &t.node_os, &t.node_arch, &t.image));
+                let carrier = zero_install(api_, program, "service-exec", checked)
+                    .await
+                    .map_err(|e| ServiceExecError::Program(Box::new(e)))?;
+                Ok::<_, ServiceExecError>((targets, carrier))
+            }
+        }
     };
     tokio::pin!(cancel);
-    let (targets, image) = tokio::select! {
-        r = prepare => r,
-        // Nothing was created yet.
+    let (targets, carrier) = tokio::select! {
+        r = prepare => r?,
+        // Nothing was created yet (configs of the node-side build are kept anyway).
         i = &mut cancel => return Err(ServiceExecError::Interrupted(i)),
     };
-    let targets = targets?;
-    let image = image.map_err(api("read the helper image on the manager"))?;
     // One envelope for every helper; it lives until the last wave could end.
     let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
     let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
@@ -364,7 +391,7 @@ where
                 }
             }
             first = false;
-            run_wave(api_, req, &image, &secret, wave, &hub).await;
+            run_wave(api_, req, &carrier, &secret, wave, &hub).await;
             let interrupted = wave.iter().any(|r| r.outcome.interrupt().is_some());
             let failed = wave.iter().any(|r| r.outcome != TaskOutcome::Exited(0));
             if interrupted || (req.fail_fast && failed) {
@@ -399,7 +426,7 @@ fn mark<S>(runs: &mut [TaskRun<S>], outcome: TaskOutcome) {
 async fn run_wave<A: SwarmApi, S: OutputSink>(
     api_: &A,
     req: &ServiceExecRequest,
-    image: &str,
+    carrier: &Carrier,
     envelope: &RunSecret,
     wave: &mut [TaskRun<S>],
     hub: &CancelHub,
@@ -433,7 +460,8 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
                 .iter()
                 .map(|r| r.target.container_id.clone())
                 .collect(),
-            image: image.to_owned(),
+            carrier: carrier.clone(),
+            target_image: first.image.clone(),
             envelope: envelope.clone(),
         };
         let cancelled = hub.subscribe();

@@ -15,6 +15,10 @@ pub trait OutputSink: Send {
     fn stderr(&mut self, bytes: &[u8]);
     /// A note about the run, not from the command (e.g. incomplete output).
     fn warn(&mut self, message: &str);
+    /// Something the user may want to know that is not wrong (e.g. which task was chosen).
+    fn note(&mut self, message: &str) {
+        self.warn(message);
+    }
     /// What the run is waiting on, e.g. "waiting for helper … on node3: pending"; called
     /// on every poll. Sinks may show it (on a terminal, when quiet for a while) or not.
     fn progress(&mut self, _status: &str) {}
@@ -29,6 +33,9 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
     }
     fn warn(&mut self, message: &str) {
         (**self).warn(message);
+    }
+    fn note(&mut self, message: &str) {
+        (**self).note(message);
     }
     fn progress(&mut self, status: &str) {
         (**self).progress(status);

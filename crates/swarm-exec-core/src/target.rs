@@ -14,6 +14,9 @@ pub enum TaskRef {
     Slot { service: String, slot: u64 },
     /// `service@node`, node by hostname or ID (global services, or any service).
     OnNode { service: String, node: String },
+    /// A service by name alone: one of its running tasks. (A name that could also be a
+    /// task ID prefix parses as [`TaskRef::Id`]; resolving tries it as a service too.)
+    Service(String),
 }
 
 impl fmt::Display for TaskRef {
@@ -22,6 +25,7 @@ impl fmt::Display for TaskRef {
             TaskRef::Id(id) => f.write_str(id),
             TaskRef::Slot { service, slot } => write!(f, "{service}.{slot}"),
             TaskRef::OnNode { service, node } => write!(f, "{service}@{node}"),
+            TaskRef::Service(service) => f.write_str(service),
         }
     }
 }
@@ -33,7 +37,7 @@ pub enum InvalidRef {
     Empty,
     #[error(
         "invalid task reference {0:?}: expected a task ID (or unique prefix), \
-         SERVICE.SLOT (e.g. web.2) or SERVICE@NODE"
+         SERVICE.SLOT (e.g. web.2), SERVICE@NODE or SERVICE"
     )]
     Syntax(String),
     #[error("invalid service name {0:?}: letters, digits, '-' and '_' only, at most 63")]
@@ -73,6 +77,9 @@ impl TaskRef {
         }
         if is_id_prefix(s) {
             return Ok(TaskRef::Id(s.to_owned()));
+        }
+        if check_service_name(s).is_ok() {
+            return Ok(TaskRef::Service(s.to_owned()));
         }
         Err(InvalidRef::Syntax(s.to_owned()))
     }
@@ -166,6 +173,10 @@ mod tests {
             TaskRef::parse("q1mh1syk49e0"),
             Ok(TaskRef::Id("q1mh1syk49e0".into()))
         );
+        // Not an ID prefix (upper case, '-', longer than an ID): a service by name.
+        for name in ["my-stack_web", "Web", "a0123456789012345678901234567"] {
+            assert_eq!(TaskRef::parse(name), Ok(TaskRef::Service(name.into())));
+        }
     }
 
     #[test]
@@ -184,11 +195,11 @@ mod tests {
             "web@",
             "web@no de",
             "web@a..b",
-            "ABCDEF",
             "web 1",
             "a/b",
             "web.1\0",
-            "0123456789012345678901234567", // longer than an ID
+            "-web",
+            "a".repeat(64).as_str(),
         ] {
             assert!(TaskRef::parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -7,9 +7,10 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::api::{ApiError, SwarmApi};
 use crate::error::ExecError;
-use crate::helper::pinned_image;
-use crate::options::RunOptions;
+use crate::helper::{pinned_image, Carrier};
+use crate::options::{HelperSource, RunOptions};
 use crate::outcome::{Interrupt, Outcome};
+use crate::program::{ensure_configs, runs_on, NodeProgram};
 use crate::resolve::{resolve, Resolved};
 use crate::run::{
     create_envelope, create_or_stop, remove_envelope, run_helper, Created, HelperJob, Stop,
@@ -45,15 +46,18 @@ where
     tokio::pin!(cancel);
 
     // Nothing exists on the swarm yet: stopping here needs no cleanup.
-    let (resolved, image) = tokio::select! {
+    let (resolved, carrier) = tokio::select! {
         r = prepare(api, req) => r?,
         _ = sleep_until(deadline) => return Ok(Outcome::TimedOut),
         i = &mut cancel => return Ok(Outcome::Interrupted(i)),
     };
-    let target = format!(
-        "task {} ({}, service {})",
-        resolved.task_id, resolved.display, resolved.service_name
-    );
+    let target = describe(&resolved);
+    if let Some(n) = resolved.chosen_from.filter(|&n| n > 1) {
+        out.note(&format!(
+            "service {} has {n} running tasks; running in {}",
+            resolved.service_name, target
+        ));
+    }
     // Everything about the run but where it runs travels in one secret.
     let budget = deadline.saturating_duration_since(Instant::now());
     let envelope = req.run.envelope(budget)?;
@@ -98,7 +102,8 @@ where
         containers: vec![resolved.container_id],
         node_id: resolved.node_id,
         node_name: resolved.node_name,
-        image,
+        carrier,
+        target_image: resolved.image,
     };
     let end = run_helper(api, &job, std::slice::from_mut(out), deadline, cancel).await;
     remove_envelope(api, &secret.id, out).await;
@@ -113,19 +118,86 @@ where
     }
 }
 
-async fn prepare<A: SwarmApi>(api: &A, req: &ExecRequest) -> Result<(Resolved, String), ExecError> {
-    // The image lookup does not depend on the task: do both at once.
-    let (resolved, image) = tokio::join!(
-        resolve(api, &req.target, TARGET_START_WAIT),
-        pin_image(api, &req.run.image)
-    );
-    let resolved = resolved?;
-    let image = image.map_err(|source| ExecError::Image {
-        target: resolved.display.clone(),
-        image: req.run.image.clone(),
-        source,
-    })?;
-    Ok((resolved, image))
+fn describe(r: &Resolved) -> String {
+    format!(
+        "task {} ({}, service {})",
+        r.task_id, r.display, r.service_name
+    )
+}
+
+/// Finds the task and readies the helper's program; creates nothing unless both the task
+/// and its node are fit for it.
+async fn prepare<A: SwarmApi>(
+    api: &A,
+    req: &ExecRequest,
+) -> Result<(Resolved, Carrier), ExecError> {
+    let program = match &req.run.helper {
+        HelperSource::Image(image) => {
+            // The image lookup does not depend on the task: do both at once.
+            let (resolved, pinned) = tokio::join!(
+                resolve(api, &req.target, TARGET_START_WAIT),
+                pin_image(api, image)
+            );
+            let resolved = resolved?;
+            let pinned = pinned.map_err(|source| ExecError::Image {
+                target: resolved.display.clone(),
+                image: image.clone(),
+                source,
+            })?;
+            return Ok((resolved, Carrier::Image(pinned)));
+        }
+        HelperSource::Embedded(program) => program,
+    };
+    let resolved = resolve(api, &req.target, TARGET_START_WAIT).await?;
+    let carrier = zero_install(
+        api,
+        program,
+        &describe(&resolved),
+        [(
+            &resolved.node_name,
+            &resolved.node_os,
+            &resolved.node_arch,
+            &resolved.image,
+        )],
+    )
+    .await?;
+    Ok((resolved, carrier))
+}
+
+/// The configs of `program`, once every target (node, os, arch, image) is checked: its
+/// node must be able to run the build, and its task must name an image to run it in.
+pub async fn zero_install<'a, A: SwarmApi>(
+    api: &A,
+    program: &NodeProgram,
+    target: &str,
+    targets: impl IntoIterator<Item = (&'a String, &'a String, &'a String, &'a String)>,
+) -> Result<Carrier, ExecError> {
+    for (node, os, arch, image) in targets {
+        if !runs_on(os, arch) {
+            return Err(ExecError::Platform {
+                target: target.to_owned(),
+                node: node.clone(),
+                os: os.clone(),
+                arch: arch.clone(),
+            });
+        }
+        if !crate::target::is_image_ref(image) {
+            return Err(ExecError::TargetImage {
+                target: target.to_owned(),
+                image: image.clone(),
+            });
+        }
+    }
+    let mounts = ensure_configs(api, program)
+        .await
+        .map_err(|source| ExecError::NodeConfigs {
+            target: target.to_owned(),
+            source,
+        })?;
+    Ok(Carrier::Configs {
+        mounts,
+        loader_arg: program.loader_arg(),
+    })
 }
 
 /// The image reference for helpers: see [`pinned_image`].

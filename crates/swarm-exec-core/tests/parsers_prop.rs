@@ -14,6 +14,7 @@ use swarm_exec_core::plugin::{
     inst_exec_args, parse_input, parse_timeout, split_command, PluginError,
 };
 use swarm_exec_core::target::TaskRef;
+use swarm_exec_core::HelperSource;
 
 /// `cases` per property; failures are reported, not persisted to a regressions file.
 fn config(cases: u32) -> ProptestConfig {
@@ -95,6 +96,9 @@ fn check_safe_ref(r: &TaskRef) -> Result<(), TestCaseError> {
         TaskRef::OnNode { service, node } => {
             prop_assert!(is_service_name(service), "unsafe service {service:?}");
             prop_assert!(is_node_name(node), "unsafe node {node:?}");
+        }
+        TaskRef::Service(service) => {
+            prop_assert!(is_service_name(service), "unsafe service {service:?}")
         }
     }
     // Canonical form: what is displayed parses back to the same reference.
@@ -448,7 +452,7 @@ proptest! {
 
     #[test]
     fn inst_exec_args_accepts_only_what_is_safe(input in plugin_input()) {
-        if let Ok(a) = inst_exec_args(&input, "img:1") {
+        if let Ok(a) = inst_exec_args(&input, &img1()) {
             let insts = input["inst"].as_array().expect("inst accepted as a list");
             prop_assert_eq!(a.tasks.len(), insts.len());
             for t in &a.tasks {
@@ -456,11 +460,14 @@ proptest! {
             }
             check_command(&a.command)?;
             prop_assert!(!a.timeout.is_zero() && a.timeout <= MAX_TIMEOUT, "timeout {:?}", a.timeout);
-            prop_assert!(!a.image.is_empty(), "empty image");
-            prop_assert!(swarm_exec_core::target::is_image_ref(&a.image), "image {:?}", a.image);
+            let HelperSource::Image(image) = &a.helper else {
+                return Err(TestCaseError::fail("an image was given"));
+            };
+            prop_assert!(!image.is_empty(), "empty image");
+            prop_assert!(swarm_exec_core::target::is_image_ref(image), "image {:?}", image);
             prop_assert!(
-                !a.image.chars().any(|c| c.is_whitespace() || c.is_control()),
-                "image {:?}", a.image
+                !image.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "image {:?}", image
             );
         }
     }
@@ -468,7 +475,7 @@ proptest! {
     #[test]
     fn inst_exec_args_of_arbitrary_json_never_panics(v in json_value()) {
         if let Value::Object(m) = v {
-            let _ = inst_exec_args(&m, "img:1");
+            let _ = inst_exec_args(&m, &img1());
         }
     }
 
@@ -483,13 +490,17 @@ proptest! {
         let input = json!({
             "inst": ids, "command": line, "timeout": secs, "image": image, "selector": "new",
         });
-        let a = inst_exec_args(input.as_object().unwrap(), "img:1")
+        let a = inst_exec_args(input.as_object().unwrap(), &img1())
             .map_err(|e| TestCaseError::fail(format!("{input}: {e}")))?;
         prop_assert_eq!(a.tasks, tasks);
         prop_assert_eq!(a.command, words);
         prop_assert_eq!(a.timeout, Duration::from_secs(secs));
-        prop_assert_eq!(a.image, image);
+        prop_assert_eq!(a.helper, HelperSource::Image(image));
     }
+}
+
+fn img1() -> HelperSource {
+    HelperSource::Image("img:1".into())
 }
 
 /// A positive number of seconds below 1 ns is a zero `Duration`: refused, as

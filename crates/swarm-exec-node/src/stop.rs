@@ -1,6 +1,9 @@
 //! Stopping commands that outlive their helper. The engine has no API to signal an exec, so
-//! the helper starts a short-lived container of its own image in the node's PID namespace,
-//! with only CAP_KILL and CAP_SYS_PTRACE, which runs `node-kill`: it checks that the exec'd
+//! the helper starts a short-lived container in the node's PID namespace, with only CAP_KILL
+//! and CAP_SYS_PTRACE, which runs `node-kill`. Its image is the helper's own (image mode),
+//! or (zero-install) the target container's, into which this very program is copied through
+//! the engine's archive API before it starts — no `tar`, shell or libc needed in the image.
+//! `node-kill`: it checks that the exec'd
 //! process belongs to the target container and signals it, its descendants and every
 //! process of the container that carries the run's marker in its environment (a daemonized
 //! child has left the tree, not the environment) — SIGTERM, then SIGKILL after the grace
@@ -20,10 +23,14 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The stopper: see the module docs.
 #[derive(Debug, Clone)]
 pub struct Stopper {
-    /// The helper's own image (pinned by the manager), which holds `node-kill`.
-    pub image: String,
+    /// The helper's own image (pinned by the manager), whose entrypoint runs `node-kill`;
+    /// `None`: the target container's image, with this program copied in.
+    pub image: Option<String>,
     pub grace: Duration,
 }
+
+/// Where the copied program is, in a zero-install stopper.
+const COPIED: &str = "/.swarm-exec/node";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StopError {
@@ -35,6 +42,20 @@ pub enum StopError {
     },
     #[error("implausible PID {0}")]
     Pid(i64),
+    #[error("inspecting target container {container} for its image: {source}")]
+    TargetImage {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("reading this program to copy it into the stopper: {0}")]
+    ReadSelf(#[source] std::io::Error),
+    #[error("copying this program into the stopper for {container}: {source}")]
+    Copy {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("creating the stopper for {container}: {source}")]
     Create {
         container: String,
@@ -95,9 +116,38 @@ impl Stopper {
             run: run.to_owned(),
             grace: self.grace,
         };
+        let (image, entrypoint) = match &self.image {
+            Some(image) => (image.clone(), None),
+            None => {
+                let target = docker
+                    .inspect_container(
+                        container,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await
+                    .map_err(|source| StopError::TargetImage {
+                        container: c(),
+                        source,
+                    })?;
+                // The image ID: exactly what the target runs, present on this node.
+                (
+                    target.image.unwrap_or_default(),
+                    Some(vec![COPIED.to_owned()]),
+                )
+            }
+        };
+        let copy_in = entrypoint.is_some();
         let body = bollard::models::ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(image),
+            entrypoint,
             cmd: Some(kill.to_args()),
+            user: Some("0:0".to_owned()),
+            working_dir: Some("/".to_owned()),
+            env: Some(Vec::new()),
+            healthcheck: Some(bollard::models::HealthConfig {
+                test: Some(vec!["NONE".to_owned()]),
+                ..Default::default()
+            }),
             labels: Some(labels),
             network_disabled: Some(true),
             host_config: Some(bollard::models::HostConfig {
@@ -105,7 +155,8 @@ impl Stopper {
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 // SYS_PTRACE: to read other processes' environment, for the marker.
                 cap_add: Some(vec!["KILL".to_owned(), "SYS_PTRACE".to_owned()]),
-                readonly_rootfs: Some(true),
+                // The copy needs a writable layer; it goes with the container.
+                readonly_rootfs: Some(!copy_in),
                 network_mode: Some("none".to_owned()),
                 memory: Some(32 << 20),
                 ..Default::default()
@@ -124,6 +175,24 @@ impl Stopper {
             })?;
         // Not auto-removed: its exit code says whether the processes are gone.
         let result = async {
+            if copy_in {
+                let program = std::fs::read("/proc/self/exe").map_err(StopError::ReadSelf)?;
+                let opts = bollard::query_parameters::UploadToContainerOptions {
+                    path: "/".to_owned(),
+                    ..Default::default()
+                };
+                docker
+                    .upload_to_container(
+                        &created.id,
+                        Some(opts),
+                        bollard::body_full(tar_of(COPIED, &program).into()),
+                    )
+                    .await
+                    .map_err(|source| StopError::Copy {
+                        container: c(),
+                        source,
+                    })?;
+            }
             docker
                 .start_container(
                     &created.id,
@@ -159,13 +228,50 @@ impl Stopper {
             }
         }
         .await;
+        // `v`: with the anonymous volumes an image's VOLUMEs made.
         let opts = bollard::query_parameters::RemoveContainerOptions {
             force: true,
+            v: true,
             ..Default::default()
         };
         let _ = docker.remove_container(&created.id, Some(opts)).await;
         result
     }
+}
+
+/// A tar archive of the directory and executable file at absolute `path`.
+fn tar_of(path: &str, data: &[u8]) -> Vec<u8> {
+    let path = path.trim_start_matches('/');
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut tar = Vec::with_capacity(data.len() + 3 * 512 + 1024);
+    if !dir.is_empty() {
+        tar.extend(tar_header(&format!("{dir}/"), 0o755, 0, b'5'));
+    }
+    tar.extend(tar_header(path, 0o555, data.len(), b'0'));
+    tar.extend_from_slice(data);
+    tar.resize(tar.len().next_multiple_of(512), 0);
+    tar.resize(tar.len() + 1024, 0); // two zero blocks: the end
+    tar
+}
+
+/// One ustar header block, owned by root.
+fn tar_header(name: &str, mode: u32, size: usize, kind: u8) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let field =
+        |h: &mut [u8; 512], at: usize, value: &[u8]| h[at..at + value.len()].copy_from_slice(value);
+    field(&mut h, 0, name.as_bytes());
+    field(&mut h, 100, format!("{mode:07o}\0").as_bytes());
+    field(&mut h, 108, b"0000000\0");
+    field(&mut h, 116, b"0000000\0");
+    field(&mut h, 124, format!("{size:011o}\0").as_bytes());
+    field(&mut h, 136, b"00000000000\0");
+    h[156] = kind;
+    field(&mut h, 257, b"ustar\x0000");
+    // The checksum is taken with its own field as spaces.
+    field(&mut h, 148, b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    field(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    h
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,4 +414,38 @@ fn alive(pid: i32) -> bool {
         .ok()
         .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
         .is_some_and(|zombie| !zombie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_is_a_tar_that_tar_reads_back_exactly() {
+        let data: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
+        let dir = std::env::temp_dir().join(format!("swarm-exec-tar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let archive = dir.join("a.tar");
+        let tar = tar_of(COPIED, &data);
+        assert_eq!(tar.len() % 512, 0);
+        std::fs::write(&archive, &tar).unwrap();
+        let out = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = dir.join(".swarm-exec/node");
+        assert_eq!(std::fs::read(&file).unwrap(), data);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o555);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -23,8 +23,10 @@ pub struct HelperArgs {
     pub envelope: String,
     /// How long the helper may run at most (it also stops at the envelope's not-after).
     pub budget: Duration,
-    /// The helper's own image, which the stopper runs.
-    pub image: String,
+    /// The helper's own image, which holds this program as its entrypoint and which the
+    /// stopper runs; `None` (zero-install): the stopper runs the target container's image
+    /// with this program copied in.
+    pub image: Option<String>,
 }
 
 /// `node-kill`: signal `pid` and its descendants in `container`, and every process there
@@ -98,8 +100,8 @@ impl HelperArgs {
             ("--tag", self.tag.clone()),
             ("--envelope", self.envelope.clone()),
             ("--timeout-ms", self.budget.as_millis().to_string()),
-            ("--image", self.image.clone()),
         ]);
+        flags.extend(self.image.iter().map(|i| ("--image", i.clone())));
         command_line(NODE_EXEC, &flags)
     }
 }
@@ -151,7 +153,7 @@ impl NodeCommand {
                     tag: tag.ok_or(ArgsError::Missing("--tag"))?,
                     envelope: envelope.ok_or(ArgsError::Missing("--envelope"))?,
                     budget: timeout.ok_or(ArgsError::Missing("--timeout-ms"))?,
-                    image: image.ok_or(ArgsError::Missing("--image"))?,
+                    image,
                 }))
             }
             NODE_KILL => {
@@ -180,11 +182,19 @@ mod tests {
             tag: "0123456789ab".into(),
             envelope: "/run/secrets/envelope".into(),
             budget: Duration::from_millis(1500),
-            image: "sha256:1234".into(),
+            image: Some("sha256:1234".into()),
         };
         assert_eq!(
             NodeCommand::parse(&exec.to_args()),
-            Ok(NodeCommand::Exec(exec))
+            Ok(NodeCommand::Exec(exec.clone()))
+        );
+        let zero_install = HelperArgs {
+            image: None,
+            ..exec
+        };
+        assert_eq!(
+            NodeCommand::parse(&zero_install.to_args()),
+            Ok(NodeCommand::Exec(zero_install))
         );
         let kill = KillArgs {
             pid: 4242,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use swarm_exec_core::duration::parse_duration;
 use swarm_exec_core::target::TaskRef;
-use swarm_exec_core::DEFAULT_IMAGE;
 
 /// Run commands in Docker Swarm service tasks, on any node, from a manager.
 ///
@@ -149,6 +148,7 @@ The reference plugin's node-local word: like `docker exec`, without a TTY or std
 const TASK_EXEC_EXAMPLES: &str = "\
 Examples:
   swarm-exec task-exec web.2 cat /etc/hostname
+  swarm-exec task-exec web env
   swarm-exec task-exec q1mh1syk49e0 -- ls -la /data
   swarm-exec task-exec agent@node3 sh -c 'kill -HUP 1'
   swarm-exec task-exec -e LEVEL=debug -u nobody -w /app web.1 ./reload
@@ -157,8 +157,11 @@ Examples:
       swarm-exec:0.1.0 task-exec web.1 true
 
 TASK is a task ID or unique ID prefix (see `docker service ps SERVICE`), SERVICE.SLOT
-for a replicated service, or SERVICE@NODE (hostname or node ID) for any service.
+for a replicated service, SERVICE@NODE (hostname or node ID) for any service, or SERVICE
+alone for one of its running tasks (the lowest slot; stderr says which).
 The command is run directly, not through a shell; use `sh -c '...'` for shell syntax.
+Nothing needs to be on the nodes: the helper runs the node-side program this binary
+carries, as swarm configs, in the task's own image (or, with --image, that image).
 
 Exit codes: the command's own; 124 timeout; 125 swarm-exec failed; 126/127 cannot
 invoke / not found; 130/143 interrupted by SIGINT/SIGTERM (the helper is removed first).";
@@ -168,7 +171,7 @@ pub struct TaskExecArgs {
     #[command(flatten)]
     pub exec: ExecOptions,
 
-    /// The task: ID or unique ID prefix, SERVICE.SLOT, or SERVICE@NODE
+    /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
     #[arg(value_name = "TASK", value_parser = parse_task)]
     pub task: TaskRef,
 
@@ -212,10 +215,11 @@ pub struct ExecOptions {
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// Helper image; must hold this version of swarm-exec and be present on (or pullable
-    /// by) the task's node
-    #[arg(long, value_name = "IMAGE", env = "SWARM_EXEC_IMAGE", default_value = DEFAULT_IMAGE)]
-    pub image: String,
+    /// Run helpers from this swarm-exec image (it must hold this version and be present on,
+    /// or pullable by, every node used) instead of zero-install, where the node-side program
+    /// travels as swarm configs and runs in the task's own image [e.g. swarm-exec:0.1.0]
+    #[arg(long, value_name = "IMAGE", env = "SWARM_EXEC_IMAGE")]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -277,7 +281,8 @@ pub struct NodeArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Remove every helper, also those whose deadline is still ahead
+    /// Remove every helper, also those whose deadline is still ahead, and the node-side
+    /// program's configs of this build too (they are made again on first use)
     #[arg(long)]
     pub all: bool,
     /// List what would be removed, remove nothing

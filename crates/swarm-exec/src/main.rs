@@ -9,6 +9,7 @@ mod docker_plugin;
 mod exit;
 mod invocation;
 mod message;
+mod node_program;
 mod output;
 mod skopos;
 

@@ -108,6 +108,10 @@ impl OutputSink for StdSink {
         self.clear_status();
         eprintln!("swarm-exec: warning: {message}");
     }
+    fn note(&mut self, message: &str) {
+        self.clear_status();
+        eprintln!("swarm-exec: {message}");
+    }
     fn progress(&mut self, status: &str) {
         if !self.show_progress || !self.at_line_start || self.quiet_since.elapsed() < STATUS_AFTER {
             return;

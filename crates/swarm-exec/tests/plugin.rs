@@ -315,7 +315,8 @@ fn stdout_and_stderr_can_be_redirected_to_files() {
 #[test]
 fn reference_words_keep_working() {
     let svc = shared();
-    let t = worker_task(svc, "node3");
+    // `--image`: only the manager has the swarm-exec image (zero-install needs none).
+    let t = worker_task(svc, "node1");
     let image = format!("swarm-exec:{}", env!("CARGO_PKG_VERSION"));
     let out = task_exec(&["--image", &image], &t.id, &sh("exit 6"));
     assert_exit(&out, 6);

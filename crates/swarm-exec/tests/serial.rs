@@ -172,3 +172,71 @@ fn a_helper_that_starts_after_the_runs_deadline_runs_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The node-side program's configs on the swarm: (name, ID, build) of each.
+fn program_configs() -> Vec<(String, String, String)> {
+    let format = "{{.Spec.Name}} {{.ID}} {{index .Spec.Labels \"swarm-exec.node-build\"}}";
+    let ids = docker_ok(&[
+        "config",
+        "ls",
+        "-q",
+        "--filter",
+        "label=swarm-exec.helper=node",
+    ]);
+    let mut configs: Vec<(String, String, String)> = ids
+        .lines()
+        .map(|id| {
+            let line = docker_ok(&["config", "inspect", "--format", format, id]);
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
+        })
+        .collect();
+    configs.sort();
+    configs
+}
+
+/// Zero-install's configs are per build: made once by concurrent first uses, reused by
+/// every run after, removed by `gc --all`. Serial: it needs a swarm without them at first.
+#[test]
+fn one_set_of_program_configs_for_twenty_concurrent_first_uses_and_a_hundred_runs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::global();
+    let gc = swarm_exec(&["gc", "--all"]);
+    assert_exit(&gc, 0);
+    assert!(program_configs().is_empty(), "{:?}", program_configs());
+
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let node = ["node1", "node2", "node3"][i % 3];
+            let script = format!("echo first-{i}");
+            spawn_swarm_exec(&["task-exec", &svc.at(node), "sh", "-c", &script])
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = wait(child, Duration::from_secs(120));
+        assert_exit(&out, 0);
+        assert_eq!(out.stdout_str(), format!("first-{i}\n"));
+    }
+    let made = program_configs();
+    let builds: std::collections::BTreeSet<&str> = made.iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(builds.len(), 1, "one build: {made:?}");
+    // The loader and the parts of one program, each once.
+    assert!(made.iter().any(|c| c.0.ends_with("-load")), "{made:?}");
+    assert!(made.iter().any(|c| c.0.ends_with("-1")), "{made:?}");
+    assert!(made.len() >= 3, "{made:?}");
+
+    for i in 0..100 {
+        let node = ["node2", "node3"][i % 2];
+        let out = task_exec(&[], &svc.at(node), &["true"]);
+        assert_exit(&out, 0);
+    }
+    assert_eq!(program_configs(), made, "the same configs, none added");
+
+    let gc = swarm_exec(&["gc", "--all"]);
+    assert_exit(&gc, 0);
+    for (name, _, _) in &made {
+        assert_stdout_has(&gc, &format!("removed config {name} (--all)"));
+    }
+    assert!(program_configs().is_empty(), "{:?}", program_configs());
+    assert!(svc.helpers().is_empty());
+}

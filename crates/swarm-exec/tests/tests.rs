@@ -10,3 +10,4 @@ mod faults;
 mod plugin;
 mod service_exec;
 mod task_exec;
+mod zero_install;

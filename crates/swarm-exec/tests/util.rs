@@ -330,7 +330,25 @@ impl Service {
         Service::create(None, &["--replicas", &n.to_string()], n)
     }
 
+    /// A global service of `image` running `command` (its own CMD when empty), with
+    /// `options` (e.g. `--read-only`).
+    pub fn global_of(image: &str, options: &[&str], command: &[&str]) -> Service {
+        let mut mode = vec!["--mode", "global"];
+        mode.extend_from_slice(options);
+        Service::create_of(None, image, &mode, command, 3)
+    }
+
     fn create(fixed_name: Option<&str>, mode: &[&str], expect: usize) -> Service {
+        Service::create_of(fixed_name, TARGET_IMAGE, mode, &["sleep", "3600"], expect)
+    }
+
+    fn create_of(
+        fixed_name: Option<&str>,
+        image: &str,
+        mode: &[&str],
+        command: &[&str],
+        expect: usize,
+    ) -> Service {
         lab();
         let owned = fixed_name.is_none();
         let name = fixed_name.map_or_else(|| format!("sxt-{}", unique_hex(10)), str::to_owned);
@@ -339,7 +357,7 @@ impl Service {
         options.extend_from_slice(mode);
         // A fixed-name service from an earlier run is reused, not duplicated.
         if owned || docker(&["service", "inspect", &name]).code != 0 {
-            create_service(&name, &options, &["sleep", "3600"]);
+            create_service_of(&name, &options, image, command);
         }
         let mut svc = Service {
             name,
@@ -402,6 +420,11 @@ impl Drop for Service {
 /// Creates a service of the target image running `command`, labelled as the tests'; its
 /// name and `options` (mode, mounts, constraints...) are the caller's.
 pub fn create_service(name: &str, options: &[&str], command: &[&str]) {
+    create_service_of(name, options, TARGET_IMAGE, command);
+}
+
+/// [`create_service`] of another image.
+pub fn create_service_of(name: &str, options: &[&str], image: &str, command: &[&str]) {
     let label = format!("{TEST_LABEL}=e2e");
     let mut args = vec![
         "service",
@@ -415,7 +438,7 @@ pub fn create_service(name: &str, options: &[&str], command: &[&str]) {
         &label,
     ];
     args.extend_from_slice(options);
-    args.push(TARGET_IMAGE);
+    args.push(image);
     args.extend_from_slice(command);
     docker_ok(&args);
 }

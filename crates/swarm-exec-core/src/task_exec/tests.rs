@@ -10,6 +10,7 @@ use super::*;
 use crate::api::TaskInfo;
 use crate::fake::*;
 use crate::options::InvalidRun;
+use crate::program::NodeProgram;
 use crate::run::{HELPER_START_WAIT, REPORT_GRACE};
 
 fn request(target: &str, timeout: u64) -> ExecRequest {
@@ -22,7 +23,7 @@ fn request(target: &str, timeout: u64) -> ExecRequest {
             user: None,
             privileged: false,
             timeout: Duration::from_secs(timeout),
-            image: "swarm-exec:test".into(),
+            helper: HelperSource::Image("swarm-exec:test".into()),
             stdin: None,
         },
     }
@@ -382,7 +383,7 @@ async fn unknown_and_unfit_targets_fail_before_anything_is_created() {
         running("zzz", "no task matches zzz"),
         running("web.9", "no task in slot 9 (running slots: 1)"),
         running("db.1", "no service named db"),
-        running("web", "web is a service: name one of its tasks as web.SLOT"),
+        running("Db", "no service named Db"),
         in_state("failed", "shutdown", "being shut down"),
         in_state("complete", "running", "on node node2 is complete"),
         (running_task(), true, "web.1", "is global"),
@@ -435,4 +436,67 @@ async fn target_that_never_starts_is_an_error_not_a_hang() {
     assert!(msg.contains("did not start"), "{msg}");
     assert!(start.elapsed() >= TARGET_START_WAIT);
     assert_eq!(fake.created(), 0);
+}
+
+static LOADER: [u8; 16] = [1; 16];
+static PROGRAM: [u8; 1_200_000] = [2; 1_200_000];
+
+fn zero_install(target: &str) -> ExecRequest {
+    let mut req = request(target, 30);
+    req.run.helper = HelperSource::Embedded(NodeProgram {
+        loader: &LOADER,
+        program: &PROGRAM,
+    });
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_install_runs_the_configs_loader_in_the_targets_own_image() {
+    let fake = fake_with(running_with(vec![(0, Some(Record::Exit(7)))]));
+    let (r, _) = run(&fake, &zero_install("web.1")).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(7));
+    let spec = fake.created.lock().unwrap()[0].clone();
+    assert_eq!(
+        spec.image, "app:1@sha256:0123",
+        "the target task's own image"
+    );
+    assert_eq!(spec.command, Some(vec!["/.swarm-exec/load".to_owned()]));
+    assert_eq!(spec.user.as_deref(), Some("0:0"));
+    assert_eq!(spec.args[0], "2:1200000");
+    let names: Vec<&str> = spec.configs.iter().map(|c| c.file.as_str()).collect();
+    assert_eq!(
+        names,
+        ["/.swarm-exec/load", "/.swarm-exec/1", "/.swarm-exec/2"]
+    );
+    // Made once, kept, and reused by the next run.
+    assert_eq!(fake.configs.lock().unwrap().len(), 3);
+    let (r, _) = run(&fake, &zero_install("web.1")).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(7));
+    assert_eq!(fake.configs.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_of_another_platform_is_refused_before_anything_is_created() {
+    let fake = fake_with(running_with(vec![(0, Some(Record::Exit(0)))]));
+    *fake.node_arch.lock().unwrap() = Some("aarch64".into());
+    let (r, _) = run(&fake, &zero_install("web.1")).await;
+    let msg = r.unwrap_err().to_string();
+    assert_mentions(&msg, &["node2", "aarch64", "--image"]);
+    assert!(fake.created.lock().unwrap().is_empty());
+    assert!(fake.configs.lock().unwrap().is_empty());
+    assert!(fake.envelope.lock().unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_named_alone_runs_in_its_lowest_running_slot_and_says_so() {
+    let mut second = task("task2aaaaaaaaaaaaaaaaaaaa", 2, "running", "running");
+    second.container_id = "d".repeat(64);
+    let fake = fake_with(running_with(vec![(0, Some(Record::Exit(0)))]));
+    fake.tasks.lock().unwrap().insert(0, second);
+    let (r, sink) = run(&fake, &request("web", 30)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    let spec = fake.created.lock().unwrap()[0].clone();
+    let args = spec.args.join(" ");
+    assert!(args.contains(&container()), "slot 1's container: {args}");
+    assert!(warned(&sink, "has 2 running tasks"), "{:?}", sink.warnings);
 }

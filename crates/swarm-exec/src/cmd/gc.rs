@@ -1,6 +1,6 @@
 //! `swarm-exec gc`: removes helpers left behind, and says which.
 
-use swarm_exec_core::gc::{gc, GcOptions};
+use swarm_exec_core::gc::{gc, GcOptions, Kept, Why};
 
 use crate::cli::{GcArgs, Global};
 use crate::cmd::setup::connect;
@@ -11,18 +11,21 @@ pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
     let opts = GcOptions {
         all: args.all,
         dry_run: args.dry_run,
+        keep_build: Some(crate::node_program::NODE_PROGRAM.build_id()),
     };
     let collected = gc(&api, opts).await.map_err(CliError::Connect)?;
     let mut failed = 0;
     for c in &collected {
-        let why = match c.stale_for {
-            Some(s) => format!("stale for {s} s"),
-            None => "--all".to_owned(),
+        let why = match c.why {
+            Why::Stale(s) => format!("stale for {s} s"),
+            Why::All => "--all".to_owned(),
+            Why::OtherBuild => "another build's".to_owned(),
         };
         match &c.removed {
             None => println!("would remove {} {} ({why})", c.kind, c.name),
             Some(Ok(())) => println!("removed {} {} ({why})", c.kind, c.name),
-            Some(Err(e)) => {
+            Some(Err(Kept::InUse)) => println!("kept {} {} (in use)", c.kind, c.name),
+            Some(Err(Kept::Failed(e))) => {
                 failed += 1;
                 eprintln!("swarm-exec: could not remove {}: {e}", c.name);
             }

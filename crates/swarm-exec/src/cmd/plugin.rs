@@ -10,7 +10,6 @@ use std::io::{self, Read};
 use serde_json::{Map, Value};
 use swarm_exec_core::plugin::{finish, inst_exec_args, parse_input, run_inst_exec, PluginError};
 use swarm_exec_core::target::TaskRef;
-use swarm_exec_core::DEFAULT_IMAGE;
 
 use crate::cli::Global;
 use crate::cmd::setup::{connect, init_tracing, runtime};
@@ -122,10 +121,13 @@ fn inst_exec(
     input: Map<String, Value>,
     streams: &Streams,
 ) -> Result<Map<String, Value>, PluginError> {
-    let default_image =
-        std::env::var("SWARM_EXEC_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+    let default_helper = crate::node_program::helper_source(
+        std::env::var("SWARM_EXEC_IMAGE")
+            .ok()
+            .filter(|i| !i.is_empty()),
+    );
     // Everything is validated before anything is created on the swarm.
-    let args = inst_exec_args(&input, &default_image)?;
+    let args = inst_exec_args(&input, &default_helper)?;
     if args.tasks.is_empty() {
         return finish(input, &args, &[]);
     }

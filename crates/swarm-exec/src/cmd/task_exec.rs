@@ -56,7 +56,9 @@ pub fn run_options(o: ExecOptions, command: Vec<String>) -> Result<RunOptions, C
         user: o.user.map(|u| non_empty("--user", u)).transpose()?,
         privileged: o.privileged,
         timeout: o.timeout,
-        image: non_empty("--image", o.image)?,
+        helper: crate::node_program::helper_source(
+            o.image.map(|i| non_empty("--image", i)).transpose()?,
+        ),
         stdin: if o.interactive {
             Some(read_stdin()?)
         } else {

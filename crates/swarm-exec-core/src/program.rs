@@ -1,0 +1,199 @@
+//! Zero-install: the node-side program travels to the nodes as swarm configs and the helper
+//! runs it in the target task's own image, so nothing has to be put on any node first.
+//!
+//! A config holds less than 1,024,000 bytes; the static node-side program is larger. So it
+//! is cut into numbered parts, and a few-kilobyte loader (`swarm-exec-load`, no libc) is the
+//! helper's entrypoint: it joins the parts in memory and executes the result (see its
+//! source). Loader and parts are named by the build's digest, created on first use, labelled
+//! and kept: a swarm stores each config in its raft log on every manager, so one set per
+//! build, never one per run. Concurrent first uses each create or find the same names.
+
+use sha2::{Digest, Sha256};
+
+use crate::api::{ApiError, ServiceInfo, SwarmApi};
+use crate::HELPER_LABEL;
+
+/// The node-side build embedded in the binary: the loader and the program it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeProgram {
+    pub loader: &'static [u8],
+    pub program: &'static [u8],
+}
+
+/// The largest part: the engine refuses configs of 1,024,000 bytes or more.
+pub const PART_SIZE: usize = 1_000_000;
+/// Where the helper sees the loader and the parts (`1` … `N`, beside it).
+pub const DIR: &str = "/.swarm-exec";
+pub const LOADER_FILE: &str = "/.swarm-exec/load";
+/// The [`HELPER_LABEL`] value of the configs; the others say which build and part.
+pub const CONFIG_KIND: &str = "node";
+pub const BUILD_LABEL: &str = "swarm-exec.node-build";
+pub const PART_LABEL: &str = "swarm-exec.node-part";
+/// The platform the embedded build runs on (`Description.Platform` of a node).
+pub const OS: &str = "linux";
+pub const ARCH: &str = "x86_64";
+
+/// One config of a build, before it exists on the swarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub name: String,
+    /// `load`, or the part's number.
+    pub index: String,
+    /// Where it is mounted in the helper, and with which mode.
+    pub file: String,
+    pub mode: u32,
+    pub data: &'static [u8],
+}
+
+/// A config as the helper spec mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMount {
+    pub id: String,
+    pub name: String,
+    pub file: String,
+    pub mode: u32,
+}
+
+impl NodeProgram {
+    /// The build's digest (hex): names its configs.
+    pub fn build_id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update((self.loader.len() as u64).to_le_bytes());
+        h.update(self.loader);
+        h.update(self.program);
+        hex(&h.finalize())
+    }
+
+    /// The loader first, then the program's parts in order.
+    pub fn parts(&self) -> Vec<Part> {
+        let build = self.build_id();
+        let name = |index: &str| format!("swarm-exec-node-{}-{index}", &build[..12]);
+        let mut parts = vec![Part {
+            name: name("load"),
+            index: "load".to_owned(),
+            file: LOADER_FILE.to_owned(),
+            mode: 0o555,
+            data: self.loader,
+        }];
+        for (i, data) in self.program.chunks(PART_SIZE).enumerate() {
+            let index = (i + 1).to_string();
+            parts.push(Part {
+                name: name(&index),
+                file: format!("{DIR}/{index}"),
+                index,
+                mode: 0o444,
+                data,
+            });
+        }
+        parts
+    }
+
+    /// The loader's first argument: how many parts, and how many bytes in all.
+    pub fn loader_arg(&self) -> String {
+        format!(
+            "{}:{}",
+            self.program.len().div_ceil(PART_SIZE),
+            self.program.len()
+        )
+    }
+}
+
+/// Whether the embedded build runs on a node of this platform (as `Description.Platform`
+/// gives it). A platform that could not be read is given the benefit of the doubt: the
+/// helper then fails on its own, with the engine's words.
+pub fn runs_on(os: &str, arch: &str) -> bool {
+    (os.is_empty() || os == OS) && (arch.is_empty() || arch == ARCH || arch == "amd64")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The labels of `part` of build `build`.
+pub fn config_labels(build: &str, part: &Part, parts: usize) -> Vec<(String, String)> {
+    vec![
+        (HELPER_LABEL.to_owned(), CONFIG_KIND.to_owned()),
+        (BUILD_LABEL.to_owned(), build.to_owned()),
+        (
+            PART_LABEL.to_owned(),
+            format!("{}/{}", part.index, parts - 1),
+        ),
+    ]
+}
+
+/// Makes sure every config of `program` exists, creating what is missing; returns them in
+/// mount order. Safe to run from many clients at once.
+pub async fn ensure_configs<A: SwarmApi>(
+    api: &A,
+    program: &NodeProgram,
+) -> Result<Vec<ConfigMount>, ApiError> {
+    let build = program.build_id();
+    let parts = program.parts();
+    let have: Vec<ServiceInfo> = api.list_configs(&format!("{BUILD_LABEL}={build}")).await?;
+    let mut mounts = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let id = match have.iter().find(|c| c.name == part.name) {
+            Some(c) => c.id.clone(),
+            None => {
+                let labels = config_labels(&build, part, parts.len());
+                api.create_config(&part.name, &labels, part.data).await?
+            }
+        };
+        mounts.push(ConfigMount {
+            id,
+            name: part.name.clone(),
+            file: part.file.clone(),
+            mode: part.mode,
+        });
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static PROGRAM: [u8; 2_500_001] = [7; 2_500_001];
+
+    #[test]
+    fn parts_fit_in_configs_and_add_up_to_the_program() {
+        let p = NodeProgram {
+            loader: b"loader",
+            program: &PROGRAM,
+        };
+        let parts = p.parts();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[0].file, "/.swarm-exec/load");
+        assert_eq!(parts[0].mode, 0o555);
+        assert!(parts.iter().all(|x| x.data.len() < 1_024_000));
+        let joined: Vec<u8> = parts[1..].iter().flat_map(|x| x.data.to_vec()).collect();
+        assert_eq!(joined, PROGRAM);
+        assert_eq!(parts[3].file, "/.swarm-exec/3");
+        assert_eq!(p.loader_arg(), "3:2500001");
+        let id = p.build_id();
+        assert!(parts.iter().all(|x| x
+            .name
+            .starts_with(&format!("swarm-exec-node-{}-", &id[..12]))));
+        // Another build, other names.
+        let q = NodeProgram {
+            loader: b"loader2",
+            program: &PROGRAM,
+        };
+        assert_ne!(q.build_id(), id);
+    }
+
+    #[tokio::test]
+    async fn creates_what_is_missing_and_reuses_the_rest() {
+        let f = std::sync::Arc::new(crate::fake::Fake::default());
+        let p = NodeProgram {
+            loader: b"loader",
+            program: &PROGRAM[..1_500_000],
+        };
+        let first = ensure_configs(&f, &p).await.unwrap();
+        assert_eq!(first.len(), 3);
+        assert_eq!(f.configs.lock().unwrap().len(), 3);
+        let again = ensure_configs(&f, &p).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(f.configs.lock().unwrap().len(), 3, "nothing created twice");
+    }
+}

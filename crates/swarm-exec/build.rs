@@ -1,0 +1,87 @@
+//! Builds the node-side program that zero-install helpers run — `swarm-exec-node`, static,
+//! and the loader that starts it from its swarm configs — and leaves both in OUT_DIR, where
+//! `src/node_program.rs` embeds them. One artifact is all a user installs.
+//!
+//! They are built by a nested cargo into their own target directory (beside this build's),
+//! always in release mode and linked statically against glibc: they run in whatever image
+//! the target task runs, with nothing of that image's libc. `SWARM_EXEC_NODE_PROGRAM=DIR`
+//! takes ready `swarm-exec-node` and `swarm-exec-load` files from DIR instead.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest.join("../..");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    println!("cargo:rerun-if-env-changed=SWARM_EXEC_NODE_PROGRAM");
+    if let Some(dir) = env::var_os("SWARM_EXEC_NODE_PROGRAM") {
+        let dir = PathBuf::from(dir);
+        for name in ["swarm-exec-node", "swarm-exec-load"] {
+            copy(&dir.join(name), &out.join(name));
+        }
+        return;
+    }
+    for watched in [
+        "crates/swarm-exec-node",
+        "crates/swarm-exec-proto",
+        "crates/swarm-exec-load/src",
+        "crates/swarm-exec-load/build.rs",
+        "crates/swarm-exec-load/Cargo.toml",
+        "Cargo.lock",
+        "Cargo.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let target_dir = cargo_target_dir(&out).join("node-program");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+    let build = |manifest_path: &Path, package: Option<&str>, rustflags: &str| {
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "--release", "--locked", "--target", TARGET])
+            .arg("--manifest-path")
+            .arg(manifest_path)
+            .arg("--target-dir")
+            .arg(&target_dir);
+        if let Some(p) = package {
+            cmd.args(["-p", p]);
+        }
+        // Nothing of this build's own flags or profile leaks into the nested one.
+        for (key, _) in env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags);
+        let status = cmd
+            .status()
+            .expect("running cargo for the node-side program");
+        assert!(status.success(), "building the node-side program failed");
+    };
+    build(
+        &root.join("Cargo.toml"),
+        Some("swarm-exec-node"),
+        "-Ctarget-feature=+crt-static",
+    );
+    build(&root.join("crates/swarm-exec-load/Cargo.toml"), None, "");
+    let built = target_dir.join(TARGET).join("release");
+    for name in ["swarm-exec-node", "swarm-exec-load"] {
+        copy(&built.join(name), &out.join(name));
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+}
+
+/// The target directory this build runs in: the ancestor of OUT_DIR that cargo tagged.
+fn cargo_target_dir(out: &Path) -> PathBuf {
+    out.ancestors()
+        .find(|p| p.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out.join("node-program"))
+}
