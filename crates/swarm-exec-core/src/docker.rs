@@ -207,6 +207,29 @@ fn task_info(t: bollard::models::Task) -> TaskInfo {
     }
 }
 
+/// A `label` filter (`key` or `key=value`) for a list call.
+fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![label.to_owned()])])
+}
+
+/// A secret or config as [`gc`](crate::gc) and [`crate::program`] see it.
+fn stored_object(
+    id: Option<String>,
+    name: Option<String>,
+    labels: Option<HashMap<String, String>>,
+    created_at: Option<&str>,
+) -> ServiceInfo {
+    let mut labels: Vec<(String, String)> = labels.unwrap_or_default().into_iter().collect();
+    labels.sort();
+    ServiceInfo {
+        id: id.unwrap_or_default(),
+        name: name.unwrap_or_default(),
+        labels,
+        created_at: created_at.and_then(unix_seconds),
+        ..Default::default()
+    }
+}
+
 fn service_info(s: bollard::models::Service) -> ServiceInfo {
     let spec = s.spec.unwrap_or_default();
     let mode = spec.mode.unwrap_or_default();
@@ -322,10 +345,7 @@ impl SwarmApi for BollardApi {
 
     async fn list_services(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
         let opts = bollard::query_parameters::ListServicesOptions {
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![label.to_owned()],
-            )])),
+            filters: Some(label_filter(label)),
             status: None,
         };
         let services = retry("list services", || async {
@@ -472,10 +492,7 @@ impl SwarmApi for BollardApi {
 
     async fn list_configs(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
         let opts = bollard::query_parameters::ListConfigsOptions {
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![label.to_owned()],
-            )])),
+            filters: Some(label_filter(label)),
         };
         let configs = retry("list configs", || async {
             self.docker
@@ -488,26 +505,14 @@ impl SwarmApi for BollardApi {
             .into_iter()
             .map(|c| {
                 let spec = c.spec.unwrap_or_default();
-                let mut labels: Vec<(String, String)> =
-                    spec.labels.unwrap_or_default().into_iter().collect();
-                labels.sort();
-                ServiceInfo {
-                    id: c.id.unwrap_or_default(),
-                    name: spec.name.unwrap_or_default(),
-                    labels,
-                    created_at: c.created_at.as_deref().and_then(unix_seconds),
-                    ..Default::default()
-                }
+                stored_object(c.id, spec.name, spec.labels, c.created_at.as_deref())
             })
             .collect())
     }
 
     async fn list_secrets(&self, label: &str) -> Result<Vec<ServiceInfo>, ApiError> {
         let opts = bollard::query_parameters::ListSecretsOptions {
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![label.to_owned()],
-            )])),
+            filters: Some(label_filter(label)),
         };
         let secrets = retry("list secrets", || async {
             self.docker
@@ -520,16 +525,7 @@ impl SwarmApi for BollardApi {
             .into_iter()
             .map(|s| {
                 let spec = s.spec.unwrap_or_default();
-                let mut labels: Vec<(String, String)> =
-                    spec.labels.unwrap_or_default().into_iter().collect();
-                labels.sort();
-                ServiceInfo {
-                    id: s.id.unwrap_or_default(),
-                    name: spec.name.unwrap_or_default(),
-                    labels,
-                    created_at: s.created_at.as_deref().and_then(unix_seconds),
-                    ..Default::default()
-                }
+                stored_object(s.id, spec.name, spec.labels, s.created_at.as_deref())
             })
             .collect())
     }

@@ -66,6 +66,9 @@ pub enum ExecError {
     },
     #[error("{at}: helper failed: {reason}")]
     HelperFailed { at: Box<HelperRef>, reason: String },
+    /// The runtime could not create the helper's container: its program never ran.
+    #[error("{at}: the helper's container did not start: {reason}")]
+    ContainerNotStarted { at: Box<HelperRef>, reason: String },
     #[error("{target} on node {node}: {reason}")]
     CannotRun {
         target: String,

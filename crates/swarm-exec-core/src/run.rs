@@ -78,6 +78,10 @@ const LOG_REOPENS: u32 = 60;
 
 /// Runs `job` until `deadline`; `sinks[i]` receives target `i`'s output. The helper is
 /// removed before this returns, whatever happened.
+///
+/// A helper whose container did not start (the runtime failed to create it: seen now and
+/// then on a busy node) is replaced once by a new one: its program never ran, so neither
+/// did the command.
 pub async fn run_helper<A, S, C>(
     api: &A,
     job: &HelperJob,
@@ -90,10 +94,39 @@ where
     S: OutputSink,
     C: Future<Output = Interrupt>,
 {
-    let targets = job.containers.len();
-    assert_eq!(sinks.len(), targets, "one sink per target");
-    let all = |outcome: Outcome| Ok(vec![TargetEnd::now(Ok(outcome)); targets]);
+    assert_eq!(sinks.len(), job.containers.len(), "one sink per target");
     tokio::pin!(cancel);
+    let mut retried = false;
+    loop {
+        match one_helper(api, job, sinks, deadline, &mut cancel).await {
+            Err(ExecError::ContainerNotStarted { at, reason })
+                if !retried && Instant::now() < deadline =>
+            {
+                sinks[0].warn(&format!(
+                    "{at}: its container did not start ({reason}); trying a new helper"
+                ));
+                retried = true;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One helper's life: see [`run_helper`].
+async fn one_helper<A, S, C>(
+    api: &A,
+    job: &HelperJob,
+    sinks: &mut [S],
+    deadline: Instant,
+    cancel: &mut Pin<&mut C>,
+) -> Result<Vec<TargetEnd>, ExecError>
+where
+    A: SwarmApi,
+    S: OutputSink,
+    C: Future<Output = Interrupt>,
+{
+    let targets = job.containers.len();
+    let all = |outcome: Outcome| Ok(vec![TargetEnd::now(Ok(outcome)); targets]);
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let budget = deadline.saturating_duration_since(Instant::now());
     let spec = helper_spec(
@@ -112,7 +145,7 @@ where
         node: job.node_name.clone(),
     };
 
-    let helper_id = match create_or_stop(api.create_service(&spec), &mut cancel, deadline).await {
+    let helper_id = match create_or_stop(api.create_service(&spec), cancel, deadline).await {
         Created::Done(Ok(id)) => id,
         Created::Done(Err(source)) => {
             // The create may have happened despite the error: remove by name.
@@ -140,7 +173,7 @@ where
     let stop = tokio::select! {
         r = follower.follow(api, &helper_id, &at, sinks, deadline) => Some(r),
         _ = sleep_until(deadline + REPORT_GRACE) => None,
-        i = &mut cancel => Some(all(Outcome::Interrupted(i))),
+        i = cancel.as_mut() => Some(all(Outcome::Interrupted(i))),
     };
     let result = stop.unwrap_or_else(|| {
         sinks[0].warn(&format!(
@@ -573,6 +606,13 @@ impl Follower {
                 format!(" ({})", task.err)
             },
         );
+        // The runtime's words when it could not create the container: nothing ran.
+        if self.reader.next_seq() == 0 && task.err.starts_with("starting container failed") {
+            return ExecError::ContainerNotStarted {
+                at: Box::new(at.clone()),
+                reason: task.err.clone(),
+            };
+        }
         if self.reader.next_seq() == 0 {
             return ExecError::HelperFailed {
                 at: Box::new(at.clone()),

@@ -500,3 +500,23 @@ async fn a_service_named_alone_runs_in_its_lowest_running_slot_and_says_so() {
     assert!(args.contains(&container()), "slot 1's container: {args}");
     assert!(warned(&sink, "has 2 running tasks"), "{:?}", sink.warnings);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_helper_whose_container_did_not_start_is_replaced_once_then_reported() {
+    let runtime = "starting container failed: failed to create task for container: \
+                   OCI runtime create failed: runc create failed";
+    let fake = fake_with(silent(vec![(100, "failed", runtime, Some(128))]));
+    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+    let err = r.unwrap_err();
+    assert!(
+        matches!(err, ExecError::ContainerNotStarted { .. }),
+        "{err}"
+    );
+    assert_mentions(
+        &err.to_string(),
+        &["did not start", "runc create failed", "node2"],
+    );
+    assert_eq!(fake.created(), 2, "one more helper, no more");
+    assert_eq!(fake.removed(), vec![HELPER_ID, HELPER_ID]);
+    assert!(warned(&sink, "trying a new helper"), "{:?}", sink.warnings);
+}
