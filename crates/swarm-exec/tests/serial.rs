@@ -232,6 +232,26 @@ fn one_set_of_program_configs_for_twenty_concurrent_first_uses_and_a_hundred_run
     }
     assert_eq!(program_configs(), made, "the same configs, none added");
 
+    // Another build's config goes with a plain gc; this build's stay.
+    let other = "swarm-exec-node-000000000000-1";
+    let dir = std::env::temp_dir().join(format!("sx-cfg-{}", unique_hex(8)));
+    std::fs::write(&dir, b"another build").unwrap();
+    docker_ok(&[
+        "config",
+        "create",
+        "--label",
+        "swarm-exec.helper=node",
+        "--label",
+        &format!("swarm-exec.node-build={}", "0".repeat(64)),
+        other,
+        dir.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&dir).unwrap();
+    let gc = swarm_exec(&["gc"]);
+    assert_exit(&gc, 0);
+    assert_stdout_has(&gc, &format!("removed config {other} (another build's)"));
+    assert_eq!(program_configs(), made, "this build's are kept");
+
     let gc = swarm_exec(&["gc", "--all"]);
     assert_exit(&gc, 0);
     for (name, _, _) in &made {

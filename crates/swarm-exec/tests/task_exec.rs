@@ -183,7 +183,9 @@ fn runs_from_the_image_on_a_manager_without_installing() {
     args.extend(["-v", sock, &image]);
     let script = "echo from-image; exit 5";
     args.extend(task_exec_args(&[], &at, &sh(script)));
-    let out = docker(&args);
+    // On node1, which has the image (the workers have none), whichever manager DOCKER_HOST
+    // names for the rest.
+    let out = docker_on(1, &args);
     assert_exit(&out, 5);
     assert_eq!(out.stdout_str(), "from-image\n");
 }

@@ -8,6 +8,7 @@ mod ecosystem;
 mod example;
 mod faults;
 mod plugin;
+mod scale;
 mod service_exec;
 mod task_exec;
 mod zero_install;

@@ -342,7 +342,7 @@ impl Service {
         Service::create_of(fixed_name, TARGET_IMAGE, mode, &["sleep", "3600"], expect)
     }
 
-    fn create_of(
+    pub fn create_of(
         fixed_name: Option<&str>,
         image: &str,
         mode: &[&str],

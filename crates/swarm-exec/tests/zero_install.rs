@@ -161,10 +161,15 @@ fn an_image_of_one_static_program_and_nothing_else() {
 #[test]
 fn an_image_with_its_own_user_and_entrypoint() {
     with_target(USER, &[], &[], |svc| {
-        // The command runs as the image's user; the helper as root, with its own entrypoint.
+        // The command runs as the image's user and with its environment; the helper as
+        // root, with its own entrypoint and none of that environment (its DOCKER_HOST
+        // leads nowhere).
         let out = task_exec(&[], &svc.at("node2"), &["id", "-u"]);
         assert_exit(&out, 0);
         assert_eq!(out.stdout_str(), "65532\n");
+        let out = task_exec(&[], &svc.at("node3"), &["env"]);
+        assert_exit(&out, 0);
+        assert_stdout_has(&out, "DOCKER_HOST=tcp://192.0.2.1:9\n");
         runs_everything_in(svc, "", "node3");
         plugin_runs_in(svc, "node2", json!("sh -c 'exit 4'"), 4);
     });
