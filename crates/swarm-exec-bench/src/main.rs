@@ -69,6 +69,9 @@ fn main() -> Res<()> {
         "target/x86_64-unknown-linux-gnu/release/swarm-exec",
     );
     let out = opt("--out", "BENCHMARKS.md");
+    // Only the fan-out figures (e.g. on a lab of 10 nodes), put into the report's section
+    // for that many nodes; the rest of the report stays.
+    let fan_only = args.iter().any(|a| a == "--fan-only");
     let bulk = Bulk {
         rounds: opt("--bulk-rounds", "3").parse()?,
         bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
@@ -77,7 +80,7 @@ fn main() -> Res<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(run(&lab, &bin, rounds, &fans, bulk, &out))
+        .block_on(run(&lab, &bin, rounds, &fans, bulk, &out, fan_only))
 }
 
 /// The bulk-output measurement: how many rounds, of how many bytes.
@@ -96,6 +99,7 @@ async fn run(
     fans: &[usize],
     bulk: Bulk,
     out: &str,
+    fan_only: bool,
 ) -> Res<()> {
     let mut nodes = Vec::new();
     for n in 1.. {
@@ -131,6 +135,7 @@ async fn run(
         max_fan,
         bulk,
         out,
+        fan_only,
     )
     .await;
     for name in [ONE_SERVICE, FAN_SERVICE] {
@@ -150,6 +155,7 @@ async fn measure(
     max_fan: usize,
     bulk: Bulk,
     out: &str,
+    fan_only: bool,
 ) -> Res<()> {
     let one = wait_tasks(manager, ONE_SERVICE, nodes.len()).await?;
     let fan = wait_tasks(manager, FAN_SERVICE, max_fan).await?;
@@ -184,22 +190,32 @@ async fn measure(
     ];
     // One of each first, unrecorded: caches, connections, images, the program's configs.
     run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
-    run_swarm_exec(bin, manager_host, &image_mode)?;
+    if !fan_only {
+        run_swarm_exec(bin, manager_host, &image_mode)?;
+    }
     bare_helper(manager, &image_id, worker).await?;
 
     for round in 0..rounds {
         eprintln!("bench: round {}/{rounds}", round + 1);
-        let (d, kb) = run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
-        rec("task-exec", d);
-        rss.push(kb);
-        let (d, kb) = run_swarm_exec(bin, manager_host, &image_mode)?;
-        rec("task-exec image", d);
-        rss.push(kb);
-        rec(
-            "direct",
-            direct_exec(worker_docker, &worker.container).await?,
-        );
+        if !fan_only {
+            let (d, kb) = run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
+            rec("task-exec", d);
+            rss.push(kb);
+            let (d, kb) = run_swarm_exec(bin, manager_host, &image_mode)?;
+            rec("task-exec image", d);
+            rss.push(kb);
+            rec(
+                "direct",
+                direct_exec(worker_docker, &worker.container).await?,
+            );
+        }
         rec("bare", bare_helper(manager, &image_id, worker).await?);
+        if fan_only {
+            rec(
+                "bare at once",
+                bare_helpers_at_once(manager, &image_id, &one).await?,
+            );
+        }
         for &n in fans {
             let mut args = vec!["service-exec".to_owned(), "--no-prefix".to_owned()];
             for slot in 1..=n {
@@ -216,6 +232,31 @@ async fn measure(
                 fan_out_floor(&by_name, &targets).await?,
             );
         }
+    }
+    if fan_only {
+        let title = format!(
+            "## Fan-out on {} nodes: `service-exec` over N tasks",
+            nodes.len()
+        );
+        let mut section = fan_section(&m, fans, &fan, &title);
+        let mut engines = Vec::new();
+        for n in nodes {
+            engines.push(n.docker.version().await?.version.unwrap_or_default());
+        }
+        engines.sort();
+        engines.dedup();
+        let _ = writeln!(
+            section,
+            "\nMeasured by `scripts/bench --nodes {}` on {}: {} rounds, interleaved; times in ms; \
+             engines {}.",
+            nodes.len(),
+            sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            rounds,
+            engines.join(", ")
+        );
+        splice(out, &section)?;
+        println!("{section}");
+        return Ok(());
     }
     let n = bulk.bytes;
     // `task-exec` of a shell line in the worker's task.
@@ -279,7 +320,20 @@ async fn measure(
         nodes.len(),
         &fan,
     );
-    std::fs::write(out, &report)?;
+    // Sections measured on other labs (`--fan-only` on 10 nodes) stay.
+    let kept = std::fs::read_to_string(out)
+        .ok()
+        .and_then(|old| {
+            let start = old.find("\n## Fan-out on ")?;
+            let rest = &old[start + 1..];
+            let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
+            Some(rest[..end].to_owned())
+        })
+        .unwrap_or_default();
+    std::fs::write(
+        out,
+        format!("{report}\n{kept}").trim_end().to_owned() + "\n",
+    )?;
     println!("{report}");
     Ok(())
 }
@@ -587,6 +641,21 @@ async fn bare_helper(manager: &Docker, image_id: &str, target: &Task) -> Res<Dur
     result.map(|()| t.elapsed())
 }
 
+/// One bare helper on every node at once (`targets`: a task on each), until the last ends.
+async fn bare_helpers_at_once(manager: &Docker, image_id: &str, targets: &[Task]) -> Res<Duration> {
+    let t = Instant::now();
+    let runs = join_all(
+        targets
+            .iter()
+            .map(|target| bare_helper(manager, image_id, target)),
+    )
+    .await;
+    for r in runs {
+        r?;
+    }
+    Ok(t.elapsed())
+}
+
 /// Where a task-exec's time goes, from its debug trace: median milliseconds from start to
 /// each step, over `runs` runs.
 fn phases(bin: &str, host: &str, task: &str, runs: usize) -> Res<Vec<(String, f64)>> {
@@ -654,6 +723,86 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The fan-out table: `service-exec` over N tasks beside its floor (a bare helper round
+/// trip plus the engines' own concurrent exec of the same tasks).
+fn fan_section(m: &HashMap<String, Vec<f64>>, fans: &[usize], fan: &[Task], title: &str) -> String {
+    let stat = |k: &str| -> (f64, f64) {
+        let mut v = m.get(k).cloned().unwrap_or_default();
+        (median(&mut v), percentile(&mut v, 90.0))
+    };
+    let (bare, _) = stat("bare");
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for t in fan {
+        *per_node.entry(t.node.as_str()).or_default() += 1;
+    }
+    let mut spread: Vec<(&str, usize)> = per_node.into_iter().collect();
+    spread.sort_by_key(|(n, _)| (n.len(), n.to_string()));
+    let spread: Vec<String> = spread.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    let mut s = String::new();
+    let _ = writeln!(s, "\n{title}\n");
+    let _ = writeln!(
+        s,
+        "Tasks of `{FAN_SERVICE}` by node: {}.\n",
+        spread.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "| N | service-exec median | p90 | fan-out floor median | bare helper + floor | ratio (target ≤ 1.2) |\n|---:|---:|---:|---:|---:|---:|"
+    );
+    for n in fans {
+        let (med, p90) = stat(&format!("service-exec {n}"));
+        let (floor, _) = stat(&format!("fan-out floor {n}"));
+        let bound = bare + floor;
+        let _ = writeln!(
+            s,
+            "| {n} | {med:.0} | {p90:.0} | {floor:.0} | {bound:.0} | **{:.2}** |",
+            med / bound
+        );
+    }
+    let (at_once, _) = stat("bare at once");
+    if at_once > 0.0 {
+        let nodes = fan
+            .iter()
+            .map(|t| t.node.as_str())
+            .collect::<std::collections::BTreeSet<_>>();
+        let _ = writeln!(
+            s,
+            "\nThe floor above has one bare helper; swarm-exec starts one per node, all at once. \
+             A bare helper on each of the {} nodes at once takes **{at_once:.0} ms** (median): \
+             against that plus the concurrent exec, the ratios are {}.",
+            nodes.len(),
+            fans.iter()
+                .map(|n| {
+                    let (med, _) = stat(&format!("service-exec {n}"));
+                    let (floor, _) = stat(&format!("fan-out floor {n}"));
+                    format!("**{:.2}** (N = {n})", med / (at_once + floor))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    s
+}
+
+/// Puts `section` into the report at `out` in place of an earlier one that starts with the
+/// same first line (up to the next `## ` heading), or at its end.
+fn splice(out: &str, section: &str) -> Res<()> {
+    let report = std::fs::read_to_string(out)?;
+    let heading = section.trim_start().lines().next().unwrap_or_default();
+    let new = match report.find(heading) {
+        Some(start) => {
+            let rest = &report[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(report.len(), |i| start + heading.len() + i + 1);
+            format!("{}{}\n{}", &report[..start], section.trim(), &report[end..])
+        }
+        None => format!("{}\n{}\n", report.trim_end(), section.trim_end()),
+    };
+    std::fs::write(out, new)?;
+    Ok(())
+}
+
 /// The zero-install configs on the swarm: (name, bytes), in name order.
 async fn program_configs(manager: &Docker) -> Res<Vec<(String, usize)>> {
     use base64::Engine as _;
@@ -791,32 +940,12 @@ fn report(
     for (label, at) in phases {
         let _ = writeln!(s, "| {label} | {at:.0} |");
     }
-    let mut per_node: HashMap<&str, usize> = HashMap::new();
-    for t in fan {
-        *per_node.entry(t.node.as_str()).or_default() += 1;
-    }
-    let mut spread: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
-    spread.sort();
-    let _ = writeln!(s, "\n## Fan-out: `service-exec` over N tasks\n");
-    let _ = writeln!(
-        s,
-        "Tasks of `{FAN_SERVICE}` by node: {}.\n",
-        spread.join(", ")
-    );
-    let _ = writeln!(
-        s,
-        "| N | service-exec median | p90 | fan-out floor median | bare helper + floor | ratio (target ≤ 1.2) |\n|---:|---:|---:|---:|---:|---:|"
-    );
-    for n in fans {
-        let (med, p90) = stat(&format!("service-exec {n}"));
-        let (floor, _) = stat(&format!("fan-out floor {n}"));
-        let bound = bare + floor;
-        let _ = writeln!(
-            s,
-            "| {n} | {med:.0} | {p90:.0} | {floor:.0} | {bound:.0} | **{:.2}** |",
-            med / bound
-        );
-    }
+    s.push_str(&fan_section(
+        m,
+        fans,
+        fan,
+        "## Fan-out: `service-exec` over N tasks",
+    ));
     if bulk.rounds > 0 {
         let mb = bulk.bytes / 1_000_000;
         // The bulk runs use the first worker (the engines are listed manager first).
