@@ -19,8 +19,9 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     println!("cargo:rerun-if-env-changed=SWARM_EXEC_NODE_PROGRAM");
     if let Some(dir) = env::var_os("SWARM_EXEC_NODE_PROGRAM") {
-        let dir = PathBuf::from(dir);
+        let dir = std::path::absolute(PathBuf::from(dir)).expect("SWARM_EXEC_NODE_PROGRAM");
         for name in ["swarm-exec-node", "swarm-exec-load"] {
+            println!("cargo:rerun-if-changed={}", dir.join(name).display());
             copy(&dir.join(name), &out.join(name));
         }
         return;
@@ -52,7 +53,8 @@ fn main() {
         // Nothing of this build's own flags or profile leaks into the nested one.
         for (key, _) in env::vars_os() {
             let key = key.to_string_lossy();
-            if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+            let kept = ["CARGO_HOME", "CARGO_NET_OFFLINE", "CARGO_MAKEFLAGS"];
+            if key.starts_with("CARGO_") && !kept.contains(&key.as_ref()) || key == "RUSTFLAGS" {
                 cmd.env_remove(key.as_ref());
             }
         }

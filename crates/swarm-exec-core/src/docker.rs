@@ -631,8 +631,11 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
                 // The socket is owned by root, so the helper needs uid 0 but no capabilities.
                 capability_drop: Some(vec!["ALL".to_owned()]),
                 // Room to stop the commands when the helper is removed (service removal
-                // itself does not wait for it).
+                // itself does not wait for it). SIGTERM is what the helper handles (it is
+                // PID 1, which ignores any other signal it has no handler for): never the
+                // target image's STOPSIGNAL (nginx: SIGQUIT, postgres: SIGINT).
                 stop_grace_period: Some(10_000_000_000),
+                stop_signal: Some("SIGTERM".to_owned()),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -801,6 +804,7 @@ mod tests {
         assert_eq!(t["ContainerSpec"]["Command"][0], "/.swarm-exec/load");
         assert_eq!(t["ContainerSpec"]["User"], "0:0");
         assert_eq!(t["ContainerSpec"]["Dir"], "/");
+        assert_eq!(t["ContainerSpec"]["StopSignal"], "SIGTERM");
         assert_eq!(t["ContainerSpec"]["HealthCheck"]["Test"][0], "NONE");
         let config = &t["ContainerSpec"]["Configs"][0];
         assert_eq!(config["File"]["Name"], "/.swarm-exec/load");

@@ -64,6 +64,12 @@ pub enum ExecError {
         message: String,
         waited: Duration,
     },
+    #[error("{target}: {source}")]
+    Attach {
+        target: String,
+        #[source]
+        source: crate::attach::AttachError,
+    },
     #[error("{at}: helper failed: {reason}")]
     HelperFailed { at: Box<HelperRef>, reason: String },
     /// The runtime could not create the helper's container: its program never ran.

@@ -90,7 +90,8 @@ fn is_program_config(s: &ServiceInfo) -> bool {
         is_hex12(id)
             && (index == "load" || (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())))
     }) && label(s, HELPER_LABEL) == Some(CONFIG_KIND)
-        && label(s, BUILD_LABEL).is_some_and(|b| s.name[16..28] == b[..12.min(b.len())])
+        && label(s, BUILD_LABEL)
+            .is_some_and(|b| b.as_bytes().get(..12) == Some(&s.name.as_bytes()[16..28]))
 }
 
 /// `prefix` and then exactly 12 lowercase hex digits.

@@ -26,6 +26,7 @@
 //!   is created; [`outcome`]: how a run ended; [`error`]: how swarm-exec itself failed.
 //! - [`task_exec`]: one task: resolve it, then run one helper for it.
 //! - [`service_exec`]: every selected task of a service or stack, one helper per node.
+//! - [`attach`]: `task-exec -t` on the engine the client talks to: attached, no helper.
 //! - [`sink`]: where output goes ([`sink::OutputSink`]), and the bounded keepers of
 //!   `--format json` and the plugin, with JSON that keeps non-UTF-8 bytes.
 //! - [`cancel`]: one cancellation fanned out to every helper run under way.
@@ -35,6 +36,7 @@
 //! - [`plugin`]: the Skopos plugin's `inst_exec` action over several instances.
 
 pub mod api;
+pub mod attach;
 pub mod cancel;
 pub mod docker;
 pub mod duration;

@@ -310,6 +310,12 @@ async fn by_service_name<A: SwarmApi>(
     let svc = match lookup::service(api, name).await {
         Ok(s) if s.name == name => s,
         Ok(_) | Err(LookupError::NoService(_)) => return Ok(None),
+        // The engine also reads the name as a service ID prefix, which can be ambiguous
+        // (400): then it is no service's name.
+        Err(LookupError::Api {
+            source: ApiError::Server { status: 400, .. },
+            ..
+        }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let tasks = lookup::service_tasks(api, &svc.id, None).await?;

@@ -606,8 +606,13 @@ impl Follower {
                 format!(" ({})", task.err)
             },
         );
-        // The runtime's words when it could not create the container: nothing ran.
-        if self.reader.next_seq() == 0 && task.err.starts_with("starting container failed") {
+        // The runtime's words when it could not even create the container's task: its
+        // process (the helper's program) never started, so nothing ran. A failure of the
+        // start itself is not matched: the process may have run by then.
+        let not_created = task.err.starts_with("starting container failed")
+            && (task.err.contains("failed to create task for container")
+                || task.err.contains("OCI runtime create failed"));
+        if self.reader.next_seq() == 0 && not_created {
             return ExecError::ContainerNotStarted {
                 at: Box::new(at.clone()),
                 reason: task.err.clone(),

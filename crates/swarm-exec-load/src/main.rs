@@ -25,6 +25,10 @@ const SYS_EXECVEAT: usize = 322;
 
 const O_RDONLY_CLOEXEC: usize = 0o2000000;
 const MFD_CLOEXEC: usize = 1;
+/// Linux 6.3+: say the memory file is to be executed (`vm.memfd_noexec` may otherwise
+/// seal it against that); older kernels refuse the flag with EINVAL.
+const MFD_EXEC: usize = 0x10;
+const EINVAL: isize = -22;
 const AT_EMPTY_PATH: usize = 0x1000;
 const SEEK_CUR: usize = 1;
 const EINTR: isize = -4;
@@ -80,9 +84,21 @@ fn write_all(fd: usize, mut bytes: &[u8]) -> bool {
 }
 
 fn fail(step: &str, detail: &[u8]) -> ! {
+    fail_errno(step, detail, 0)
+}
+
+/// As [`fail`], with the kernel's error number (a syscall's negative return) when non-zero.
+fn fail_errno(step: &str, detail: &[u8], ret: isize) -> ! {
     let _ = write_all(2, b"swarm-exec load: ");
     let _ = write_all(2, step.as_bytes());
     let _ = write_all(2, detail);
+    if ret < 0 {
+        let mut digits = [0u8; 20];
+        let i = decimal(&mut digits, ret.unsigned_abs() as u64);
+        let _ = write_all(2, b" (errno ");
+        let _ = write_all(2, &digits[i..]);
+        let _ = write_all(2, b")");
+    }
     let _ = write_all(2, b"\n");
     unsafe {
         syscall(SYS_EXIT, FAILED, 0, 0, 0, 0);
@@ -109,19 +125,23 @@ fn parse_decimal(s: &[u8]) -> Option<usize> {
     })
 }
 
-/// Appends `<dir>/<n>\0` to an empty buffer; returns its length without the NUL.
-fn part_path(buf: &mut [u8; PATH_MAX], dir: &[u8], n: usize) -> Option<usize> {
-    let mut digits = [0u8; 20];
+/// Writes `v` in decimal at the end of `digits`; returns where it starts.
+fn decimal(digits: &mut [u8; 20], mut v: u64) -> usize {
     let mut i = digits.len();
-    let mut v = n;
     loop {
         i -= 1;
         digits[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
-            break;
+            return i;
         }
     }
+}
+
+/// Appends `<dir>/<n>\0` to an empty buffer; returns its length without the NUL.
+fn part_path(buf: &mut [u8; PATH_MAX], dir: &[u8], n: usize) -> Option<usize> {
+    let mut digits = [0u8; 20];
+    let i = decimal(&mut digits, n as u64);
     let len = dir.len() + digits.len() - i;
     if len + 1 > PATH_MAX {
         return None;
@@ -140,7 +160,7 @@ fn copy(from: usize, to: usize, path: &[u8]) {
         match n {
             0 => return,
             EINTR => continue,
-            n if n < 0 => fail("reading ", path),
+            n if n < 0 => fail_errno("reading ", path, n),
             n => {
                 if !write_all(to, &buf[..n as usize]) {
                     fail("writing the program from ", path);
@@ -174,16 +194,13 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
         fail("not PARTS:BYTES: ", spec);
     };
 
-    let memfd = syscall(
-        SYS_MEMFD_CREATE,
-        NAME.as_ptr() as usize,
-        MFD_CLOEXEC,
-        0,
-        0,
-        0,
-    );
+    let create = |flags| syscall(SYS_MEMFD_CREATE, NAME.as_ptr() as usize, flags, 0, 0, 0);
+    let mut memfd = create(MFD_CLOEXEC | MFD_EXEC);
+    if memfd == EINVAL {
+        memfd = create(MFD_CLOEXEC);
+    }
     if memfd < 0 {
-        fail("memfd_create", b"");
+        fail_errno("memfd_create", b"", memfd);
     }
     let memfd = memfd as usize;
     let mut path = [0u8; PATH_MAX];
@@ -193,7 +210,7 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
         };
         let fd = syscall(SYS_OPEN, path.as_ptr() as usize, O_RDONLY_CLOEXEC, 0, 0, 0);
         if fd < 0 {
-            fail("opening ", &path[..len]);
+            fail_errno("opening ", &path[..len], fd);
         }
         copy(fd as usize, memfd, &path[..len]);
         syscall(SYS_CLOSE, fd as usize, 0, 0, 0, 0);
@@ -204,7 +221,7 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     }
     // The program sees `swarm-exec-node ARGS…`: argv[1] becomes its argv[0].
     *argv.add(1) = NAME.as_ptr().cast();
-    syscall(
+    let ret = syscall(
         SYS_EXECVEAT,
         memfd,
         c"".as_ptr() as usize,
@@ -212,7 +229,7 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
         envp_empty.as_ptr() as usize,
         AT_EMPTY_PATH,
     );
-    fail("executing the joined program", b"");
+    fail_errno("executing the joined program", b"", ret);
 }
 
 // Without libc nothing provides these; the compiler emits calls to them for array copies

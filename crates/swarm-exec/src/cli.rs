@@ -149,6 +149,7 @@ const TASK_EXEC_EXAMPLES: &str = "\
 Examples:
   swarm-exec task-exec web.2 cat /etc/hostname
   swarm-exec task-exec web env
+  swarm-exec task-exec -it web sh          (a task on the engine swarm-exec talks to)
   swarm-exec task-exec q1mh1syk49e0 -- ls -la /data
   swarm-exec task-exec agent@node3 sh -c 'kill -HUP 1'
   swarm-exec task-exec -e LEVEL=debug -u nobody -w /app web.1 ./reload
@@ -170,6 +171,11 @@ invoke / not found; 130/143 interrupted by SIGINT/SIGTERM (the helper is removed
 pub struct TaskExecArgs {
     #[command(flatten)]
     pub exec: ExecOptions,
+
+    /// Allocate a terminal (with -i: a session, keys passed as typed, Ctrl-C included).
+    /// For now only for a task on the engine swarm-exec talks to; no timeout unless given
+    #[arg(short = 't', long)]
+    pub tty: bool,
 
     /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
     #[arg(value_name = "TASK", value_parser = parse_task)]
@@ -211,9 +217,9 @@ pub struct ExecOptions {
     #[arg(short = 'i', long)]
     pub interactive: bool,
 
-    /// Give up after this long (e.g. 30, 30s, 5m, 1m30s); exit code 124
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_timeout)]
-    pub timeout: Duration,
+    /// Give up after this long (e.g. 30, 30s, 5m, 1m30s); exit code 124 [default: 300s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
 
     /// Run helpers from this swarm-exec image (it must hold this version and be present on,
     /// or pullable by, every node used) instead of zero-install, where the node-side program
@@ -394,7 +400,7 @@ mod tests {
         };
         assert_eq!(a.exec.env, ["A=1"]);
         assert_eq!(a.command, ["ls", "-la", "--timeout", "1"]);
-        assert_eq!(a.exec.timeout, Duration::from_secs(300));
+        assert_eq!(a.exec.timeout, None);
     }
 
     #[test]

@@ -120,7 +120,7 @@ fn outcome_code(outcome: Outcome) -> u8 {
         // Exit statuses are 0–255; anything else could only come from a broken engine.
         Outcome::Exited(code) => u8::try_from(code).unwrap_or(FAILED),
         Outcome::TimedOut => {
-            eprintln!("swarm-exec: timed out; the helper was removed");
+            eprintln!("swarm-exec: timed out");
             TIMED_OUT
         }
         Outcome::Interrupted(Interrupt::Sigint) => SIGINT,

@@ -12,6 +12,7 @@ mod message;
 mod node_program;
 mod output;
 mod skopos;
+mod terminal;
 
 use std::process::ExitCode;
 

@@ -7,6 +7,7 @@ mod channel;
 mod ecosystem;
 mod example;
 mod faults;
+mod interactive;
 mod plugin;
 mod scale;
 mod service_exec;

@@ -170,6 +170,14 @@ fn an_image_with_its_own_user_and_entrypoint() {
         let out = task_exec(&[], &svc.at("node3"), &["env"]);
         assert_exit(&out, 0);
         assert_stdout_has(&out, "DOCKER_HOST=tcp://192.0.2.1:9\n");
+        // Its STOPSIGNAL is SIGQUIT, which the helper (PID 1) would ignore: removing the
+        // helper on Ctrl-C must still stop the command.
+        let t = svc.on("node2").clone();
+        let child = spawn_swarm_exec(&task_exec_args(&[], &svc.at("node2"), &["sleep", "779"]));
+        await_processes(&t, &["sleep 779"]);
+        kill(&child, "INT");
+        assert_eq!(wait(child, Duration::from_secs(30)).code, 130);
+        await_processes_gone(&t, &["sleep 779"]);
         runs_everything_in(svc, "", "node3");
         plugin_runs_in(svc, "node2", json!("sh -c 'exit 4'"), 4);
     });

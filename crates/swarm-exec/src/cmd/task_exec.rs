@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::future::Future;
 
-use swarm_exec_core::{task_exec, ExecRequest, Interrupt, RunOptions};
+use swarm_exec_core::{task_exec, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{ExecOptions, Global, TaskExecArgs};
@@ -11,7 +11,13 @@ use crate::cmd::setup::connect;
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
+/// `--timeout`'s default for a command (a `-t` session has none).
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
+    if args.tty {
+        return session(global, args).await;
+    }
     // stdin (-i) is read first, while Ctrl-C still simply ends the process; then signals
     // are caught, before anything exists on the swarm.
     let command = args
@@ -26,6 +32,101 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     let api = connect(global)?;
     let outcome = task_exec(&api, &req, &mut StdSink::new(global.quiet), interrupted).await?;
+    Ok(Status::Outcome(outcome))
+}
+
+/// `task-exec -t`: an attached exec with a terminal, on the engine swarm-exec talks to.
+async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
+    use crate::terminal;
+    use swarm_exec_core::attach::{attached, local_task, Attached};
+
+    let o = &args.exec;
+    if o.interactive && !terminal::stdin_is_terminal() {
+        return Err(CliError::Usage(
+            "the input device is not a TTY: -it needs a terminal on stdin (without -t, stdin \
+             is passed whole)"
+                .into(),
+        ));
+    }
+    let command: Vec<String> = args
+        .command
+        .into_iter()
+        .map(utf8_arg)
+        .collect::<Result<_, _>>()?;
+    let env: Vec<String> = o
+        .env
+        .iter()
+        .filter_map(|e| env_var(e).transpose())
+        .collect::<Result<_, _>>()?;
+    let workdir = o
+        .workdir
+        .clone()
+        .map(|w| non_empty("--workdir", w))
+        .transpose()?;
+    let user = o.user.clone().map(|u| non_empty("--user", u)).transpose()?;
+    let interrupted = interrupted().map_err(CliError::Runtime)?;
+    tokio::pin!(interrupted);
+    let api = connect(global)?;
+    let (task, here) = tokio::select! {
+        r = local_task(&api, &args.task) => r?,
+        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    };
+    if !here {
+        return Err(CliError::Failed(format!(
+            "-t: task {} ({}) runs on node {}, not on the engine swarm-exec talks to; a \
+             terminal session reaches only tasks there for now. Point swarm-exec at that \
+             node's engine if it is a manager, or run without -t (output live, stdin passed whole)",
+            task.task_id, task.display, task.node_name
+        )));
+    }
+    let exec = Attached {
+        container: &task.container_id,
+        command: &command,
+        env: &env,
+        workdir: workdir.as_deref(),
+        user: user.as_deref(),
+        privileged: o.privileged,
+        tty: true,
+    };
+    let sizes = terminal::sizes().map_err(CliError::Runtime)?;
+    let raw = if o.interactive {
+        Some(terminal::RawMode::enable().map_err(|e| CliError::Failed(format!("raw mode: {e}")))?)
+    } else {
+        None
+    };
+    let input = o.interactive.then(terminal::stdin_chunks);
+    // Through the sink that notes write errors: output that could not be written makes
+    // the run fail (125), not exit with the command's code.
+    let mut sink = StdSink::new(true);
+    let run = attached(
+        api.docker(),
+        &exec,
+        input,
+        sizes,
+        |stream, bytes| match stream {
+            swarm_exec_proto::Stream::Stderr => sink.stderr(bytes),
+            _ => sink.stdout(bytes),
+        },
+    );
+    let timeout = async {
+        match o.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        r = run => Outcome::Exited(r.map_err(|e| e.into_exec(&task))?),
+        i = &mut interrupted => Outcome::Interrupted(i),
+        () = timeout => Outcome::TimedOut,
+    };
+    drop(raw);
+    if !matches!(outcome, Outcome::Exited(_)) {
+        // An attached exec has no stop of its own, and swarm-exec does not signal it yet.
+        eprintln!(
+            "\r\nswarm-exec: left the session; its command may still be running in task {}",
+            task.task_id
+        );
+    }
     Ok(Status::Outcome(outcome))
 }
 
@@ -55,7 +156,7 @@ pub fn run_options(o: ExecOptions, command: Vec<String>) -> Result<RunOptions, C
         workdir: o.workdir.map(|w| non_empty("--workdir", w)).transpose()?,
         user: o.user.map(|u| non_empty("--user", u)).transpose()?,
         privileged: o.privileged,
-        timeout: o.timeout,
+        timeout: o.timeout.unwrap_or(DEFAULT_TIMEOUT),
         helper: crate::node_program::helper_source(
             o.image.map(|i| non_empty("--image", i)).transpose()?,
         ),

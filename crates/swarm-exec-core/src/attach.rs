@@ -1,0 +1,180 @@
+//! `task-exec -t`: a terminal session in a task whose container is on the engine the client
+//! talks to. No helper: the exec is attached as `docker exec -it` attaches it — stdin live,
+//! a TTY of the local terminal's size, resized with it — and its exit code is the command's.
+//!
+//! A task on another node needs a data path through the manager (a relay container and an
+//! overlay the helper dials); that is not built yet, so [`local_task`] says where the task
+//! is and the caller refuses `-t` for it.
+
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+use swarm_exec_proto::Stream as Output;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::docker::BollardApi;
+use crate::error::ExecError;
+use crate::resolve::{resolve, Resolved};
+use crate::target::TaskRef;
+use crate::task_exec::TARGET_START_WAIT;
+
+/// The task `target` names, and whether its container is on the engine `api` talks to.
+pub async fn local_task(api: &BollardApi, target: &TaskRef) -> Result<(Resolved, bool), ExecError> {
+    let resolved = resolve(api, target, TARGET_START_WAIT).await?;
+    let info = api
+        .docker()
+        .info()
+        .await
+        .map_err(|e| AttachError::Info(e).into_exec(&resolved))?;
+    let here = info
+        .swarm
+        .and_then(|s| s.node_id)
+        .is_some_and(|id| id == resolved.node_id);
+    Ok((resolved, here))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("reading the engine's own node: {0}")]
+    Info(#[source] bollard::errors::Error),
+    #[error("creating the exec: {0}")]
+    Create(#[source] bollard::errors::Error),
+    #[error("starting the exec: {0}")]
+    Start(#[source] bollard::errors::Error),
+    #[error("the engine did not attach the exec")]
+    NotAttached,
+    #[error("reading the exec's output: {0}")]
+    Read(#[source] bollard::errors::Error),
+    #[error("reading the exec's exit code: {0}")]
+    Inspect(#[source] bollard::errors::Error),
+    #[error("the engine gave no exit code for the exec")]
+    NoExitCode,
+}
+
+impl AttachError {
+    pub fn into_exec(self, at: &Resolved) -> ExecError {
+        ExecError::Attach {
+            target: format!("task {} ({})", at.task_id, at.display),
+            source: self,
+        }
+    }
+}
+
+/// What to run, attached.
+#[derive(Debug, Clone)]
+pub struct Attached<'a> {
+    pub container: &'a str,
+    pub command: &'a [String],
+    pub env: &'a [String],
+    pub workdir: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub privileged: bool,
+    /// Allocate a TTY (`-t`); the output is then one stream, as the terminal shows it.
+    pub tty: bool,
+}
+
+/// Runs `exec` attached: what `input` (when given) brings goes to its stdin, which ends
+/// when `input` closes; each size from `sizes` (height, width) resizes its TTY, the first
+/// as soon as it exists; its output goes to `out` (all of it on stdout with a TTY).
+/// Returns its exit code.
+///
+/// `input` is a channel, not a reader: the caller reads its stdin on a thread of its own,
+/// which a blocking read can leave behind (tokio's stdin would hold up the runtime's
+/// shutdown until the user pressed Enter).
+pub async fn attached<S, O>(
+    docker: &Docker,
+    exec: &Attached<'_>,
+    input: Option<mpsc::Receiver<Vec<u8>>>,
+    mut sizes: S,
+    mut out: O,
+) -> Result<i64, AttachError>
+where
+    S: Stream<Item = (u16, u16)> + Unpin,
+    O: FnMut(Output, &[u8]),
+{
+    let config = ExecConfig {
+        attach_stdin: Some(input.is_some()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(exec.tty),
+        cmd: Some(exec.command.to_vec()),
+        env: (!exec.env.is_empty()).then(|| exec.env.to_vec()),
+        working_dir: exec.workdir.map(str::to_owned),
+        user: exec.user.map(str::to_owned),
+        privileged: Some(exec.privileged),
+        ..Default::default()
+    };
+    let id = docker
+        .create_exec(exec.container, config)
+        .await
+        .map_err(AttachError::Create)?
+        .id;
+    let opts = StartExecOptions {
+        detach: false,
+        tty: exec.tty,
+        output_capacity: None,
+    };
+    let StartExecResults::Attached {
+        mut output,
+        input: mut stdin,
+    } = docker
+        .start_exec(&id, Some(opts))
+        .await
+        .map_err(AttachError::Start)?
+    else {
+        return Err(AttachError::NotAttached);
+    };
+    let mut input = input;
+    let mut sizes_open = exec.tty;
+    loop {
+        tokio::select! {
+            item = output.next() => match item {
+                None => break,
+                Some(Ok(LogOutput::StdErr { message })) => out(Output::Stderr, &message),
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                    out(Output::Stdout, &message)
+                }
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(e)) => return Err(AttachError::Read(e)),
+            },
+            chunk = async { input.as_mut().expect("guarded").recv().await }, if input.is_some() => {
+                match chunk {
+                    // Local end of input: the command's stdin ends too.
+                    None => {
+                        let _ = stdin.shutdown().await;
+                        input = None;
+                    }
+                    Some(bytes) => {
+                        if stdin.write_all(&bytes).await.is_err() {
+                            input = None;
+                        }
+                    }
+                }
+            }
+            size = sizes.next(), if sizes_open => match size {
+                // A resize that fails (the exec just ended) changes nothing.
+                Some((height, width)) => {
+                    let _ = docker.resize_exec(&id, ResizeExecOptions { height, width }).await;
+                }
+                None => sizes_open = false,
+            },
+        }
+    }
+    // The output can end a moment before the engine records the exit code.
+    for _ in 0..200 {
+        let inspected = docker
+            .inspect_exec(&id)
+            .await
+            .map_err(AttachError::Inspect)?;
+        match (inspected.running, inspected.exit_code) {
+            (Some(false) | None, Some(code)) => return Ok(code),
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    Err(AttachError::NoExitCode)
+}

@@ -1,0 +1,118 @@
+//! The local terminal of a `-t` session: raw mode for its length, restored on every path
+//! (a normal end, an error, a signal, a panic — which aborts, so no destructor would run),
+//! and its size, now and whenever it changes.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use futures_util::Stream;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The settings raw mode replaced, for whoever restores them first.
+static SAVED: Mutex<Option<libc::termios>> = Mutex::new(None);
+
+pub fn stdin_is_terminal() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+/// Raw mode on stdin until dropped: keys go to the remote command as typed (Ctrl-C too,
+/// as a byte), nothing is echoed or edited locally.
+pub struct RawMode(());
+
+impl RawMode {
+    pub fn enable() -> std::io::Result<RawMode> {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            *SAVED.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+            let previous_hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore();
+                previous_hook(info);
+            }));
+            let mut raw = t;
+            libc::cfmakeraw(&mut raw);
+            if libc::tcsetattr(0, libc::TCSANOW, &raw) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(RawMode(()))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Puts the terminal back as it was, once.
+pub fn restore() {
+    if let Some(t) = SAVED.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        // SAFETY: the settings read by `RawMode::enable`, back on fd 0.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+        }
+    }
+}
+
+/// The terminal's size (rows, columns), from stdout or else stdin.
+pub fn size() -> Option<(u16, u16)> {
+    for fd in [1, 0] {
+        // SAFETY: TIOCGWINSZ fills a winsize we own.
+        let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) } == 0 && w.ws_row > 0 {
+            return Some((w.ws_row, w.ws_col));
+        }
+    }
+    None
+}
+
+/// What is typed (or piped), chunk by chunk, read on a thread of its own that the process
+/// may leave blocked in a read when it ends; the channel closes at end of input.
+pub fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// The size now, then again on every SIGWINCH.
+pub fn sizes() -> std::io::Result<impl Stream<Item = (u16, u16)> + Unpin> {
+    let winch = signal(SignalKind::window_change())?;
+    let first = size();
+    Ok(Box::pin(futures_util::stream::unfold(
+        (winch, first, true),
+        |(mut winch, first, at_start)| async move {
+            if at_start {
+                if let Some(s) = first {
+                    return Some((s, (winch, None, false)));
+                }
+            }
+            loop {
+                winch.recv().await?;
+                if let Some(s) = size() {
+                    return Some((s, (winch, None, false)));
+                }
+            }
+        },
+    )))
+}

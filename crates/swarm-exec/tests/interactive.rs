@@ -1,0 +1,109 @@
+//! `task-exec -it`: a terminal session, driven through `script` (a real pseudo-terminal),
+//! into a task on the engine swarm-exec talks to (the lab's manager, node1).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+/// Runs `inner` (a shell line) under `script`, on a terminal of 40 rows and 100 columns
+/// that becomes 30 × 90 three seconds in; types each `(after, text)` of `keys` at its
+/// time. Returns what the terminal showed and the exit code.
+fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
+    let line = format!(
+        "stty rows 40 cols 100; stty -g > \"$SX_DIR/before\"; \
+         (sleep 3; stty rows 30 cols 90 < /dev/tty) & {inner}; rc=$?; \
+         stty -g > \"$SX_DIR/after\"; exit $rc"
+    );
+    let dir = std::env::temp_dir().join(format!("sx-tty-{}", unique_hex(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .env("SX_DIR", &dir)
+        .env("SX", SWARM_EXEC)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    let keys: Vec<(u64, Vec<u8>)> = keys.iter().map(|(t, k)| (*t, k.to_vec())).collect();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        for (at, k) in keys {
+            let wait = Duration::from_millis(at).saturating_sub(start.elapsed());
+            std::thread::sleep(wait);
+            let _ = stdin.write_all(&k).and_then(|()| stdin.flush());
+        }
+        // Held open long after the session: swarm-exec must end with its command, not
+        // wait for the end of its input.
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let out = wait(child, Duration::from_secs(60));
+    assert!(
+        out.elapsed < Duration::from_secs(25),
+        "still there {:?} after the session, with its input open",
+        out.elapsed
+    );
+    let before = std::fs::read_to_string(dir.join("before")).unwrap_or_default();
+    let after = std::fs::read_to_string(dir.join("after")).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        !before.is_empty(),
+        "no terminal settings read: {}",
+        out.stdout_str()
+    );
+    assert_eq!(before, after, "the terminal was not restored");
+    out
+}
+
+#[test]
+fn a_terminal_session_in_a_task_on_the_managers_engine() {
+    let svc = shared();
+    let at = svc.at("node1");
+    let inner = format!("\"$SX\" task-exec -it {at} sh");
+    let out = in_a_terminal(
+        &inner,
+        &[
+            (1500, b"echo $((6*7))\r"),
+            (2000, b"stty size\r"),
+            (4500, b"stty size\r"),
+            // Ctrl-C reaches the remote command, not swarm-exec.
+            (5000, b"sleep 100\r"),
+            (6000, b"\x03"),
+            (6500, b"echo after-ctrl-c\r"),
+            (7000, b"exit 3\r"),
+        ],
+    );
+    let shown = out.stdout_str();
+    assert_exit(&out, 3);
+    assert!(shown.contains("\r\n42\r\n"), "{shown:?}");
+    assert!(
+        shown.contains("\r\n40 100\r\n"),
+        "the terminal's size: {shown:?}"
+    );
+    assert!(shown.contains("\r\n30 90\r\n"), "resized: {shown:?}");
+    assert!(shown.contains("\r\nafter-ctrl-c\r\n"), "{shown:?}");
+    assert!(
+        svc.helpers().is_empty(),
+        "a session on this engine needs no helper"
+    );
+}
+
+#[test]
+fn a_terminal_is_refused_where_it_cannot_be_given() {
+    let svc = shared();
+    // stdin not a terminal, as docker says it.
+    let out = task_exec(&["-it"], &svc.at("node1"), &["sh"]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "not a TTY");
+    // A task on another node: not yet.
+    let out = task_exec(&["-t"], &svc.at("node3"), &["true"]);
+    assert_exit(&out, 125);
+    assert_stderr_has(
+        &out,
+        "runs on node node3, not on the engine swarm-exec talks to",
+    );
+    assert!(svc.helpers().is_empty());
+}
