@@ -1,6 +1,9 @@
 //! Builds the node-side program that zero-install helpers run — `swarm-exec-node`, static,
-//! and the loader that starts it from its swarm configs — and leaves both in OUT_DIR, where
-//! `src/node_program.rs` embeds them. One artifact is all a user installs.
+//! and the loader that starts it from its swarm configs — and leaves in OUT_DIR what
+//! `src/node_program.rs` embeds: the loader, the program compressed (zstd; the binary
+//! unpacks it only to create its configs), and `node_program.rs` with the program's length
+//! and the build's digest (as `swarm_exec_core::program::build_id_of` has it). One artifact
+//! is all a user installs.
 //!
 //! They are built by a nested cargo into their own target directory (beside this build's),
 //! always in release mode and linked statically against glibc: they run in whatever image
@@ -22,8 +25,8 @@ fn main() {
         let dir = std::path::absolute(PathBuf::from(dir)).expect("SWARM_EXEC_NODE_PROGRAM");
         for name in ["swarm-exec-node", "swarm-exec-load"] {
             println!("cargo:rerun-if-changed={}", dir.join(name).display());
-            copy(&dir.join(name), &out.join(name));
         }
+        embed(&dir, &out);
         return;
     }
     for watched in [
@@ -70,14 +73,37 @@ fn main() {
         "-Ctarget-feature=+crt-static",
     );
     build(&root.join("crates/swarm-exec-load/Cargo.toml"), None, "");
-    let built = target_dir.join(TARGET).join("release");
-    for name in ["swarm-exec-node", "swarm-exec-load"] {
-        copy(&built.join(name), &out.join(name));
-    }
+    embed(&target_dir.join(TARGET).join("release"), &out);
 }
 
-fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+/// Writes what `src/node_program.rs` embeds from the two files in `dir`.
+fn embed(dir: &Path, out: &Path) {
+    use sha2::Digest as _;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    };
+    let (loader, program) = (read("swarm-exec-load"), read("swarm-exec-node"));
+    let mut h = sha2::Sha256::new();
+    h.update((loader.len() as u64).to_le_bytes());
+    h.update(&loader);
+    h.update(&program);
+    let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let packed = zstd::bulk::compress(&program, 19).expect("compressing the node program");
+    let write = |name: &str, data: &[u8]| {
+        std::fs::write(out.join(name), data).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+    };
+    write("swarm-exec-load", &loader);
+    write("swarm-exec-node.zst", &packed);
+    write(
+        "node_program.rs",
+        format!(
+            "/// The node program's length, unpacked.\npub const PROGRAM_LEN: usize = {};\n\
+             /// The build's digest.\npub const BUILD_ID: &str = \"{digest}\";\n",
+            program.len()
+        )
+        .as_bytes(),
+    );
 }
 
 /// The target directory this build runs in: the ancestor of OUT_DIR that cargo tagged.

@@ -14,10 +14,43 @@ use crate::api::{ApiError, ServiceInfo, SwarmApi};
 use crate::HELPER_LABEL;
 
 /// The node-side build embedded in the binary: the loader and the program it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct NodeProgram {
     pub loader: &'static [u8],
-    pub program: &'static [u8],
+    /// The program itself, made on first need: the binary carries it compressed, and a run
+    /// that finds its configs on the swarm never needs it.
+    pub program: fn() -> &'static [u8],
+    pub program_len: usize,
+    /// [`build_id_of`] the loader and the program, computed when the binary was built.
+    pub build_id: &'static str,
+}
+
+impl std::fmt::Debug for NodeProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeProgram")
+            .field("build_id", &self.build_id)
+            .field("program_len", &self.program_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two builds are the same when their digests are.
+impl PartialEq for NodeProgram {
+    fn eq(&self, other: &Self) -> bool {
+        self.build_id == other.build_id
+    }
+}
+impl Eq for NodeProgram {}
+
+/// The digest (hex) that names a build's configs: sha256 of the loader's length (8 bytes,
+/// little-endian), the loader and the program. `crates/swarm-exec/build.rs` computes the
+/// same at build time.
+pub fn build_id_of(loader: &[u8], program: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update((loader.len() as u64).to_le_bytes());
+    h.update(loader);
+    h.update(program);
+    hex(&h.finalize())
 }
 
 /// The largest part: the engine refuses configs of 1,024,000 bytes or more.
@@ -42,7 +75,18 @@ pub struct Part {
     /// Where it is mounted in the helper, and with which mode.
     pub file: String,
     pub mode: u32,
-    pub data: &'static [u8],
+    /// Which bytes of the program; `None`: the loader.
+    pub bytes: Option<std::ops::Range<usize>>,
+}
+
+impl Part {
+    /// What the config holds (the program is made now if it was not yet).
+    pub fn data(&self, p: &NodeProgram) -> &'static [u8] {
+        match &self.bytes {
+            None => p.loader,
+            Some(range) => &(p.program)()[range.clone()],
+        }
+    }
 }
 
 /// A config as the helper spec mounts it.
@@ -57,32 +101,27 @@ pub struct ConfigMount {
 impl NodeProgram {
     /// The build's digest (hex): names its configs.
     pub fn build_id(&self) -> String {
-        let mut h = Sha256::new();
-        h.update((self.loader.len() as u64).to_le_bytes());
-        h.update(self.loader);
-        h.update(self.program);
-        hex(&h.finalize())
+        self.build_id.to_owned()
     }
 
     /// The loader first, then the program's parts in order.
     pub fn parts(&self) -> Vec<Part> {
-        let build = self.build_id();
-        let name = |index: &str| format!("swarm-exec-node-{}-{index}", &build[..12]);
+        let name = |index: &str| format!("swarm-exec-node-{}-{index}", &self.build_id[..12]);
         let mut parts = vec![Part {
             name: name("load"),
             index: "load".to_owned(),
             file: LOADER_FILE.to_owned(),
             mode: 0o555,
-            data: self.loader,
+            bytes: None,
         }];
-        for (i, data) in self.program.chunks(PART_SIZE).enumerate() {
-            let index = (i + 1).to_string();
+        for start in (0..self.program_len).step_by(PART_SIZE) {
+            let index = (start / PART_SIZE + 1).to_string();
             parts.push(Part {
                 name: name(&index),
                 file: format!("{DIR}/{index}"),
                 index,
                 mode: 0o444,
-                data,
+                bytes: Some(start..self.program_len.min(start + PART_SIZE)),
             });
         }
         parts
@@ -92,8 +131,8 @@ impl NodeProgram {
     pub fn loader_arg(&self) -> String {
         format!(
             "{}:{}",
-            self.program.len().div_ceil(PART_SIZE),
-            self.program.len()
+            self.program_len.div_ceil(PART_SIZE),
+            self.program_len
         )
     }
 }
@@ -136,7 +175,8 @@ pub async fn ensure_configs<A: SwarmApi>(
             Some(c) => c.id.clone(),
             None => {
                 let labels = config_labels(&build, part, parts.len());
-                api.create_config(&part.name, &labels, part.data).await?
+                api.create_config(&part.name, &labels, part.data(program))
+                    .await?
             }
         };
         mounts.push(ConfigMount {
@@ -155,40 +195,53 @@ mod tests {
 
     static PROGRAM: [u8; 2_500_001] = [7; 2_500_001];
 
+    fn whole() -> &'static [u8] {
+        &PROGRAM
+    }
+
+    fn short() -> &'static [u8] {
+        &PROGRAM[..1_500_000]
+    }
+
+    /// A build of `loader` and `program`.
+    fn build(loader: &'static [u8], program: fn() -> &'static [u8]) -> NodeProgram {
+        NodeProgram {
+            loader,
+            program,
+            program_len: program().len(),
+            build_id: build_id_of(loader, program()).leak(),
+        }
+    }
+
     #[test]
     fn parts_fit_in_configs_and_add_up_to_the_program() {
-        let p = NodeProgram {
-            loader: b"loader",
-            program: &PROGRAM,
-        };
+        let p = build(b"loader", whole);
         let parts = p.parts();
         assert_eq!(parts.len(), 4);
         assert_eq!(parts[0].file, "/.swarm-exec/load");
         assert_eq!(parts[0].mode, 0o555);
-        assert!(parts.iter().all(|x| x.data.len() < 1_024_000));
-        let joined: Vec<u8> = parts[1..].iter().flat_map(|x| x.data.to_vec()).collect();
+        assert_eq!(parts[0].data(&p), b"loader");
+        assert!(parts.iter().all(|x| x.data(&p).len() < 1_024_000));
+        let joined: Vec<u8> = parts[1..]
+            .iter()
+            .flat_map(|x| x.data(&p).to_vec())
+            .collect();
         assert_eq!(joined, PROGRAM);
         assert_eq!(parts[3].file, "/.swarm-exec/3");
         assert_eq!(p.loader_arg(), "3:2500001");
         let id = p.build_id();
-        assert!(parts.iter().all(|x| x
-            .name
-            .starts_with(&format!("swarm-exec-node-{}-", &id[..12]))));
+        let prefix = format!("swarm-exec-node-{}-", &id[..12]);
+        assert!(parts.iter().all(|x| x.name.starts_with(&prefix)));
         // Another build, other names.
-        let q = NodeProgram {
-            loader: b"loader2",
-            program: &PROGRAM,
-        };
+        let q = build(b"loader2", whole);
         assert_ne!(q.build_id(), id);
+        assert_ne!(q, p);
     }
 
     #[tokio::test]
     async fn creates_what_is_missing_and_reuses_the_rest() {
         let f = std::sync::Arc::new(crate::fake::Fake::default());
-        let p = NodeProgram {
-            loader: b"loader",
-            program: &PROGRAM[..1_500_000],
-        };
+        let p = build(b"loader", short);
         let first = ensure_configs(&f, &p).await.unwrap();
         assert_eq!(first.len(), 3);
         assert_eq!(f.configs.lock().unwrap().len(), 3);

@@ -445,7 +445,9 @@ fn zero_install(target: &str) -> ExecRequest {
     let mut req = request(target, 30);
     req.run.helper = HelperSource::Embedded(NodeProgram {
         loader: &LOADER,
-        program: &PROGRAM,
+        program: || &PROGRAM,
+        program_len: PROGRAM.len(),
+        build_id: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     });
     req
 }
