@@ -49,6 +49,8 @@ pub struct ServiceInfo {
     /// Its container's arguments and bind-mount sources (empty for a secret).
     pub args: Vec<String>,
     pub binds: Vec<String>,
+    /// A config's data (the engine lists it; never a secret's).
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -257,6 +257,7 @@ fn service_info(s: bollard::models::Service) -> ServiceInfo {
             .filter(|m| m.typ == Some(MountType::BIND))
             .filter_map(|m| m.source)
             .collect(),
+        data: Vec::new(),
     }
 }
 
@@ -504,8 +505,15 @@ impl SwarmApi for BollardApi {
         Ok(configs
             .into_iter()
             .map(|c| {
+                use base64::Engine as _;
                 let spec = c.spec.unwrap_or_default();
-                stored_object(c.id, spec.name, spec.labels, c.created_at.as_deref())
+                let data = spec.data.as_deref().unwrap_or_default();
+                ServiceInfo {
+                    data: base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .unwrap_or_default(),
+                    ..stored_object(c.id, spec.name, spec.labels, c.created_at.as_deref())
+                }
             })
             .collect())
     }

@@ -290,16 +290,20 @@ impl SwarmApi for Arc<Fake> {
         &self,
         name: &str,
         labels: &[(String, String)],
-        _data: &[u8],
+        data: &[u8],
     ) -> Result<String, ApiError> {
         let mut configs = self.configs.lock().unwrap();
         let id = format!("config-{name}");
-        configs.push(ServiceInfo {
-            id: id.clone(),
-            name: name.to_owned(),
-            labels: labels.to_vec(),
-            ..Default::default()
-        });
+        // As the engine: a name that exists is found, not made twice.
+        if !configs.iter().any(|c| c.name == name) {
+            configs.push(ServiceInfo {
+                id: id.clone(),
+                name: name.to_owned(),
+                labels: labels.to_vec(),
+                data: data.to_vec(),
+                ..Default::default()
+            });
+        }
         Ok(id)
     }
 

@@ -88,7 +88,9 @@ fn is_program_config(s: &ServiceInfo) -> bool {
         .and_then(|(id, rest)| Some((id, rest.strip_prefix('-')?)));
     part.is_some_and(|(id, index)| {
         is_hex12(id)
-            && (index == "load" || (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())))
+            && (index == "load"
+                || index == "index"
+                || (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())))
     }) && label(s, HELPER_LABEL) == Some(CONFIG_KIND)
         && label(s, BUILD_LABEL)
             .is_some_and(|b| b.as_bytes().get(..12) == Some(&s.name.as_bytes()[16..28]))
@@ -142,7 +144,8 @@ pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>,
     secrets.sort_by(|a, b| a.name.cmp(&b.name));
     // Configs last: the helpers that mount them go first.
     let mut configs = api.list_configs(HELPER_LABEL).await?;
-    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    // A build's index before its parts: a run never reads an index whose parts are gone.
+    configs.sort_by_key(|c| (!c.name.ends_with("-index"), c.name.clone()));
     let candidates = services
         .into_iter()
         .filter(is_helper)

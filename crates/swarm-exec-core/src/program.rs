@@ -7,10 +7,15 @@
 //! source). Loader and parts are named by the build's digest, created on first use, labelled
 //! and kept: a swarm stores each config in its raft log on every manager, so one set per
 //! build, never one per run. Concurrent first uses each create or find the same names.
+//!
+//! The engine lists and inspects a config with its data, and a helper spec needs the
+//! configs' IDs: looking the parts up would move 4 MB (base64) per run, over ssh too. So a
+//! last, small config, the build's index, holds the parts' names and IDs; a run reads that
+//! alone, by its own label.
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApiError, ServiceInfo, SwarmApi};
+use crate::api::{ApiError, SwarmApi};
 use crate::HELPER_LABEL;
 
 /// The node-side build embedded in the binary: the loader and the program it starts.
@@ -62,6 +67,8 @@ pub const LOADER_FILE: &str = "/.swarm-exec/load";
 pub const CONFIG_KIND: &str = "node";
 pub const BUILD_LABEL: &str = "swarm-exec.node-build";
 pub const PART_LABEL: &str = "swarm-exec.node-part";
+/// On the index config only: the build it indexes.
+pub const INDEX_LABEL: &str = "swarm-exec.node-index";
 /// The platform the embedded build runs on (`Description.Platform` of a node).
 pub const OS: &str = "linux";
 pub const ARCH: &str = "x86_64";
@@ -161,24 +168,25 @@ pub fn config_labels(build: &str, part: &Part, parts: usize) -> Vec<(String, Str
 }
 
 /// Makes sure every config of `program` exists, creating what is missing; returns them in
-/// mount order. Safe to run from many clients at once.
+/// mount order. Safe to run from many clients at once: each creates or finds the same
+/// names, and the index is made only once every part exists.
 pub async fn ensure_configs<A: SwarmApi>(
     api: &A,
     program: &NodeProgram,
 ) -> Result<Vec<ConfigMount>, ApiError> {
     let build = program.build_id();
     let parts = program.parts();
-    let have: Vec<ServiceInfo> = api.list_configs(&format!("{BUILD_LABEL}={build}")).await?;
+    let indexed = api.list_configs(&format!("{INDEX_LABEL}={build}")).await?;
+    if let Some(mounts) = indexed.iter().find_map(|i| read_index(&i.data, &parts)) {
+        return Ok(mounts);
+    }
     let mut mounts = Vec::with_capacity(parts.len());
     for part in &parts {
-        let id = match have.iter().find(|c| c.name == part.name) {
-            Some(c) => c.id.clone(),
-            None => {
-                let labels = config_labels(&build, part, parts.len());
-                api.create_config(&part.name, &labels, part.data(program))
-                    .await?
-            }
-        };
+        let labels = config_labels(&build, part, parts.len());
+        // Made by an earlier or concurrent client: then found by name.
+        let id = api
+            .create_config(&part.name, &labels, part.data(program))
+            .await?;
         mounts.push(ConfigMount {
             id,
             name: part.name.clone(),
@@ -186,7 +194,39 @@ pub async fn ensure_configs<A: SwarmApi>(
             mode: part.mode,
         });
     }
+    let index: String = mounts
+        .iter()
+        .map(|m| format!("{} {}\n", m.name, m.id))
+        .collect();
+    let mut labels = vec![
+        (HELPER_LABEL.to_owned(), CONFIG_KIND.to_owned()),
+        (BUILD_LABEL.to_owned(), build.clone()),
+        (INDEX_LABEL.to_owned(), build.clone()),
+    ];
+    labels.sort();
+    let name = format!("swarm-exec-node-{}-index", &build[..12]);
+    api.create_config(&name, &labels, index.as_bytes()).await?;
     Ok(mounts)
+}
+
+/// The mounts an index lists, if it lists every part (`name id` lines).
+fn read_index(data: &[u8], parts: &[Part]) -> Option<Vec<ConfigMount>> {
+    let text = std::str::from_utf8(data).ok()?;
+    parts
+        .iter()
+        .map(|part| {
+            let id = text.lines().find_map(|l| {
+                let (name, id) = l.split_once(' ')?;
+                (name == part.name && !id.is_empty()).then(|| id.to_owned())
+            })?;
+            Some(ConfigMount {
+                id,
+                name: part.name.clone(),
+                file: part.file.clone(),
+                mode: part.mode,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -244,9 +284,10 @@ mod tests {
         let p = build(b"loader", short);
         let first = ensure_configs(&f, &p).await.unwrap();
         assert_eq!(first.len(), 3);
-        assert_eq!(f.configs.lock().unwrap().len(), 3);
+        // The loader, two parts and the index.
+        assert_eq!(f.configs.lock().unwrap().len(), 4);
         let again = ensure_configs(&f, &p).await.unwrap();
         assert_eq!(again, first);
-        assert_eq!(f.configs.lock().unwrap().len(), 3, "nothing created twice");
+        assert_eq!(f.configs.lock().unwrap().len(), 4, "nothing created twice");
     }
 }

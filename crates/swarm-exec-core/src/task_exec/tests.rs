@@ -470,11 +470,11 @@ async fn zero_install_runs_the_configs_loader_in_the_targets_own_image() {
         names,
         ["/.swarm-exec/load", "/.swarm-exec/1", "/.swarm-exec/2"]
     );
-    // Made once, kept, and reused by the next run.
-    assert_eq!(fake.configs.lock().unwrap().len(), 3);
+    // Made once (the loader, two parts, the index), kept, and reused by the next run.
+    assert_eq!(fake.configs.lock().unwrap().len(), 4);
     let (r, _) = run(&fake, &zero_install("web.1")).await;
     assert_eq!(r.unwrap(), Outcome::Exited(7));
-    assert_eq!(fake.configs.lock().unwrap().len(), 3);
+    assert_eq!(fake.configs.lock().unwrap().len(), 4);
 }
 
 #[tokio::test(start_paused = true)]
