@@ -40,30 +40,27 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     use crate::terminal;
     use swarm_exec_core::attach::{attached, local_task, Attached};
 
-    let o = &args.exec;
-    if o.interactive && !terminal::stdin_is_terminal() {
+    let (interactive, timeout) = (args.exec.interactive, args.exec.timeout);
+    if interactive && !terminal::stdin_is_terminal() {
         return Err(CliError::Usage(
             "the input device is not a TTY: -it needs a terminal on stdin (without -t, stdin \
              is passed whole)"
                 .into(),
         ));
     }
-    let command: Vec<String> = args
+    let command = args
         .command
         .into_iter()
         .map(utf8_arg)
         .collect::<Result<_, _>>()?;
-    let env: Vec<String> = o
-        .env
-        .iter()
-        .filter_map(|e| env_var(e).transpose())
-        .collect::<Result<_, _>>()?;
-    let workdir = o
-        .workdir
-        .clone()
-        .map(|w| non_empty("--workdir", w))
-        .transpose()?;
-    let user = o.user.clone().map(|u| non_empty("--user", u)).transpose()?;
+    // The same checks as any task-exec's; stdin is not read whole here but streamed.
+    let run = run_options(
+        ExecOptions {
+            interactive: false,
+            ..args.exec
+        },
+        command,
+    )?;
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
     let api = connect(global)?;
@@ -81,24 +78,24 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     }
     let exec = Attached {
         container: &task.container_id,
-        command: &command,
-        env: &env,
-        workdir: workdir.as_deref(),
-        user: user.as_deref(),
-        privileged: o.privileged,
+        command: &run.command,
+        env: &run.env,
+        workdir: run.workdir.as_deref(),
+        user: run.user.as_deref(),
+        privileged: run.privileged,
         tty: true,
     };
     let sizes = terminal::sizes().map_err(CliError::Runtime)?;
-    let raw = if o.interactive {
+    let raw = if interactive {
         Some(terminal::RawMode::enable().map_err(|e| CliError::Failed(format!("raw mode: {e}")))?)
     } else {
         None
     };
-    let input = o.interactive.then(terminal::stdin_chunks);
+    let input = interactive.then(terminal::stdin_chunks);
     // Through the sink that notes write errors: output that could not be written makes
     // the run fail (125), not exit with the command's code.
     let mut sink = StdSink::new(true);
-    let run = attached(
+    let session = attached(
         api.docker(),
         &exec,
         input,
@@ -109,13 +106,13 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         },
     );
     let timeout = async {
-        match o.timeout {
+        match timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
     let outcome = tokio::select! {
-        r = run => Outcome::Exited(r.map_err(|e| e.into_exec(&task))?),
+        r = session => Outcome::Exited(r.map_err(|e| e.into_exec(&task))?),
         i = &mut interrupted => Outcome::Interrupted(i),
         () = timeout => Outcome::TimedOut,
     };
