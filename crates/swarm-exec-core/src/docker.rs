@@ -646,6 +646,12 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
                 stop_signal: Some("SIGTERM".to_owned()),
                 ..Default::default()
             }),
+            networks: h.network.as_ref().map(|n| {
+                vec![bollard::models::NetworkAttachmentConfig {
+                    target: Some(n.clone()),
+                    ..Default::default()
+                }]
+            }),
             restart_policy: Some(TaskSpecRestartPolicy {
                 condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                 max_attempts: Some(0),
@@ -798,8 +804,16 @@ mod tests {
             memory_limit: 64 << 20,
             nano_cpus: 500_000_000,
             envelope_secret: ("sid".into(), "swarm-exec-run-x".into()),
+            network: None,
         };
         let json = serde_json::to_value(service_spec(&h)).unwrap();
+        assert!(json["TaskTemplate"].get("Networks").is_none());
+        let session = HelperSpec {
+            network: Some("netid".into()),
+            ..h.clone()
+        };
+        let s = serde_json::to_value(service_spec(&session)).unwrap();
+        assert_eq!(s["TaskTemplate"]["Networks"][0]["Target"], "netid");
         let t = &json["TaskTemplate"];
         assert_eq!(t["RestartPolicy"]["Condition"], "none");
         assert_eq!(

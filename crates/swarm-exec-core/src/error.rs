@@ -87,6 +87,12 @@ pub enum ExecError {
         missing: String,
         why: String,
     },
+    #[error("{at}: {source}")]
+    Session {
+        at: Box<HelperRef>,
+        #[source]
+        source: crate::session::SessionFailure,
+    },
     #[error("{at}: following the helper: {source}")]
     Follow {
         at: Box<HelperRef>,

@@ -62,6 +62,8 @@ pub struct HelperSpec {
     pub nano_cpus: i64,
     /// (ID, name) of the run's envelope secret.
     pub envelope_secret: (String, String),
+    /// A live session's overlay network (its ID), which the helper joins to dial the relay.
+    pub network: Option<String>,
 }
 
 /// Builds the helper service for one exec on `node_id`. `target_labels` describe what it
@@ -135,6 +137,7 @@ pub fn helper_spec(
         memory_limit: 64 << 20,
         nano_cpus: 500_000_000,
         envelope_secret: (envelope_secret.0.to_owned(), envelope_secret.1.to_owned()),
+        network: None,
     }
 }
 

@@ -27,6 +27,8 @@
 //! - [`task_exec`]: one task: resolve it, then run one helper for it.
 //! - [`service_exec`]: every selected task of a service or stack, one helper per node.
 //! - [`attach`]: `task-exec -t` on the engine the client talks to: attached, no helper.
+//! - [`session`]: a live session with a task on another node: a relay container on the
+//!   manager, an overlay the helper dials it on, frames sealed end to end.
 //! - [`sink`]: where output goes ([`sink::OutputSink`]), and the bounded keepers of
 //!   `--format json` and the plugin, with JSON that keeps non-UTF-8 bytes.
 //! - [`cancel`]: one cancellation fanned out to every helper run under way.
@@ -54,6 +56,7 @@ pub mod program;
 pub mod resolve;
 pub mod run;
 pub mod service_exec;
+pub mod session;
 pub mod sink;
 pub mod ssh;
 pub mod target;

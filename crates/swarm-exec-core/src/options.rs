@@ -110,6 +110,7 @@ impl RunOptions {
             stdin: None,
             not_after_ms,
             key,
+            session: None,
         }
     }
 

@@ -118,7 +118,7 @@ where
     }
 }
 
-fn describe(r: &Resolved) -> String {
+pub(crate) fn describe(r: &Resolved) -> String {
     format!(
         "task {} ({}, service {})",
         r.task_id, r.display, r.service_name
@@ -127,7 +127,7 @@ fn describe(r: &Resolved) -> String {
 
 /// Finds the task and readies the helper's program; creates nothing unless both the task
 /// and its node are fit for it.
-async fn prepare<A: SwarmApi>(
+pub(crate) async fn prepare<A: SwarmApi>(
     api: &A,
     req: &ExecRequest,
 ) -> Result<(Resolved, Carrier), ExecError> {
@@ -162,6 +162,31 @@ async fn prepare<A: SwarmApi>(
     )
     .await?;
     Ok((resolved, carrier))
+}
+
+/// How the helper for `task` gets its program (see [`prepare`]): `helper`'s image, pinned,
+/// or zero-install's configs once the task's node and image are fit for it.
+pub async fn carrier_for<A: SwarmApi>(
+    api: &A,
+    helper: &HelperSource,
+    task: &Resolved,
+) -> Result<Carrier, ExecError> {
+    match helper {
+        HelperSource::Image(image) => {
+            let pinned = pin_image(api, image)
+                .await
+                .map_err(|source| ExecError::Image {
+                    target: task.display.clone(),
+                    image: image.clone(),
+                    source,
+                })?;
+            Ok(Carrier::Image(pinned))
+        }
+        HelperSource::Embedded(program) => {
+            let t = (&task.node_name, &task.node_os, &task.node_arch, &task.image);
+            zero_install(api, program, &describe(task), [t]).await
+        }
+    }
 }
 
 /// The configs of `program`, once every target (node, os, arch, image) is checked: its

@@ -76,6 +76,10 @@ pub enum NodeError {
     Write(#[source] std::io::Error),
     #[error("cannot stop for the stop signal: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("the session ended early: {0}")]
+    Session(#[source] crate::session::SessionFailure),
+    #[error("the run's not-after time passed {late_ms} ms before the helper started: the command was not run")]
+    TooLate { late_ms: u64 },
 }
 
 /// Why one target's command could not be run or its end learnt.
@@ -146,6 +150,16 @@ pub async fn run(args: &HelperArgs) -> NodeEnd {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
+    if let Some(spec) = &envelope.session {
+        // Never late, as below; a session's client is told by the helper's task state.
+        let Some(left) = envelope.not_after_ms.checked_sub(now_ms).filter(|&l| l > 0) else {
+            let late_ms = now_ms - envelope.not_after_ms;
+            return NodeEnd::Failed(NodeError::TooLate { late_ms });
+        };
+        let budget = args.budget.min(Duration::from_millis(left));
+        return crate::session::run(&docker, &envelope, spec, &args.tag, budget, &stopper, stop)
+            .await;
+    }
     let run = NodeRun {
         envelope: &envelope,
         tag: &args.tag,

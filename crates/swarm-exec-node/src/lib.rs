@@ -5,6 +5,9 @@
 //!
 //! - [`exec`]: the helper: reads its envelope, execs the command in each target container
 //!   over the node's socket, and writes everything back as sealed frames on its stdout.
+//! - [`session`]: the helper of a live session (`-t`, streamed `-i`): it dials the relay
+//!   and bridges an attached exec to sealed frames; [`relay`]: `node-relay`, the relay
+//!   container on the manager that pairs that connection with the client's attach stream.
 //! - [`stop`]: stopping commands that outlive their helper: the stopper container and the
 //!   `node-kill` it runs.
 //! - [`main`]: the entry point (of `swarm-exec-node` and of `swarm-exec`'s hidden
@@ -14,6 +17,8 @@
 //! only show in the helper task's state, for whoever looks at it.
 
 pub mod exec;
+pub mod relay;
+pub mod session;
 pub mod stop;
 
 use std::io::Write as _;
@@ -37,6 +42,13 @@ pub fn main(args: &[String]) -> u8 {
             say(&e);
             HELPER_FAILED
         }
+        Ok(NodeCommand::Relay(r)) => match relay::node_relay(&r) {
+            Ok(()) => 0,
+            Err(e) => {
+                say(&e);
+                HELPER_FAILED
+            }
+        },
         Ok(NodeCommand::Kill(k)) => match stop::node_kill(&k) {
             Ok(_) => 0,
             Err(e) => {

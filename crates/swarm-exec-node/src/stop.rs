@@ -15,6 +15,7 @@ use std::time::Duration;
 use bollard::Docker;
 use futures_util::StreamExt;
 use swarm_exec_proto::args::{KillArgs, RUN_ENV};
+use swarm_exec_proto::tar::tar_of;
 use swarm_exec_proto::{is_container_id, short_id as short, HELPER_LABEL};
 
 /// How long a command that outlived its helper gets between SIGTERM and SIGKILL.
@@ -237,41 +238,6 @@ impl Stopper {
         let _ = docker.remove_container(&created.id, Some(opts)).await;
         result
     }
-}
-
-/// A tar archive of the directory and executable file at absolute `path`.
-fn tar_of(path: &str, data: &[u8]) -> Vec<u8> {
-    let path = path.trim_start_matches('/');
-    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-    let mut tar = Vec::with_capacity(data.len() + 3 * 512 + 1024);
-    if !dir.is_empty() {
-        tar.extend(tar_header(&format!("{dir}/"), 0o755, 0, b'5'));
-    }
-    tar.extend(tar_header(path, 0o555, data.len(), b'0'));
-    tar.extend_from_slice(data);
-    tar.resize(tar.len().next_multiple_of(512), 0);
-    tar.resize(tar.len() + 1024, 0); // two zero blocks: the end
-    tar
-}
-
-/// One ustar header block, owned by root.
-fn tar_header(name: &str, mode: u32, size: usize, kind: u8) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    let field =
-        |h: &mut [u8; 512], at: usize, value: &[u8]| h[at..at + value.len()].copy_from_slice(value);
-    field(&mut h, 0, name.as_bytes());
-    field(&mut h, 100, format!("{mode:07o}\0").as_bytes());
-    field(&mut h, 108, b"0000000\0");
-    field(&mut h, 116, b"0000000\0");
-    field(&mut h, 124, format!("{size:011o}\0").as_bytes());
-    field(&mut h, 136, b"00000000000\0");
-    h[156] = kind;
-    field(&mut h, 257, b"ustar\x0000");
-    // The checksum is taken with its own field as spaces.
-    field(&mut h, 148, b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    field(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
-    h
 }
 
 #[derive(Debug, thiserror::Error)]

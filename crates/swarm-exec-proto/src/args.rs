@@ -7,6 +7,8 @@ use std::time::Duration;
 pub const NODE_EXEC: &str = "node-exec";
 /// The subcommand the stopper container runs.
 pub const NODE_KILL: &str = "node-kill";
+/// The subcommand a live session's relay container runs on the manager.
+pub const NODE_RELAY: &str = "node-relay";
 /// Set to the helper's tag in the environment of every command it execs. Processes inherit
 /// it, also those that leave the command's process tree (a daemon that forks and detaches),
 /// so the stopper finds them all in the target container.
@@ -40,16 +42,26 @@ pub struct KillArgs {
     pub grace: Duration,
 }
 
+/// `node-relay`: on the manager, pair the one connection to `port` that presents the relay
+/// token (read from stdin first) and copy bytes between it and stdin/stdout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayArgs {
+    pub port: u16,
+    /// How long a helper's connection is waited for.
+    pub wait: Duration,
+}
+
 /// What the node side was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeCommand {
     Exec(HelperArgs),
     Kill(KillArgs),
+    Relay(RelayArgs),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgsError {
-    #[error("expected {NODE_EXEC} or {NODE_KILL}")]
+    #[error("expected {NODE_EXEC}, {NODE_KILL} or {NODE_RELAY}")]
     NoCommand,
     #[error("unknown argument {0:?}")]
     Unknown(String),
@@ -71,7 +83,8 @@ fn command_line(command: &str, flags: &[(&str, String)]) -> Vec<String> {
 }
 
 /// Every flag either command takes, each with a value.
-const FLAGS: [&str; 8] = [
+const FLAGS: [&str; 9] = [
+    "--port",
     "--container",
     "--tag",
     "--envelope",
@@ -118,6 +131,16 @@ impl KillArgs {
     }
 }
 
+impl RelayArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let flags = [
+            ("--port", self.port.to_string()),
+            ("--timeout-ms", self.wait.as_millis().to_string()),
+        ];
+        command_line(NODE_RELAY, &flags)
+    }
+}
+
 impl NodeCommand {
     /// `args` without the program name.
     pub fn parse(args: &[String]) -> Result<NodeCommand, ArgsError> {
@@ -125,6 +148,7 @@ impl NodeCommand {
         let mut containers = Vec::new();
         let (mut tag, mut envelope, mut timeout, mut image, mut pid, mut grace, mut run) =
             (None, None, None, None, None, None, None);
+        let mut port = None;
         let mut it = rest.iter();
         while let Some(flag) = it.next() {
             let name = FLAGS
@@ -140,6 +164,7 @@ impl NodeCommand {
                 "--image" => image = Some(value),
                 "--grace-ms" => grace = Some(Duration::from_millis(number(name, &value)?)),
                 "--run" => run = Some(value),
+                "--port" => port = Some(number::<u16>(name, &value)?),
                 _ => pid = Some(number::<i32>(name, &value)?),
             }
         }
@@ -166,6 +191,10 @@ impl NodeCommand {
                     grace: grace.ok_or(ArgsError::Missing("--grace-ms"))?,
                 }))
             }
+            NODE_RELAY => Ok(NodeCommand::Relay(RelayArgs {
+                port: port.ok_or(ArgsError::Missing("--port"))?,
+                wait: timeout.ok_or(ArgsError::Missing("--timeout-ms"))?,
+            })),
             _ => Err(ArgsError::NoCommand),
         }
     }
@@ -205,6 +234,14 @@ mod tests {
         assert_eq!(
             NodeCommand::parse(&kill.to_args()),
             Ok(NodeCommand::Kill(kill))
+        );
+        let relay = RelayArgs {
+            port: 7373,
+            wait: Duration::from_secs(20),
+        };
+        assert_eq!(
+            NodeCommand::parse(&relay.to_args()),
+            Ok(NodeCommand::Relay(relay))
         );
     }
 

@@ -43,6 +43,19 @@ pub struct Envelope {
     pub not_after_ms: u64,
     /// The run's key: every frame a helper writes is sealed with a key derived from it.
     pub key: [u8; 32],
+    /// A live session (see [`crate::session`]) instead of frames on the log.
+    pub session: Option<SessionSpec>,
+}
+
+/// How a helper reaches its client in a live session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// `host:port` of the relay on the session's overlay network.
+    pub relay: String,
+    /// The command gets a TTY (output is then one stream).
+    pub tty: bool,
+    /// The command's stdin is attached and streamed from the client.
+    pub stdin: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -52,6 +65,8 @@ struct Header {
     stdin: bool,
     not_after_ms: u64,
     key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<SessionSpec>,
 }
 
 /// Why envelope bytes were refused.
@@ -83,6 +98,7 @@ impl Envelope {
             stdin: self.stdin.is_some(),
             not_after_ms: self.not_after_ms,
             key: B64.encode(self.key),
+            session: self.session.clone(),
         })
         .expect("a header of strings and numbers serializes");
         let stdin = self.stdin.as_deref().unwrap_or_default();
@@ -133,6 +149,7 @@ impl Envelope {
             stdin: h.stdin.then(|| stdin.to_vec()),
             not_after_ms: h.not_after_ms,
             key,
+            session: h.session,
         })
     }
 }
@@ -154,6 +171,7 @@ mod tests {
             stdin,
             not_after_ms: 1_800_000_000_123,
             key: [9; 32],
+            session: None,
         }
     }
 
@@ -161,6 +179,16 @@ mod tests {
     fn round_trips_with_and_without_stdin() {
         for stdin in [None, Some(Vec::new()), Some(b"\x00\xffbinary\n".to_vec())] {
             let e = sample(stdin);
+            let back = Envelope::decode(&e.encode(), e.exec.containers.clone()).unwrap();
+            assert_eq!(back, e);
+            let e = Envelope {
+                session: Some(SessionSpec {
+                    relay: "swarm-exec-relay-0123456789ab:7373".into(),
+                    tty: true,
+                    stdin: true,
+                }),
+                ..e
+            };
             let back = Envelope::decode(&e.encode(), e.exec.containers.clone()).unwrap();
             assert_eq!(back, e);
         }

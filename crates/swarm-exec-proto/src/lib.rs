@@ -10,6 +10,9 @@
 //!   encrypted with the run's key), numbered, the output compressed; and the reader that
 //!   checks that every byte arrived, in order, before it gives an exit code.
 //! - [`lines`]: lines out of arbitrarily split log chunks.
+//! - [`tar`]: a one-file tar archive (the program, for a stopper or the relay image).
+//! - [`session`]: the sealed two-way stream of a live session (`-t`, streamed `-i`)
+//!   between the client and a helper on another node, through a relay that cannot read it.
 //!
 //! Both sides depend on this crate; nothing that talks to an engine belongs here.
 
@@ -17,6 +20,8 @@ pub mod args;
 pub mod envelope;
 pub mod frame;
 pub mod lines;
+pub mod session;
+pub mod tar;
 
 pub use envelope::{Envelope, ExecSpec};
 pub use frame::{Event, Reader, Stream, Writer};

@@ -89,6 +89,9 @@ pub enum Command {
     /// (internal) Stop a command that outlived its helper: signal it and its children
     #[command(hide = true, disable_help_flag = true)]
     NodeKill(NodeArgs),
+    /// (internal) A live session's relay on the manager
+    #[command(hide = true, disable_help_flag = true)]
+    NodeRelay(NodeArgs),
 }
 
 const TOP_HELP: &str = "\
@@ -172,10 +175,17 @@ pub struct TaskExecArgs {
     #[command(flatten)]
     pub exec: ExecOptions,
 
-    /// Allocate a terminal (with -i: a session, keys passed as typed, Ctrl-C included).
-    /// For now only for a task on the engine swarm-exec talks to; no timeout unless given
+    /// Allocate a terminal (with -i: a session, keys passed as typed, Ctrl-C included);
+    /// no timeout unless given. A task on another node is reached over an overlay network
+    /// (see --network)
     #[arg(short = 't', long)]
     pub tty: bool,
+
+    /// The attachable overlay network a live session (-t, or -i with more than a secret's
+    /// worth of stdin) uses for a task on another node [default: swarm-exec-session, made
+    /// and kept]
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
 
     /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
     #[arg(value_name = "TASK", value_parser = parse_task)]

@@ -34,6 +34,7 @@ fn is_cli_name(arg: &str) -> bool {
             | "exec"
             | "node-exec"
             | "node-kill"
+            | "node-relay"
             | "completions"
             | "man"
             | "help"

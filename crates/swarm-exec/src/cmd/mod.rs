@@ -44,6 +44,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         // The node side: its own entry decides its exit codes.
         Command::NodeExec(ref a) => return Ok(node(swarm_exec_proto::args::NODE_EXEC, a)),
         Command::NodeKill(ref a) => return Ok(node(swarm_exec_proto::args::NODE_KILL, a)),
+        Command::NodeRelay(ref a) => return Ok(node(swarm_exec_proto::args::NODE_RELAY, a)),
         _ => {}
     }
     let rt = runtime()?;
@@ -52,7 +53,9 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::ServiceExec(args) => rt.block_on(service_exec::run(&cli.global, args)),
         Command::Exec(args) => rt.block_on(exec::run(&cli.global, args)),
         Command::Gc(args) => rt.block_on(gc::run(&cli.global, args)),
-        Command::NodeExec(_) | Command::NodeKill(_) => unreachable!("handled above"),
+        Command::NodeExec(_) | Command::NodeKill(_) | Command::NodeRelay(_) => {
+            unreachable!("handled above")
+        }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }

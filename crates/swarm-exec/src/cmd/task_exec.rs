@@ -39,6 +39,7 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
 async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
     use crate::terminal;
     use swarm_exec_core::attach::{attached, local_task, Attached};
+    use swarm_exec_core::session::{remote_session, SessionRequest};
 
     let (interactive, timeout) = (args.exec.interactive, args.exec.timeout);
     if interactive && !terminal::stdin_is_terminal() {
@@ -68,13 +69,45 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         r = local_task(&api, &args.task) => r?,
         i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
     };
+    let sizes = terminal::sizes().map_err(CliError::Runtime)?;
     if !here {
-        return Err(CliError::Failed(format!(
-            "-t: task {} ({}) runs on node {}, not on the engine swarm-exec talks to; a \
-             terminal session reaches only tasks there for now. Point swarm-exec at that \
-             node's engine if it is a manager, or run without -t (output live, stdin passed whole)",
-            task.task_id, task.display, task.node_name
-        )));
+        // Another node: a relay, an overlay and a helper; the program is readied first,
+        // while nothing exists yet.
+        let carrier = tokio::select! {
+            r = swarm_exec_core::task_exec::carrier_for(&api, &run.helper, &task) => r?,
+            i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+        };
+        let raw = if interactive {
+            Some(
+                terminal::RawMode::enable()
+                    .map_err(|e| CliError::Failed(format!("raw mode: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let input = interactive.then(terminal::stdin_chunks);
+        let mut sink = StdSink::new(true);
+        let req = SessionRequest {
+            task: &task,
+            run: &run,
+            carrier: &carrier,
+            tty: true,
+            network: args.network.as_deref(),
+            stdin_prefix: Vec::new(),
+        };
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let outcome = remote_session(
+            &api,
+            req,
+            input,
+            sizes,
+            &mut sink,
+            deadline,
+            &mut interrupted,
+        )
+        .await;
+        drop(raw);
+        return Ok(Status::Outcome(outcome?));
     }
     let exec = Attached {
         container: &task.container_id,
@@ -85,7 +118,6 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         privileged: run.privileged,
         tty: true,
     };
-    let sizes = terminal::sizes().map_err(CliError::Runtime)?;
     let raw = if interactive {
         Some(terminal::RawMode::enable().map_err(|e| CliError::Failed(format!("raw mode: {e}")))?)
     } else {

@@ -1,0 +1,625 @@
+//! A live session with a task on another node (`task-exec -t`, and `-i` with more stdin
+//! than a secret holds): stdin streamed as it comes, a TTY resized with the local terminal,
+//! output as it is written — through the manager's Engine API alone.
+//!
+//! The data path: the client is attached (a hijacked connection, as `docker run -i`) to a
+//! **relay** container it creates on the engine it talks to, on an attachable overlay
+//! network; the helper, on the task's node and on the same overlay, **dials the relay**
+//! (it never listens) and presents the run's relay token; the relay pairs that one
+//! connection with the client's stream and only copies bytes. Frames are sealed end to end
+//! with keys derived from the run key, which travels in the run's envelope secret to the
+//! helper only: the relay, and anything else on the overlay, can neither read nor inject.
+//!
+//! The relay has no socket, no capabilities, a read-only root and an unprivileged user; it
+//! runs the node-side program (zero-install: from an image imported from this binary's
+//! build, `swarm-exec-relay:<build>`; `--image`: that image, which the manager must have).
+//! The overlay is kept between sessions (`swarm-exec-session`, or `--network NAME`): a new
+//! overlay costs seconds on first use, an existing one about a second.
+
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, RemoveContainerOptions,
+};
+use futures_util::{Stream, StreamExt};
+use swarm_exec_proto::args::RelayArgs;
+use swarm_exec_proto::envelope::SessionSpec;
+use swarm_exec_proto::session::{halves, relay_token, Msg, SessionError, Side};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use crate::api::{ApiError, SwarmApi, TaskFilter};
+use crate::docker::{classify, BollardApi};
+use crate::error::{ExecError, HelperRef};
+use crate::helper::{helper_spec, secret_labels, Carrier};
+use crate::options::{HelperSource, RunOptions};
+use crate::outcome::{Interrupt, Outcome};
+use crate::program::BUILD_LABEL;
+use crate::resolve::Resolved;
+use crate::run::{create_envelope, remove_envelope};
+use crate::sink::OutputSink;
+use crate::task_exec::describe;
+use crate::HELPER_LABEL;
+
+/// The overlay sessions use unless `--network` names one.
+pub const SESSION_NETWORK: &str = "swarm-exec-session";
+/// The [`HELPER_LABEL`] values of a session's relay container, its image and its network.
+pub const RELAY_KIND: &str = "relay";
+pub const NETWORK_KIND: &str = "network";
+/// Where the relay listens, in its own network namespace.
+pub const RELAY_PORT: u16 = 7373;
+/// Where the program is in the imported relay image.
+const RELAY_PROGRAM: &str = "/swarm-exec-node";
+/// How long the helper, once running, has to reach the relay; past it the overlay between
+/// the nodes is taken to be blocked.
+pub const HELLO_WAIT: Duration = Duration::from_secs(12);
+/// How long the helper may take to reach `running`.
+const START_WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the session is to do.
+pub struct SessionRequest<'a> {
+    pub task: &'a Resolved,
+    pub run: &'a RunOptions,
+    pub carrier: &'a Carrier,
+    /// A TTY for the command (`-t`).
+    pub tty: bool,
+    /// `--network`: an attachable overlay of the operator's instead of [`SESSION_NETWORK`].
+    pub network: Option<&'a str>,
+    /// Sent before anything read from `input` (what `-i` read to decide on a session).
+    pub stdin_prefix: Vec<u8>,
+}
+
+/// Why a session failed, step by step.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionFailure {
+    #[error(
+        "the manager has no image {0} for the relay (--image must name an image the manager has)"
+    )]
+    NoRelayImage(String),
+    #[error("importing the relay image {image}: {source}")]
+    ImportImage {
+        image: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("network {name}: {source}")]
+    Network {
+        name: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("network {0} is not an attachable overlay network")]
+    NotAttachable(String),
+    #[error("creating the relay container: {0}")]
+    CreateRelay(#[source] ApiError),
+    #[error("attaching to the relay container: {0}")]
+    AttachRelay(#[source] ApiError),
+    #[error("starting the relay container: {0}")]
+    StartRelay(#[source] ApiError),
+    #[error("the relay has no address on network {0}")]
+    RelayAddress(String),
+    #[error("writing to the relay: {0}")]
+    WriteRelay(#[source] std::io::Error),
+    #[error("reading from the relay: {0}")]
+    ReadRelay(#[source] ApiError),
+    #[error("creating the helper service: {0}")]
+    CreateHelper(#[source] ApiError),
+    #[error("the helper did not reach running within {0:?} (state {1})")]
+    NotStarted(Duration, String),
+    #[error("the helper ended before it reached the relay (state {state}{})", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
+    HelperEnded { state: String, reason: String },
+    #[error(
+        "no connection from the helper {HELLO_WAIT:?} after it started: the overlay network \
+         between this manager and node {node} does not carry traffic. Open 4789/udp (VXLAN) \
+         and 7946/tcp+udp (gossip) between the nodes, or run without -t (and with at most \
+         a secret's worth of stdin for -i): that path needs no overlay{}",
+        if .relay.is_empty() { String::new() } else { format!(" (relay: {})", .relay) }
+    )]
+    NoHello { node: String, relay: String },
+    #[error("the session's stream was refused: {0}")]
+    Refused(#[source] SessionError),
+    #[error("the session ended without the command's exit (relay: {0})")]
+    Cut(String),
+    #[error("the command's {stream} holds {received} bytes, its exit says {declared}")]
+    Count {
+        stream: &'static str,
+        declared: u64,
+        received: u64,
+    },
+    #[error("the command could not be run: {0}")]
+    Failed(String),
+}
+
+/// Runs a session; the relay, the helper and the envelope are removed before this returns,
+/// whatever happened. `input` brings what is typed or piped (closed at end of input);
+/// `sizes` the terminal's size, now and on every change.
+pub async fn remote_session<S, O, C>(
+    api: &BollardApi,
+    req: SessionRequest<'_>,
+    input: Option<mpsc::Receiver<Vec<u8>>>,
+    sizes: S,
+    out: &mut O,
+    deadline: Option<Instant>,
+    cancel: C,
+) -> Result<Outcome, ExecError>
+where
+    S: Stream<Item = (u16, u16)> + Unpin,
+    O: OutputSink,
+    C: std::future::Future<Output = Interrupt>,
+{
+    let target = describe(req.task);
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let tag = run_id[..12].to_owned();
+    let mut made = Made::default();
+    tokio::pin!(cancel);
+    let far = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+    let result = tokio::select! {
+        r = session(api, &req, &tag, input, sizes, out, &mut made, far) => r,
+        i = cancel.as_mut() => Ok(Outcome::Interrupted(i)),
+        _ = sleep_until(far) => Ok(Outcome::TimedOut),
+    };
+    made.remove(api, out).await;
+    result.map_err(|source| ExecError::Session {
+        at: Box::new(HelperRef {
+            target,
+            helper: format!("swarm-exec-{tag}"),
+            node: req.task.node_name.clone(),
+        }),
+        source,
+    })
+}
+
+/// What a session made, removed at its end in reverse.
+#[derive(Default)]
+struct Made {
+    relay: Option<String>,
+    secret: Option<String>,
+    helper: Option<String>,
+}
+
+impl Made {
+    async fn remove<O: OutputSink>(&mut self, api: &BollardApi, out: &mut O) {
+        if let Some(helper) = self.helper.take() {
+            // Removing the helper stops the command if it still runs (SIGTERM → stopper).
+            if let Err(e) = api.remove_service(&helper).await {
+                out.warn(&format!(
+                    "could not remove helper service {helper}: {e}; `docker service rm {helper}` removes it"
+                ));
+            }
+        }
+        if let Some(secret) = self.secret.take() {
+            remove_envelope(api, &secret, out).await;
+        }
+        if let Some(relay) = self.relay.take() {
+            let opts = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            if let Err(e) = api.docker().remove_container(&relay, Some(opts)).await {
+                let e = classify(e);
+                // Gone already, or going (it removes itself once it exits).
+                let going = matches!(e, ApiError::Server { status: 409, .. });
+                if !matches!(e, ApiError::NotFound(_)) && !going {
+                    out.warn(&format!(
+                        "could not remove relay container {relay}: {e}; `docker rm -f {relay}` removes it"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session<S, O>(
+    api: &BollardApi,
+    req: &SessionRequest<'_>,
+    tag: &str,
+    mut input: Option<mpsc::Receiver<Vec<u8>>>,
+    mut sizes: S,
+    out: &mut O,
+    made: &mut Made,
+    deadline: Instant,
+) -> Result<Outcome, SessionFailure>
+where
+    S: Stream<Item = (u16, u16)> + Unpin,
+    O: OutputSink,
+{
+    let started = Instant::now();
+    let docker = api.docker();
+    let network_name = req.network.unwrap_or(SESSION_NETWORK);
+    let (image, network) = tokio::try_join!(
+        relay_image(api, &req.run.helper),
+        ensure_network(api, network_name, req.network.is_none())
+    )?;
+    let budget = deadline.saturating_duration_since(Instant::now());
+
+    // The relay: created, attached, started; its address goes into the envelope.
+    let relay_name = format!("swarm-exec-relay-{tag}");
+    let mut labels: std::collections::HashMap<String, String> = secret_labels(budget)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k == HELPER_LABEL {
+                RELAY_KIND.into()
+            } else {
+                v
+            };
+            (k, v)
+        })
+        .collect();
+    labels.insert("swarm-exec.target.task".into(), req.task.task_id.clone());
+    labels.insert(
+        "swarm-exec.target.service".into(),
+        req.task.service_name.clone(),
+    );
+    let relay_args = RelayArgs {
+        port: RELAY_PORT,
+        wait: START_WAIT + HELLO_WAIT,
+    };
+    let config = ContainerCreateBody {
+        image: Some(image.clone()),
+        cmd: Some(relay_args.to_args()),
+        labels: Some(labels),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        user: Some("65534:65534".into()),
+        working_dir: Some("/".into()),
+        host_config: Some(HostConfig {
+            network_mode: Some(network.clone()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(64 << 20),
+            nano_cpus: Some(1_000_000_000),
+            // Gone by itself if this process is killed (it exits once its stdin closes).
+            auto_remove: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptions {
+        name: Some(relay_name.clone()),
+        ..Default::default()
+    };
+    let relay_id = docker
+        .create_container(Some(opts), config)
+        .await
+        .map_err(|e| SessionFailure::CreateRelay(classify(e)))?
+        .id;
+    made.relay = Some(relay_id.clone());
+    let attach = AttachContainerOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        stream: true,
+        ..Default::default()
+    };
+    let bollard::container::AttachContainerResults {
+        output: mut relay_out,
+        input: mut relay_in,
+    } = docker
+        .attach_container(&relay_id, Some(attach))
+        .await
+        .map_err(|e| SessionFailure::AttachRelay(classify(e)))?;
+    docker
+        .start_container(
+            &relay_id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| SessionFailure::StartRelay(classify(e)))?;
+    let key = swarm_exec_proto::Envelope::new_key()
+        .map_err(|e| SessionFailure::WriteRelay(std::io::Error::other(e)))?;
+    relay_in
+        .write_all(&relay_token(&key))
+        .await
+        .map_err(SessionFailure::WriteRelay)?;
+    let inspected = docker
+        .inspect_container(&relay_id, None)
+        .await
+        .map_err(|e| SessionFailure::StartRelay(classify(e)))?;
+    let ip = inspected
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| {
+            n.into_values()
+                .find(|e| e.network_id.as_deref() == Some(network.as_str()))
+        })
+        .and_then(|e| e.ip_address)
+        .filter(|ip| !ip.is_empty())
+        .ok_or_else(|| SessionFailure::RelayAddress(network_name.to_owned()))?;
+    tracing::debug!(relay = %relay_name, %ip, ms = started.elapsed().as_millis(), "relay started");
+
+    // The envelope and the helper, on the same overlay.
+    let mut envelope = req
+        .run
+        .envelope(budget)
+        .map_err(|e| SessionFailure::Failed(e.to_string()))?;
+    envelope.key = key;
+    envelope.stdin = None;
+    envelope.session = Some(SessionSpec {
+        relay: format!("{ip}:{RELAY_PORT}"),
+        tty: req.tty,
+        stdin: input.is_some(),
+    });
+    let target_labels = vec![
+        (
+            "swarm-exec.target.task".to_owned(),
+            req.task.task_id.clone(),
+        ),
+        (
+            "swarm-exec.target.service".to_owned(),
+            req.task.service_name.clone(),
+        ),
+        (
+            "swarm-exec.target.container".to_owned(),
+            req.task.container_id.clone(),
+        ),
+    ];
+    let secret = create_envelope(api, &envelope, &target_labels, budget)
+        .await
+        .map_err(|e| SessionFailure::Failed(format!("creating the envelope secret: {e}")))?;
+    made.secret = Some(secret.id.clone());
+    drop(envelope);
+    let mut spec = helper_spec(
+        &req.task.node_id,
+        &target_labels,
+        std::slice::from_ref(&req.task.container_id),
+        req.carrier,
+        &req.task.image,
+        tag,
+        budget,
+        (&secret.id, &secret.name),
+    );
+    spec.network = Some(network.clone());
+    let helper = api
+        .create_service(&spec)
+        .await
+        .map_err(SessionFailure::CreateHelper)?;
+    made.helper = Some(helper.clone());
+    tracing::debug!(helper = %spec.name, ms = started.elapsed().as_millis(), "helper created");
+
+    // Until the helper's hello: its task is watched, and the relay's stderr kept for
+    // messages.
+    let (mut seal, mut open) = halves(&key, Side::Client);
+    let mut relay_said = String::new();
+    let mut running_since: Option<Instant> = None;
+    let mut next_poll = Instant::now();
+    loop {
+        let hello_by = running_since.map(|t| t + HELLO_WAIT);
+        tokio::select! {
+            item = relay_out.next() => match item {
+                Some(Ok(LogOutput::StdOut { message })) => {
+                    open.feed(&message);
+                    match open.next_msg() {
+                        None => {}
+                        Some(Ok(Msg::Hello)) => break,
+                        Some(Ok(_)) => {
+                            return Err(SessionFailure::Refused(SessionError::Malformed {
+                                seq: 0,
+                                what: "not a hello",
+                            }))
+                        }
+                        Some(Err(e)) => return Err(SessionFailure::Refused(e)),
+                    }
+                }
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    relay_said.push_str(String::from_utf8_lossy(&message).trim());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(SessionFailure::ReadRelay(classify(e))),
+                None => return Err(SessionFailure::Cut(relay_said)),
+            },
+            _ = sleep_until(next_poll) => {
+                next_poll = Instant::now() + POLL;
+                let filter = TaskFilter {
+                    service: Some(helper.clone()),
+                    ..Default::default()
+                };
+                let tasks = api.list_tasks(&filter).await.unwrap_or_default();
+                let state = tasks.first().map(|t| t.state.clone()).unwrap_or_else(|| "none".into());
+                match state.as_str() {
+                    "running" => {
+                        running_since.get_or_insert_with(|| {
+                            tracing::debug!(ms = started.elapsed().as_millis(), "helper running");
+                            Instant::now()
+                        });
+                    }
+                    "complete" | "failed" | "rejected" | "shutdown" | "orphaned" | "remove" => {
+                        let t = &tasks[0];
+                        let reason = [t.err.as_str(), t.message.as_str()]
+                            .into_iter()
+                            .find(|s| !s.is_empty())
+                            .unwrap_or_default()
+                            .to_owned();
+                        return Err(SessionFailure::HelperEnded { state, reason });
+                    }
+                    _ if started.elapsed() > START_WAIT => {
+                        return Err(SessionFailure::NotStarted(START_WAIT, state));
+                    }
+                    _ => {}
+                }
+            }
+            _ = async { sleep_until(hello_by.expect("guarded")).await }, if hello_by.is_some() => {
+                return Err(SessionFailure::NoHello {
+                    node: req.task.node_name.clone(),
+                    relay: relay_said,
+                });
+            }
+        }
+    }
+    tracing::debug!(ms = started.elapsed().as_millis(), "session open");
+
+    // The session.
+    let mut wire = Vec::new();
+    if !req.stdin_prefix.is_empty() {
+        seal.seal(&Msg::Stdin(req.stdin_prefix.clone()), &mut wire);
+    }
+    let mut received = [0u64; 2];
+    let mut sizes_open = req.tty;
+    let mut pending: Vec<Msg> = Vec::new();
+    loop {
+        if !wire.is_empty() {
+            relay_in
+                .write_all(&wire)
+                .await
+                .map_err(SessionFailure::WriteRelay)?;
+            wire.clear();
+        }
+        // Frames already received (with the hello) come first.
+        while let Some(m) = open.next_msg() {
+            pending.push(m.map_err(SessionFailure::Refused)?);
+        }
+        for m in pending.drain(..) {
+            match m {
+                Msg::Stdout(b) => {
+                    received[0] += b.len() as u64;
+                    out.stdout(&b);
+                }
+                Msg::Stderr(b) => {
+                    received[1] += b.len() as u64;
+                    out.stderr(&b);
+                }
+                Msg::Exit {
+                    code,
+                    stdout,
+                    stderr,
+                } => {
+                    for (stream, declared, got) in [
+                        ("stdout", stdout, received[0]),
+                        ("stderr", stderr, received[1]),
+                    ] {
+                        if declared != got {
+                            return Err(SessionFailure::Count {
+                                stream,
+                                declared,
+                                received: got,
+                            });
+                        }
+                    }
+                    return Ok(Outcome::Exited(code));
+                }
+                Msg::Failed(reason) => return Err(SessionFailure::Failed(reason)),
+                Msg::TimedOut { .. } => return Ok(Outcome::TimedOut),
+                _ => {}
+            }
+        }
+        tokio::select! {
+            item = relay_out.next() => match item {
+                Some(Ok(LogOutput::StdOut { message })) => open.feed(&message),
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    relay_said.push_str(String::from_utf8_lossy(&message).trim());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(SessionFailure::ReadRelay(classify(e))),
+                None => return Err(SessionFailure::Cut(relay_said)),
+            },
+            chunk = async { input.as_mut().expect("guarded").recv().await }, if input.is_some() => {
+                match chunk {
+                    Some(bytes) => seal.seal(&Msg::Stdin(bytes), &mut wire),
+                    None => {
+                        seal.seal(&Msg::StdinEof, &mut wire);
+                        input = None;
+                    }
+                }
+            }
+            size = sizes.next(), if sizes_open => match size {
+                Some((rows, cols)) => seal.seal(&Msg::Resize { rows, cols }, &mut wire),
+                None => sizes_open = false,
+            },
+        }
+    }
+}
+
+/// The image the relay runs on the manager: `--image`'s (the manager must have it), or one
+/// imported from this build's node-side program (once per build).
+async fn relay_image(api: &BollardApi, helper: &HelperSource) -> Result<String, SessionFailure> {
+    let program = match helper {
+        HelperSource::Image(image) => {
+            return match api.inspect_image(image).await {
+                Ok(Some(_)) => Ok(image.clone()),
+                _ => Err(SessionFailure::NoRelayImage(image.clone())),
+            }
+        }
+        HelperSource::Embedded(p) => p,
+    };
+    let build = program.build_id;
+    let tag = &build[..12];
+    let image = format!("swarm-exec-relay:{tag}");
+    if let Ok(Some(_)) = api.inspect_image(&image).await {
+        return Ok(image);
+    }
+    let tar = swarm_exec_proto::tar::tar_of(RELAY_PROGRAM, (program.program)());
+    let opts = CreateImageOptions {
+        from_src: Some("-".into()),
+        repo: Some("swarm-exec-relay".into()),
+        tag: Some(tag.into()),
+        changes: vec![
+            format!("LABEL {HELPER_LABEL}={RELAY_KIND} {BUILD_LABEL}={build}"),
+            format!("ENTRYPOINT [\"{RELAY_PROGRAM}\"]"),
+        ],
+        ..Default::default()
+    };
+    let mut progress =
+        api.docker()
+            .create_image(Some(opts), Some(bollard::body_full(tar.into())), None);
+    while let Some(p) = progress.next().await {
+        p.map_err(|e| SessionFailure::ImportImage {
+            image: image.clone(),
+            source: classify(e),
+        })?;
+    }
+    Ok(image)
+}
+
+/// The network's ID: the kept session overlay, created (attachable, labelled) when missing,
+/// or the operator's, which must be an attachable overlay.
+async fn ensure_network(
+    api: &BollardApi,
+    name: &str,
+    ours: bool,
+) -> Result<String, SessionFailure> {
+    let docker = api.docker();
+    let err = |source| SessionFailure::Network {
+        name: name.to_owned(),
+        source,
+    };
+    let check = |n: bollard::models::NetworkInspect| {
+        if n.driver.as_deref() == Some("overlay") && n.attachable == Some(true) {
+            n.id.ok_or_else(|| SessionFailure::NotAttachable(name.to_owned()))
+        } else {
+            Err(SessionFailure::NotAttachable(name.to_owned()))
+        }
+    };
+    match docker.inspect_network(name, None).await.map_err(classify) {
+        Ok(n) => return check(n),
+        Err(ApiError::NotFound(_)) if ours => {}
+        Err(e) => return Err(err(e)),
+    }
+    let create = NetworkCreateRequest {
+        name: name.to_owned(),
+        driver: Some("overlay".into()),
+        attachable: Some(true),
+        labels: Some([(HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned())].into()),
+        ..Default::default()
+    };
+    match docker.create_network(create).await.map_err(classify) {
+        // Made by a concurrent session: found below.
+        Ok(_) | Err(ApiError::Server { status: 409, .. }) => {}
+        Err(e) => return Err(err(e)),
+    }
+    check(
+        docker
+            .inspect_network(name, None)
+            .await
+            .map_err(|e| err(classify(e)))?,
+    )
+}
