@@ -113,10 +113,9 @@ pub enum SessionFailure {
     #[error("the helper ended before it reached the relay (state {state}{})", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
     HelperEnded { state: String, reason: String },
     #[error(
-        "no connection from the helper {HELLO_WAIT:?} after it started: the overlay network \
-         between this manager and node {node} does not carry traffic. Open 4789/udp (VXLAN) \
-         and 7946/tcp+udp (gossip) between the nodes, or run without -t (and with at most \
-         a secret's worth of stdin for -i): that path needs no overlay{}",
+        "no connection from the helper within {HELLO_WAIT:?} of its start: the overlay between \
+         this manager and node {node} carries no traffic. Open 4789/udp and 7946/tcp+udp \
+         between them, or run without -t (no overlay needed){}",
         if .relay.is_empty() { String::new() } else { format!(" (relay: {})", .relay) }
     )]
     NoHello { node: String, relay: String },
@@ -458,28 +457,29 @@ where
     }
     tracing::debug!(ms = started.elapsed().as_millis(), "session open");
 
-    // The session.
-    let mut wire = Vec::new();
+    // The session. What goes to the relay is written by a future of its own, so that
+    // reading never waits on writing (a command that echoes its input would otherwise
+    // block both ends); a frame is sealed only once there is room to send it, since a
+    // sealed frame that was not sent would break the sequence.
+    let (to_relay, mut outgoing) = mpsc::channel::<Vec<u8>>(8);
+    let writer = async {
+        while let Some(bytes) = outgoing.recv().await {
+            relay_in.write_all(&bytes).await?;
+        }
+        std::future::pending::<std::io::Result<()>>().await
+    };
+    tokio::pin!(writer);
     if !req.stdin_prefix.is_empty() {
+        let mut wire = Vec::new();
         seal.seal(&Msg::Stdin(req.stdin_prefix.clone()), &mut wire);
+        let _ = to_relay.send(wire).await;
     }
     let mut received = [0u64; 2];
     let mut sizes_open = req.tty;
-    let mut pending: Vec<Msg> = Vec::new();
     loop {
-        if !wire.is_empty() {
-            relay_in
-                .write_all(&wire)
-                .await
-                .map_err(SessionFailure::WriteRelay)?;
-            wire.clear();
-        }
-        // Frames already received (with the hello) come first.
+        // Frames already received (some may have come with the hello) first.
         while let Some(m) = open.next_msg() {
-            pending.push(m.map_err(SessionFailure::Refused)?);
-        }
-        for m in pending.drain(..) {
-            match m {
+            match m.map_err(SessionFailure::Refused)? {
                 Msg::Stdout(b) => {
                     received[0] += b.len() as u64;
                     out.stdout(&b);
@@ -522,7 +522,14 @@ where
                 Some(Err(e)) => return Err(SessionFailure::ReadRelay(classify(e))),
                 None => return Err(SessionFailure::Cut(relay_said)),
             },
-            chunk = async { input.as_mut().expect("guarded").recv().await }, if input.is_some() => {
+            r = &mut writer => {
+                return Err(SessionFailure::WriteRelay(r.err().unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into())));
+            }
+            (permit, chunk) = async {
+                let permit = to_relay.reserve().await;
+                (permit, input.as_mut().expect("guarded").recv().await)
+            }, if input.is_some() => {
+                let mut wire = Vec::new();
                 match chunk {
                     Some(bytes) => seal.seal(&Msg::Stdin(bytes), &mut wire),
                     None => {
@@ -530,11 +537,21 @@ where
                         input = None;
                     }
                 }
+                match permit {
+                    Ok(p) => p.send(wire),
+                    Err(_) => return Err(SessionFailure::WriteRelay(std::io::ErrorKind::BrokenPipe.into())),
+                }
             }
-            size = sizes.next(), if sizes_open => match size {
-                Some((rows, cols)) => seal.seal(&Msg::Resize { rows, cols }, &mut wire),
-                None => sizes_open = false,
-            },
+            (permit, size) = async { (to_relay.reserve().await, sizes.next().await) }, if sizes_open => {
+                match (permit, size) {
+                    (Ok(p), Some((rows, cols))) => {
+                        let mut wire = Vec::new();
+                        seal.seal(&Msg::Resize { rows, cols }, &mut wire);
+                        p.send(wire);
+                    }
+                    _ => sizes_open = false,
+                }
+            }
         }
     }
 }

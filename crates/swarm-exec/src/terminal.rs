@@ -74,9 +74,17 @@ pub fn size() -> Option<(u16, u16)> {
 /// What is typed (or piped), chunk by chunk, read on a thread of its own that the process
 /// may leave blocked in a read when it ends; the channel closes at end of input.
 pub fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    stdin_chunks_after(Vec::new())
+}
+
+/// [`stdin_chunks`], `first` (what was read of stdin already) before the rest.
+pub fn stdin_chunks_after(first: Vec<u8>) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     std::thread::spawn(move || {
         use std::io::Read;
+        if !first.is_empty() && tx.blocking_send(first).is_err() {
+            return;
+        }
         let mut stdin = std::io::stdin().lock();
         let mut buf = vec![0u8; 32 * 1024];
         loop {

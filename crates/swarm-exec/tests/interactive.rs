@@ -92,24 +92,8 @@ fn a_session_on(svc: &Service, node: &str) {
     );
     // A relay removes itself as it exits; give that a moment.
     eventually("no relay left", Duration::from_secs(10), || {
-        relays(svc).is_empty().then_some(())
+        relays_of(&svc.name).is_empty().then_some(())
     });
-}
-
-/// Relay containers (on the manager) swarm-exec left for sessions with `svc`'s tasks.
-fn relays(svc: &Service) -> Vec<String> {
-    let target = format!("label=swarm-exec.target.service={}", svc.name);
-    docker_ok(&[
-        "ps",
-        "-aq",
-        "--filter",
-        "label=swarm-exec.helper=relay",
-        "--filter",
-        &target,
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
 }
 
 #[test]

@@ -11,5 +11,6 @@ mod interactive;
 mod plugin;
 mod scale;
 mod service_exec;
+mod session;
 mod task_exec;
 mod zero_install;

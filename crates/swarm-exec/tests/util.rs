@@ -452,6 +452,17 @@ pub fn swarm_exec_objects(kind: &str, service: &str) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
+/// Relay containers (on the manager, node1) swarm-exec left for sessions with `service`'s
+/// tasks.
+pub fn relays_of(service: &str) -> Vec<String> {
+    let target = format!("label=swarm-exec.target.service={service}");
+    let relay = "label=swarm-exec.helper=relay";
+    docker_ok(&["ps", "-aq", "--filter", relay, "--filter", &target])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Waits (at most 30 s) for a helper of `service` to exist; returns the first.
 pub fn await_helper_of(service: &str) -> String {
     eventually("the helper", Duration::from_secs(30), || {

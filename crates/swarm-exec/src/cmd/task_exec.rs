@@ -25,9 +25,15 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         .into_iter()
         .map(utf8_arg)
         .collect::<Result<_, _>>()?;
+    let mut run = run_options(args.exec, command)?;
+    if let Err(swarm_exec_core::options::InvalidRun::StdinTooLarge(..)) = run.check() {
+        // More stdin than a secret holds: streamed, the part read so far first.
+        let prefix = run.stdin.take().unwrap_or_default();
+        return stream(global, &args.task, args.network.as_deref(), run, prefix).await;
+    }
     let req = ExecRequest {
         target: args.task,
-        run: run_options(args.exec, command)?,
+        run,
     };
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     let api = connect(global)?;
@@ -156,6 +162,83 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
             task.task_id
         );
     }
+    Ok(Status::Outcome(outcome))
+}
+
+/// `task-exec -i` with more stdin than a secret holds: an attached exec on the engine
+/// swarm-exec talks to, or a session through a relay for a task on another node; stdin is
+/// streamed to the end (`prefix` first), stdout and stderr kept apart.
+async fn stream(
+    global: &Global,
+    task: &swarm_exec_core::target::TaskRef,
+    network: Option<&str>,
+    run: RunOptions,
+    prefix: Vec<u8>,
+) -> Result<Status, CliError> {
+    use swarm_exec_core::attach::{attached, local_task, Attached};
+    use swarm_exec_core::session::{remote_session, SessionRequest};
+
+    let interrupted = interrupted().map_err(CliError::Runtime)?;
+    tokio::pin!(interrupted);
+    let deadline = tokio::time::Instant::now() + run.timeout;
+    let api = connect(global)?;
+    let (task, here) = tokio::select! {
+        r = local_task(&api, task) => r?,
+        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    };
+    let mut sink = StdSink::new(global.quiet);
+    let no_sizes = futures_util::stream::empty();
+    if here {
+        let exec = Attached {
+            container: &task.container_id,
+            command: &run.command,
+            env: &run.env,
+            workdir: run.workdir.as_deref(),
+            user: run.user.as_deref(),
+            privileged: run.privileged,
+            tty: false,
+        };
+        let input = crate::terminal::stdin_chunks_after(prefix);
+        let session = attached(
+            api.docker(),
+            &exec,
+            Some(input),
+            no_sizes,
+            |stream, bytes| match stream {
+                swarm_exec_proto::Stream::Stderr => sink.stderr(bytes),
+                _ => sink.stdout(bytes),
+            },
+        );
+        let outcome = tokio::select! {
+            r = session => Outcome::Exited(r.map_err(|e| e.into_exec(&task))?),
+            i = &mut interrupted => Outcome::Interrupted(i),
+            () = tokio::time::sleep_until(deadline) => Outcome::TimedOut,
+        };
+        return Ok(Status::Outcome(outcome));
+    }
+    let carrier = tokio::select! {
+        r = swarm_exec_core::task_exec::carrier_for(&api, &run.helper, &task) => r?,
+        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    };
+    let req = SessionRequest {
+        task: &task,
+        run: &run,
+        carrier: &carrier,
+        tty: false,
+        network,
+        stdin_prefix: prefix,
+    };
+    let input = crate::terminal::stdin_chunks_after(Vec::new());
+    let outcome = remote_session(
+        &api,
+        req,
+        Some(input),
+        no_sizes,
+        &mut sink,
+        Some(deadline),
+        &mut interrupted,
+    )
+    .await?;
     Ok(Status::Outcome(outcome))
 }
 

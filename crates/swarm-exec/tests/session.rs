@@ -1,0 +1,196 @@
+//! Live sessions with tasks on other nodes, without a terminal: `-i` with more stdin than a
+//! secret holds is streamed through a relay on the manager and the session overlay, sealed
+//! end to end; what else is on that overlay can neither read nor inject.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Nothing of a session left: no helper, envelope secret or relay for `service`.
+fn nothing_left(service: &str) {
+    eventually("no relay left", Duration::from_secs(10), || {
+        relays_of(service).is_empty().then_some(())
+    });
+    assert!(
+        swarm_exec_objects("service", service).is_empty(),
+        "helpers left"
+    );
+    assert!(
+        swarm_exec_objects("secret", service).is_empty(),
+        "secrets left"
+    );
+}
+
+#[test]
+fn stdin_of_any_size_is_streamed_exactly() {
+    let svc = shared();
+    // 300 MB to a worker, through the relay; 50 MB to the manager's own task, attached.
+    for (node, mb) in [("node2", 300), ("node1", 50)] {
+        let script = format!(
+            "head -c {mb}M /dev/urandom | tee >(sha256sum > \"$D/sent\") | \
+             \"$SX\" task-exec -i {} sha256sum; rc=$?; sleep 1; cat \"$D/sent\"; exit $rc",
+            svc.at(node)
+        );
+        let dir = std::env::temp_dir().join(format!("sx-stream-{}", unique_hex(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = run(Command::new("bash")
+            .args(["-c", &script])
+            .env("SX", SWARM_EXEC)
+            .env("D", &dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_exit(&out, 0);
+        let shown = out.stdout_str();
+        let sums: Vec<&str> = shown
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap_or_default())
+            .collect();
+        assert_eq!(sums.len(), 2, "{shown}");
+        assert_eq!(
+            sums[0], sums[1],
+            "{node}: the command read other bytes than were sent"
+        );
+    }
+    nothing_left(&svc.name);
+}
+
+#[test]
+fn a_streamed_command_echoes_its_input_and_keeps_its_streams_and_code() {
+    let svc = shared();
+    let input: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    // `cat` writes while it reads: neither end may wait on the other.
+    let out = swarm_exec_stdin(
+        &task_exec_args(
+            &["-i"],
+            &svc.at("node3"),
+            &sh("cat; echo to-stderr >&2; exit 5"),
+        ),
+        &input,
+    );
+    assert_exit(&out, 5);
+    assert!(
+        out.stdout == input,
+        "stdout: {} bytes, not the input",
+        out.stdout.len()
+    );
+    assert_stderr_has(&out, "to-stderr");
+    nothing_left(&svc.name);
+}
+
+/// Another container on the session overlay connects to the relay again and again, sending
+/// garbage, while a session runs: it receives nothing, and none of it reaches the command.
+#[test]
+fn garbage_on_the_overlay_reaches_nothing() {
+    let svc = Service::replicated(3);
+    // A worker's: a session there goes through the relay.
+    let task = svc.on("node3").id.clone();
+    let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    // The command waits, so that the other container has the relay's address in time.
+    let child = spawn_swarm_exec_stdin(
+        &task_exec_args(&["-i"], &task, &sh("sleep 6; sha256sum")),
+        &input,
+    );
+    let relay = eventually("the relay", Duration::from_secs(20), || {
+        relays_of(&svc.name).into_iter().next()
+    });
+    let ip = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &relay,
+    ]);
+    let name = format!("sx-garbage-{}", unique_hex(6));
+    let label = format!("{TEST_LABEL}=e2e");
+    let attack = format!(
+        "touch /tmp/got /tmp/in; for i in $(seq 30); do \
+         (head -c 65536 /dev/urandom | nc -w 1 {ip} 7373 >> /tmp/got && echo >> /tmp/in) & \
+         sleep 0.1; done; wait; echo $(wc -c < /tmp/got) $(wc -l < /tmp/in)"
+    );
+    let garbage = docker(&[
+        "run",
+        "--rm",
+        "--name",
+        &name,
+        "--label",
+        &label,
+        "--network",
+        "swarm-exec-session",
+        TARGET_IMAGE,
+        "sh",
+        "-c",
+        &attack,
+    ]);
+    let out = wait(child, Duration::from_secs(60));
+    let said = garbage.stdout_str();
+    let (got, connected) = said.trim().split_once(' ').expect("two counts");
+    assert_eq!(got, "0", "the relay sent a stranger something: {said}");
+    assert!(
+        connected.parse::<u32>().unwrap_or(0) > 0,
+        "the stranger never got through to the relay: {said} {}",
+        garbage.stderr_str()
+    );
+    assert_exit(&out, 0);
+    let sum = out.stdout_str();
+    let local = {
+        use std::io::Write;
+        let mut c = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(&input).unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(
+        sum.split_whitespace().next(),
+        local.split_whitespace().next(),
+        "the command's stdin was not exactly the client's"
+    );
+    nothing_left(&svc.name);
+}
+
+/// Drops VXLAN (4789/udp) into a worker's network namespace while it is in scope.
+struct Blocked(&'static str);
+
+impl Blocked {
+    fn vxlan(netns: &'static str) -> Blocked {
+        let ok = Command::new("ip")
+            .args([
+                "netns", "exec", netns, "iptables", "-I", "INPUT", "-p", "udp",
+            ])
+            .args(["--dport", "4789", "-j", "DROP"])
+            .status()
+            .expect("ip netns exec … iptables");
+        assert!(ok.success(), "could not drop 4789/udp in {netns}");
+        Blocked(netns)
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args([
+                "netns", "exec", self.0, "iptables", "-D", "INPUT", "-p", "udp",
+            ])
+            .args(["--dport", "4789", "-j", "DROP"])
+            .status();
+    }
+}
+
+#[test]
+fn a_blocked_overlay_is_reported_within_15_seconds() {
+    let svc = Service::replicated(3);
+    let task = svc.on("node2").id.clone();
+    let input = vec![b'x'; 600_000];
+    let blocked = Blocked::vxlan("sxlab-node2");
+    let start = Instant::now();
+    let out = swarm_exec_stdin(&task_exec_args(&["-i"], &task, &["wc", "-c"]), &input);
+    let took = start.elapsed();
+    drop(blocked);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "Open 4789/udp and 7946/tcp+udp");
+    assert!(took < Duration::from_secs(15), "reported after {took:?}");
+    nothing_left(&svc.name);
+}
