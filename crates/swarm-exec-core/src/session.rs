@@ -640,3 +640,134 @@ async fn ensure_network(
             .map_err(|e| err(classify(e)))?,
     )
 }
+
+/// `gc` of what sessions leave on the engine swarm-exec talks to: relay containers whose
+/// budget has passed (a relay normally removes itself), relay images of other builds than
+/// `keep_build`, and with `all` every relay image and the kept session network (refused
+/// by the engine while a session uses it: kept). Only objects with swarm-exec's name
+/// pattern and label value are taken.
+pub async fn gc_sessions(
+    api: &BollardApi,
+    all: bool,
+    dry_run: bool,
+    keep_build: Option<&str>,
+) -> Result<Vec<crate::gc::Collected>, ApiError> {
+    use crate::gc::{Collected, Kept, Why};
+    use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, RemoveImageOptions};
+    let docker = api.docker();
+    let label = format!("{HELPER_LABEL}={RELAY_KIND}");
+    let filters = || std::collections::HashMap::from([("label".to_owned(), vec![label.clone()])]);
+    let now = api.engine_time().await?;
+    let mut found = Vec::new();
+
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters()),
+            ..Default::default()
+        }))
+        .await
+        .map_err(classify)?;
+    for c in containers {
+        let (Some(id), Some(name)) = (c.id, c.names.and_then(|n| n.into_iter().next())) else {
+            continue;
+        };
+        let name = name.trim_start_matches('/').to_owned();
+        if !name.starts_with("swarm-exec-relay-") {
+            continue;
+        }
+        let budget = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::helper::BUDGET_LABEL))
+            .and_then(|b| b.parse::<u64>().ok());
+        let stale = budget
+            .map(|b| c.created.unwrap_or(0).max(0) as u64 + b + crate::gc::GRACE_SECS)
+            .filter(|&end| now > end)
+            .map(|end| Why::Stale(now - end));
+        if let Some(why) = stale.or(all.then_some(Why::All)) {
+            found.push(("container", name, id, why));
+        }
+    }
+    let images = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters()),
+            ..Default::default()
+        }))
+        .await
+        .map_err(classify)?;
+    for i in images {
+        let Some(tag) = i
+            .repo_tags
+            .iter()
+            .find(|t| t.starts_with("swarm-exec-relay:"))
+            .cloned()
+        else {
+            continue;
+        };
+        let build = i.labels.get(BUILD_LABEL).map(String::as_str);
+        let why = if all {
+            Why::All
+        } else if build.is_some() && build != keep_build {
+            Why::OtherBuild
+        } else {
+            continue;
+        };
+        found.push(("image", tag.clone(), tag, why));
+    }
+    if all {
+        if let Ok(n) = docker.inspect_network(SESSION_NETWORK, None).await {
+            let ours = n
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(HELPER_LABEL))
+                .map(String::as_str)
+                == Some(NETWORK_KIND);
+            if let (true, Some(id)) = (ours, n.id) {
+                found.push(("network", SESSION_NETWORK.to_owned(), id, Why::All));
+            }
+        }
+    }
+
+    let mut collected = Vec::new();
+    for (kind, name, id, why) in found {
+        let removed = if dry_run {
+            None
+        } else {
+            let r = match kind {
+                "container" => docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            v: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .map(|_| ()),
+                "image" => docker
+                    .remove_image(&id, None::<RemoveImageOptions>, None)
+                    .await
+                    .map(|_| ()),
+                _ => docker.remove_network(&id).await,
+            };
+            Some(match r.map_err(classify) {
+                Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+                // A network with a session on it, an image a relay runs.
+                Err(ApiError::Server { status: 409, .. }) if kind != "container" => {
+                    Err(Kept::InUse)
+                }
+                Err(e) => Err(Kept::Failed(e.to_string())),
+            })
+        };
+        collected.push(Collected {
+            kind,
+            name,
+            id,
+            why,
+            removed,
+        });
+    }
+    Ok(collected)
+}

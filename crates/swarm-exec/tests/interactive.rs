@@ -118,3 +118,52 @@ fn a_terminal_is_refused_where_it_cannot_be_given() {
     assert_stderr_has(&out, "not a TTY");
     assert!(svc.helpers().is_empty());
 }
+
+/// A session on a worker whose container is killed mid-session, and one whose client gets
+/// SIGTERM: each ends with the terminal as it was and nothing left; SIGTERM stops the
+/// remote command too.
+#[test]
+fn a_session_on_a_worker_ends_cleanly_when_its_container_dies_or_it_is_stopped() {
+    let svc = Service::replicated(3);
+    let task = svc.on("node2").clone();
+    let container = container_of(&task.id);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(4));
+        docker_on(2, &["kill", &container])
+    });
+    let out = in_a_terminal(
+        &format!("\"$SX\" task-exec -it {} sh", task.id),
+        &[(1500, b"echo ready\r"), (2000, b"sleep 100\r")],
+    );
+    assert_eq!(killer.join().unwrap().code, 0, "could not kill the container");
+    assert!(out.stdout_str().contains("ready"), "{}", out.stdout_str());
+    assert_ne!(out.code, 0, "a session whose container was killed ended 0");
+    eventually("no relay left", Duration::from_secs(10), || {
+        relays_of(&svc.name).is_empty().then_some(())
+    });
+    assert!(svc.helpers().is_empty(), "helpers left");
+
+    // SIGTERM to swarm-exec: 143, and the remote `sleep` is gone.
+    let task = svc.on("node3").clone();
+    let marker = format!(
+        "sleep {}",
+        100_000 + u32::from_str_radix(&unique_hex(4), 16).unwrap()
+    );
+    let inner = format!(
+        "\"$SX\" task-exec -it {} sh < /dev/tty & pid=$!; sleep 7; kill -TERM $pid; wait $pid",
+        task.id
+    );
+    let typed = format!("{marker}\r");
+    let seen = {
+        let (task, marker) = (task.clone(), marker.clone());
+        std::thread::spawn(move || await_processes(&task, &[&marker]))
+    };
+    let out = in_a_terminal(&inner, &[(2000, typed.as_bytes())]);
+    seen.join().expect("the remote command ran");
+    assert_exit(&out, 143);
+    await_processes_gone(&task, &[&marker]);
+    eventually("no relay left", Duration::from_secs(10), || {
+        relays_of(&svc.name).is_empty().then_some(())
+    });
+    assert!(svc.helpers().is_empty(), "helpers left");
+}

@@ -13,7 +13,14 @@ pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
         dry_run: args.dry_run,
         keep_build: Some(crate::node_program::NODE_PROGRAM.build_id()),
     };
-    let collected = gc(&api, opts).await.map_err(CliError::Connect)?;
+    let keep = opts.keep_build.clone();
+    let mut collected = gc(&api, opts).await.map_err(CliError::Connect)?;
+    // What live sessions leave on this engine: relay containers and images, the overlay.
+    collected.extend(
+        swarm_exec_core::session::gc_sessions(&api, args.all, args.dry_run, keep.as_deref())
+            .await
+            .map_err(CliError::Connect)?,
+    );
     let mut failed = 0;
     for c in &collected {
         let why = match c.why {
