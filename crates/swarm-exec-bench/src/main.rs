@@ -29,6 +29,8 @@ use bollard::Docker;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 
+mod sessions;
+
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const TARGET_IMAGE: &str = "swarm-exec-lab/busybox:1";
@@ -72,6 +74,8 @@ fn main() -> Res<()> {
     // Only the fan-out figures (e.g. on a lab of 10 nodes), put into the report's section
     // for that many nodes; the rest of the report stays.
     let fan_only = args.iter().any(|a| a == "--fan-only");
+    // Only the live-session figures, into their own section.
+    let sessions_only = args.iter().any(|a| a == "--sessions-only");
     let bulk = Bulk {
         rounds: opt("--bulk-rounds", "3").parse()?,
         bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
@@ -80,7 +84,18 @@ fn main() -> Res<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(run(&lab, &bin, rounds, &fans, bulk, &out, fan_only))
+        .block_on(run(
+            &lab,
+            &bin,
+            rounds,
+            &fans,
+            bulk,
+            &out,
+            Only {
+                fan: fan_only,
+                sessions: sessions_only,
+            },
+        ))
 }
 
 /// The bulk-output measurement: how many rounds, of how many bytes.
@@ -92,6 +107,13 @@ struct Bulk {
 
 const TEXT: &str = "yes 'a line of text, much like a dump has'";
 
+/// Parts of the report measured on their own, each spliced into its section.
+#[derive(Debug, Clone, Copy)]
+struct Only {
+    fan: bool,
+    sessions: bool,
+}
+
 async fn run(
     lab: &str,
     bin: &str,
@@ -99,7 +121,7 @@ async fn run(
     fans: &[usize],
     bulk: Bulk,
     out: &str,
-    fan_only: bool,
+    only: Only,
 ) -> Res<()> {
     let mut nodes = Vec::new();
     for n in 1.. {
@@ -135,7 +157,7 @@ async fn run(
         max_fan,
         bulk,
         out,
-        fan_only,
+        only,
     )
     .await;
     for name in [ONE_SERVICE, FAN_SERVICE] {
@@ -155,8 +177,9 @@ async fn measure(
     max_fan: usize,
     bulk: Bulk,
     out: &str,
-    fan_only: bool,
+    only: Only,
 ) -> Res<()> {
+    let fan_only = only.fan;
     let one = wait_tasks(manager, ONE_SERVICE, nodes.len()).await?;
     let fan = wait_tasks(manager, FAN_SERVICE, max_fan).await?;
     let worker = one
@@ -164,6 +187,33 @@ async fn measure(
         .find(|t| t.node == nodes[1].name)
         .ok_or("no bench task on the first worker")?;
     let worker_docker = &nodes[1].docker;
+    if only.sessions {
+        let on_manager = one
+            .iter()
+            .find(|t| t.node == nodes[0].name)
+            .ok_or("no bench task on the manager")?;
+        let lab_dir = manager_host.trim_start_matches("unix://").trim_end_matches("/node1/docker.sock");
+        let lab = sessions::Lab {
+            bin,
+            manager_host,
+            worker_task: &worker.id,
+            worker_container: &worker.container,
+            worker_host: format!("unix://{lab_dir}/node2/docker.sock"),
+            manager_task: &on_manager.id,
+            manager_container: &on_manager.container,
+        };
+        let mut engines = Vec::new();
+        for (i, n) in nodes.iter().take(2).enumerate() {
+            let v = n.docker.version().await?.version.unwrap_or_default();
+            let role = if i == 0 { "manager" } else { "worker" };
+            engines.push(format!("{} ({role}) Docker {v}", n.name));
+        }
+        let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let section = sessions::section(&lab, rounds, 200, &date, &engines.join(", "))?;
+        splice(out, &section)?;
+        println!("{section}");
+        return Ok(());
+    }
     let by_name: HashMap<&str, &Docker> =
         nodes.iter().map(|n| (n.name.as_str(), &n.docker)).collect();
     let helper_image = manager
@@ -320,16 +370,16 @@ async fn measure(
         nodes.len(),
         &fan,
     );
-    // Sections measured on other labs (`--fan-only` on 10 nodes) stay.
-    let kept = std::fs::read_to_string(out)
-        .ok()
-        .and_then(|old| {
-            let start = old.find("\n## Fan-out on ")?;
-            let rest = &old[start + 1..];
+    // Sections measured on their own (`--fan-only` on 10 nodes, `--sessions-only`) stay.
+    let old = std::fs::read_to_string(out).unwrap_or_default();
+    let kept: String = ["\n## Fan-out on ", "\n## Live sessions"]
+        .iter()
+        .filter_map(|h| {
+            let rest = &old[old.find(h)? + 1..];
             let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
-            Some(rest[..end].to_owned())
+            Some(rest[..end].trim_end().to_owned() + "\n\n")
         })
-        .unwrap_or_default();
+        .collect();
     std::fs::write(
         out,
         format!("{report}\n{kept}").trim_end().to_owned() + "\n",

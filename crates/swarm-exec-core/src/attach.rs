@@ -2,9 +2,8 @@
 //! talks to. No helper: the exec is attached as `docker exec -it` attaches it — stdin live,
 //! a TTY of the local terminal's size, resized with it — and its exit code is the command's.
 //!
-//! A task on another node needs a data path through the manager (a relay container and an
-//! overlay the helper dials); that is not built yet, so [`local_task`] says where the task
-//! is and the caller refuses `-t` for it.
+//! A task on another node goes through a live session instead ([`crate::session`]);
+//! [`local_task`] says which of the two a task needs.
 
 use std::time::Duration;
 

@@ -152,7 +152,8 @@ const TASK_EXEC_EXAMPLES: &str = "\
 Examples:
   swarm-exec task-exec web.2 cat /etc/hostname
   swarm-exec task-exec web env
-  swarm-exec task-exec -it web sh          (a task on the engine swarm-exec talks to)
+  swarm-exec task-exec -it web sh
+  tar c . | swarm-exec task-exec -i web.1 tar x -C /srv
   swarm-exec task-exec q1mh1syk49e0 -- ls -la /data
   swarm-exec task-exec agent@node3 sh -c 'kill -HUP 1'
   swarm-exec task-exec -e LEVEL=debug -u nobody -w /app web.1 ./reload
@@ -222,8 +223,8 @@ pub struct ExecOptions {
     #[arg(long)]
     pub privileged: bool,
 
-    /// Pass this process's stdin to the command (read whole first, at most 500 KiB; it
-    /// travels in a swarm secret, removed afterwards)
+    /// Pass this process's stdin to the command: up to a swarm secret's worth (500 KiB) it
+    /// travels in the run's secret; more is streamed to the end (task-exec only)
     #[arg(short = 'i', long)]
     pub interactive: bool,
 

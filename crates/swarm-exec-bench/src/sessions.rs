@@ -1,0 +1,255 @@
+//! Live sessions, side by side with `docker exec`: the time to a session's first output,
+//! the round trip of one keystroke, and streamed `-i` throughput. Sessions run on a
+//! pseudo-terminal of the bench's own, as a user's would.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::Res;
+
+/// A process on a pseudo-terminal of 40 × 100; what it prints comes through `rx`.
+struct OnPty {
+    child: Child,
+    master: std::fs::File,
+    rx: mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl OnPty {
+    fn spawn(cmd: &mut Command) -> Res<OnPty> {
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty fills two fds we then own.
+        let r = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: fresh fds from openpty, owned from here on.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let child = cmd
+            .stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave))
+            .spawn()?;
+        let master = std::fs::File::from(master);
+        let mut reader = master.try_clone()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(OnPty {
+            child,
+            master,
+            rx,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Waits until `needle` has been printed (since the last wait).
+    fn wait_for(&mut self, needle: &[u8], limit: Duration) -> Res<()> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(i) = self.seen.windows(needle.len()).position(|w| w == needle) {
+                self.seen.drain(..i + needle.len());
+                return Ok(());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(b) => self.seen.extend(b),
+                Err(_) => {
+                    let shown = String::from_utf8_lossy(&self.seen).into_owned();
+                    return Err(format!("{needle:?} not shown within {limit:?}: {shown:?}").into());
+                }
+            }
+        }
+    }
+
+    fn type_(&mut self, keys: &[u8]) -> Res<()> {
+        self.master.write_all(keys)?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Res<()> {
+        let status = self.child.wait()?;
+        if !status.success() {
+            while let Ok(b) = self.rx.recv_timeout(Duration::from_millis(200)) {
+                self.seen.extend(b);
+            }
+            let shown = String::from_utf8_lossy(&self.seen).into_owned();
+            return Err(format!("session ended {status}: {shown}").into());
+        }
+        Ok(())
+    }
+}
+
+fn docker_host<'a>(cmd: &'a mut Command, host: &str) -> &'a mut Command {
+    cmd.env("DOCKER_HOST", host)
+}
+
+/// Time from start to the first output of `echo ready` in a `-t` session.
+fn first_output(cmd: &mut Command) -> Res<Duration> {
+    let t = Instant::now();
+    let mut s = OnPty::spawn(cmd)?;
+    s.wait_for(b"ready", Duration::from_secs(30))?;
+    let d = t.elapsed();
+    s.finish()?;
+    Ok(d)
+}
+
+/// The median round trip of a keystroke in an `-it … cat` session: typed, echoed by the
+/// remote terminal, shown here.
+fn keystroke(cmd: &mut Command, keys: usize) -> Res<f64> {
+    let mut s = OnPty::spawn(cmd)?;
+    s.type_(b"echo go\r")?;
+    s.wait_for(b"go\r\n", Duration::from_secs(30))?;
+    let mut trips = Vec::new();
+    for i in 0..keys {
+        let key = [b'a' + (i % 26) as u8];
+        let t = Instant::now();
+        s.type_(&key)?;
+        s.wait_for(&key, Duration::from_secs(5))?;
+        trips.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    // The typed letters are dropped (Ctrl-U), not run.
+    s.type_(b"\x15exit 0\r")?;
+    s.finish()?;
+    Ok(crate::median(&mut trips))
+}
+
+/// `bytes` of random data through `cmd` (which runs `sha256sum` on its stdin); the time, once
+/// the sum equals the local one.
+fn streamed(cmd: &mut Command, data: &[u8], sum: &str) -> Res<Duration> {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let data = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output()?;
+    let d = t.elapsed();
+    feeder.join().map_err(|_| "feeder panicked")??;
+    let got = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || got.split_whitespace().next() != Some(sum) {
+        return Err(format!("streamed stdin came out wrong: {got} ({})", out.status).into());
+    }
+    Ok(d)
+}
+
+/// What the section measures on.
+pub struct Lab<'a> {
+    pub bin: &'a str,
+    pub manager_host: &'a str,
+    /// A task on a worker (through the relay) and on the manager (direct), with containers.
+    pub worker_task: &'a str,
+    pub worker_container: &'a str,
+    pub worker_host: String,
+    pub manager_task: &'a str,
+    pub manager_container: &'a str,
+}
+
+/// The "Live sessions" section of BENCHMARKS.md.
+pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -> Res<String> {
+    let sx = |args: &[&str]| {
+        let mut c = Command::new(lab.bin);
+        docker_host(c.args(args), lab.manager_host);
+        c
+    };
+    let dx = |host: &str, args: &[&str]| {
+        let mut c = Command::new("docker");
+        c.args(["-H", host]).args(args);
+        c
+    };
+    let mut data = vec![0u8; mb * 1_000_000];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut data)?;
+    let sum = {
+        let mut c = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        c.stdin.take().ok_or("no stdin")?.write_all(&data)?;
+        let out = c.wait_with_output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let echo = ["echo", "ready"];
+    let mut m: std::collections::HashMap<&str, Vec<f64>> = Default::default();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // One of each first, unrecorded: the relay image, the network, the configs.
+    first_output(&mut sx(&[&["task-exec", "-t", lab.worker_task][..], &echo].concat()))?;
+    for round in 0..rounds {
+        eprintln!("bench: sessions round {}/{rounds}", round + 1);
+        let worker_t = [&["task-exec", "-t", lab.worker_task][..], &echo].concat();
+        let manager_t = [&["task-exec", "-t", lab.manager_task][..], &echo].concat();
+        let docker_t = [&["exec", "-t", lab.manager_container][..], &echo].concat();
+        m.entry("first worker").or_default().push(ms(first_output(&mut sx(&worker_t))?));
+        m.entry("first manager").or_default().push(ms(first_output(&mut sx(&manager_t))?));
+        m.entry("first docker")
+            .or_default()
+            .push(ms(first_output(&mut dx(lab.manager_host, &docker_t))?));
+        if round < 3 {
+            let it = ["task-exec", "-it", lab.worker_task, "sh"];
+            m.entry("key worker").or_default().push(keystroke(&mut sx(&it), 20)?);
+            let dit = ["exec", "-it", lab.worker_container, "sh"];
+            m.entry("key docker")
+                .or_default()
+                .push(keystroke(&mut dx(&lab.worker_host, &dit), 20)?);
+            let i = ["task-exec", "-i", lab.worker_task, "sha256sum"];
+            m.entry("i worker").or_default().push(ms(streamed(&mut sx(&i), &data, &sum)?));
+            let di = ["exec", "-i", lab.worker_container, "sha256sum"];
+            m.entry("i docker")
+                .or_default()
+                .push(ms(streamed(&mut dx(&lab.worker_host, &di), &data, &sum)?));
+        }
+    }
+    let mut med = |k: &str| crate::median(m.get_mut(k).map(Vec::as_mut_slice).unwrap_or(&mut []));
+    let (fw, fm, fd) = (med("first worker"), med("first manager"), med("first docker"));
+    let (kw, kd) = (med("key worker"), med("key docker"));
+    let (iw, id) = (med("i worker"), med("i docker"));
+    let rate = |t: f64| mb as f64 / (t / 1000.0);
+    Ok(format!(
+        "## Live sessions: `task-exec -t` / `-it` / streamed `-i`\n\n\
+         | measure | swarm-exec | `docker exec` | ratio | goal |\n\
+         |---|---:|---:|---:|---|\n\
+         | first output of `-t … echo ready`, task on a worker (relay + overlay) | {fw:.0} ms | — | — | ≤ 2500 ms |\n\
+         | first output of `-t … echo ready`, task on the manager (direct) | {fm:.0} ms | {fd:.0} ms (manager) | {:.2} | ≤ 1.5× |\n\
+         | keystroke echo round trip, `-it … sh` on a worker | {kw:.1} ms | {kd:.1} ms (worker's engine) | {:.1} | ≤ 50 ms |\n\
+         | `-i` {mb} MB random into `sha256sum` on a worker | {iw:.0} ms ({:.0} MB/s) | {id:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | — |\n\n\
+         Measured by `scripts/bench --sessions` on {date}: {rounds} rounds of first output, 3 of \
+         keystrokes (20 each, median) and of `-i`, interleaved; medians. The worker session's \
+         first output includes creating the relay, the envelope secret and the helper and the \
+         helper joining the overlay on its node (`RUST_LOG=swarm_exec_core=debug` prints each \
+         step's time). Engines: {engines}.\n",
+        fm / fd,
+        kw / kd,
+        rate(iw),
+        rate(id),
+        iw / id,
+    ))
+}
