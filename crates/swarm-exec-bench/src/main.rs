@@ -192,7 +192,9 @@ async fn measure(
             .iter()
             .find(|t| t.node == nodes[0].name)
             .ok_or("no bench task on the manager")?;
-        let lab_dir = manager_host.trim_start_matches("unix://").trim_end_matches("/node1/docker.sock");
+        let lab_dir = manager_host
+            .trim_start_matches("unix://")
+            .trim_end_matches("/node1/docker.sock");
         let lab = sessions::Lab {
             bin,
             manager_host,

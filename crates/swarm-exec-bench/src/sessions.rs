@@ -41,7 +41,8 @@ impl OnPty {
             return Err(std::io::Error::last_os_error().into());
         }
         // SAFETY: fresh fds from openpty, owned from here on.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let child = cmd
             .stdin(Stdio::from(slave.try_clone()?))
             .stdout(Stdio::from(slave.try_clone()?))
@@ -121,8 +122,9 @@ fn first_output(cmd: &mut Command) -> Res<Duration> {
 /// remote terminal, shown here.
 fn keystroke(cmd: &mut Command, keys: usize) -> Res<f64> {
     let mut s = OnPty::spawn(cmd)?;
-    s.type_(b"echo go\r")?;
-    s.wait_for(b"go\r\n", Duration::from_secs(30))?;
+    // Output that no echo of the typed line contains: the remote shell is there.
+    s.type_(b"echo $((6*7))\r")?;
+    s.wait_for(b"42\r\n", Duration::from_secs(30))?;
     let mut trips = Vec::new();
     for i in 0..keys {
         let key = [b'a' + (i % 26) as u8];
@@ -130,6 +132,9 @@ fn keystroke(cmd: &mut Command, keys: usize) -> Res<f64> {
         s.type_(&key)?;
         s.wait_for(&key, Duration::from_secs(5))?;
         trips.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    if std::env::var_os("SX_BENCH_DEBUG").is_some() {
+        eprintln!("keystrokes: {trips:?}");
     }
     // The typed letters are dropped (Ctrl-U), not run.
     s.type_(b"\x15exit 0\r")?;
@@ -202,34 +207,50 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
     let mut m: std::collections::HashMap<&str, Vec<f64>> = Default::default();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // One of each first, unrecorded: the relay image, the network, the configs.
-    first_output(&mut sx(&[&["task-exec", "-t", lab.worker_task][..], &echo].concat()))?;
+    first_output(&mut sx(
+        &[&["task-exec", "-t", lab.worker_task][..], &echo].concat()
+    ))?;
     for round in 0..rounds {
         eprintln!("bench: sessions round {}/{rounds}", round + 1);
         let worker_t = [&["task-exec", "-t", lab.worker_task][..], &echo].concat();
         let manager_t = [&["task-exec", "-t", lab.manager_task][..], &echo].concat();
         let docker_t = [&["exec", "-t", lab.manager_container][..], &echo].concat();
-        m.entry("first worker").or_default().push(ms(first_output(&mut sx(&worker_t))?));
-        m.entry("first manager").or_default().push(ms(first_output(&mut sx(&manager_t))?));
+        m.entry("first worker")
+            .or_default()
+            .push(ms(first_output(&mut sx(&worker_t))?));
+        m.entry("first manager")
+            .or_default()
+            .push(ms(first_output(&mut sx(&manager_t))?));
         m.entry("first docker")
             .or_default()
             .push(ms(first_output(&mut dx(lab.manager_host, &docker_t))?));
         if round < 3 {
             let it = ["task-exec", "-it", lab.worker_task, "sh"];
-            m.entry("key worker").or_default().push(keystroke(&mut sx(&it), 20)?);
+            m.entry("key worker")
+                .or_default()
+                .push(keystroke(&mut sx(&it), 20)?);
             let dit = ["exec", "-it", lab.worker_container, "sh"];
             m.entry("key docker")
                 .or_default()
                 .push(keystroke(&mut dx(&lab.worker_host, &dit), 20)?);
             let i = ["task-exec", "-i", lab.worker_task, "sha256sum"];
-            m.entry("i worker").or_default().push(ms(streamed(&mut sx(&i), &data, &sum)?));
-            let di = ["exec", "-i", lab.worker_container, "sha256sum"];
-            m.entry("i docker")
+            m.entry("i worker")
                 .or_default()
-                .push(ms(streamed(&mut dx(&lab.worker_host, &di), &data, &sum)?));
+                .push(ms(streamed(&mut sx(&i), &data, &sum)?));
+            let di = ["exec", "-i", lab.worker_container, "sha256sum"];
+            m.entry("i docker").or_default().push(ms(streamed(
+                &mut dx(&lab.worker_host, &di),
+                &data,
+                &sum,
+            )?));
         }
     }
     let mut med = |k: &str| crate::median(m.get_mut(k).map(Vec::as_mut_slice).unwrap_or(&mut []));
-    let (fw, fm, fd) = (med("first worker"), med("first manager"), med("first docker"));
+    let (fw, fm, fd) = (
+        med("first worker"),
+        med("first manager"),
+        med("first docker"),
+    );
     let (kw, kd) = (med("key worker"), med("key docker"));
     let (iw, id) = (med("i worker"), med("i docker"));
     let rate = |t: f64| mb as f64 / (t / 1000.0);

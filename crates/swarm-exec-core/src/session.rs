@@ -348,6 +348,7 @@ where
         relay: format!("{ip}:{RELAY_PORT}"),
         tty: req.tty,
         stdin: input.is_some(),
+        copy: None,
     });
     let target_labels = vec![
         (

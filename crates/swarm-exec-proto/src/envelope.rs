@@ -56,6 +56,17 @@ pub struct SessionSpec {
     pub tty: bool,
     /// The command's stdin is attached and streamed from the client.
     pub stdin: bool,
+    /// `cp` instead of a command: the target's archive API, for this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopySpec>,
+}
+
+/// A `cp` through a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopySpec {
+    /// Out of the container (its archive of `path` is sent), or into it.
+    pub out: bool,
+    pub path: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -186,6 +197,10 @@ mod tests {
                     relay: "swarm-exec-relay-0123456789ab:7373".into(),
                     tty: true,
                     stdin: true,
+                    copy: Some(CopySpec {
+                        out: false,
+                        path: "/srv/".into(),
+                    }),
                 }),
                 ..e
             };

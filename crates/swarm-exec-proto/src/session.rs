@@ -59,6 +59,11 @@ pub enum Msg {
         stopped: bool,
     },
     Heartbeat,
+    /// `cp` into a container: what the destination path is there (its Go `os.FileMode`
+    /// bits), or `None` when it does not exist.
+    Stat(Option<u32>),
+    /// `cp` into a container: the directory the archive that follows (as stdin) unpacks in.
+    PutInto(String),
 }
 
 const HELLO: u8 = 0;
@@ -71,6 +76,8 @@ const EXIT: u8 = 6;
 const FAILED: u8 = 7;
 const TIMED_OUT: u8 = 8;
 const HEARTBEAT: u8 = 9;
+const STAT: u8 = 10;
+const PUT_INTO: u8 = 11;
 
 /// What the helper presents to the relay before anything else: derived from the run key
 /// by a one-way function, so the relay that checks it learns nothing of the frame keys.
@@ -177,6 +184,16 @@ impl Sealer {
                 plain.push(TIMED_OUT);
                 plain.push(u8::from(*stopped));
             }
+            Msg::Stat(mode) => {
+                plain.push(STAT);
+                if let Some(m) = mode {
+                    plain.extend_from_slice(&m.to_be_bytes());
+                }
+            }
+            Msg::PutInto(dir) => {
+                plain.push(PUT_INTO);
+                plain.extend_from_slice(dir.as_bytes());
+            }
         }
         self.frame(&plain, out);
     }
@@ -268,6 +285,14 @@ fn parse(seq: u64, p: &[u8]) -> Result<Msg, SessionError> {
             }
         }
         FAILED => Msg::Failed(String::from_utf8_lossy(rest).into_owned()),
+        STAT => match rest.len() {
+            0 => Msg::Stat(None),
+            4 => Msg::Stat(Some(u32::from_be_bytes(rest.try_into().expect("4")))),
+            _ => return Err(bad("wrong length")),
+        },
+        PUT_INTO => Msg::PutInto(
+            String::from_utf8(rest.to_vec()).map_err(|_| bad("a path that is not UTF-8"))?,
+        ),
         TIMED_OUT => match fixed(1)? {
             [0] => Msg::TimedOut { stopped: false },
             [1] => Msg::TimedOut { stopped: true },
@@ -300,6 +325,9 @@ mod tests {
             Msg::Failed("no such container".into()),
             Msg::TimedOut { stopped: true },
             Msg::Heartbeat,
+            Msg::Stat(None),
+            Msg::Stat(Some(0x8000_01ed)),
+            Msg::PutInto("/srv/data".into()),
         ]
     }
 

@@ -135,7 +135,11 @@ fn a_session_on_a_worker_ends_cleanly_when_its_container_dies_or_it_is_stopped()
         &format!("\"$SX\" task-exec -it {} sh", task.id),
         &[(1500, b"echo ready\r"), (2000, b"sleep 100\r")],
     );
-    assert_eq!(killer.join().unwrap().code, 0, "could not kill the container");
+    assert_eq!(
+        killer.join().unwrap().code,
+        0,
+        "could not kill the container"
+    );
     assert!(out.stdout_str().contains("ready"), "{}", out.stdout_str());
     assert_ne!(out.code, 0, "a session whose container was killed ended 0");
     eventually("no relay left", Duration::from_secs(10), || {
