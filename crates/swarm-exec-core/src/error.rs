@@ -87,6 +87,8 @@ pub enum ExecError {
         missing: String,
         why: String,
     },
+    #[error("{target}: cp: {reason}")]
+    Copy { target: String, reason: String },
     #[error("{at}: {source}")]
     Session {
         at: Box<HelperRef>,

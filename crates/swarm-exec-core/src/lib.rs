@@ -27,6 +27,8 @@
 //! - [`task_exec`]: one task: resolve it, then run one helper for it.
 //! - [`service_exec`]: every selected task of a service or stack, one helper per node.
 //! - [`attach`]: `task-exec -t` on the engine the client talks to: attached, no helper.
+//! - [`copy`]: `cp`: archives out of and into a task's container, through the engine's
+//!   archive API (directly, or by the helper through a session).
 //! - [`session`]: a live session with a task on another node: a relay container on the
 //!   manager, an overlay the helper dials it on, frames sealed end to end.
 //! - [`sink`]: where output goes ([`sink::OutputSink`]), and the bounded keepers of
@@ -40,6 +42,7 @@
 pub mod api;
 pub mod attach;
 pub mod cancel;
+pub mod copy;
 pub mod docker;
 pub mod duration;
 pub mod endpoint;

@@ -26,7 +26,7 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt};
 use swarm_exec_proto::args::RelayArgs;
 use swarm_exec_proto::envelope::SessionSpec;
-use swarm_exec_proto::session::{halves, relay_token, Msg, SessionError, Side};
+use swarm_exec_proto::session::{halves, relay_token, Msg, Sealer, SessionError, Side};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -53,9 +53,12 @@ pub const NETWORK_KIND: &str = "network";
 pub const RELAY_PORT: u16 = 7373;
 /// Where the program is in the imported relay image.
 const RELAY_PROGRAM: &str = "/swarm-exec-node";
-/// How long the helper, once running, has to reach the relay; past it the overlay between
-/// the nodes is taken to be blocked.
-pub const HELLO_WAIT: Duration = Duration::from_secs(12);
+/// When the first helper has run this long without reaching the relay, the user is told
+/// that the overlay may be blocked (and what to open)...
+pub const HELLO_WARN: Duration = Duration::from_secs(10);
+/// ...and past this the session fails: a busy node can be slow to join the overlay, which a
+/// blocked overlay cannot be told apart from.
+pub const HELLO_WAIT: Duration = Duration::from_secs(30);
 /// How long the helper may take to reach `running`.
 const START_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -71,7 +74,26 @@ pub struct SessionRequest<'a> {
     pub network: Option<&'a str>,
     /// Sent before anything read from `input` (what `-i` read to decide on a session).
     pub stdin_prefix: Vec<u8>,
+    /// `cp` instead of a command.
+    pub copy: Option<Copy>,
 }
+
+/// A `cp` through a session. Out of the container: its archive of `path` comes as stdout.
+/// Into it: `decide` is given what `path` is there (see [`swarm_exec_proto::session::Msg::Stat`])
+/// and names the directory to unpack in (or says why not); the archive then comes from
+/// the session's input.
+pub struct Copy {
+    pub out: bool,
+    pub path: String,
+    pub decide: Option<Decide>,
+}
+
+/// See [`Copy`].
+pub type Decide = Box<dyn FnOnce(Option<u32>) -> Result<String, String> + Send>;
+
+/// What to do about an overlay that does not carry a session.
+const OPEN_PORTS: &str = "Open 4789/udp and 7946/tcp+udp between them, or run without -t \
+                          (no overlay needed)";
 
 /// Why a session failed, step by step.
 #[derive(Debug, thiserror::Error)]
@@ -114,8 +136,7 @@ pub enum SessionFailure {
     HelperEnded { state: String, reason: String },
     #[error(
         "no connection from the helper within {HELLO_WAIT:?} of its start: the overlay between \
-         this manager and node {node} carries no traffic. Open 4789/udp and 7946/tcp+udp \
-         between them, or run without -t (no overlay needed){}",
+         this manager and node {node} carries no traffic. {OPEN_PORTS}{}",
         if .relay.is_empty() { String::new() } else { format!(" (relay: {})", .relay) }
     )]
     NoHello { node: String, relay: String },
@@ -131,6 +152,8 @@ pub enum SessionFailure {
     },
     #[error("the command could not be run: {0}")]
     Failed(String),
+    #[error("{0}")]
+    Copy(String),
 }
 
 /// Runs a session; the relay, the helper and the envelope are removed before this returns,
@@ -138,7 +161,7 @@ pub enum SessionFailure {
 /// `sizes` the terminal's size, now and on every change.
 pub async fn remote_session<S, O, C>(
     api: &BollardApi,
-    req: SessionRequest<'_>,
+    mut req: SessionRequest<'_>,
     input: Option<mpsc::Receiver<Vec<u8>>>,
     sizes: S,
     out: &mut O,
@@ -156,8 +179,9 @@ where
     let mut made = Made::default();
     tokio::pin!(cancel);
     let far = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+    let decide = req.copy.as_mut().and_then(|c| c.decide.take());
     let result = tokio::select! {
-        r = session(api, &req, &tag, input, sizes, out, &mut made, far) => r,
+        r = session(api, &req, &tag, (input, decide), sizes, out, &mut made, far) => r,
         i = cancel.as_mut() => Ok(Outcome::Interrupted(i)),
         _ = sleep_until(far) => Ok(Outcome::TimedOut),
     };
@@ -218,7 +242,7 @@ async fn session<S, O>(
     api: &BollardApi,
     req: &SessionRequest<'_>,
     tag: &str,
-    mut input: Option<mpsc::Receiver<Vec<u8>>>,
+    (mut input, mut decide): (Option<mpsc::Receiver<Vec<u8>>>, Option<Decide>),
     mut sizes: S,
     out: &mut O,
     made: &mut Made,
@@ -348,7 +372,13 @@ where
         relay: format!("{ip}:{RELAY_PORT}"),
         tty: req.tty,
         stdin: input.is_some(),
-        copy: None,
+        copy: req
+            .copy
+            .as_ref()
+            .map(|c| swarm_exec_proto::envelope::CopySpec {
+                out: c.out,
+                path: c.path.clone(),
+            }),
     });
     let target_labels = vec![
         (
@@ -393,8 +423,13 @@ where
     let mut relay_said = String::new();
     let mut running_since: Option<Instant> = None;
     let mut next_poll = Instant::now();
+    let mut warned = false;
     loop {
         let hello_by = running_since.map(|t| t + HELLO_WAIT);
+        // From the helper's start, or the session's if the helper was slow to start.
+        let warn_by = running_since
+            .filter(|_| !warned)
+            .map(|t| (t + HELLO_WARN).min(started + HELLO_WARN + Duration::from_secs(1)));
         tokio::select! {
             item = relay_out.next() => match item {
                 Some(Ok(LogOutput::StdOut { message })) => {
@@ -448,6 +483,15 @@ where
                     _ => {}
                 }
             }
+            _ = async { sleep_until(warn_by.expect("guarded")).await }, if warn_by.is_some() => {
+                warned = true;
+                out.warn(&format!(
+                    "no connection yet from the helper on node {} after {HELLO_WARN:?}: the \
+                     overlay between this manager and that node may be blocked. {OPEN_PORTS}. \
+                     Waiting up to {HELLO_WAIT:?} in all",
+                    req.task.node_name
+                ));
+            }
             _ = async { sleep_until(hello_by.expect("guarded")).await }, if hello_by.is_some() => {
                 return Err(SessionFailure::NoHello {
                     node: req.task.node_name.clone(),
@@ -456,6 +500,7 @@ where
             }
         }
     }
+    seal_and_send_start(&mut seal, &mut relay_in).await?;
     tracing::debug!(ms = started.elapsed().as_millis(), "session open");
 
     // The session. What goes to the relay is written by a future of its own, so that
@@ -477,6 +522,8 @@ where
     }
     let mut received = [0u64; 2];
     let mut sizes_open = req.tty;
+    // Into a container, the archive waits for the helper's stat and the client's answer.
+    let mut input_ready = decide.is_none();
     loop {
         // Frames already received (some may have come with the hello) first.
         while let Some(m) = open.next_msg() {
@@ -510,6 +557,22 @@ where
                 }
                 Msg::Failed(reason) => return Err(SessionFailure::Failed(reason)),
                 Msg::TimedOut { .. } => return Ok(Outcome::TimedOut),
+                Msg::Stat(mode) => {
+                    let decide =
+                        decide
+                            .take()
+                            .ok_or(SessionFailure::Refused(SessionError::Malformed {
+                                seq: 0,
+                                what: "a stat that was not asked for",
+                            }))?;
+                    let dir = decide(mode).map_err(SessionFailure::Copy)?;
+                    let mut wire = Vec::new();
+                    seal.seal(&Msg::PutInto(dir), &mut wire);
+                    to_relay.send(wire).await.map_err(|_| {
+                        SessionFailure::WriteRelay(std::io::ErrorKind::BrokenPipe.into())
+                    })?;
+                    input_ready = true;
+                }
                 _ => {}
             }
         }
@@ -529,7 +592,7 @@ where
             (permit, chunk) = async {
                 let permit = to_relay.reserve().await;
                 (permit, input.as_mut().expect("guarded").recv().await)
-            }, if input.is_some() => {
+            }, if input.is_some() && input_ready => {
                 let mut wire = Vec::new();
                 match chunk {
                     Some(bytes) => seal.seal(&Msg::Stdin(bytes), &mut wire),
@@ -555,6 +618,19 @@ where
             }
         }
     }
+}
+
+/// The client's start: the paired helper may begin.
+async fn seal_and_send_start(
+    seal: &mut Sealer,
+    relay_in: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> Result<(), SessionFailure> {
+    let mut wire = Vec::new();
+    seal.seal(&Msg::Start, &mut wire);
+    relay_in
+        .write_all(&wire)
+        .await
+        .map_err(SessionFailure::WriteRelay)
 }
 
 /// The image the relay runs on the manager: `--image`'s (the manager must have it), or one

@@ -105,6 +105,16 @@ pub enum TargetError {
     Inspect(#[source] bollard::errors::Error),
     #[error("the engine reported no exit code for the command")]
     NoExitCode,
+    #[error("{}", archive_message(.0))]
+    Archive(#[source] bollard::errors::Error),
+}
+
+/// The engine's own words for a failed archive call ("Could not find the file …").
+fn archive_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// `node-exec`: the whole helper run.

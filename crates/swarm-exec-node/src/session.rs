@@ -11,7 +11,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use swarm_exec_proto::args::RUN_ENV;
 use swarm_exec_proto::envelope::SessionSpec;
-use swarm_exec_proto::session::{halves, relay_token, Msg, Side};
+use swarm_exec_proto::session::{halves, relay_token, Msg, Opener, Sealer, Side};
 use swarm_exec_proto::{is_container_id, Envelope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,10 +19,11 @@ use tokio::net::TcpStream;
 use crate::exec::{NodeEnd, NodeError, TargetError};
 use crate::stop::Stopper;
 
-/// How long the relay is dialled for before the helper gives up (the client reports an
-/// overlay that does not carry the connection well before).
-const DIAL_FOR: Duration = Duration::from_secs(20);
+/// How long the relay is dialled for before the helper gives up (the client gives up on
+/// an overlay that does not carry the connection before).
+const DIAL_FOR: Duration = Duration::from_secs(60);
 const DIAL_EVERY: Duration = Duration::from_millis(50);
+const DIAL_TRY: Duration = Duration::from_millis(500);
 
 /// Why the session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,7 @@ pub enum SessionFailure {
 }
 
 /// The session run: one target container.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     docker: &Docker,
     envelope: &Envelope,
@@ -52,9 +54,14 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> NodeEnd {
     let deadline = tokio::time::Instant::now() + budget;
-    let mut conn = match dial(&spec.relay).await {
-        Ok(c) => c,
-        Err(e) => return NodeEnd::Failed(NodeError::Session(e)),
+    tokio::pin!(stop);
+    // Removed with the session: stop dialling.
+    let mut conn = tokio::select! {
+        c = dial(&spec.relay) => match c {
+            Ok(c) => c,
+            Err(e) => return NodeEnd::Failed(NodeError::Session(e)),
+        },
+        () = &mut stop => return NodeEnd::Failed(NodeError::Session(SessionFailure::ClientGone)),
     };
     let (mut seal, mut open) = halves(&envelope.key, Side::Helper);
     let mut out = relay_token(&envelope.key).to_vec();
@@ -63,6 +70,23 @@ pub async fn run(
         return NodeEnd::Failed(NodeError::Session(SessionFailure::Conn(e)));
     }
     let (mut rx, mut tx) = conn.into_split();
+    // Nothing runs until the client says so: a helper the relay did not pair never hears it.
+    let started = tokio::select! {
+        m = first_frame(&mut rx, &mut open) => m,
+        () = &mut stop => Err(SessionFailure::ClientGone),
+        _ = tokio::time::sleep_until(deadline) => Err(SessionFailure::ClientGone),
+    };
+    match started {
+        Ok(Msg::Start) => {}
+        Ok(_) => {
+            let e = swarm_exec_proto::session::SessionError::Malformed {
+                seq: 0,
+                what: "not a start",
+            };
+            return NodeEnd::Failed(NodeError::Session(SessionFailure::Refused(e)));
+        }
+        Err(e) => return NodeEnd::Failed(NodeError::Session(e)),
+    }
     let send = |seal: &mut swarm_exec_proto::session::Sealer, msg: &Msg| {
         let mut b = Vec::new();
         seal.seal(msg, &mut b);
@@ -79,6 +103,35 @@ pub async fn run(
         let _ = tx.write_all(&send(&mut seal, &Msg::Failed(why))).await;
         return NodeEnd::Done(vec![None]);
     };
+    if let Some(copy) = &spec.copy {
+        let ends = Ends {
+            rx: &mut rx,
+            tx: &mut tx,
+            seal: &mut seal,
+            open: &mut open,
+        };
+        let copied = tokio::select! {
+            r = copy_archive(docker, container, copy, ends) => r,
+            _ = tokio::time::sleep_until(deadline) => Err(Ending::Deadline),
+            () = &mut stop => Err(Ending::Deadline),
+        };
+        let (msg, end) = match copied {
+            Ok(counts) => (
+                Msg::Exit {
+                    code: 0,
+                    stdout: counts,
+                    stderr: 0,
+                },
+                NodeEnd::Done(vec![Some(0)]),
+            ),
+            Err(Ending::Target(e)) => (Msg::Failed(e.to_string()), NodeEnd::Done(vec![None])),
+            Err(Ending::Deadline) => (Msg::TimedOut { stopped: true }, NodeEnd::TimedOut),
+            Err(Ending::Failure(f)) => return NodeEnd::Failed(NodeError::Session(f)),
+        };
+        let _ = tx.write_all(&send(&mut seal, &msg)).await;
+        finish(tx, rx).await;
+        return end;
+    }
     let mut env = envelope.exec.env.clone();
     env.push(format!("{RUN_ENV}={tag}"));
     let config = ExecConfig {
@@ -126,7 +179,6 @@ pub async fn run(
         }
     };
 
-    tokio::pin!(stop);
     let mut counts = [0u64; 2];
     let ended: Result<(), Ending> = {
         // Three at once, so that none holds up another: stdin the command does not read
@@ -221,7 +273,7 @@ pub async fn run(
                 _ => None,
             };
             let _ = tx.write_all(&send(&mut seal, &msg)).await;
-            let _ = tx.shutdown().await;
+            finish(tx, rx).await;
             NodeEnd::Done(vec![code])
         }
         Err(ending) => {
@@ -235,12 +287,14 @@ pub async fn run(
                     let _ = tx
                         .write_all(&send(&mut seal, &Msg::TimedOut { stopped }))
                         .await;
+                    finish(tx, rx).await;
                     NodeEnd::TimedOut
                 }
                 Ending::Target(e) => {
                     let _ = tx
                         .write_all(&send(&mut seal, &Msg::Failed(e.to_string())))
                         .await;
+                    finish(tx, rx).await;
                     NodeEnd::Done(vec![None])
                 }
                 Ending::Failure(f) => NodeEnd::Failed(NodeError::Session(f)),
@@ -249,18 +303,172 @@ pub async fn run(
     }
 }
 
+/// How long the helper waits, after its last frame, for the relay to close.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Ends the helper's side and waits until the relay has closed its own: only then has all
+/// that was written arrived. (A helper that exits at once loses what the kernel still held
+/// to send: its container's network goes with it.)
+async fn finish(mut tx: tokio::net::tcp::OwnedWriteHalf, mut rx: tokio::net::tcp::OwnedReadHalf) {
+    let _ = tx.shutdown().await;
+    let drained = async {
+        let mut buf = [0u8; 4096];
+        while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(LINGER, drained).await;
+}
+
 enum Ending {
     Deadline,
     Target(TargetError),
     Failure(SessionFailure),
 }
 
+/// Both directions of a session's connection, with their sealing halves.
+struct Ends<'a> {
+    rx: &'a mut tokio::net::tcp::OwnedReadHalf,
+    tx: &'a mut tokio::net::tcp::OwnedWriteHalf,
+    seal: &'a mut Sealer,
+    open: &'a mut Opener,
+}
+
+impl Ends<'_> {
+    async fn send(&mut self, msg: &Msg) -> Result<(), Ending> {
+        let mut b = Vec::new();
+        self.seal.seal(msg, &mut b);
+        self.tx
+            .write_all(&b)
+            .await
+            .map_err(|e| Ending::Failure(SessionFailure::Conn(e)))
+    }
+
+    /// The client's next frame.
+    async fn next(&mut self) -> Result<Msg, Ending> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(m) = self.open.next_msg() {
+                return m.map_err(|e| Ending::Failure(SessionFailure::Refused(e)));
+            }
+            match self.rx.read(&mut buf).await {
+                Ok(0) => return Err(Ending::Failure(SessionFailure::ClientGone)),
+                Ok(n) => self.open.feed(&buf[..n]),
+                Err(e) => return Err(Ending::Failure(SessionFailure::Conn(e))),
+            }
+        }
+    }
+}
+
+/// `cp` through the session, with the node engine's archive API (nothing of the target
+/// image is used): out of the container, its archive of the path goes to the client as
+/// stdout; into it, the path's stat goes first, then the client names the directory to
+/// unpack in and sends the archive as stdin. Returns the bytes of archive sent.
+async fn copy_archive(
+    docker: &Docker,
+    container: &str,
+    copy: &swarm_exec_proto::envelope::CopySpec,
+    mut ends: Ends<'_>,
+) -> Result<u64, Ending> {
+    use bollard::query_parameters::{
+        ContainerArchiveInfoOptions, DownloadFromContainerOptions, UploadToContainerOptions,
+    };
+    if copy.out {
+        let opts = DownloadFromContainerOptions {
+            path: copy.path.clone(),
+        };
+        let mut archive = docker.download_from_container(container, Some(opts));
+        let mut sent = 0u64;
+        while let Some(chunk) = archive.next().await {
+            let chunk = chunk.map_err(|e| Ending::Target(TargetError::Archive(e)))?;
+            sent += chunk.len() as u64;
+            ends.send(&Msg::Stdout(chunk.to_vec())).await?;
+        }
+        return Ok(sent);
+    }
+    let opts = ContainerArchiveInfoOptions {
+        path: copy.path.clone(),
+    };
+    let mode = match docker
+        .get_container_archive_info(container, Some(opts))
+        .await
+    {
+        Ok(stat) => Some(stat.file_mode),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => None,
+        Err(e) => return Err(Ending::Target(TargetError::Archive(e))),
+    };
+    ends.send(&Msg::Stat(mode)).await?;
+    let dir = loop {
+        match ends.next().await? {
+            Msg::PutInto(dir) => break dir,
+            Msg::Failed(_) | Msg::StdinEof => return Ok(0),
+            _ => {}
+        }
+    };
+    // The archive streams from the client into the engine as it comes; a frame is taken
+    // from the client only when there is room for it (the engine sets the pace).
+    let (chunks, mut body) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let body = futures_util::stream::poll_fn(move |cx| body.poll_recv(cx));
+    let opts = UploadToContainerOptions {
+        path: dir,
+        ..Default::default()
+    };
+    let upload = docker.upload_to_container(container, Some(opts), bollard::body_stream(body));
+    tokio::pin!(upload);
+    let mut chunks = Some(chunks);
+    loop {
+        let eof = tokio::select! {
+            r = &mut upload => {
+                r.map_err(|e| Ending::Target(TargetError::Archive(e)))?;
+                return Ok(0);
+            }
+            (permit, m) = async {
+                (chunks.as_ref().expect("guarded").reserve().await, ends.next().await)
+            }, if chunks.is_some() => match (permit, m?) {
+                (Ok(p), Msg::Stdin(b)) => {
+                    p.send(b.into());
+                    false
+                }
+                (_, Msg::StdinEof) => true,
+                _ => false,
+            },
+        };
+        if eof {
+            // The end of the archive: the upload finishes once the body ends.
+            chunks = None;
+        }
+    }
+}
+
+/// The client's first frame.
+async fn first_frame(
+    rx: &mut tokio::net::tcp::OwnedReadHalf,
+    open: &mut Opener,
+) -> Result<Msg, SessionFailure> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(m) = open.next_msg() {
+            return m.map_err(SessionFailure::Refused);
+        }
+        match rx.read(&mut buf).await {
+            Ok(0) => return Err(SessionFailure::ClientGone),
+            Ok(n) => open.feed(&buf[..n]),
+            Err(e) => return Err(SessionFailure::Conn(e)),
+        }
+    }
+}
+
 /// The relay's address, dialled until it answers (its network may still be coming up on
-/// this node).
+/// this node). Each try is cut short: a SYN sent before the overlay knows the relay is
+/// lost, and the kernel's own retries back off (1, 3, 7, 15, 31 s), which made sessions
+/// take up to 45 s to open; a fresh try every half second does not wait for them.
 async fn dial(relay: &str) -> Result<TcpStream, SessionFailure> {
     let until = tokio::time::Instant::now() + DIAL_FOR;
     loop {
-        match TcpStream::connect(relay).await {
+        let tried = tokio::time::timeout(DIAL_TRY, TcpStream::connect(relay))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        match tried {
             Ok(c) => {
                 let _ = c.set_nodelay(true);
                 return Ok(c);

@@ -11,7 +11,7 @@
 //! frame that does not open as the next one of its direction ends the session.
 //!
 //! Frames (plaintext: a kind byte, then its payload): the helper's hello (always first),
-//! stdin, end of stdin, a resize, stdout, stderr, the command's exit (its code and the
+//! the client's start (the helper runs nothing before it), stdin, end of stdin, a resize, stdout, stderr, the command's exit (its code and the
 //! byte counts of its streams), its failure to run, the helper's deadline, a heartbeat.
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -37,6 +37,9 @@ pub enum Side {
 pub enum Msg {
     /// The helper's first frame: it holds the run key.
     Hello,
+    /// The client's answer to the helper's hello: only then does the helper start the
+    /// command (a helper the relay did not pair runs nothing).
+    Start,
     Stdin(Vec<u8>),
     StdinEof,
     /// A TTY size: rows, columns.
@@ -78,6 +81,7 @@ const TIMED_OUT: u8 = 8;
 const HEARTBEAT: u8 = 9;
 const STAT: u8 = 10;
 const PUT_INTO: u8 = 11;
+const START: u8 = 12;
 
 /// What the helper presents to the relay before anything else: derived from the run key
 /// by a one-way function, so the relay that checks it learns nothing of the frame keys.
@@ -155,6 +159,7 @@ impl Sealer {
             Msg::Stdout(b) => return data(STDOUT, b, self, out),
             Msg::Stderr(b) => return data(STDERR, b, self, out),
             Msg::Hello => plain.push(HELLO),
+            Msg::Start => plain.push(START),
             Msg::StdinEof => plain.push(STDIN_EOF),
             Msg::Heartbeat => plain.push(HEARTBEAT),
             Msg::Resize { rows, cols } => {
@@ -264,6 +269,7 @@ fn parse(seq: u64, p: &[u8]) -> Result<Msg, SessionError> {
     let u64_at = |b: &[u8], i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8"));
     Ok(match kind {
         HELLO => fixed(0).map(|_| Msg::Hello)?,
+        START => fixed(0).map(|_| Msg::Start)?,
         STDIN_EOF => fixed(0).map(|_| Msg::StdinEof)?,
         HEARTBEAT => fixed(0).map(|_| Msg::Heartbeat)?,
         STDIN => Msg::Stdin(rest.to_vec()),
@@ -309,6 +315,7 @@ mod tests {
     fn all_kinds() -> Vec<Msg> {
         vec![
             Msg::Hello,
+            Msg::Start,
             Msg::Stdin(b"ls\n".to_vec()),
             Msg::StdinEof,
             Msg::Resize {

@@ -66,6 +66,9 @@ pub enum Command {
         override_usage = "swarm-exec service-exec [OPTIONS] (<SERVICE> | --stack <NAME>) [--] <COMMAND> [ARG]..."
     )]
     ServiceExec(ServiceExecArgs),
+    /// Copy files or directories between a task's container and here (like docker cp)
+    #[command(after_help = CP_EXAMPLES)]
+    Cp(CpArgs),
     /// Remove helper services left behind (e.g. by a killed client)
     #[command(after_help = GC_EXAMPLES)]
     Gc(GcArgs),
@@ -296,6 +299,40 @@ pub struct NodeArgs {
     pub args: Vec<String>,
 }
 
+const CP_EXAMPLES: &str = "\
+Examples:
+  swarm-exec cp web.1:/etc/nginx/nginx.conf .
+  swarm-exec cp ./site web.1:/usr/share/nginx/html
+  swarm-exec cp db.1:/var/lib/postgresql/data/pg_hba.conf ./pg_hba.conf
+  swarm-exec cp web.1:/var/log - | tar t
+  tar c -C build . | swarm-exec cp - web.1:/srv
+
+TASK:PATH names a path in the task's container (absolute); the other side is a local path
+(write ./a:b for one with a colon) or - for a tar stream. As docker cp: a directory
+destination receives the source by its name, any other is the source's new name. Modes are
+kept. What is unpacked here never lands outside DST: entries with absolute or .. paths,
+and entries written through a symbolic link, are refused. A task on another node is
+reached over the session overlay (see task-exec --network).";
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// What to copy: TASK:PATH, a local path, or - (a tar stream on stdin)
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// Where to: a local path, TASK:PATH, or - (a tar stream on stdout)
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    /// Give up after this long (e.g. 30s, 10m) [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// The attachable overlay for a task on another node [default: swarm-exec-session]
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+    /// Run the helper from this swarm-exec image instead of zero-install
+    #[arg(long, value_name = "IMAGE", env = "SWARM_EXEC_IMAGE")]
+    pub image: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Remove every helper, also those whose deadline is still ahead, and the node-side
@@ -363,7 +400,7 @@ fn parse_delay(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_task(s: &str) -> Result<TaskRef, String> {
+pub fn parse_task(s: &str) -> Result<TaskRef, String> {
     TaskRef::parse(s).map_err(|e| e.to_string())
 }
 
@@ -458,6 +495,7 @@ mod help_snapshots {
         for sub in [
             "task-exec",
             "service-exec",
+            "cp",
             "gc",
             "exec",
             "completions",

@@ -3,6 +3,7 @@
 //! `main` reads how the process was invoked (`invocation`), runs the command (`cmd`) and
 //! hands the result to `exit`, which decides the exit code.
 
+mod archive;
 mod cli;
 mod cmd;
 mod docker_plugin;

@@ -31,6 +31,7 @@ fn is_cli_name(arg: &str) -> bool {
         "task-exec"
             | "service-exec"
             | "gc"
+            | "cp"
             | "exec"
             | "node-exec"
             | "node-kill"

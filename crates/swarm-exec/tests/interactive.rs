@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use crate::util::*;
 
-/// Runs `inner` (a shell line) under `script`, on a terminal of 40 rows and 100 columns
-/// that becomes 30 × 90 three seconds in; types each `(after, text)` of `keys` at its
-/// time. Returns what the terminal showed and the exit code.
+/// What a key schedule sends instead of typing: the terminal becomes 30 × 90.
+const RESIZE: &[u8] = b"<resize>";
+
+/// Runs `inner` (a shell line) under `script`, on a terminal of 40 rows and 100 columns;
+/// once the remote shell's prompt (`# `) shows, types each `(after, text)` of `keys` at its
+/// time from then ([`RESIZE`]: resizes the terminal instead). Returns what the terminal
+/// showed and the exit code.
 fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
     let line = format!(
         "stty rows 40 cols 100; stty -g > \"$SX_DIR/before\"; \
-         (sleep 3; stty rows 30 cols 90 < /dev/tty) & {inner}; rc=$?; \
-         stty -g > \"$SX_DIR/after\"; exit $rc"
+         (while [ ! -e \"$SX_DIR/resize\" ]; do sleep 0.05; done; stty rows 30 cols 90 < /dev/tty) & \
+         {inner}; rc=$?; stty -g > \"$SX_DIR/after\"; exit $rc"
     );
     let dir = std::env::temp_dir().join(format!("sx-tty-{}", unique_hex(8)));
     std::fs::create_dir_all(&dir).unwrap();
@@ -27,27 +31,58 @@ fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("script (util-linux)");
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (mut stdout, shown) = (child.stdout.take().unwrap(), shown.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
     let mut stdin = child.stdin.take().unwrap();
     let keys: Vec<(u64, Vec<u8>)> = keys.iter().map(|(t, k)| (*t, k.to_vec())).collect();
+    let (resize, prompt_seen) = (dir.join("resize"), shown.clone());
+    let ready_at = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let ready = ready_at.clone();
     std::thread::spawn(move || {
+        // A session through the relay takes a moment (more on a busy machine): keys typed
+        // before it is up would meet the local terminal, not the remote shell.
+        let until = std::time::Instant::now() + Duration::from_secs(40);
+        while !prompt_seen.lock().unwrap().windows(2).any(|w| w == b"# ")
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let start = std::time::Instant::now();
+        *ready.lock().unwrap() = Some(start);
         for (at, k) in keys {
             let wait = Duration::from_millis(at).saturating_sub(start.elapsed());
             std::thread::sleep(wait);
-            let _ = stdin.write_all(&k).and_then(|()| stdin.flush());
+            if k == RESIZE {
+                let _ = std::fs::write(&resize, b"");
+            } else {
+                let _ = stdin.write_all(&k).and_then(|()| stdin.flush());
+            }
         }
         // Held open long after the session: swarm-exec must end with its command, not
         // wait for the end of its input.
         std::thread::sleep(Duration::from_secs(30));
     });
-    let out = wait(child, Duration::from_secs(60));
+    let mut out = wait(child, Duration::from_secs(90));
+    let after_ready = ready_at.lock().unwrap().map(|t| t.elapsed());
     assert!(
-        out.elapsed < Duration::from_secs(25),
-        "still there {:?} after the session, with its input open",
-        out.elapsed
+        after_ready.is_some_and(|d| d < Duration::from_secs(20)),
+        "still there {after_ready:?} after the prompt, its input open: it must end with its command"
     );
+    reader.join().unwrap();
+    out.stdout = std::mem::take(&mut *shown.lock().unwrap());
     let before = std::fs::read_to_string(dir.join("before")).unwrap_or_default();
     let after = std::fs::read_to_string(dir.join("after")).unwrap_or_default();
+    let _ = std::fs::write(dir.join("resize"), b"");
+    std::thread::sleep(Duration::from_millis(100));
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         !before.is_empty(),
@@ -66,14 +101,15 @@ fn a_session_on(svc: &Service, node: &str) {
     let out = in_a_terminal(
         &inner,
         &[
-            (1500, b"echo $((6*7))\r"),
-            (2500, b"stty size\r"),
-            (5000, b"stty size\r"),
+            (0, b"echo $((6*7))\r"),
+            (500, b"stty size\r"),
+            (1000, RESIZE),
+            (2000, b"stty size\r"),
             // Ctrl-C reaches the remote command, not swarm-exec.
-            (5500, b"sleep 100\r"),
-            (6500, b"\x03"),
-            (7000, b"echo after-ctrl-c\r"),
-            (7500, b"exit 3\r"),
+            (2500, b"sleep 100\r"),
+            (3500, b"\x03"),
+            (4000, b"echo after-ctrl-c\r"),
+            (4500, b"exit 3\r"),
         ],
     );
     let shown = out.stdout_str();
@@ -101,8 +137,10 @@ fn a_terminal_session_in_a_task_on_each_node() {
     // node1, the manager swarm-exec talks to: direct, no helper at all. The workers
     // (Docker 26 and 20): through a relay on the manager and the overlay. One after the
     // other, so that what each leaves is its own.
+    // A service of its own: what is left is looked for by service.
+    let svc = Service::global();
     for node in ["node1", "node2", "node3"] {
-        a_session_on(shared(), node);
+        a_session_on(&svc, node);
     }
 }
 
@@ -127,13 +165,16 @@ fn a_session_on_a_worker_ends_cleanly_when_its_container_dies_or_it_is_stopped()
     let svc = Service::replicated(3);
     let task = svc.on("node2").clone();
     let container = container_of(&task.id);
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(4));
-        docker_on(2, &["kill", &container])
-    });
+    let killer = {
+        let task = task.clone();
+        std::thread::spawn(move || {
+            await_processes(&task, &["sleep 100"]);
+            docker_on(2, &["kill", &container])
+        })
+    };
     let out = in_a_terminal(
         &format!("\"$SX\" task-exec -it {} sh", task.id),
-        &[(1500, b"echo ready\r"), (2000, b"sleep 100\r")],
+        &[(0, b"echo ready\r"), (500, b"sleep 100\r")],
     );
     assert_eq!(
         killer.join().unwrap().code,
@@ -153,17 +194,26 @@ fn a_session_on_a_worker_ends_cleanly_when_its_container_dies_or_it_is_stopped()
         "sleep {}",
         100_000 + u32::from_str_radix(&unique_hex(4), 16).unwrap()
     );
-    let inner = format!(
-        "\"$SX\" task-exec -it {} sh < /dev/tty & pid=$!; sleep 7; kill -TERM $pid; wait $pid",
-        task.id
-    );
+    let inner = format!("\"$SX\" task-exec -it {} sh < /dev/tty & wait $!", task.id);
     let typed = format!("{marker}\r");
-    let seen = {
+    // Once the remote command runs: SIGTERM to swarm-exec.
+    let stopper = {
         let (task, marker) = (task.clone(), marker.clone());
-        std::thread::spawn(move || await_processes(&task, &[&marker]))
+        std::thread::spawn(move || {
+            await_processes(&task, &[&marker]);
+            // swarm-exec itself, not the shells whose command lines name it.
+            let pattern = format!("^{SWARM_EXEC} task-exec -it {} sh$", task.id);
+            let ok = Command::new("pkill")
+                .args(["-TERM", "-f", &pattern])
+                .status();
+            ok.map(|s| s.success()).unwrap_or(false)
+        })
     };
-    let out = in_a_terminal(&inner, &[(2000, typed.as_bytes())]);
-    seen.join().expect("the remote command ran");
+    let out = in_a_terminal(&inner, &[(0, typed.as_bytes())]);
+    assert!(
+        stopper.join().expect("the remote command ran"),
+        "no swarm-exec to stop"
+    );
     assert_exit(&out, 143);
     await_processes_gone(&task, &[&marker]);
     eventually("no relay left", Duration::from_secs(10), || {

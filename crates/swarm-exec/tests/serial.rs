@@ -260,3 +260,82 @@ fn one_set_of_program_configs_for_twenty_concurrent_first_uses_and_a_hundred_run
     assert!(program_configs().is_empty(), "{:?}", program_configs());
     assert!(svc.helpers().is_empty());
 }
+
+/// Drops VXLAN (4789/udp) into a worker's network namespace while it is in scope.
+struct Blocked(&'static str);
+
+impl Blocked {
+    fn vxlan(netns: &'static str) -> Blocked {
+        let ok = Command::new("ip")
+            .args([
+                "netns", "exec", netns, "iptables", "-I", "INPUT", "-p", "udp",
+            ])
+            .args(["--dport", "4789", "-j", "DROP"])
+            .status()
+            .expect("ip netns exec … iptables");
+        assert!(ok.success(), "could not drop 4789/udp in {netns}");
+        Blocked(netns)
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args([
+                "netns", "exec", self.0, "iptables", "-D", "INPUT", "-p", "udp",
+            ])
+            .args(["--dport", "4789", "-j", "DROP"])
+            .status();
+    }
+}
+
+/// A live session to a worker whose VXLAN traffic is dropped: the user is told what to open
+/// within 15 s, the session fails (125), nothing is left. Serial: it cuts every overlay to
+/// that node while it runs.
+#[test]
+fn a_blocked_overlay_is_reported_within_15_seconds() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::replicated(3);
+    let task = svc.on("node2").id.clone();
+    let input = vec![b'x'; 600_000];
+    let blocked = Blocked::vxlan("sxlab-node2");
+    let start = Instant::now();
+    let mut child = spawn_swarm_exec_stdin(&task_exec_args(&["-i"], &task, &["wc", "-c"]), &input);
+    // When each line of stderr came.
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| (start.elapsed(), l))
+            .collect::<Vec<_>>()
+    });
+    let out = wait(child, Duration::from_secs(120));
+    drop(blocked);
+    let lines = lines.join().unwrap();
+    assert_exit(&out, 125);
+    let (warned_at, _) = lines
+        .iter()
+        .find(|(_, l)| l.contains("may be blocked") && l.contains("Open 4789/udp and 7946/tcp+udp"))
+        .unwrap_or_else(|| panic!("no warning naming the ports: {lines:?}"));
+    assert!(
+        *warned_at < Duration::from_secs(15),
+        "warned after {warned_at:?}"
+    );
+    assert!(
+        lines.iter().any(|(_, l)| l.contains("carries no traffic")),
+        "no final error: {lines:?}"
+    );
+    eventually("no relay left", Duration::from_secs(10), || {
+        relays_of(&svc.name).is_empty().then_some(())
+    });
+    assert!(
+        swarm_exec_objects("service", &svc.name).is_empty(),
+        "helpers left"
+    );
+    assert!(
+        swarm_exec_objects("secret", &svc.name).is_empty(),
+        "secrets left"
+    );
+}

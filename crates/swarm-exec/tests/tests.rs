@@ -4,6 +4,7 @@
 mod util;
 
 mod channel;
+mod cp;
 mod ecosystem;
 mod example;
 mod faults;

@@ -101,11 +101,12 @@ pub fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<Ve
     })
 }
 
-/// Collects a child's output and status; kills it if it outlives `limit`.
+/// Collects a child's output and status (what of it the caller has not taken); kills it if
+/// it outlives `limit`.
 pub fn wait(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
-    let out = read_in_background(child.stdout.take().unwrap());
-    let err = read_in_background(child.stderr.take().unwrap());
+    let out = child.stdout.take().map(read_in_background);
+    let err = child.stderr.take().map(read_in_background);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -118,8 +119,8 @@ pub fn wait(mut child: Child, limit: Duration) -> Output {
     };
     Output {
         code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        stdout: out.map(|t| t.join().unwrap()).unwrap_or_default(),
+        stderr: err.map(|t| t.join().unwrap()).unwrap_or_default(),
         elapsed: start.elapsed(),
     }
 }

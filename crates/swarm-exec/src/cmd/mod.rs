@@ -1,6 +1,7 @@
 //! The dispatcher: one module per subcommand, each a thin adapter over `swarm_exec_core`;
 //! what they all set up (the engine, the runtime, tracing) is in `setup`.
 
+mod cp;
 mod exec;
 mod gc;
 mod plugin;
@@ -53,6 +54,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::ServiceExec(args) => rt.block_on(service_exec::run(&cli.global, args)),
         Command::Exec(args) => rt.block_on(exec::run(&cli.global, args)),
         Command::Gc(args) => rt.block_on(gc::run(&cli.global, args)),
+        Command::Cp(args) => rt.block_on(cp::run(&cli.global, args)),
         Command::NodeExec(_) | Command::NodeKill(_) | Command::NodeRelay(_) => {
             unreachable!("handled above")
         }

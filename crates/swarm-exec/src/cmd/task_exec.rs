@@ -100,6 +100,7 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
             tty: true,
             network: args.network.as_deref(),
             stdin_prefix: Vec::new(),
+            copy: None,
         };
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let outcome = remote_session(
@@ -227,6 +228,7 @@ async fn stream(
         tty: false,
         network,
         stdin_prefix: prefix,
+        copy: None,
     };
     let input = crate::terminal::stdin_chunks_after(Vec::new());
     let outcome = remote_session(

@@ -1,0 +1,158 @@
+//! `swarm-exec cp`: a directory tree into a task's container and back out, on a worker
+//! (through the relay and the overlay) and on the manager's own engine (directly), exact
+//! with its modes; tar streams; clear errors; nothing left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn scratch(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sx-cp-{what}-{}", unique_hex(8)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// About `mb` MB of random files in nested directories, with several modes, a symbolic
+/// link and an empty directory.
+fn make_tree(root: &Path, mb: usize) {
+    let script = format!(
+        "set -e; cd '{}'; mkdir -p a/b/c empty ro; \
+         for i in $(seq {mb}); do head -c 1000000 /dev/urandom > a/b/f$i; done; \
+         echo small > a/b/c/small; chmod 600 a/b/c/small; chmod 4755 a/b/f1; \
+         echo x > ro/file; chmod 444 ro/file; chmod 555 ro; ln -s b/c/small a/link",
+        root.display()
+    );
+    let out = run(Command::new("sh").args(["-c", &script]));
+    assert_exit(&out, 0);
+}
+
+/// Every entry's mode, type, size and path (link targets too), sorted: equal for equal trees.
+fn listing(root: &Path) -> String {
+    let out = run(Command::new("sh").args([
+        "-c",
+        &format!(
+            "cd '{}' && find . -printf '%m %y %s %p %l\\n' | sort",
+            root.display()
+        ),
+    ]));
+    assert_exit(&out, 0);
+    out.stdout_str()
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    assert_eq!(listing(a), listing(b), "modes, types or sizes differ");
+    let diff = run(Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b));
+    assert_exit(&diff, 0);
+}
+
+fn nothing_left(service: &str) {
+    eventually("no relay left", Duration::from_secs(10), || {
+        relays_of(service).is_empty().then_some(())
+    });
+    assert!(
+        swarm_exec_objects("service", service).is_empty(),
+        "helpers left"
+    );
+    assert!(
+        swarm_exec_objects("secret", service).is_empty(),
+        "secrets left"
+    );
+}
+
+#[test]
+fn a_tree_goes_in_and_comes_back_identical() {
+    // Services of their own: nothing_left must not see other tests' helpers.
+    let svc = &Service::global();
+    let d = scratch("tree");
+    let src = d.join("tree");
+    std::fs::create_dir(&src).unwrap();
+    make_tree(&src, 100);
+    for node in ["node2", "node1"] {
+        let remote = format!("{}:/tmp/cp-{}", svc.at(node), unique_hex(6));
+        let out = swarm_exec(&["cp", src.to_str().unwrap(), &remote]);
+        assert_exit(&out, 0);
+        // It is there, as the container's own tools see it.
+        let dir = remote.split_once(':').unwrap().1;
+        let inside = task_exec(&[], &svc.at(node), &["cat", &format!("{dir}/a/b/c/small")]);
+        assert_exit(&inside, 0);
+        assert_eq!(inside.stdout_str(), "small\n");
+        let back = d.join(format!("back-{node}"));
+        let out = swarm_exec(&["cp", &remote, back.to_str().unwrap()]);
+        assert_exit(&out, 0);
+        same_tree(&src, &back);
+        // Into an existing directory: under the source's own name.
+        let into = d.join(format!("into-{node}"));
+        std::fs::create_dir(&into).unwrap();
+        assert_exit(&swarm_exec(&["cp", &remote, into.to_str().unwrap()]), 0);
+        same_tree(&src, &into.join(Path::new(dir).file_name().unwrap()));
+        let _ = task_exec(&[], &svc.at(node), &["rm", "-rf", dir]);
+    }
+    let _ = run(Command::new("chmod").args(["-R", "u+w"]).arg(&d));
+    std::fs::remove_dir_all(&d).unwrap();
+    nothing_left(&svc.name);
+}
+
+#[test]
+fn tar_streams_both_ways_and_clear_errors() {
+    let svc = &Service::global();
+    let at = svc.at("node3");
+    // Out as a tar stream.
+    let out = swarm_exec(&["cp", &format!("{at}:/etc/hostname"), "-"]);
+    assert_exit(&out, 0);
+    assert!(
+        out.stdout.len() >= 1024,
+        "not a tar archive: {} bytes",
+        out.stdout.len()
+    );
+    assert_eq!(&out.stdout[257..262], b"ustar", "not a tar archive");
+    // In as a tar stream, into a directory there.
+    let d = scratch("stream");
+    std::fs::write(d.join("note"), b"from a stream\n").unwrap();
+    let tar = run(Command::new("tar")
+        .arg("-C")
+        .arg(&d)
+        .args(["-cf", "-", "note"]));
+    assert_exit(&tar, 0);
+    let out = swarm_exec_stdin(&["cp", "-", &format!("{at}:/tmp")], &tar.stdout);
+    assert_exit(&out, 0);
+    let inside = task_exec(&[], &at, &["cat", "/tmp/note"]);
+    assert_eq!(inside.stdout_str(), "from a stream\n");
+    let _ = task_exec(&[], &at, &["rm", "-f", "/tmp/note"]);
+
+    // A path that is not there, on a worker and on the manager's engine.
+    for node in ["node3", "node1"] {
+        let out = swarm_exec(&[
+            "cp",
+            &format!("{}:/no/such/path", svc.at(node)),
+            d.to_str().unwrap(),
+        ]);
+        assert_exit(&out, 125);
+        assert_stderr_has(&out, "Could not find the file /no/such/path");
+    }
+    // Into a directory that is not there.
+    let out = swarm_exec(&[
+        "cp",
+        d.join("note").to_str().unwrap(),
+        &format!("{at}:/no/such/dir/"),
+    ]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "no directory /no/such/dir/ in the container");
+    // A local source that is not there: refused before anything is made.
+    let out = swarm_exec(&["cp", "/no/such/local", &format!("{at}:/tmp")]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "/no/such/local");
+    // Two local sides, or two tasks: usage errors, as swarm-exec reports them (125).
+    let out = swarm_exec(&["cp", "/tmp", "/tmp/x"]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "one of SRC and DST must be TASK:PATH");
+    let out = swarm_exec(&["cp", &format!("{at}:/a"), &format!("{at}:/b")]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "between two tasks is not supported");
+    std::fs::remove_dir_all(&d).unwrap();
+    nothing_left(&svc.name);
+}
