@@ -77,6 +77,21 @@ pub struct Attached<'a> {
     pub tty: bool,
 }
 
+impl<'a> Attached<'a> {
+    /// `run`'s command in `task`'s container.
+    pub fn of(task: &'a Resolved, run: &'a crate::RunOptions, tty: bool) -> Self {
+        Attached {
+            container: &task.container_id,
+            command: &run.command,
+            env: &run.env,
+            workdir: run.workdir.as_deref(),
+            user: run.user.as_deref(),
+            privileged: run.privileged,
+            tty,
+        }
+    }
+}
+
 /// Runs `exec` attached: what `input` (when given) brings goes to its stdin, which ends
 /// when `input` closes; each size from `sizes` (height, width) resizes its TTY, the first
 /// as soon as it exists; its output goes to `out` (all of it on stdout with a TTY).

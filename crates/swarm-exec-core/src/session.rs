@@ -142,7 +142,7 @@ pub enum SessionFailure {
     NoHello { node: String, relay: String },
     #[error("the session's stream was refused: {0}")]
     Refused(#[source] SessionError),
-    #[error("the session ended without the command's exit (relay: {0})")]
+    #[error("the session ended without the command's exit{}", if .0.is_empty() { String::new() } else { format!(" (relay: {})", .0) })]
     Cut(String),
     #[error("the command's {stream} holds {received} bytes, its exit says {declared}")]
     Count {
@@ -524,6 +524,7 @@ where
     let mut sizes_open = req.tty;
     // Into a container, the archive waits for the helper's stat and the client's answer.
     let mut input_ready = decide.is_none();
+    let mut write_failed = false;
     loop {
         // Frames already received (some may have come with the hello) first.
         while let Some(m) = open.next_msg() {
@@ -577,6 +578,8 @@ where
             }
         }
         tokio::select! {
+            // What arrived first: an exit frame already in must win over a failed write.
+            biased;
             item = relay_out.next() => match item {
                 Some(Ok(LogOutput::StdOut { message })) => open.feed(&message),
                 Some(Ok(LogOutput::StdErr { message })) => {
@@ -586,13 +589,18 @@ where
                 Some(Err(e)) => return Err(SessionFailure::ReadRelay(classify(e))),
                 None => return Err(SessionFailure::Cut(relay_said)),
             },
-            r = &mut writer => {
-                return Err(SessionFailure::WriteRelay(r.err().unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into())));
+            r = &mut writer, if !write_failed => {
+                // The command may have ended without reading all its input (the relay is
+                // gone): what it wrote and its exit may still be in; stop sending, read on.
+                tracing::debug!(error = ?r.err(), "writing to the relay failed; reading on");
+                write_failed = true;
+                input = None;
+                sizes_open = false;
             }
             (permit, chunk) = async {
                 let permit = to_relay.reserve().await;
                 (permit, input.as_mut().expect("guarded").recv().await)
-            }, if input.is_some() && input_ready => {
+            }, if input.is_some() && input_ready && !write_failed => {
                 let mut wire = Vec::new();
                 match chunk {
                     Some(bytes) => seal.seal(&Msg::Stdin(bytes), &mut wire),

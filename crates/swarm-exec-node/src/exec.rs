@@ -438,10 +438,14 @@ pub async fn exec_in_container(
     };
     let ((), read) = tokio::join!(feed, read);
     read?;
-    // The output can end a moment before the engine records the exit code.
+    exit_code(docker, &created.id).await
+}
+
+/// The exec's exit code (its output can end a moment before the engine records it).
+pub(crate) async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64, TargetError> {
     for _ in 0..200 {
         let inspected = docker
-            .inspect_exec(&created.id)
+            .inspect_exec(exec_id)
             .await
             .map_err(TargetError::Inspect)?;
         match (inspected.running, inspected.exit_code) {

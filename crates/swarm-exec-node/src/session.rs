@@ -16,7 +16,7 @@ use swarm_exec_proto::{is_container_id, Envelope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::exec::{NodeEnd, NodeError, TargetError};
+use crate::exec::{exit_code, NodeEnd, NodeError, TargetError};
 use crate::stop::Stopper;
 
 /// How long the relay is dialled for before the helper gives up (the client gives up on
@@ -482,19 +482,4 @@ async fn dial(relay: &str) -> Result<TcpStream, SessionFailure> {
             Err(_) => tokio::time::sleep(DIAL_EVERY).await,
         }
     }
-}
-
-/// The exec's exit code (the output can end a moment before the engine records it).
-async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64, TargetError> {
-    for _ in 0..200 {
-        let inspected = docker
-            .inspect_exec(exec_id)
-            .await
-            .map_err(TargetError::Inspect)?;
-        match (inspected.running, inspected.exit_code) {
-            (Some(false) | None, Some(code)) => return Ok(code),
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-    Err(TargetError::NoExitCode)
 }

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use crate::util::*;
 
@@ -50,20 +49,6 @@ fn same_tree(a: &Path, b: &Path) {
     assert_exit(&diff, 0);
 }
 
-fn nothing_left(service: &str) {
-    eventually("no relay left", Duration::from_secs(10), || {
-        relays_of(service).is_empty().then_some(())
-    });
-    assert!(
-        swarm_exec_objects("service", service).is_empty(),
-        "helpers left"
-    );
-    assert!(
-        swarm_exec_objects("secret", service).is_empty(),
-        "secrets left"
-    );
-}
-
 #[test]
 fn a_tree_goes_in_and_comes_back_identical() {
     // Services of their own: nothing_left must not see other tests' helpers.
@@ -94,7 +79,7 @@ fn a_tree_goes_in_and_comes_back_identical() {
     }
     let _ = run(Command::new("chmod").args(["-R", "u+w"]).arg(&d));
     std::fs::remove_dir_all(&d).unwrap();
-    nothing_left(&svc.name);
+    no_session_left(&svc.name);
 }
 
 #[test]
@@ -154,5 +139,5 @@ fn tar_streams_both_ways_and_clear_errors() {
     assert_exit(&out, 125);
     assert_stderr_has(&out, "between two tasks is not supported");
     std::fs::remove_dir_all(&d).unwrap();
-    nothing_left(&svc.name);
+    no_session_left(&svc.name);
 }

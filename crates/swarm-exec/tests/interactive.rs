@@ -121,15 +121,7 @@ fn a_session_on(svc: &Service, node: &str) {
     );
     assert!(shown.contains("\r\n30 90\r\n"), "resized: {shown:?}");
     assert!(shown.contains("\r\nafter-ctrl-c\r\n"), "{shown:?}");
-    assert!(
-        svc.helpers().is_empty(),
-        "helpers left: {:?}",
-        svc.helpers()
-    );
-    // A relay removes itself as it exits; give that a moment.
-    eventually("no relay left", Duration::from_secs(10), || {
-        relays_of(&svc.name).is_empty().then_some(())
-    });
+    no_session_left(&svc.name);
 }
 
 #[test]
@@ -183,10 +175,7 @@ fn a_session_on_a_worker_ends_cleanly_when_its_container_dies_or_it_is_stopped()
     );
     assert!(out.stdout_str().contains("ready"), "{}", out.stdout_str());
     assert_ne!(out.code, 0, "a session whose container was killed ended 0");
-    eventually("no relay left", Duration::from_secs(10), || {
-        relays_of(&svc.name).is_empty().then_some(())
-    });
-    assert!(svc.helpers().is_empty(), "helpers left");
+    no_session_left(&svc.name);
 
     // SIGTERM to swarm-exec: 143, and the remote `sleep` is gone.
     let task = svc.on("node3").clone();
@@ -216,8 +205,5 @@ fn a_session_on_a_worker_ends_cleanly_when_its_container_dies_or_it_is_stopped()
     );
     assert_exit(&out, 143);
     await_processes_gone(&task, &[&marker]);
-    eventually("no relay left", Duration::from_secs(10), || {
-        relays_of(&svc.name).is_empty().then_some(())
-    });
-    assert!(svc.helpers().is_empty(), "helpers left");
+    no_session_left(&svc.name);
 }

@@ -327,15 +327,5 @@ fn a_blocked_overlay_is_reported_within_15_seconds() {
         lines.iter().any(|(_, l)| l.contains("carries no traffic")),
         "no final error: {lines:?}"
     );
-    eventually("no relay left", Duration::from_secs(10), || {
-        relays_of(&svc.name).is_empty().then_some(())
-    });
-    assert!(
-        swarm_exec_objects("service", &svc.name).is_empty(),
-        "helpers left"
-    );
-    assert!(
-        swarm_exec_objects("secret", &svc.name).is_empty(),
-        "secrets left"
-    );
+    no_session_left(&svc.name);
 }

@@ -7,21 +7,6 @@ use std::time::Duration;
 
 use crate::util::*;
 
-/// Nothing of a session left: no helper, envelope secret or relay for `service`.
-fn nothing_left(service: &str) {
-    eventually("no relay left", Duration::from_secs(10), || {
-        relays_of(service).is_empty().then_some(())
-    });
-    assert!(
-        swarm_exec_objects("service", service).is_empty(),
-        "helpers left"
-    );
-    assert!(
-        swarm_exec_objects("secret", service).is_empty(),
-        "secrets left"
-    );
-}
-
 #[test]
 fn stdin_of_any_size_is_streamed_exactly() {
     // Services of their own: nothing_left must not see other tests' helpers.
@@ -52,7 +37,7 @@ fn stdin_of_any_size_is_streamed_exactly() {
             "{node}: the command read other bytes than were sent"
         );
     }
-    nothing_left(&svc.name);
+    no_session_left(&svc.name);
 }
 
 #[test]
@@ -77,7 +62,7 @@ fn a_streamed_command_echoes_its_input_and_keeps_its_streams_and_code() {
         out.stdout.len()
     );
     assert_stderr_has(&out, "to-stderr");
-    nothing_left(&svc.name);
+    no_session_left(&svc.name);
 }
 
 /// Another container on the session overlay connects to the relay again and again, sending
@@ -149,5 +134,5 @@ fn garbage_on_the_overlay_reaches_nothing() {
         local.split_whitespace().next(),
         "the command's stdin was not exactly the client's"
     );
-    nothing_left(&svc.name);
+    no_session_left(&svc.name);
 }

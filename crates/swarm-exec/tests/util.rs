@@ -464,6 +464,22 @@ pub fn relays_of(service: &str) -> Vec<String> {
         .collect()
 }
 
+/// Nothing of a live session with `service`'s tasks is left: no relay (it removes itself
+/// as it exits: given a moment), no helper, no envelope secret.
+pub fn no_session_left(service: &str) {
+    eventually("no relay left", Duration::from_secs(10), || {
+        relays_of(service).is_empty().then_some(())
+    });
+    assert!(
+        swarm_exec_objects("service", service).is_empty(),
+        "helpers left"
+    );
+    assert!(
+        swarm_exec_objects("secret", service).is_empty(),
+        "secrets left"
+    );
+}
+
 /// Waits (at most 30 s) for a helper of `service` to exist; returns the first.
 pub fn await_helper_of(service: &str) -> String {
     eventually("the helper", Duration::from_secs(30), || {

@@ -143,16 +143,18 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
         // Into the container: packed here (or stdin as is) as the helper's stat decides.
         Ok(_) => {
             let dest = path.clone();
+            let mut packer = None;
             let (decide, input): (swarm_exec_core::session::Decide, _) = match source {
                 Some((source, name, is_dir)) => {
                     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
                     let (name_tx, name_rx) = std::sync::mpsc::channel::<String>();
-                    std::thread::spawn(move || {
-                        if let Ok(top) = name_rx.recv() {
-                            // A failure shows as a cut archive, which the engine refuses.
-                            let _ = pack(&source, &top, ChannelWriter::new(tx));
-                        }
-                    });
+                    // What it could not read is reported after the copy (the engine takes
+                    // whatever archive it got): never a success.
+                    packer = Some(std::thread::spawn(move || match name_rx.recv() {
+                        Ok(top) => pack(&source, &top, ChannelWriter::new(tx))
+                            .map_err(|e| format!("packing {}: {e}", source.display())),
+                        Err(_) => Ok(()),
+                    }));
                     let decide = Box::new(move |stat| {
                         let (dir, top) = put_into(&dest, stat, &name, is_dir)?;
                         let _ = name_tx.send(top);
@@ -174,7 +176,7 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
                 }
             };
             let mut sink = StdSink::new(global.quiet);
-            copy_in(
+            let outcome = copy_in(
                 &api,
                 target,
                 &path,
@@ -183,7 +185,14 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
                 &mut sink,
                 &mut interrupted,
             )
-            .await?
+            .await?;
+            let copied = matches!(outcome, Outcome::Exited(0));
+            if let Some(Ok(Err(e))) = packer.filter(|_| copied).map(|p| p.join()) {
+                return Err(CliError::Failed(format!(
+                    "cp: {e}; what was packed before that was copied, the rest is missing"
+                )));
+            }
+            outcome
         }
     };
     Ok(Status::Outcome(outcome))

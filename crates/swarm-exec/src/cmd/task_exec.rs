@@ -116,15 +116,7 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         drop(raw);
         return Ok(Status::Outcome(outcome?));
     }
-    let exec = Attached {
-        container: &task.container_id,
-        command: &run.command,
-        env: &run.env,
-        workdir: run.workdir.as_deref(),
-        user: run.user.as_deref(),
-        privileged: run.privileged,
-        tty: true,
-    };
+    let exec = Attached::of(&task, &run, true);
     let raw = if interactive {
         Some(terminal::RawMode::enable().map_err(|e| CliError::Failed(format!("raw mode: {e}")))?)
     } else {
@@ -190,15 +182,7 @@ async fn stream(
     let mut sink = StdSink::new(global.quiet);
     let no_sizes = futures_util::stream::empty();
     if here {
-        let exec = Attached {
-            container: &task.container_id,
-            command: &run.command,
-            env: &run.env,
-            workdir: run.workdir.as_deref(),
-            user: run.user.as_deref(),
-            privileged: run.privileged,
-            tty: false,
-        };
+        let exec = Attached::of(&task, &run, false);
         let input = crate::terminal::stdin_chunks_after(prefix);
         let session = attached(
             api.docker(),
