@@ -522,3 +522,19 @@ async fn a_helper_whose_container_did_not_start_is_replaced_once_then_reported()
     assert_eq!(fake.removed(), vec![HELPER_ID, HELPER_ID]);
     assert!(warned(&sink, "trying a new helper"), "{:?}", sink.warnings);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_secrets_remount_that_failed_before_the_runtime_is_replaced_too() {
+    let engine = "starting container failed: unable to remount dir as readonly: mount \
+                  tmpfs:/var/lib/docker/containers/x/mounts/secrets, flags: 0x21: \
+                  device or resource busy";
+    let fake = fake_with(silent(vec![(100, "failed", engine, Some(128))]));
+    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+    let err = r.unwrap_err();
+    assert!(
+        matches!(err, ExecError::ContainerNotStarted { .. }),
+        "{err}"
+    );
+    assert_eq!(fake.created(), 2, "one more helper, no more");
+    assert!(warned(&sink, "trying a new helper"), "{:?}", sink.warnings);
+}
