@@ -114,8 +114,15 @@ pub enum SessionFailure {
         #[source]
         source: ApiError,
     },
-    #[error("network {0} is not an attachable overlay network")]
-    NotAttachable(String),
+    #[error(
+        "network {name} is not an attachable overlay network (driver {driver}, attachable \
+         {attachable})"
+    )]
+    NotAttachable {
+        name: String,
+        driver: String,
+        attachable: bool,
+    },
     #[error("creating the relay container: {0}")]
     CreateRelay(#[source] ApiError),
     #[error("attaching to the relay container: {0}")]
@@ -218,21 +225,7 @@ impl Made {
             remove_envelope(api, &secret, out).await;
         }
         if let Some(relay) = self.relay.take() {
-            let opts = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            if let Err(e) = api.docker().remove_container(&relay, Some(opts)).await {
-                let e = classify(e);
-                // Gone already, or going (it removes itself once it exits).
-                let going = matches!(e, ApiError::Server { status: 409, .. });
-                if !matches!(e, ApiError::NotFound(_)) && !going {
-                    out.warn(&format!(
-                        "could not remove relay container {relay}: {e}; `docker rm -f {relay}` removes it"
-                    ));
-                }
-            }
+            remove_relay(api, &relay, out).await;
         }
     }
 }
@@ -312,33 +305,27 @@ where
         name: Some(relay_name.clone()),
         ..Default::default()
     };
-    let relay_id = docker
-        .create_container(Some(opts), config)
-        .await
-        .map_err(|e| SessionFailure::CreateRelay(classify(e)))?
-        .id;
-    made.relay = Some(relay_id.clone());
-    let attach = AttachContainerOptions {
-        stdin: true,
-        stdout: true,
-        stderr: true,
-        stream: true,
-        ..Default::default()
+    // A network removed a moment ago can still be known to the manager's own engine, which
+    // then cannot attach the relay to the one of that name made since: once more, later.
+    let mut network = network;
+    let mut config = config;
+    let mut again = true;
+    let (relay_id, mut relay_out, mut relay_in) = loop {
+        if let Some(h) = config.host_config.as_mut() {
+            h.network_mode = Some(network.clone());
+        }
+        match start_relay(docker, &opts, config.clone(), made).await {
+            Err(SessionFailure::StartRelay(e)) if again && stale_network(&e) => {
+                again = false;
+                if let Some(relay) = made.relay.take() {
+                    remove_relay(api, &relay, out).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                network = ensure_network(api, network_name, req.network.is_none()).await?;
+            }
+            r => break r?,
+        }
     };
-    let bollard::container::AttachContainerResults {
-        output: mut relay_out,
-        input: mut relay_in,
-    } = docker
-        .attach_container(&relay_id, Some(attach))
-        .await
-        .map_err(|e| SessionFailure::AttachRelay(classify(e)))?;
-    docker
-        .start_container(
-            &relay_id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .map_err(|e| SessionFailure::StartRelay(classify(e)))?;
     let key = swarm_exec_proto::Envelope::new_key()
         .map_err(|e| SessionFailure::WriteRelay(std::io::Error::other(e)))?;
     relay_in
@@ -684,6 +671,69 @@ async fn relay_image(api: &BollardApi, helper: &HelperSource) -> Result<String, 
 
 /// The network's ID: the kept session overlay, created (attachable, labelled) when missing,
 /// or the operator's, which must be an attachable overlay.
+/// The relay container: created (into `made`), attached to, started.
+async fn start_relay(
+    docker: &bollard::Docker,
+    opts: &CreateContainerOptions,
+    config: ContainerCreateBody,
+    made: &mut Made,
+) -> Result<(String, RelayOutput, RelayInput), SessionFailure> {
+    let id = docker
+        .create_container(Some(opts.clone()), config)
+        .await
+        .map_err(|e| SessionFailure::CreateRelay(classify(e)))?
+        .id;
+    made.relay = Some(id.clone());
+    let attach = AttachContainerOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        stream: true,
+        ..Default::default()
+    };
+    let bollard::container::AttachContainerResults { output, input } = docker
+        .attach_container(&id, Some(attach))
+        .await
+        .map_err(|e| SessionFailure::AttachRelay(classify(e)))?;
+    docker
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| SessionFailure::StartRelay(classify(e)))?;
+    Ok((id, output, input))
+}
+
+type RelayOutput =
+    std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+type RelayInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// The manager's engine could not attach a container to a network that the swarm does not
+/// know by the id it still has (seen right after the network was removed and made again).
+fn stale_network(e: &ApiError) -> bool {
+    matches!(e, ApiError::Server { message, .. }
+        if message.contains("Could not attach to network") && message.contains("not found"))
+}
+
+/// Removes the relay container `id` (it may be going already: it removes itself on exit).
+async fn remove_relay<O: OutputSink>(api: &BollardApi, id: &str, out: &mut O) {
+    let opts = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    if let Err(e) = api.docker().remove_container(id, Some(opts)).await {
+        let e = classify(e);
+        let going = matches!(e, ApiError::Server { status: 409, .. });
+        if !matches!(e, ApiError::NotFound(_)) && !going {
+            out.warn(&format!(
+                "could not remove relay container {id}: {e}; `docker rm -f {id}` removes it"
+            ));
+        }
+    }
+}
+
 async fn ensure_network(
     api: &BollardApi,
     name: &str,
@@ -694,15 +744,8 @@ async fn ensure_network(
         name: name.to_owned(),
         source,
     };
-    let check = |n: bollard::models::NetworkInspect| {
-        if n.driver.as_deref() == Some("overlay") && n.attachable == Some(true) {
-            n.id.ok_or_else(|| SessionFailure::NotAttachable(name.to_owned()))
-        } else {
-            Err(SessionFailure::NotAttachable(name.to_owned()))
-        }
-    };
     match docker.inspect_network(name, None).await.map_err(classify) {
-        Ok(n) => return check(n),
+        Ok(n) => return settled(api, name, n).await,
         Err(ApiError::NotFound(_)) if ours => {}
         Err(e) => return Err(err(e)),
     }
@@ -714,16 +757,59 @@ async fn ensure_network(
         ..Default::default()
     };
     match docker.create_network(create).await.map_err(classify) {
-        // Made by a concurrent session: found below.
-        Ok(_) | Err(ApiError::Server { status: 409, .. }) => {}
+        Ok(_) => {}
+        // Made by a concurrent session: found below. A manager answers a name already
+        // taken in the swarm's store with 500 ("name conflicts with an existing object").
+        Err(ApiError::Server { status: 409, .. }) => {}
+        Err(ApiError::Server { message, .. }) if message.contains("name conflicts") => {}
         Err(e) => return Err(err(e)),
     }
-    check(
-        docker
+    let n = docker
+        .inspect_network(name, None)
+        .await
+        .map_err(|e| err(classify(e)))?;
+    settled(api, name, n).await
+}
+
+/// The id of network `name` once it shows as an attachable overlay. A swarm network just
+/// made (by a concurrent session, say) has no driver until the managers have allocated it:
+/// that is waited for, briefly; anything else is not a network a session can use.
+async fn settled(
+    api: &BollardApi,
+    name: &str,
+    mut n: bollard::models::NetworkInspect,
+) -> Result<String, SessionFailure> {
+    const ALLOCATION: Duration = Duration::from_secs(10);
+    let until = Instant::now() + ALLOCATION;
+    loop {
+        let driver = n.driver.clone().unwrap_or_default();
+        let attachable = n.attachable == Some(true);
+        match (driver.as_str(), attachable, n.id.take()) {
+            ("overlay", true, Some(id)) => return Ok(id),
+            ("", _, _) if Instant::now() < until => {}
+            (driver, _, _) => {
+                let driver = if driver.is_empty() {
+                    "none yet"
+                } else {
+                    driver
+                };
+                return Err(SessionFailure::NotAttachable {
+                    name: name.to_owned(),
+                    driver: driver.to_owned(),
+                    attachable,
+                });
+            }
+        }
+        tokio::time::sleep(POLL).await;
+        n = api
+            .docker()
             .inspect_network(name, None)
             .await
-            .map_err(|e| err(classify(e)))?,
-    )
+            .map_err(|e| SessionFailure::Network {
+                name: name.to_owned(),
+                source: classify(e),
+            })?;
+    }
 }
 
 /// `gc` of what sessions leave on the engine swarm-exec talks to: relay containers whose

@@ -329,3 +329,28 @@ fn a_blocked_overlay_is_reported_within_15_seconds() {
     );
     no_session_left(&svc.name);
 }
+
+/// Sessions that find no session network make it at once, two at a time, and do so again
+/// right after it was removed (the manager's engine may still know the old one). Serial: it
+/// removes the network other tests' sessions use.
+#[test]
+fn sessions_make_their_network_together_and_again_right_after_it_was_removed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::replicated(3);
+    let tasks = [svc.on("node2").id.clone(), svc.on("node3").id.clone()];
+    // More than a secret holds: streamed through a session.
+    let input = vec![b'x'; 600_000];
+    for round in 0..2 {
+        let _ = docker(&["network", "rm", "swarm-exec-session"]);
+        let children: Vec<_> = tasks
+            .iter()
+            .map(|t| spawn_swarm_exec_stdin(&task_exec_args(&["-i"], t, &["wc", "-c"]), &input))
+            .collect();
+        for child in children {
+            let out = wait(child, Duration::from_secs(120));
+            assert_exit(&out, 0);
+            assert_eq!(out.stdout_str().trim(), "600000", "round {round}");
+        }
+    }
+    no_session_left(&svc.name);
+}
