@@ -77,7 +77,7 @@ fn main() -> Res<()> {
     // Only the live-session figures, into their own section.
     let sessions_only = args.iter().any(|a| a == "--sessions-only");
     let bulk = Bulk {
-        rounds: opt("--bulk-rounds", "3").parse()?,
+        rounds: opt("--bulk-rounds", "5").parse()?,
         bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
     };
     let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());

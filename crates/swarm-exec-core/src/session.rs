@@ -56,9 +56,12 @@ const RELAY_PROGRAM: &str = "/swarm-exec-node";
 /// When the first helper has run this long without reaching the relay, the user is told
 /// that the overlay may be blocked (and what to open)...
 pub const HELLO_WARN: Duration = Duration::from_secs(10);
-/// ...and past this the session fails: a busy node can be slow to join the overlay, which a
-/// blocked overlay cannot be told apart from.
-pub const HELLO_WAIT: Duration = Duration::from_secs(30);
+/// ...and past this the session fails. Not sooner: a node that left the overlay moments
+/// ago (its last session's helper, or the last relay on the manager) and joins it again
+/// may not learn the other end's address until the engines' next full sync of the
+/// overlay's peers, which comes every 30 s. Seen on the lab: one session in six waited
+/// for it, up to 44 s; a blocked overlay cannot be told apart from that.
+pub const HELLO_WAIT: Duration = Duration::from_secs(75);
 /// How long the helper may take to reach `running`.
 const START_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -474,8 +477,9 @@ where
                 warned = true;
                 out.warn(&format!(
                     "no connection yet from the helper on node {} after {HELLO_WARN:?}: the \
-                     overlay between this manager and that node may be blocked. {OPEN_PORTS}. \
-                     Waiting up to {HELLO_WAIT:?} in all",
+                     overlay between this manager and that node may be blocked, or slow to \
+                     learn the session's addresses (the engines resync it every 30 s). \
+                     {OPEN_PORTS}. Waiting up to {HELLO_WAIT:?} in all",
                     req.task.node_name
                 ));
             }
@@ -544,7 +548,16 @@ where
                     return Ok(Outcome::Exited(code));
                 }
                 Msg::Failed(reason) => return Err(SessionFailure::Failed(reason)),
-                Msg::TimedOut { .. } => return Ok(Outcome::TimedOut),
+                Msg::TimedOut { stopped } => {
+                    if !stopped {
+                        out.warn(&format!(
+                            "the command in {} was told to stop at its deadline, but could not \
+                             be seen to end",
+                            describe(req.task)
+                        ));
+                    }
+                    return Ok(Outcome::TimedOut);
+                }
                 Msg::Stat(mode) => {
                     let decide =
                         decide

@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use crate::exec::{exit_code, NodeEnd, NodeError, TargetError};
 use crate::stop::Stopper;
 
-/// How long the relay is dialled for before the helper gives up (the client gives up on
-/// an overlay that does not carry the connection before).
-const DIAL_FOR: Duration = Duration::from_secs(60);
+/// How long the relay is dialled for before the helper gives up (the client, which gives
+/// up on an overlay that does not carry the connection after 75 s, removes it before).
+const DIAL_FOR: Duration = Duration::from_secs(120);
 const DIAL_EVERY: Duration = Duration::from_millis(50);
 const DIAL_TRY: Duration = Duration::from_millis(500);
 
@@ -101,6 +101,7 @@ pub async fn run(
     else {
         let why = TargetError::BadContainer(envelope.exec.containers.join(",")).to_string();
         let _ = tx.write_all(&send(&mut seal, &Msg::Failed(why))).await;
+        finish(tx, rx).await;
         return NodeEnd::Done(vec![None]);
     };
     if let Some(copy) = &spec.copy {
@@ -175,6 +176,7 @@ pub async fn run(
             let _ = tx
                 .write_all(&send(&mut seal, &Msg::Failed(e.to_string())))
                 .await;
+            finish(tx, rx).await;
             return NodeEnd::Done(vec![None]);
         }
     };

@@ -49,8 +49,9 @@ fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
     let ready = ready_at.clone();
     std::thread::spawn(move || {
         // A session through the relay takes a moment (more on a busy machine): keys typed
-        // before it is up would meet the local terminal, not the remote shell.
-        let until = std::time::Instant::now() + Duration::from_secs(40);
+        // before it is up would meet the local terminal, not the remote shell. Up to the
+        // overlay's next 30 s resync when a node rejoins it (see HELLO_WAIT).
+        let until = std::time::Instant::now() + Duration::from_secs(80);
         while !prompt_seen.lock().unwrap().windows(2).any(|w| w == b"# ")
             && std::time::Instant::now() < until
         {
@@ -71,7 +72,7 @@ fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
         // wait for the end of its input.
         std::thread::sleep(Duration::from_secs(30));
     });
-    let mut out = wait(child, Duration::from_secs(90));
+    let mut out = wait(child, Duration::from_secs(150));
     let after_ready = ready_at.lock().unwrap().map(|t| t.elapsed());
     assert!(
         after_ready.is_some_and(|d| d < Duration::from_secs(20)),

@@ -108,7 +108,7 @@ fn garbage_on_the_overlay_reaches_nothing() {
         "-c",
         &attack,
     ]);
-    let out = wait(child, Duration::from_secs(60));
+    let out = wait(child, Duration::from_secs(120));
     let said = garbage.stdout_str();
     let (got, connected) = said.trim().split_once(' ').expect("two counts");
     assert_eq!(got, "0", "the relay sent a stranger something: {said}");
