@@ -317,7 +317,15 @@ fn fifty_concurrent_task_execs_all_get_their_own_result() {
         let out = wait(child, Duration::from_secs(180));
         assert_eq!(out.code, (i % 7) as i32, "#{i}: {}", out.stderr_str());
         assert_eq!(out.stdout_str(), format!("out-{i}\n"), "#{i}");
-        assert_eq!(out.stderr_str(), format!("err-{i}\n"), "#{i}");
+        // The command's stderr exactly. Under 50 creates at once an engine may fail to
+        // start a helper's container before its process runs (EBUSY remounting its
+        // secrets); the helper is then replaced, which swarm-exec says, and nothing else.
+        let stderr = out.stderr_str();
+        let (replaced, rest): (Vec<&str>, Vec<&str>) = stderr.lines().partition(|l| {
+            l.starts_with("swarm-exec: warning: ") && l.ends_with("trying a new helper")
+        });
+        assert!(replaced.len() <= 1, "#{i}: {stderr}");
+        assert_eq!(rest, [format!("err-{i}").as_str()], "#{i}");
     }
     assert!(svc.helpers().is_empty());
 }
