@@ -682,8 +682,6 @@ async fn relay_image(api: &BollardApi, helper: &HelperSource) -> Result<String, 
     Ok(image)
 }
 
-/// The network's ID: the kept session overlay, created (attachable, labelled) when missing,
-/// or the operator's, which must be an attachable overlay.
 /// The relay container: created (into `made`), attached to, started.
 async fn start_relay(
     docker: &bollard::Docker,
@@ -747,6 +745,8 @@ async fn remove_relay<O: OutputSink>(api: &BollardApi, id: &str, out: &mut O) {
     }
 }
 
+/// The network's ID: the kept session overlay, created (attachable, labelled) when missing,
+/// or the operator's, which must be an attachable overlay.
 async fn ensure_network(
     api: &BollardApi,
     name: &str,
