@@ -887,6 +887,17 @@ pub async fn gc_sessions(
             .find(|t| t.starts_with("swarm-exec-relay:"))
             .cloned()
         else {
+            // Two sessions that imported the relay image at once leave the first import
+            // untagged: with --all, it goes by its id (refused while a relay runs it).
+            let untagged = i.repo_tags.iter().all(|t| t == "<none>:<none>");
+            if all && untagged && i.labels.contains_key(BUILD_LABEL) {
+                found.push((
+                    "image",
+                    "swarm-exec-relay (untagged)".into(),
+                    i.id,
+                    Why::All,
+                ));
+            }
             continue;
         };
         let build = i.labels.get(BUILD_LABEL).map(String::as_str);
