@@ -76,6 +76,8 @@ fn main() -> Res<()> {
     let fan_only = args.iter().any(|a| a == "--fan-only");
     // Only the live-session figures, into their own section.
     let sessions_only = args.iter().any(|a| a == "--sessions-only");
+    // Only the bulk-output figures, into their section.
+    let bulk_only = args.iter().any(|a| a == "--bulk-only");
     let bulk = Bulk {
         rounds: opt("--bulk-rounds", "5").parse()?,
         bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
@@ -94,6 +96,7 @@ fn main() -> Res<()> {
             Only {
                 fan: fan_only,
                 sessions: sessions_only,
+                bulk: bulk_only,
             },
         ))
 }
@@ -112,6 +115,7 @@ const TEXT: &str = "yes 'a line of text, much like a dump has'";
 struct Only {
     fan: bool,
     sessions: bool,
+    bulk: bool,
 }
 
 async fn run(
@@ -216,6 +220,35 @@ async fn measure(
         println!("{section}");
         return Ok(());
     }
+    if only.bulk {
+        let mut m: HashMap<String, Vec<f64>> = HashMap::new();
+        let mut rec = |k: &str, d: Duration| {
+            m.entry(k.to_owned())
+                .or_default()
+                .push(d.as_secs_f64() * 1000.0)
+        };
+        // One run first, unrecorded: the program's configs, connections, caches.
+        run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
+        let mut rss = Vec::new();
+        let rss_1gb = bulk_rounds(
+            bin,
+            manager_host,
+            worker,
+            worker_docker,
+            manager,
+            bulk,
+            &mut rec,
+            &mut rss,
+        )
+        .await?;
+        let v = worker_docker.version().await?.version.unwrap_or_default();
+        let mut section = bulk_section(&m, bulk, rss_1gb, &format!("{} Docker {v}", nodes[1].name));
+        let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let _ = writeln!(section, "\nMeasured by `scripts/bench --bulk` on {date}.");
+        splice(out, &section)?;
+        println!("{section}");
+        return Ok(());
+    }
     let by_name: HashMap<&str, &Docker> =
         nodes.iter().map(|n| (n.name.as_str(), &n.docker)).collect();
     let helper_image = manager
@@ -310,32 +343,17 @@ async fn measure(
         println!("{section}");
         return Ok(());
     }
-    let n = bulk.bytes;
-    // `task-exec` of a shell line in the worker's task.
-    let shell = |line: &str| {
-        run_swarm_exec(
-            bin,
-            manager_host,
-            &["task-exec", &worker.id, "sh", "-c", line],
-        )
-    };
-    for round in 0..bulk.rounds {
-        eprintln!("bench: bulk round {}/{}", round + 1, bulk.rounds);
-        let text = format!("{TEXT} | head -c {n}");
-        let (d, kb) = shell(&text)?;
-        rec("bulk text", d);
-        rss.push(kb);
-        let (d, got) = exec_output(worker_docker, &worker.container, &["sh", "-c", &text]).await?;
-        if got != n {
-            return Err(format!("docker exec gave {got} bytes of {n}").into());
-        }
-        rec("bulk text docker exec", d);
-        let (d, kb) = shell(&format!("head -c {n} /dev/urandom"))?;
-        rec("bulk random", d);
-        rss.push(kb);
-        rec("log floor", log_floor(manager, worker, n).await?);
-    }
-    let (_, rss_1gb) = shell(&format!("{TEXT} | head -c 1000000000"))?;
+    let rss_1gb = bulk_rounds(
+        bin,
+        manager_host,
+        worker,
+        worker_docker,
+        manager,
+        bulk,
+        &mut rec,
+        &mut rss,
+    )
+    .await?;
 
     let mut startup = Vec::new();
     for _ in 0..30 {
@@ -838,6 +856,97 @@ fn fan_section(m: &HashMap<String, Vec<f64>>, fans: &[usize], fan: &[Task], titl
 
 /// Puts `section` into the report at `out` in place of an earlier one that starts with the
 /// same first line (up to the next `## ` heading), or at its end.
+/// The bulk-output rounds: 200 MB of text through `task-exec` beside `docker exec` of the
+/// same on the worker's engine, and of random bytes beside the log medium's floor; then the
+/// peak RSS of a 1 GB text run, which it returns.
+#[allow(clippy::too_many_arguments)]
+async fn bulk_rounds(
+    bin: &str,
+    manager_host: &str,
+    worker: &Task,
+    worker_docker: &Docker,
+    manager: &Docker,
+    bulk: Bulk,
+    rec: &mut impl FnMut(&str, Duration),
+    rss: &mut Vec<i64>,
+) -> Res<i64> {
+    let n = bulk.bytes;
+    // `task-exec` of a shell line in the worker's task.
+    let shell = |line: &str| {
+        run_swarm_exec(
+            bin,
+            manager_host,
+            &["task-exec", &worker.id, "sh", "-c", line],
+        )
+    };
+    for round in 0..bulk.rounds {
+        eprintln!("bench: bulk round {}/{}", round + 1, bulk.rounds);
+        let text = format!("{TEXT} | head -c {n}");
+        let (d, kb) = shell(&text)?;
+        rec("bulk text", d);
+        rss.push(kb);
+        let (d, got) = exec_output(worker_docker, &worker.container, &["sh", "-c", &text]).await?;
+        if got != n {
+            return Err(format!("docker exec gave {got} bytes of {n}").into());
+        }
+        rec("bulk text docker exec", d);
+        let (d, kb) = shell(&format!("head -c {n} /dev/urandom"))?;
+        rec("bulk random", d);
+        rss.push(kb);
+        rec("log floor", log_floor(manager, worker, n).await?);
+    }
+
+    let (_, rss_1gb) = shell(&format!("{TEXT} | head -c 1000000000"))?;
+    Ok(rss_1gb)
+}
+
+/// The bulk-output section of the report, from the figures of [`bulk_rounds`].
+fn bulk_section(m: &HashMap<String, Vec<f64>>, bulk: Bulk, rss_1gb: i64, worker: &str) -> String {
+    let stat = |k: &str| -> (f64, f64) {
+        let mut v = m.get(k).cloned().unwrap_or_default();
+        (median(&mut v), percentile(&mut v, 90.0))
+    };
+    let mut s = String::new();
+    let mb = bulk.bytes / 1_000_000;
+    let _ = writeln!(
+        s,
+        "\n## Bulk output: {mb} MB from a task on a worker ({worker})\n"
+    );
+    let _ = writeln!(
+        s,
+        "{} rounds, interleaved. Text is `{TEXT} | head -c N` (compresses well); random is \
+         `head -c N /dev/urandom` (does not). Output to /dev/null; byte-exactness is the \
+         end-to-end tests' business.\n",
+        bulk.rounds
+    );
+    let _ = writeln!(
+        s,
+        "| what | median ms | MB/s | p90 ms |\n|---|---:|---:|---:|"
+    );
+    for (k, label) in [
+        ("bulk text", "`task-exec` text"),
+        ("bulk text docker exec", "floor: `docker exec` of the same, on the worker's own engine"),
+        ("bulk random", "`task-exec` random"),
+        ("log floor", "floor: the log medium (a bare service writing the same bytes base64 to its log, followed from creation)"),
+    ] {
+        let (med, p90) = stat(k);
+        let _ = writeln!(s, "| {label} | {med:.0} | {:.1} | {p90:.0} |", mb as f64 / (med / 1000.0));
+    }
+    let (text, _) = stat("bulk text");
+    let (direct, _) = stat("bulk text docker exec");
+    let (random, _) = stat("bulk random");
+    let (floor, _) = stat("log floor");
+    let _ = writeln!(
+        s,
+        "\nRatios: text / `docker exec` = **{:.2}** (target ≤ 1.3); random / log floor = **{:.2}** (target ≤ 1.2). \
+         Peak RSS of a 1 GB text run: **{:.1} MiB** (target ≤ 30 MiB).",
+        text / direct,
+        random / floor,
+        rss_1gb as f64 / 1024.0
+    );
+    s
+}
+
 fn splice(out: &str, section: &str) -> Res<()> {
     let report = std::fs::read_to_string(out)?;
     let heading = section.trim_start().lines().next().unwrap_or_default();
@@ -999,45 +1108,9 @@ fn report(
         "## Fan-out: `service-exec` over N tasks",
     ));
     if bulk.rounds > 0 {
-        let mb = bulk.bytes / 1_000_000;
         // The bulk runs use the first worker (the engines are listed manager first).
         let worker = engine.split(", ").nth(1).unwrap_or("the first worker");
-        let _ = writeln!(
-            s,
-            "\n## Bulk output: {mb} MB from a task on a worker ({worker})\n"
-        );
-        let _ = writeln!(
-            s,
-            "{} rounds, interleaved. Text is `{TEXT} | head -c N` (compresses well); random is \
-             `head -c N /dev/urandom` (does not). Output to /dev/null; byte-exactness is the \
-             end-to-end tests' business.\n",
-            bulk.rounds
-        );
-        let _ = writeln!(
-            s,
-            "| what | median ms | MB/s | p90 ms |\n|---|---:|---:|---:|"
-        );
-        for (k, label) in [
-            ("bulk text", "`task-exec` text"),
-            ("bulk text docker exec", "floor: `docker exec` of the same, on the worker's own engine"),
-            ("bulk random", "`task-exec` random"),
-            ("log floor", "floor: the log medium (a bare service writing the same bytes base64 to its log, followed from creation)"),
-        ] {
-            let (med, p90) = stat(k);
-            let _ = writeln!(s, "| {label} | {med:.0} | {:.1} | {p90:.0} |", mb as f64 / (med / 1000.0));
-        }
-        let (text, _) = stat("bulk text");
-        let (direct, _) = stat("bulk text docker exec");
-        let (random, _) = stat("bulk random");
-        let (floor, _) = stat("log floor");
-        let _ = writeln!(
-            s,
-            "\nRatios: text / `docker exec` = **{:.2}** (target ≤ 1.3); random / log floor = **{:.2}** (target ≤ 1.2). \
-             Peak RSS of a 1 GB text run: **{:.1} MiB** (target ≤ 30 MiB).",
-            text / direct,
-            random / floor,
-            rss_1gb as f64 / 1024.0
-        );
+        s.push_str(&bulk_section(m, bulk, rss_1gb, worker));
     }
     let mut startup = startup.to_vec();
     let peak = rss.iter().copied().max().unwrap_or(0);
