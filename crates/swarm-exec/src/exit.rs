@@ -7,7 +7,8 @@
 //! | 125     | swarm-exec itself failed: bad usage, engine unreachable, not a manager,  |
 //! |         | task not found/ambiguous/not running, helper rejected or never started,  |
 //! |         | or the output is incomplete: frames lost on the way (the message says    |
-//! |         | how many bytes of which stream), or it could not be written locally      |
+//! |         | how many bytes of which stream), or it could not be written locally;     |
+//! |         | or streamed stdin (`-i`, `cp -`) could not be read to its end             |
 //! | 126/127 | the command could not be invoked / was not found (as the engine reports)  |
 //! | 130     | interrupted by SIGINT (the helper is removed first)                       |
 //! | 143     | terminated by SIGTERM (the helper is removed first)                       |
@@ -52,9 +53,14 @@ pub fn early(early: Early) -> ExitCode {
     })
 }
 
-/// The exit code of a command that ran, from its result and the first error that lost
-/// some of its output (`output::write_error`), if any.
-pub fn code(result: Result<Status, CliError>, write_error: Option<String>) -> ExitCode {
+/// The exit code of a command that ran, from its result, the first error that lost some of
+/// its output (`output::write_error`) and the failed read that cut its streamed input
+/// short (`terminal::read_error`), if any.
+pub fn code(
+    result: Result<Status, CliError>,
+    write_error: Option<String>,
+    read_error: Option<String>,
+) -> ExitCode {
     // Output that could not be written (disk full, ...) is lost: never the command's code,
     // which would say all went well.
     if let Ok(
@@ -70,6 +76,14 @@ pub fn code(result: Result<Status, CliError>, write_error: Option<String>) -> Ex
             );
             return ExitCode::from(FAILED);
         }
+    }
+    // Input cut short by a failed read: the command answered less than it was given.
+    if let (Ok(Status::Outcome(Outcome::Exited(_))), Some(e)) = (&result, read_error) {
+        eprintln!(
+            "swarm-exec: error: {e}; the command saw its input end there, so its exit code \
+             is not given"
+        );
+        return ExitCode::from(FAILED);
     }
     let code = match result {
         Ok(Status::Outcome(outcome)) => outcome_code(outcome),

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Ok(invocation) => {
             let result = cmd::run(invocation);
             // Read once the command is done: whether any of its output was lost.
-            exit::code(result, output::write_error())
+            exit::code(result, output::write_error(), terminal::read_error())
         }
         Err(early) => exit::early(early),
     }

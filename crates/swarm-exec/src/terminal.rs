@@ -72,31 +72,62 @@ pub fn size() -> Option<(u16, u16)> {
 }
 
 /// What is typed (or piped), chunk by chunk, read on a thread of its own that the process
-/// may leave blocked in a read when it ends; the channel closes at end of input.
+/// may leave blocked in a read when it ends; the channel closes at end of input, or after
+/// a failed read, which [`read_error`] then tells.
 pub fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     stdin_chunks_after(Vec::new())
 }
 
 /// [`stdin_chunks`], `first` (what was read of stdin already) before the rest.
 pub fn stdin_chunks_after(first: Vec<u8>) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let read = first.len() as u64;
+    chunks_of(std::io::stdin(), first, read, &READ_ERROR)
+}
+
+/// The rest of stdin, chunk by chunk, after the first `read` bytes (sent on their own).
+pub fn stdin_rest(read: u64) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    chunks_of(std::io::stdin(), Vec::new(), read, &READ_ERROR)
+}
+
+/// The read of stdin that failed, if one did: the command then saw its input end early.
+static READ_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+/// Why stdin could not be streamed to its end, if it could not: the command's exit code is
+/// then no answer to the input it was given.
+pub fn read_error() -> Option<String> {
+    READ_ERROR.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// `first`, then what `input` gives; `read` counts stdin's bytes read so far, `first`'s
+/// included, for the message should a read fail.
+fn chunks_of(
+    mut input: impl std::io::Read + Send + 'static,
+    first: Vec<u8>,
+    mut read: u64,
+    failed: &'static Mutex<Option<String>>,
+) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     std::thread::spawn(move || {
-        use std::io::Read;
         if !first.is_empty() && tx.blocking_send(first).is_err() {
             return;
         }
-        let mut stdin = std::io::stdin().lock();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            match stdin.read(&mut buf) {
+            match input.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
+                    read += n as u64;
                     if tx.blocking_send(buf[..n].to_vec()).is_err() {
                         return;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(e) => {
+                    // Noted before `tx` drops: whoever sees the input end can see why.
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("reading stdin failed after {read} bytes: {e}"));
+                    return;
+                }
             }
         }
     });
@@ -123,4 +154,58 @@ pub fn sizes() -> std::io::Result<impl Stream<Item = (u16, u16)> + Unpin> {
             }
         },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gives its bytes, then fails.
+    struct Breaks(std::io::Cursor<Vec<u8>>);
+
+    impl std::io::Read for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+                n => Ok(n),
+            }
+        }
+    }
+
+    async fn drain(mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(c) = rx.recv().await {
+            got.extend(c);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_ends_the_input_and_is_noted_with_what_came_before() {
+        static FAILED: Mutex<Option<String>> = Mutex::new(None);
+        let input = Breaks(std::io::Cursor::new(vec![7u8; 70_000]));
+        // `first` and the 1000 bytes sent before it on their own: all counted.
+        let got = drain(chunks_of(input, b"ab".to_vec(), 1_002, &FAILED)).await;
+        assert_eq!(got.len(), 70_002);
+        let why = FAILED
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the failed read is noted");
+        assert!(
+            why.starts_with("reading stdin failed after 71002 bytes: "),
+            "{why}"
+        );
+    }
+
+    #[tokio::test]
+    async fn input_read_to_its_end_notes_nothing() {
+        static FAILED: Mutex<Option<String>> = Mutex::new(None);
+        let input = std::io::Cursor::new(vec![1u8; 100_000]);
+        assert_eq!(
+            drain(chunks_of(input, Vec::new(), 0, &FAILED)).await,
+            vec![1u8; 100_000]
+        );
+        assert_eq!(*FAILED.lock().unwrap(), None);
+    }
 }

@@ -65,6 +65,70 @@ fn a_streamed_command_echoes_its_input_and_keeps_its_streams_and_code() {
     no_session_left(&svc.name);
 }
 
+/// Streamed stdin whose read fails part-way (here the other end of a TCP socket resets
+/// it) is no success, though the command, seeing its input end, exits 0: 125, and stderr
+/// says after how many bytes.
+#[test]
+fn stdin_that_breaks_off_is_no_success() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let svc = &Service::global();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let watch = ours.try_clone().unwrap();
+    let child = spawn_piped(
+        Command::new(SWARM_EXEC)
+            .args(task_exec_args(&["-i"], &svc.at("node2"), &["wc", "-c"]))
+            .stdin(std::process::Stdio::from(OwnedFd::from(ours))),
+    );
+    // More than a secret holds, so it is streamed; all of it read by swarm-exec before
+    // the reset (nothing left unread on its socket), so its read then fails.
+    let sent = 1_500_000usize;
+    peer.write_all(&vec![b'x'; sent]).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD into an int we own, on a socket we hold.
+        assert_eq!(
+            unsafe { libc::ioctl(watch.as_raw_fd(), libc::FIONREAD, &mut unread) },
+            0
+        );
+        if unread == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "stdin not read: {unread} bytes left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: SO_LINGER with a linger we own: the close below then resets the connection.
+    let set = unsafe {
+        libc::setsockopt(
+            peer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0);
+    drop(peer);
+    drop(watch);
+    let out = wait(child, Duration::from_secs(180));
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, &format!("reading stdin failed after {sent} bytes"));
+    assert_stderr_has(&out, "exit code is not given");
+    // The command did run, on what it got: its count, but no code taken from it.
+    assert_eq!(out.stdout_str().trim(), sent.to_string());
+    no_session_left(&svc.name);
+}
+
 /// Another container on the session overlay connects to the relay again and again, sending
 /// garbage, while a session runs: it receives nothing, and none of it reaches the command.
 #[test]

@@ -136,7 +136,7 @@ pub fn kill(child: &Child, signal: &str) {
 }
 
 /// Starts `cmd` with its stdout and stderr piped (and its stdin as the caller set it).
-fn spawn_piped(cmd: &mut Command) -> Child {
+pub fn spawn_piped(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -214,7 +214,7 @@ async fn stream(
         stdin_prefix: prefix,
         copy: None,
     };
-    let input = crate::terminal::stdin_chunks_after(Vec::new());
+    let input = crate::terminal::stdin_rest(req.stdin_prefix.len() as u64);
     let outcome = remote_session(
         &api,
         req,
