@@ -956,7 +956,12 @@ fn splice(out: &str, section: &str) -> Res<()> {
             let end = rest
                 .find("\n## ")
                 .map_or(report.len(), |i| start + heading.len() + i + 1);
-            format!("{}{}\n\n{}", &report[..start], section.trim(), &report[end..])
+            format!(
+                "{}{}\n\n{}",
+                &report[..start],
+                section.trim(),
+                &report[end..]
+            )
         }
         None => format!("{}\n{}\n", report.trim_end(), section.trim_end()),
     };

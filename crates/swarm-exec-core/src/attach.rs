@@ -12,6 +12,7 @@ use bollard::exec::{ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
+use swarm_exec_proto::args::RUN_ENV;
 use swarm_exec_proto::Stream as Output;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -75,10 +76,13 @@ pub struct Attached<'a> {
     pub privileged: bool,
     /// Allocate a TTY (`-t`); the output is then one stream, as the terminal shows it.
     pub tty: bool,
+    /// The run's mark, put in the command's environment: what a stopper looks for in the
+    /// processes that left the command's tree.
+    pub mark: String,
 }
 
 impl<'a> Attached<'a> {
-    /// `run`'s command in `task`'s container.
+    /// `run`'s command in `task`'s container, with a fresh mark.
     pub fn of(task: &'a Resolved, run: &'a crate::RunOptions, tty: bool) -> Self {
         Attached {
             container: &task.container_id,
@@ -88,6 +92,7 @@ impl<'a> Attached<'a> {
             user: run.user.as_deref(),
             privileged: run.privileged,
             tty,
+            mark: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
         }
     }
 }
@@ -95,7 +100,8 @@ impl<'a> Attached<'a> {
 /// Runs `exec` attached: what `input` (when given) brings goes to its stdin, which ends
 /// when `input` closes; each size from `sizes` (height, width) resizes its TTY, the first
 /// as soon as it exists; its output goes to `out` (all of it on stdout with a TTY).
-/// Returns its exit code.
+/// Returns its exit code; the exec's ID is in `created` from the moment it exists, for a
+/// caller that stops waiting and has to stop the command.
 ///
 /// `input` is a channel, not a reader: the caller reads its stdin on a thread of its own,
 /// which a blocking read can leave behind (tokio's stdin would hold up the runtime's
@@ -103,6 +109,7 @@ impl<'a> Attached<'a> {
 pub async fn attached<S, O>(
     docker: &Docker,
     exec: &Attached<'_>,
+    created: &std::cell::OnceCell<String>,
     input: Option<mpsc::Receiver<Vec<u8>>>,
     mut sizes: S,
     mut out: O,
@@ -117,7 +124,13 @@ where
         attach_stderr: Some(true),
         tty: Some(exec.tty),
         cmd: Some(exec.command.to_vec()),
-        env: (!exec.env.is_empty()).then(|| exec.env.to_vec()),
+        env: Some(
+            exec.env
+                .iter()
+                .cloned()
+                .chain([format!("{RUN_ENV}={}", exec.mark)])
+                .collect(),
+        ),
         working_dir: exec.workdir.map(str::to_owned),
         user: exec.user.map(str::to_owned),
         privileged: Some(exec.privileged),
@@ -128,6 +141,7 @@ where
         .await
         .map_err(AttachError::Create)?
         .id;
+    let _ = created.set(id.clone());
     let opts = StartExecOptions {
         detach: false,
         tty: exec.tty,

@@ -14,7 +14,7 @@ use swarm_exec_proto::args::{HelperArgs, RUN_ENV};
 use swarm_exec_proto::envelope::EnvelopeError;
 use swarm_exec_proto::{is_container_id, short_id as short, Envelope, ExecSpec, Stream, Writer};
 
-use crate::stop::{Stopper, STOP_GRACE};
+use crate::stop::{Program, Stopper, STOP_GRACE};
 use crate::{HELPER_FAILED, HELPER_TIMED_OUT};
 
 /// Where the engine's socket is mounted in the helper.
@@ -154,6 +154,7 @@ pub async fn run(args: &HelperArgs) -> NodeEnd {
     };
     let stopper = Stopper {
         image: args.image.clone(),
+        program: Program::ThisOne,
         grace: STOP_GRACE,
     };
     let now_ms = SystemTime::now()

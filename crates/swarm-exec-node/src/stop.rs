@@ -25,9 +25,19 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Stopper {
     /// The helper's own image (pinned by the manager), whose entrypoint runs `node-kill`;
-    /// `None`: the target container's image, with this program copied in.
+    /// `None`: the target container's image, with the node program copied in.
     pub image: Option<String>,
+    /// That node program: this very one (the helper's), or the one a client carries (a
+    /// client that stops a command it ran on its own engine, whose binary may be another).
+    pub program: Program,
     pub grace: Duration,
+}
+
+/// The node program a zero-install stopper runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Program {
+    ThisOne,
+    Carried(&'static [u8]),
 }
 
 /// Where the copied program is, in a zero-install stopper.
@@ -177,7 +187,12 @@ impl Stopper {
         // Not auto-removed: its exit code says whether the processes are gone.
         let result = async {
             if copy_in {
-                let program = std::fs::read("/proc/self/exe").map_err(StopError::ReadSelf)?;
+                let program = match self.program {
+                    Program::ThisOne => {
+                        std::fs::read("/proc/self/exe").map_err(StopError::ReadSelf)?
+                    }
+                    Program::Carried(p) => p.to_vec(),
+                };
                 let opts = bollard::query_parameters::UploadToContainerOptions {
                     path: "/".to_owned(),
                     ..Default::default()

@@ -125,6 +125,28 @@ fn a_session_on(svc: &Service, node: &str) {
     no_session_left(&svc.name);
 }
 
+/// `-t --timeout` in a task on the manager's own engine (an attached exec, no helper): exit
+/// 124, and the command and the child it daemonized are stopped.
+#[test]
+fn a_terminal_session_on_the_managers_engine_is_stopped_at_its_timeout() {
+    let svc = Service::global();
+    let at = svc.at("node1");
+    let inner = format!(
+        "\"$SX\" task-exec -t --timeout 6s {at} sh -c 'echo \"# \"; \
+         sh -c \"setsid sleep 341 </dev/null >/dev/null 2>&1 &\"; sleep 342'"
+    );
+    let out = in_a_terminal(&inner, &[]);
+    assert_exit(&out, 124);
+    assert!(out.stdout_str().contains("# "), "{}", out.stdout_str());
+    assert!(
+        !out.stdout_str().contains("warning"),
+        "{}",
+        out.stdout_str()
+    );
+    await_processes_gone(svc.on("node1"), &["sleep 341", "sleep 342"]);
+    assert!(svc.helpers().is_empty());
+}
+
 #[test]
 fn a_terminal_session_in_a_task_on_each_node() {
     // node1, the manager swarm-exec talks to: direct, no helper at all. The workers

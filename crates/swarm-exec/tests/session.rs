@@ -129,6 +129,40 @@ fn stdin_that_breaks_off_is_no_success() {
     no_session_left(&svc.name);
 }
 
+/// `-i` beyond a secret in a task on the client's own engine is an attached exec, without a
+/// helper: its `--timeout` and a SIGINT stop the command and the child it daemonized too.
+#[test]
+fn a_streamed_command_on_the_clients_own_engine_is_stopped_at_its_timeout_or_signal() {
+    let svc = &Service::global();
+    let input = vec![b'y'; 700_000];
+    for (how, code, n) in [("timeout", 124, 1), ("INT", 130, 2)] {
+        let (daemon, main) = (format!("sleep 31{n}"), format!("sleep 32{n}"));
+        let script =
+            format!("cat >/dev/null; sh -c 'setsid {daemon} </dev/null >/dev/null 2>&1 &'; {main}");
+        let opts: &[&str] = if how == "timeout" {
+            &["-i", "--timeout", "8s"]
+        } else {
+            &["-i"]
+        };
+        let at = svc.at("node1");
+        let child = spawn_swarm_exec_stdin(&task_exec_args(opts, &at, &sh(&script)), &input);
+        let sleeps = [daemon.as_str(), main.as_str()];
+        await_processes(svc.on("node1"), &sleeps);
+        if how == "INT" {
+            kill(&child, "INT");
+        }
+        let out = wait(child, Duration::from_secs(90));
+        assert_eq!(out.code, code, "{how}: {}", out.stderr_str());
+        assert!(
+            !out.stderr_str().contains("warning"),
+            "{how}: {}",
+            out.stderr_str()
+        );
+        await_processes_gone(svc.on("node1"), &sleeps);
+    }
+    assert!(svc.helpers().is_empty());
+}
+
 /// Another container on the session overlay connects to the relay again and again, sending
 /// garbage, while a session runs: it receives nothing, and none of it reaches the command.
 #[test]

@@ -126,9 +126,11 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     // Through the sink that notes write errors: output that could not be written makes
     // the run fail (125), not exit with the command's code.
     let mut sink = StdSink::new(true);
+    let created = std::cell::OnceCell::new();
     let session = attached(
         api.docker(),
         &exec,
+        &created,
         input,
         sizes,
         |stream, bytes| match stream {
@@ -149,13 +151,58 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     };
     drop(raw);
     if !matches!(outcome, Outcome::Exited(_)) {
-        // An attached exec has no stop of its own, and swarm-exec does not signal it yet.
-        eprintln!(
-            "\r\nswarm-exec: left the session; its command may still be running in task {}",
-            task.task_id
-        );
+        stop_attached(&api, &task, &exec, created.get(), &run.helper).await;
     }
     Ok(Status::Outcome(outcome))
+}
+
+/// How long stopping what an attached exec left running may take: its grace period between
+/// SIGTERM and SIGKILL, and room to start the stopper.
+const STOP_WAIT: std::time::Duration =
+    swarm_exec_node::stop::STOP_GRACE.saturating_add(std::time::Duration::from_secs(25));
+
+/// Stops the command of an attached exec on the client's own engine that the client no
+/// longer waits for (timeout, signal): the engine has no way to signal an exec, so a
+/// stopper does, as a helper's does — the exec's processes and every process of the
+/// container carrying the run's mark. Says so on stderr if they could not be seen to end.
+async fn stop_attached(
+    api: &swarm_exec_core::docker::BollardApi,
+    task: &swarm_exec_core::resolve::Resolved,
+    exec: &swarm_exec_core::attach::Attached<'_>,
+    exec_id: Option<&String>,
+    helper: &swarm_exec_core::options::HelperSource,
+) {
+    use swarm_exec_core::options::HelperSource;
+    use swarm_exec_node::stop::{Program, Stopper};
+    // Not created: nothing runs.
+    let Some(exec_id) = exec_id else { return };
+    let stopper = match helper {
+        HelperSource::Image(image) => Stopper {
+            image: Some(image.clone()),
+            program: Program::ThisOne,
+            grace: swarm_exec_node::stop::STOP_GRACE,
+        },
+        HelperSource::Embedded(p) => Stopper {
+            image: None,
+            program: Program::Carried((p.program)()),
+            grace: swarm_exec_node::stop::STOP_GRACE,
+        },
+    };
+    let stopped = tokio::time::timeout(
+        STOP_WAIT,
+        stopper.terminate(api.docker(), exec_id, exec.container, &exec.mark),
+    )
+    .await;
+    let why = match stopped {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("not done within {} s", STOP_WAIT.as_secs()),
+    };
+    eprintln!(
+        "\r\nswarm-exec: warning: task {}: the command was told to stop, but could not be \
+         seen to end ({why}); it may still be running",
+        task.task_id
+    );
 }
 
 /// `task-exec -i` with more stdin than a secret holds: an attached exec on the engine
@@ -184,9 +231,11 @@ async fn stream(
     if here {
         let exec = Attached::of(&task, &run, false);
         let input = crate::terminal::stdin_chunks_after(prefix);
+        let created = std::cell::OnceCell::new();
         let session = attached(
             api.docker(),
             &exec,
+            &created,
             Some(input),
             no_sizes,
             |stream, bytes| match stream {
@@ -199,6 +248,9 @@ async fn stream(
             i = &mut interrupted => Outcome::Interrupted(i),
             () = tokio::time::sleep_until(deadline) => Outcome::TimedOut,
         };
+        if !matches!(outcome, Outcome::Exited(_)) {
+            stop_attached(&api, &task, &exec, created.get(), &run.helper).await;
+        }
         return Ok(Status::Outcome(outcome));
     }
     let carrier = tokio::select! {
