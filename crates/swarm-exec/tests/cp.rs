@@ -7,6 +7,11 @@ use std::process::Command;
 
 use crate::util::*;
 
+/// Runs the swarm-exec binary under test in directory `dir`.
+fn swarm_exec_in(dir: &Path, args: &[&str]) -> Output {
+    run(Command::new(SWARM_EXEC).args(args).current_dir(dir))
+}
+
 fn scratch(what: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sx-cp-{what}-{}", unique_hex(8)));
     std::fs::create_dir_all(&d).unwrap();
@@ -78,6 +83,49 @@ fn a_tree_goes_in_and_comes_back_identical() {
         let _ = task_exec(&[], &svc.at(node), &["rm", "-rf", dir]);
     }
     let _ = run(Command::new("chmod").args(["-R", "u+w"]).arg(&d));
+    std::fs::remove_dir_all(&d).unwrap();
+    no_session_left(&svc.name);
+}
+
+/// As docker cp copies them: a symbolic link as itself, under its own name, not under its
+/// target's; `DIR/.` (or `.`) as what the directory holds, into an existing directory or
+/// as a new one.
+#[test]
+fn a_link_goes_in_as_itself_under_its_own_name() {
+    let svc = &Service::global();
+    let d = scratch("link");
+    std::fs::create_dir(d.join("releases")).unwrap();
+    std::fs::write(d.join("releases/v42"), b"v42\n").unwrap();
+    std::os::unix::fs::symlink("releases/v42", d.join("current")).unwrap();
+    // The manager's own engine (direct) and a worker (a session).
+    for node in ["node1", "node2"] {
+        let at = svc.at(node);
+        let dir = format!("/tmp/cp-link-{}", unique_hex(6));
+        assert_exit(&task_exec(&[], &at, &["mkdir", &dir]), 0);
+        let out = swarm_exec(&[
+            "cp",
+            d.join("current").to_str().unwrap(),
+            &format!("{at}:{dir}"),
+        ]);
+        assert_exit(&out, 0);
+        let inside = task_exec(&[], &at, &["readlink", &format!("{dir}/current")]);
+        assert_exit(&inside, 0);
+        assert_eq!(inside.stdout_str(), "releases/v42\n");
+        assert_exit(
+            &task_exec(&[], &at, &["test", "!", "-e", &format!("{dir}/v42")]),
+            0,
+        );
+        // `.` and `DIR/.`: the contents, into the directory there, or as the new one.
+        let out = swarm_exec_in(&d.join("releases"), &["cp", ".", &format!("{at}:{dir}")]);
+        assert_exit(&out, 0);
+        let src = format!("{}/.", d.join("releases").display());
+        let out = swarm_exec(&["cp", &src, &format!("{at}:{dir}/new")]);
+        assert_exit(&out, 0);
+        let inside = task_exec(&[], &at, &sh(&format!("cd {dir} && cat v42 new/v42 && ls")));
+        assert_exit(&inside, 0);
+        assert_eq!(inside.stdout_str(), "v42\nv42\ncurrent\nnew\nv42\n");
+        let _ = task_exec(&[], &at, &["rm", "-rf", &dir]);
+    }
     std::fs::remove_dir_all(&d).unwrap();
     no_session_left(&svc.name);
 }

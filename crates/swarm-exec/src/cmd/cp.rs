@@ -145,7 +145,7 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
             let dest = path.clone();
             let mut packer = None;
             let (decide, input): (swarm_exec_core::session::Decide, _) = match source {
-                Some((source, name, is_dir)) => {
+                Some((source, name, is_dir, contents)) => {
                     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
                     let (name_tx, name_rx) = std::sync::mpsc::channel::<String>();
                     // What it could not read is reported after the copy (the engine takes
@@ -155,8 +155,12 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
                             .map_err(|e| format!("packing {}: {e}", source.display())),
                         Err(_) => Ok(()),
                     }));
-                    let decide = Box::new(move |stat| {
-                        let (dir, top) = put_into(&dest, stat, &name, is_dir)?;
+                    let decide = Box::new(move |stat: Option<u32>| {
+                        let (dir, top) = match stat {
+                            // `DIR/.` into a directory: what DIR holds, not DIR itself.
+                            Some(m) if contents && m & MODE_DIR != 0 => (dest, ".".to_owned()),
+                            _ => put_into(&dest, stat, &name, is_dir)?,
+                        };
                         let _ = name_tx.send(top);
                         Ok(dir)
                     });
@@ -198,15 +202,26 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
     Ok(Status::Outcome(outcome))
 }
 
-/// A local source: the path, the name its archive gets, whether it is a directory.
-fn source_of(p: &Path) -> Result<(PathBuf, String, bool), CliError> {
+/// A local source: the path, the name its archive gets, whether it is a directory, and
+/// whether only its contents are copied (`DIR/.`, as docker cp has it).
+fn source_of(p: &Path) -> Result<(PathBuf, String, bool, bool), CliError> {
+    use std::os::unix::ffi::OsStrExt;
     let meta = std::fs::symlink_metadata(p)
         .map_err(|e| CliError::Failed(format!("cp: {}: {e}", p.display())))?;
-    let name = std::fs::canonicalize(p)
-        .ok()
-        .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+    // Its own name, as docker cp names it: a symbolic link is copied as itself, under its
+    // name, not its target's. Only `.`, `..` and the like take the name of what they are.
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            std::fs::canonicalize(p)
+                .ok()
+                .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
         .ok_or_else(|| CliError::Usage(format!("cp: {}: not a path to copy", p.display())))?;
-    Ok((p.to_owned(), name, meta.is_dir()))
+    let raw = p.as_os_str().as_bytes();
+    let contents = meta.is_dir() && (raw == b"." || raw.ends_with(b"/."));
+    Ok((p.to_owned(), name, meta.is_dir(), contents))
 }
 
 /// The archive's bytes to the unpacking thread; messages as usual.
