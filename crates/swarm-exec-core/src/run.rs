@@ -238,10 +238,26 @@ pub async fn create_envelope<A: SwarmApi>(
     target_labels: &[(String, String)],
     budget: Duration,
 ) -> Result<RunSecret, ApiError> {
-    let name = format!(
+    create_envelope_named(api, envelope_name(), envelope, target_labels, budget).await
+}
+
+/// A fresh name for an envelope secret.
+pub fn envelope_name() -> String {
+    format!(
         "swarm-exec-run-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
+    )
+}
+
+/// [`create_envelope`] under a name chosen beforehand (so that a caller stopped while the
+/// create is on its way can still find it).
+pub async fn create_envelope_named<A: SwarmApi>(
+    api: &A,
+    name: String,
+    envelope: &Envelope,
+    target_labels: &[(String, String)],
+    budget: Duration,
+) -> Result<RunSecret, ApiError> {
     let data = envelope.encode();
     let mut labels = crate::helper::secret_labels(budget);
     labels.extend_from_slice(target_labels);

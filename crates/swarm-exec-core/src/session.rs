@@ -39,7 +39,7 @@ use crate::options::{HelperSource, RunOptions};
 use crate::outcome::{Interrupt, Outcome};
 use crate::program::BUILD_LABEL;
 use crate::resolve::Resolved;
-use crate::run::{create_envelope, remove_envelope};
+use crate::run::{create_envelope_named, envelope_name, remove_envelope};
 use crate::sink::OutputSink;
 use crate::task_exec::describe;
 use crate::HELPER_LABEL;
@@ -206,16 +206,44 @@ where
     })
 }
 
-/// What a session made, removed at its end in reverse.
+/// What a session made, removed at its end in reverse; and what it asked for by name but
+/// got no answer about (it was stopped while the create was on its way), removed by name.
 #[derive(Default)]
 struct Made {
     relay: Option<String>,
     secret: Option<String>,
     helper: Option<String>,
+    asked: Option<Asked>,
 }
 
+/// A create sent without its answer yet: what and by which name.
+#[derive(Debug, Clone)]
+enum Asked {
+    Relay(String),
+    Secret(String),
+    Helper(String),
+}
+
+/// How long a create whose answer never came may take to land: removing it by name is
+/// tried that long (a create still in flight on the manager is not found yet).
+const ASKED_GRACE: Duration = Duration::from_secs(3);
+
 impl Made {
+    /// Runs `create` with `asked` noted while it is on its way: only a session stopped
+    /// mid-create leaves the note.
+    async fn asking<T>(&mut self, asked: Asked, create: impl std::future::Future<Output = T>) -> T {
+        self.asked = Some(asked);
+        let r = create.await;
+        self.asked = None;
+        r
+    }
+
     async fn remove<O: OutputSink>(&mut self, api: &BollardApi, out: &mut O) {
+        // First: a helper asked for would hold the secret; a secret or relay asked for is
+        // the last thing the session did.
+        if let Some(asked) = self.asked.take() {
+            remove_asked(api, &asked, out).await;
+        }
         if let Some(helper) = self.helper.take() {
             // Removing the helper stops the command if it still runs (SIGTERM → stopper).
             if let Err(e) = api.remove_service(&helper).await {
@@ -384,7 +412,12 @@ where
             req.task.container_id.clone(),
         ),
     ];
-    let secret = create_envelope(api, &envelope, &target_labels, budget)
+    let name = envelope_name();
+    let secret = made
+        .asking(
+            Asked::Secret(name.clone()),
+            create_envelope_named(api, name, &envelope, &target_labels, budget),
+        )
         .await
         .map_err(|e| SessionFailure::Failed(format!("creating the envelope secret: {e}")))?;
     made.secret = Some(secret.id.clone());
@@ -400,8 +433,8 @@ where
         (&secret.id, &secret.name),
     );
     spec.network = Some(network.clone());
-    let helper = api
-        .create_service(&spec)
+    let helper = made
+        .asking(Asked::Helper(spec.name.clone()), api.create_service(&spec))
         .await
         .map_err(SessionFailure::CreateHelper)?;
     made.helper = Some(helper.clone());
@@ -682,6 +715,49 @@ async fn relay_image(api: &BollardApi, helper: &HelperSource) -> Result<String, 
     Ok(image)
 }
 
+/// Removes by name what a create was asked for whose answer never came: it may not exist,
+/// exist, or come to exist a moment later.
+async fn remove_asked<O: OutputSink>(api: &BollardApi, asked: &Asked, out: &mut O) {
+    let until = Instant::now() + ASKED_GRACE;
+    loop {
+        // The engine's own answers: "not there (yet)" must not read as removed.
+        let docker = api.docker();
+        let r = match asked {
+            Asked::Helper(name) => docker.delete_service(name).await.map_err(classify),
+            Asked::Secret(name) => docker.delete_secret(name).await.map_err(classify),
+            Asked::Relay(name) => {
+                let opts = RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                };
+                docker
+                    .remove_container(name, Some(opts))
+                    .await
+                    .map_err(classify)
+            }
+        };
+        match r {
+            Ok(()) => {
+                tracing::debug!(?asked, "removed what a create stopped on its way made");
+                return;
+            }
+            Err(ApiError::NotFound(_)) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(ApiError::NotFound(_)) => return,
+            // A relay already on its way out.
+            Err(ApiError::Server { status: 409, .. }) if matches!(asked, Asked::Relay(_)) => return,
+            Err(e) => {
+                out.warn(&format!(
+                    "could not remove {asked:?}, made as the session stopped: {e}"
+                ));
+                return;
+            }
+        }
+    }
+}
+
 /// The relay container: created (into `made`), attached to, started.
 async fn start_relay(
     docker: &bollard::Docker,
@@ -689,8 +765,12 @@ async fn start_relay(
     config: ContainerCreateBody,
     made: &mut Made,
 ) -> Result<(String, RelayOutput, RelayInput), SessionFailure> {
-    let id = docker
-        .create_container(Some(opts.clone()), config)
+    let name = opts.name.clone().unwrap_or_default();
+    let id = made
+        .asking(
+            Asked::Relay(name),
+            docker.create_container(Some(opts.clone()), config),
+        )
         .await
         .map_err(|e| SessionFailure::CreateRelay(classify(e)))?
         .id;
