@@ -191,6 +191,13 @@ async fn measure(
         .find(|t| t.node == nodes[1].name)
         .ok_or("no bench task on the first worker")?;
     let worker_docker = &nodes[1].docker;
+    let bulk_at = BulkAt {
+        bin,
+        manager_host,
+        manager,
+        worker,
+        worker_docker,
+    };
     if only.sessions {
         let on_manager = one
             .iter()
@@ -230,17 +237,7 @@ async fn measure(
         // One run first, unrecorded: the program's configs, connections, caches.
         run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
         let mut rss = Vec::new();
-        let rss_1gb = bulk_rounds(
-            bin,
-            manager_host,
-            worker,
-            worker_docker,
-            manager,
-            bulk,
-            &mut rec,
-            &mut rss,
-        )
-        .await?;
+        let rss_1gb = bulk_rounds(&bulk_at, bulk, &mut rec, &mut rss).await?;
         let v = worker_docker.version().await?.version.unwrap_or_default();
         let mut section = bulk_section(&m, bulk, rss_1gb, &format!("{} Docker {v}", nodes[1].name));
         let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
@@ -343,17 +340,7 @@ async fn measure(
         println!("{section}");
         return Ok(());
     }
-    let rss_1gb = bulk_rounds(
-        bin,
-        manager_host,
-        worker,
-        worker_docker,
-        manager,
-        bulk,
-        &mut rec,
-        &mut rss,
-    )
-    .await?;
+    let rss_1gb = bulk_rounds(&bulk_at, bulk, &mut rec, &mut rss).await?;
 
     let mut startup = Vec::new();
     for _ in 0..30 {
@@ -854,22 +841,33 @@ fn fan_section(m: &HashMap<String, Vec<f64>>, fans: &[usize], fan: &[Task], titl
     s
 }
 
-/// Puts `section` into the report at `out` in place of an earlier one that starts with the
-/// same first line (up to the next `## ` heading), or at its end.
+/// Where the bulk rounds run: the binary, the manager, and the first worker's task and
+/// engine.
+#[derive(Clone, Copy)]
+struct BulkAt<'a> {
+    bin: &'a str,
+    manager_host: &'a str,
+    manager: &'a Docker,
+    worker: &'a Task,
+    worker_docker: &'a Docker,
+}
+
 /// The bulk-output rounds: 200 MB of text through `task-exec` beside `docker exec` of the
 /// same on the worker's engine, and of random bytes beside the log medium's floor; then the
 /// peak RSS of a 1 GB text run, which it returns.
-#[allow(clippy::too_many_arguments)]
 async fn bulk_rounds(
-    bin: &str,
-    manager_host: &str,
-    worker: &Task,
-    worker_docker: &Docker,
-    manager: &Docker,
+    at: &BulkAt<'_>,
     bulk: Bulk,
     rec: &mut impl FnMut(&str, Duration),
     rss: &mut Vec<i64>,
 ) -> Res<i64> {
+    let BulkAt {
+        bin,
+        manager_host,
+        manager,
+        worker,
+        worker_docker,
+    } = *at;
     let n = bulk.bytes;
     // `task-exec` of a shell line in the worker's task.
     let shell = |line: &str| {
@@ -947,6 +945,8 @@ fn bulk_section(m: &HashMap<String, Vec<f64>>, bulk: Bulk, rss_1gb: i64, worker:
     s
 }
 
+/// Puts `section` into the report at `out` in place of an earlier one that starts with the
+/// same first line (up to the next `## ` heading), or at its end.
 fn splice(out: &str, section: &str) -> Res<()> {
     let report = std::fs::read_to_string(out)?;
     let heading = section.trim_start().lines().next().unwrap_or_default();
