@@ -2,7 +2,7 @@
 //! and the loader that starts it from its swarm configs — and leaves in OUT_DIR what
 //! `src/node_program.rs` embeds: the loader, the program compressed (zstd; the binary
 //! unpacks it only to create its configs), and `node_program.rs` with the program's length
-//! and the build's digest (as `swarm_exec_core::program::build_id_of` has it). One artifact
+//! and the build's digest (as `swarm_exec_core::model::node_program::build_id_of` has it). One artifact
 //! is all a user installs.
 //!
 //! They are built by a nested cargo into their own target directory (beside this build's),

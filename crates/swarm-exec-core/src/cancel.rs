@@ -5,7 +5,7 @@ use std::future::Future;
 
 use tokio::sync::watch;
 
-use crate::outcome::Interrupt;
+use crate::model::outcome::Interrupt;
 
 pub struct CancelHub {
     tx: watch::Sender<Option<Interrupt>>,

@@ -15,15 +15,14 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use crate::docker::{classify, BollardApi};
+use crate::engine::bollard::{classify, BollardApi};
 use crate::error::ExecError;
 use crate::helper::Carrier;
-use crate::options::RunOptions;
-use crate::outcome::{Interrupt, Outcome};
-use crate::resolve::Resolved;
+use crate::lookup::resolve::Resolved;
+use crate::model::options::RunOptions;
+use crate::model::outcome::{Interrupt, Outcome};
 use crate::session::{remote_session, Copy, Decide, SessionRequest};
 use crate::sink::OutputSink;
-use crate::task_exec::describe;
 use crate::ApiError;
 
 /// Go's `os.ModeDir`, as the archive API's stat reports a directory.
@@ -43,7 +42,7 @@ pub struct CopyTarget<'a> {
 
 fn failed(task: &Resolved, reason: impl std::fmt::Display) -> ExecError {
     ExecError::Copy {
-        target: describe(task),
+        target: task.describe(),
         reason: reason.to_string(),
     }
 }
@@ -193,13 +192,13 @@ where
         .await
         .map_err(|e| match e {
             // What the helper's archive call said is the copy's failure, not a command's.
-            ExecError::Session {
+            crate::session::SessionError {
                 source:
                     crate::session::SessionFailure::Failed(reason)
                     | crate::session::SessionFailure::Copy(reason),
                 ..
             } => failed(task, reason),
-            other => other,
+            other => other.into(),
         })
 }
 

@@ -1,12 +1,14 @@
 //! The failures of one run of swarm-exec itself (as opposed to the command's), each naming
-//! the task, node, service and helper involved.
+//! the task, node, service and helper involved. The entry points build them; each layer's
+//! own error is wrapped here, never the other way round.
 
-use std::time::Duration;
-
-use crate::api::ApiError;
-use crate::options::InvalidRun;
-use crate::outcome::NotRun;
-use crate::resolve::ResolveError;
+use crate::engine::ApiError;
+use crate::local::AttachError;
+use crate::lookup::resolve::{ResolveError, Resolved};
+use crate::model::options::InvalidRun;
+use crate::model::outcome::NotRun;
+use crate::run::RunError;
+use crate::session::SessionError;
 
 /// Failures of swarm-exec itself; every one names the task, node and service involved.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +33,8 @@ pub enum ExecError {
     #[error(
         "{target}: node {node} is {os}/{arch}; the node-side program built into this swarm-exec \
          runs on {}/{} only: use --image with a swarm-exec image built for that platform",
-        crate::program::OS,
-        crate::program::ARCH
+        crate::model::node_program::OS,
+        crate::model::node_program::ARCH
     )]
     Platform {
         target: String,
@@ -48,75 +50,32 @@ pub enum ExecError {
         #[source]
         source: ApiError,
     },
-    #[error("{target}: cannot create the helper service for node {node}: {source}")]
-    CreateHelper {
-        target: String,
-        node: String,
-        #[source]
-        source: ApiError,
-    },
-    #[error("{at}: helper was rejected: {reason}")]
-    HelperRejected { at: Box<HelperRef>, reason: String },
-    #[error("{at}: helper was not started within {waited:?} (state {state}{})", if .message.is_empty() { String::new() } else { format!(": {}", .message) })]
-    HelperNotStarted {
-        at: Box<HelperRef>,
-        state: String,
-        message: String,
-        waited: Duration,
-    },
     #[error("{target}: {source}")]
     Attach {
         target: String,
         #[source]
-        source: crate::attach::AttachError,
+        source: AttachError,
     },
-    #[error("{at}: helper failed: {reason}")]
-    HelperFailed { at: Box<HelperRef>, reason: String },
-    /// The runtime could not create the helper's container: its program never ran.
-    #[error("{at}: the helper's container did not start: {reason}")]
-    ContainerNotStarted { at: Box<HelperRef>, reason: String },
+    #[error(transparent)]
+    Run(#[from] RunError),
     #[error("{target} on node {node}: {reason}")]
     CannotRun {
         target: String,
         node: String,
         reason: NotRun,
     },
-    #[error("{at}: output incomplete, the command's exit code is not reported: {missing} did not arrive ({why})")]
-    OutputIncomplete {
-        at: Box<HelperRef>,
-        missing: String,
-        why: String,
-    },
     #[error("{target}: cp: {reason}")]
     Copy { target: String, reason: String },
-    #[error("{at}: {source}")]
-    Session {
-        at: Box<HelperRef>,
-        #[source]
-        source: crate::session::SessionFailure,
-    },
-    #[error("{at}: following the helper: {source}")]
-    Follow {
-        at: Box<HelperRef>,
-        #[source]
-        source: ApiError,
-    },
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }
 
-/// The target and the helper working on it, as failures name them.
-#[derive(Debug, Clone)]
-pub struct HelperRef {
-    pub target: String,
-    pub helper: String,
-    pub node: String,
-}
-
-impl std::fmt::Display for HelperRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} on node {} (helper {})",
-            self.target, self.node, self.helper
-        )
+impl ExecError {
+    /// An attached exec on the client's own engine that failed, in `at`.
+    pub fn attach(source: AttachError, at: &Resolved) -> Self {
+        ExecError::Attach {
+            target: format!("task {} ({})", at.task_id, at.display),
+            source,
+        }
     }
 }

@@ -8,14 +8,15 @@
 //! its node-local process stops at the run's deadline). Objects without that label are left
 //! alone unless `all`.
 //!
-//! The node-side program's configs (see [`crate::program`]) are kept on purpose: `gc`
+//! The node-side program's configs (see [`crate::helper::configs`]) are kept on purpose: `gc`
 //! removes those of other builds than the running one, `all` removes them all; a config
 //! that a helper still mounts stays (the engine refuses), and is reported as kept.
 
-use crate::api::{ApiError, ServiceInfo, SwarmApi};
-use crate::helper::{BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND, NODE_SOCKET};
-use crate::program::{BUILD_LABEL, CONFIG_KIND};
-use crate::HELPER_LABEL;
+use crate::engine::{ApiError, ServiceInfo, SwarmApi};
+use crate::helper::NODE_SOCKET;
+use crate::model::labels::HELPER_LABEL;
+use crate::model::labels::{BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND};
+use crate::model::node_program::{BUILD_LABEL, CONFIG_KIND};
 
 /// One helper service, envelope secret or program config `gc` removed (or would remove,
 /// or tried to).
@@ -199,7 +200,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::fake::Fake;
+    use crate::engine::fake::Fake;
 
     const CREATED: u64 = 1_800_000_000;
 

@@ -12,11 +12,11 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use crate::cancel::CancelHub;
-use crate::duration::{parse_duration, MAX_TIMEOUT};
-use crate::options::{HelperSource, RunOptions};
-use crate::outcome::{Interrupt, Outcome};
+use crate::model::duration::{parse_duration, MAX_TIMEOUT};
+use crate::model::options::{HelperSource, RunOptions};
+use crate::model::outcome::{Interrupt, Outcome};
+use crate::model::target::TaskRef;
 use crate::sink::{bytes_json, Cut, OutputSink, Tail};
-use crate::target::TaskRef;
 use crate::task_exec::{task_exec, ExecRequest};
 use crate::SwarmApi;
 
@@ -217,7 +217,7 @@ pub fn parse_timeout(v: &Value) -> Result<Duration, PluginError> {
 }
 
 fn valid_image(s: &str) -> bool {
-    crate::target::is_image_ref(s)
+    crate::model::target::is_image_ref(s)
 }
 
 /// One instance's run, for the result object and the failure message.
@@ -324,7 +324,7 @@ pub fn finish(
             let Value::Object(mut entry) = json!({
                 "id": r.task,
                 "exit_code": match r.outcome { Ok(Outcome::Exited(c)) => Some(c), _ => None },
-                "duration_s": crate::outcome::seconds(r.duration),
+                "duration_s": crate::model::outcome::seconds(r.duration),
             }) else {
                 unreachable!("a JSON object literal")
             };

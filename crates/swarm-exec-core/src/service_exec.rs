@@ -10,17 +10,20 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::{sleep, Instant};
 
-use crate::api::{ApiError, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 use crate::cancel::CancelHub;
+use crate::engine::{ApiError, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
+use crate::helper::lifecycle::{create_envelope, remove_envelope, RunSecret};
 use crate::helper::Carrier;
-use crate::lookup::{self, is_starting, LookupError};
-use crate::options::HelperSource;
-use crate::options::{InvalidRun, RunOptions};
-use crate::outcome::{Interrupt, NotRun, Outcome};
-use crate::run::{create_envelope, remove_envelope, run_helper, HelperJob, RunSecret};
+use crate::lookup::resolve::TARGET_START_WAIT;
+use crate::lookup::{self, LookupError};
+use crate::model::options::HelperSource;
+use crate::model::options::{InvalidRun, RunOptions};
+use crate::model::outcome::{Interrupt, NotRun, Outcome};
+use crate::model::state::TaskState;
+use crate::model::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
+use crate::run::{run_helper, HelperJob};
 use crate::sink::OutputSink;
-use crate::target::{check_service_name, is_container_id, is_swarm_id, InvalidRef};
-use crate::task_exec::{pin_image, zero_install, TARGET_START_WAIT};
+use crate::task_exec::{pin_image, zero_install};
 
 /// Which services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +213,7 @@ pub async fn select<A: SwarmApi>(
     let mut services_now = fetch_services(api_, wanted).await?;
     let mut filter_nodes = Vec::new();
     for n in &filters.nodes {
-        if !crate::target::is_node_name(n) {
+        if !crate::model::target::is_node_name(n) {
             return Err(ServiceExecError::Invalid(InvalidRef::Node(n.clone())));
         }
         filter_nodes.push(lookup::node(api_, n).await?.id);
@@ -233,16 +236,16 @@ pub async fn select<A: SwarmApi>(
             let tasks = tasks.map_err(api("list the service's tasks"))?;
             for t in tasks
                 .into_iter()
-                .filter(|t| t.service_id == svc.id && t.desired_state == "running")
+                .filter(|t| t.service_id == svc.id && t.desired_state == TaskState::Running)
                 .filter(|t| filter_nodes.is_empty() || filter_nodes.contains(&t.node_id))
                 .filter(|t| filters.slots.is_empty() || filters.slots.contains(&t.slot))
                 .filter(|t| labels_match(&filters.labels, &t.container_labels))
             {
-                if t.state == "running" {
+                if t.state == TaskState::Running {
                     if is_container_id(&t.container_id) && is_swarm_id(&t.node_id) {
                         picked.push((i, t));
                     }
-                } else if is_starting(&t.state) {
+                } else if t.state.is_starting() {
                     starting.push(format!("task {} of {} ({})", t.id, svc.name, t.state));
                 }
             }
@@ -488,7 +491,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::fake::{task, Fake, TASK};
+    use crate::engine::fake::{task, Fake, TASK};
 
     fn two_tasks() -> Arc<Fake> {
         let mut second = task("task2aaaaaaaaaaaaaaaaaaaa", 2, "running", "running");

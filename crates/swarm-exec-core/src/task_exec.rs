@@ -1,22 +1,21 @@
 //! `task-exec`: resolve one task, then run one helper for it on its node ([`crate::run`]).
 
 use std::future::Future;
-use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
 
-use crate::api::{ApiError, SwarmApi};
+use crate::engine::{ApiError, SwarmApi};
 use crate::error::ExecError;
+use crate::helper::configs::ensure_configs;
+use crate::helper::lifecycle::{create_envelope, create_or_stop, remove_envelope, Created, Stop};
 use crate::helper::{pinned_image, Carrier};
-use crate::options::{HelperSource, RunOptions};
-use crate::outcome::{Interrupt, Outcome};
-use crate::program::{ensure_configs, runs_on, NodeProgram};
-use crate::resolve::{resolve, Resolved};
-use crate::run::{
-    create_envelope, create_or_stop, remove_envelope, run_helper, Created, HelperJob, Stop,
-};
+use crate::lookup::resolve::{resolve, Resolved, TARGET_START_WAIT};
+use crate::model::node_program::{runs_on, NodeProgram};
+use crate::model::options::{HelperSource, RunOptions};
+use crate::model::outcome::{Interrupt, Outcome};
+use crate::model::target::TaskRef;
+use crate::run::{run_helper, HelperJob};
 use crate::sink::OutputSink;
-use crate::target::TaskRef;
 
 /// One `task-exec`.
 #[derive(Debug, Clone)]
@@ -24,9 +23,6 @@ pub struct ExecRequest {
     pub target: TaskRef,
     pub run: RunOptions,
 }
-
-/// How long a starting target task is waited for.
-pub const TARGET_START_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs `req`. `cancel` resolves when the caller wants to stop (e.g. on SIGINT); the helper
 /// is removed before this returns, whatever happened.
@@ -51,7 +47,7 @@ where
         _ = sleep_until(deadline) => return Ok(Outcome::TimedOut),
         i = &mut cancel => return Ok(Outcome::Interrupted(i)),
     };
-    let target = describe(&resolved);
+    let target = resolved.describe();
     if let Some(n) = resolved.chosen_from.filter(|&n| n > 1) {
         out.note(&format!(
             "service {} has {n} running tasks; running in {}",
@@ -118,13 +114,6 @@ where
     }
 }
 
-pub(crate) fn describe(r: &Resolved) -> String {
-    format!(
-        "task {} ({}, service {})",
-        r.task_id, r.display, r.service_name
-    )
-}
-
 /// Finds the task and readies the helper's program; creates nothing unless both the task
 /// and its node are fit for it.
 pub(crate) async fn prepare<A: SwarmApi>(
@@ -152,7 +141,7 @@ pub(crate) async fn prepare<A: SwarmApi>(
     let carrier = zero_install(
         api,
         program,
-        &describe(&resolved),
+        &resolved.describe(),
         [(
             &resolved.node_name,
             &resolved.node_os,
@@ -184,7 +173,7 @@ pub async fn carrier_for<A: SwarmApi>(
         }
         HelperSource::Embedded(program) => {
             let t = (&task.node_name, &task.node_os, &task.node_arch, &task.image);
-            zero_install(api, program, &describe(task), [t]).await
+            zero_install(api, program, &task.describe(), [t]).await
         }
     }
 }
@@ -206,7 +195,7 @@ pub async fn zero_install<'a, A: SwarmApi>(
                 arch: arch.clone(),
             });
         }
-        if !crate::target::is_image_ref(image) {
+        if !crate::model::target::is_image_ref(image) {
             return Err(ExecError::TargetImage {
                 target: target.to_owned(),
                 image: image.clone(),
@@ -231,6 +220,21 @@ pub async fn pin_image<A: SwarmApi>(api: &A, image: &str) -> Result<String, ApiE
         image,
         api.inspect_image(image).await?.as_ref(),
     ))
+}
+
+/// The task `target` names, and whether its container is on the engine `api` talks to
+/// (then it is reached directly, without a helper).
+pub async fn local_task<A: SwarmApi>(
+    api: &A,
+    target: &TaskRef,
+) -> Result<(Resolved, bool), ExecError> {
+    let resolved = resolve(api, target, TARGET_START_WAIT).await?;
+    let own = api
+        .own_node_id()
+        .await
+        .map_err(|e| ExecError::attach(crate::local::AttachError::Info(e), &resolved))?;
+    let here = own.is_some_and(|id| id == resolved.node_id);
+    Ok((resolved, here))
 }
 
 #[cfg(test)]

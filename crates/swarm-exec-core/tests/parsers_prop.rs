@@ -9,11 +9,11 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use serde_json::{json, Map, Number, Value};
-use swarm_exec_core::duration::{parse_duration, InvalidDuration, MAX_TIMEOUT};
+use swarm_exec_core::model::duration::{parse_duration, InvalidDuration, MAX_TIMEOUT};
+use swarm_exec_core::model::target::TaskRef;
 use swarm_exec_core::plugin::{
     inst_exec_args, parse_input, parse_timeout, split_command, PluginError,
 };
-use swarm_exec_core::target::TaskRef;
 use swarm_exec_core::HelperSource;
 
 /// `cases` per property; failures are reported, not persisted to a regressions file.
@@ -464,7 +464,7 @@ proptest! {
                 return Err(TestCaseError::fail("an image was given"));
             };
             prop_assert!(!image.is_empty(), "empty image");
-            prop_assert!(swarm_exec_core::target::is_image_ref(image), "image {:?}", image);
+            prop_assert!(swarm_exec_core::model::target::is_image_ref(image), "image {:?}", image);
             prop_assert!(
                 !image.chars().any(|c| c.is_whitespace() || c.is_control()),
                 "image {:?}", image

@@ -6,8 +6,8 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use swarm_exec_core::duration::parse_duration;
-use swarm_exec_core::target::TaskRef;
+use swarm_exec_core::model::duration::parse_duration;
+use swarm_exec_core::model::target::TaskRef;
 
 /// Run commands in Docker Swarm service tasks, on any node, from a manager.
 ///
@@ -395,7 +395,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
 /// Like a timeout, but zero is fine.
 fn parse_delay(s: &str) -> Result<Duration, String> {
     match parse_duration(s) {
-        Err(swarm_exec_core::duration::InvalidDuration::Zero(_)) => Ok(Duration::ZERO),
+        Err(swarm_exec_core::model::duration::InvalidDuration::Zero(_)) => Ok(Duration::ZERO),
         r => r.map_err(|e| e.to_string()),
     }
 }

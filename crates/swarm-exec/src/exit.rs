@@ -165,7 +165,7 @@ pub enum CliError {
     #[error(transparent)]
     ServiceExec(#[from] swarm_exec_core::service_exec::ServiceExecError),
     #[error(transparent)]
-    Endpoint(#[from] swarm_exec_core::endpoint::EndpointError),
+    Endpoint(#[from] swarm_exec_core::connect::EndpointError),
     #[error("cannot connect to the Docker engine: {0}")]
     Connect(#[source] swarm_exec_core::ApiError),
     #[error("{0}")]

@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use swarm_exec_core::options::HelperSource;
-use swarm_exec_core::program::NodeProgram;
+use swarm_exec_core::model::node_program::NodeProgram;
+use swarm_exec_core::model::options::HelperSource;
 
 mod built {
     include!(concat!(env!("OUT_DIR"), "/node_program.rs"));
@@ -47,7 +47,7 @@ mod tests {
         assert_eq!(program.len(), p.program_len);
         assert_eq!(&program[..4], b"\x7fELF", "a static ELF program");
         assert_eq!(
-            swarm_exec_core::program::build_id_of(p.loader, program),
+            swarm_exec_core::model::node_program::build_id_of(p.loader, program),
             p.build_id
         );
         assert!(

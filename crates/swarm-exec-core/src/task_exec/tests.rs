@@ -7,11 +7,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::api::TaskInfo;
-use crate::fake::*;
-use crate::options::InvalidRun;
-use crate::program::NodeProgram;
-use crate::run::{HELPER_START_WAIT, REPORT_GRACE};
+use crate::engine::fake::*;
+use crate::engine::TaskInfo;
+use crate::model::node_program::NodeProgram;
+use crate::model::options::InvalidRun;
+use crate::run::{RunError, HELPER_START_WAIT, REPORT_GRACE};
 
 fn request(target: &str, timeout: u64) -> ExecRequest {
     ExecRequest {
@@ -260,7 +260,10 @@ async fn helper_that_is_never_scheduled_fails_after_a_bounded_wait() {
     let start = Instant::now();
     let (r, _) = run(&fake, &request("web.1", 300)).await;
     let err = r.unwrap_err();
-    assert!(matches!(err, ExecError::HelperNotStarted { .. }), "{err}");
+    assert!(
+        matches!(err, ExecError::Run(RunError::HelperNotStarted { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("no suitable node"));
     let waited = start.elapsed();
     assert!(waited >= HELPER_START_WAIT && waited < HELPER_START_WAIT + Duration::from_secs(1));
@@ -286,7 +289,10 @@ async fn helper_ending_without_its_last_frame_fails_and_never_passes_on_its_task
     let fake = fake_with(script);
     let (r, _) = run(&fake, &request("web.1", 300)).await;
     let err = r.unwrap_err();
-    assert!(matches!(err, ExecError::HelperFailed { .. }), "{err}");
+    assert!(
+        matches!(err, ExecError::Run(RunError::HelperFailed { .. })),
+        "{err}"
+    );
     let msg = err.to_string();
     assert_mentions(&msg, &["state failed", "exit code 127"]);
     assert_eq!(fake.removed(), vec![HELPER_ID]);
@@ -347,7 +353,7 @@ async fn frames_lost_for_good_are_reported_with_what_is_missing_never_as_success
         let (r, sink) = run(&fake, &request("web.1", 300)).await;
         let err = r.unwrap_err();
         assert!(
-            matches!(err, ExecError::OutputIncomplete { .. }),
+            matches!(err, ExecError::Run(RunError::OutputIncomplete { .. })),
             "{lost:?}: {err}"
         );
         let msg = err.to_string();
@@ -367,7 +373,10 @@ async fn create_failure_is_reported_and_nothing_is_left() {
     });
     let (r, _) = run(&fake, &request("web.1", 300)).await;
     let err = r.unwrap_err();
-    assert!(matches!(err, ExecError::CreateHelper { .. }), "{err}");
+    assert!(
+        matches!(err, ExecError::Run(RunError::CreateHelper { .. })),
+        "{err}"
+    );
     // Cleanup by name still runs, in case the create happened despite the error.
     assert_eq!(fake.removed().len(), 1);
     assert!(fake.removed()[0].starts_with("swarm-exec-"));
@@ -511,7 +520,7 @@ async fn a_helper_whose_container_did_not_start_is_replaced_once_then_reported()
     let (r, sink) = run(&fake, &request("web.1", 300)).await;
     let err = r.unwrap_err();
     assert!(
-        matches!(err, ExecError::ContainerNotStarted { .. }),
+        matches!(err, ExecError::Run(RunError::ContainerNotStarted { .. })),
         "{err}"
     );
     assert_mentions(
@@ -532,7 +541,7 @@ async fn a_secrets_remount_that_failed_before_the_runtime_is_replaced_too() {
     let (r, sink) = run(&fake, &request("web.1", 300)).await;
     let err = r.unwrap_err();
     assert!(
-        matches!(err, ExecError::ContainerNotStarted { .. }),
+        matches!(err, ExecError::Run(RunError::ContainerNotStarted { .. })),
         "{err}"
     );
     assert_eq!(fake.created(), 2, "one more helper, no more");

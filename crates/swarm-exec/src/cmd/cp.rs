@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use swarm_exec_core::attach::local_task;
 use swarm_exec_core::copy::{copy_in, copy_out, put_into, CopyTarget, MODE_DIR};
-use swarm_exec_core::target::TaskRef;
+use swarm_exec_core::model::target::TaskRef;
+use swarm_exec_core::task_exec::local_task;
 use swarm_exec_core::{Outcome, OutputSink, RunOptions};
 
 use crate::archive::{pack, ChannelReader, ChannelWriter, Destination};

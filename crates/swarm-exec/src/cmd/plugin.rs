@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use serde_json::{Map, Value};
+use swarm_exec_core::model::target::TaskRef;
 use swarm_exec_core::plugin::{finish, inst_exec_args, parse_input, run_inst_exec, PluginError};
-use swarm_exec_core::target::TaskRef;
 
 use crate::cli::Global;
 use crate::cmd::setup::{connect, init_tracing, runtime};

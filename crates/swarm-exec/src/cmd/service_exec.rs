@@ -144,7 +144,7 @@ fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
         "outcome": outcome,
         "exit_code": exit_code,
         "error": error,
-        "duration_s": swarm_exec_core::outcome::seconds(r.duration),
+        "duration_s": swarm_exec_core::model::outcome::seconds(r.duration),
     }) else {
         unreachable!("a JSON object literal")
     };

@@ -1,7 +1,7 @@
 //! What the subcommands set up before their work: the connection to the engine, the async
 //! runtime, the tracing of API steps.
 
-use swarm_exec_core::endpoint::{self, EndpointFlags};
+use swarm_exec_core::connect::{self, EndpointFlags};
 use swarm_exec_core::BollardApi;
 
 use crate::cli::Global;
@@ -20,9 +20,9 @@ pub fn connect(global: &Global) -> Result<BollardApi, CliError> {
         "DOCKER_TLS_VERIFY" if global.tls_verify => Some("1".to_owned()),
         _ => std::env::var(k).ok(),
     };
-    let endpoint = endpoint::resolve(&flags, &env).map_err(CliError::Endpoint)?;
+    let endpoint = connect::resolve(&flags, &env).map_err(CliError::Endpoint)?;
     tracing::debug!(host = %endpoint.host, source = %endpoint.source, "engine");
-    let docker = endpoint::connect(&endpoint).map_err(CliError::Endpoint)?;
+    let docker = connect::connect(&endpoint).map_err(CliError::Endpoint)?;
     Ok(BollardApi::new(docker))
 }
 

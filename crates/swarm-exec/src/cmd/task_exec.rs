@@ -3,7 +3,9 @@
 use std::ffi::OsString;
 use std::future::Future;
 
-use swarm_exec_core::{task_exec, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions};
+use swarm_exec_core::{
+    task_exec, ExecError, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions,
+};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{ExecOptions, Global, TaskExecArgs};
@@ -26,7 +28,7 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         .map(utf8_arg)
         .collect::<Result<_, _>>()?;
     let mut run = run_options(args.exec, command)?;
-    if let Err(swarm_exec_core::options::InvalidRun::StdinTooLarge(..)) = run.check() {
+    if let Err(swarm_exec_core::model::options::InvalidRun::StdinTooLarge(..)) = run.check() {
         // More stdin than a secret holds: streamed, the part read so far first.
         let prefix = run.stdin.take().unwrap_or_default();
         return stream(global, &args.task, args.network.as_deref(), run, prefix).await;
@@ -44,8 +46,9 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
 /// `task-exec -t`: an attached exec with a terminal, on the engine swarm-exec talks to.
 async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
     use crate::terminal;
-    use swarm_exec_core::attach::{attached, local_task, Attached};
+    use swarm_exec_core::local::{attached, Attached};
     use swarm_exec_core::session::{remote_session, SessionRequest};
+    use swarm_exec_core::task_exec::local_task;
 
     let (interactive, timeout) = (args.exec.interactive, args.exec.timeout);
     if interactive && !terminal::stdin_is_terminal() {
@@ -114,7 +117,7 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         )
         .await;
         drop(raw);
-        return Ok(Status::Outcome(outcome?));
+        return Ok(Status::Outcome(outcome.map_err(ExecError::from)?));
     }
     let exec = Attached::of(&task, &run, true);
     let raw = if interactive {
@@ -145,7 +148,7 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         }
     };
     let outcome = tokio::select! {
-        r = session => Outcome::Exited(r.map_err(|e| e.into_exec(&task))?),
+        r = session => Outcome::Exited(r.map_err(|e| swarm_exec_core::ExecError::attach(e, &task))?),
         i = &mut interrupted => Outcome::Interrupted(i),
         () = timeout => Outcome::TimedOut,
     };
@@ -166,13 +169,13 @@ const STOP_WAIT: std::time::Duration =
 /// stopper does, as a helper's does — the exec's processes and every process of the
 /// container carrying the run's mark. Says so on stderr if they could not be seen to end.
 async fn stop_attached(
-    api: &swarm_exec_core::docker::BollardApi,
-    task: &swarm_exec_core::resolve::Resolved,
-    exec: &swarm_exec_core::attach::Attached<'_>,
+    api: &swarm_exec_core::BollardApi,
+    task: &swarm_exec_core::lookup::resolve::Resolved,
+    exec: &swarm_exec_core::local::Attached<'_>,
     exec_id: Option<&String>,
-    helper: &swarm_exec_core::options::HelperSource,
+    helper: &swarm_exec_core::model::options::HelperSource,
 ) {
-    use swarm_exec_core::options::HelperSource;
+    use swarm_exec_core::model::options::HelperSource;
     use swarm_exec_node::stop::{Program, Stopper};
     // Not created: nothing runs.
     let Some(exec_id) = exec_id else { return };
@@ -210,13 +213,14 @@ async fn stop_attached(
 /// streamed to the end (`prefix` first), stdout and stderr kept apart.
 async fn stream(
     global: &Global,
-    task: &swarm_exec_core::target::TaskRef,
+    task: &swarm_exec_core::model::target::TaskRef,
     network: Option<&str>,
     run: RunOptions,
     prefix: Vec<u8>,
 ) -> Result<Status, CliError> {
-    use swarm_exec_core::attach::{attached, local_task, Attached};
+    use swarm_exec_core::local::{attached, Attached};
     use swarm_exec_core::session::{remote_session, SessionRequest};
+    use swarm_exec_core::task_exec::local_task;
 
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
@@ -244,7 +248,7 @@ async fn stream(
             },
         );
         let outcome = tokio::select! {
-            r = session => Outcome::Exited(r.map_err(|e| e.into_exec(&task))?),
+            r = session => Outcome::Exited(r.map_err(|e| swarm_exec_core::ExecError::attach(e, &task))?),
             i = &mut interrupted => Outcome::Interrupted(i),
             () = tokio::time::sleep_until(deadline) => Outcome::TimedOut,
         };
@@ -276,7 +280,8 @@ async fn stream(
         Some(deadline),
         &mut interrupted,
     )
-    .await?;
+    .await
+    .map_err(ExecError::from)?;
     Ok(Status::Outcome(outcome))
 }
 
@@ -323,7 +328,7 @@ fn read_stdin() -> Result<Vec<u8>, CliError> {
     use std::io::Read;
     let mut data = Vec::new();
     std::io::stdin()
-        .take(swarm_exec_core::helper::MAX_STDIN as u64 + 1)
+        .take(swarm_exec_core::model::options::MAX_STDIN as u64 + 1)
         .read_to_end(&mut data)
         .map_err(|e| CliError::Failed(format!("reading stdin: {e}")))?;
     Ok(data)

@@ -17,31 +17,12 @@ use swarm_exec_proto::Stream as Output;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::docker::BollardApi;
-use crate::error::ExecError;
-use crate::resolve::{resolve, Resolved};
-use crate::target::TaskRef;
-use crate::task_exec::TARGET_START_WAIT;
-
-/// The task `target` names, and whether its container is on the engine `api` talks to.
-pub async fn local_task(api: &BollardApi, target: &TaskRef) -> Result<(Resolved, bool), ExecError> {
-    let resolved = resolve(api, target, TARGET_START_WAIT).await?;
-    let info = api
-        .docker()
-        .info()
-        .await
-        .map_err(|e| AttachError::Info(e).into_exec(&resolved))?;
-    let here = info
-        .swarm
-        .and_then(|s| s.node_id)
-        .is_some_and(|id| id == resolved.node_id);
-    Ok((resolved, here))
-}
+use crate::lookup::resolve::Resolved;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     #[error("reading the engine's own node: {0}")]
-    Info(#[source] bollard::errors::Error),
+    Info(#[source] crate::engine::ApiError),
     #[error("creating the exec: {0}")]
     Create(#[source] bollard::errors::Error),
     #[error("starting the exec: {0}")]
@@ -54,15 +35,6 @@ pub enum AttachError {
     Inspect(#[source] bollard::errors::Error),
     #[error("the engine gave no exit code for the exec")]
     NoExitCode,
-}
-
-impl AttachError {
-    pub fn into_exec(self, at: &Resolved) -> ExecError {
-        ExecError::Attach {
-            target: format!("task {} ({})", at.task_id, at.display),
-            source: self,
-        }
-    }
 }
 
 /// What to run, attached.
@@ -83,7 +55,7 @@ pub struct Attached<'a> {
 
 impl<'a> Attached<'a> {
     /// `run`'s command in `task`'s container, with a fresh mark.
-    pub fn of(task: &'a Resolved, run: &'a crate::RunOptions, tty: bool) -> Self {
+    pub fn of(task: &'a Resolved, run: &'a crate::model::options::RunOptions, tty: bool) -> Self {
         Attached {
             container: &task.container_id,
             command: &run.command,

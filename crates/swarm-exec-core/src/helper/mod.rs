@@ -1,30 +1,24 @@
 //! The helper service: a one-shot service pinned to the target task's node, with that node's
 //! docker socket mounted, whose container runs this binary's node-local exec mode.
 
+pub mod configs;
+pub mod lifecycle;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use swarm_exec_proto::args::HelperArgs;
 
-use crate::program::{ConfigMount, LOADER_FILE};
-use crate::{DEADLINE_LABEL, HELPER_LABEL};
+use crate::model::labels::{
+    BUDGET_LABEL, DEADLINE_LABEL, ENVELOPE_KIND, HELPER_KIND, HELPER_LABEL,
+};
+use crate::model::node_program::{ConfigMount, LOADER_FILE};
+pub use crate::model::spec::{HelperSpec, ImageInfo, ENVELOPE_FILE_NAME, LOG_DRIVER, LOG_OPTIONS};
 
 /// Where the engine's socket is on a node, and where the helper sees it.
 pub const NODE_SOCKET: &str = "/var/run/docker.sock";
 
-/// The run's envelope (see [`swarm_exec_proto::envelope`]) is mounted into the helper only,
-/// at this name under /run/secrets.
-pub const ENVELOPE_FILE_NAME: &str = "envelope";
-
 /// stdin travels in the run's envelope secret: at most this much, less the command.
-pub const MAX_STDIN: usize = swarm_exec_proto::envelope::MAX_SECRET;
-
-/// The helper's log: its own driver and options, never the node's defaults (a daemon-wide
-/// `max-size=1m` would rotate frames away before they are read; `none` or `syslog` cannot
-/// be read back at all). Rotation bounds what one run can leave on the node's disk; output
-/// that runs further ahead of its reader than that is reported missing, never dropped
-/// silently.
-pub const LOG_DRIVER: &str = "json-file";
-pub const LOG_OPTIONS: [(&str, &str); 2] = [("max-size", "256m"), ("max-file", "2")];
+pub use crate::model::options::MAX_STDIN;
 
 /// How a run's helpers get the node-side program; decided once per run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,38 +26,11 @@ pub enum Carrier {
     /// `--image`: a swarm-exec image (pinned), whose entrypoint is the binary.
     Image(String),
     /// Zero-install: each helper runs its target's own image, as user 0, with the loader
-    /// of these configs as its entrypoint (see [`crate::program`]).
+    /// of these configs as its entrypoint (see [`crate::helper::configs`]).
     Configs {
         mounts: Vec<ConfigMount>,
         loader_arg: String,
     },
-}
-
-/// Everything the helper service is made of; [`crate::api`] turns it into an Engine API spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HelperSpec {
-    pub name: String,
-    /// Names the helper's frames.
-    pub tag: String,
-    pub image: String,
-    pub node_id: String,
-    /// Replaces the image's entrypoint (zero-install: the loader); `None` keeps it (the
-    /// swarm-exec image's binary).
-    pub command: Option<Vec<String>>,
-    /// Its arguments: nothing secret.
-    pub args: Vec<String>,
-    /// Zero-install: the node-side program's configs, and the user the helper runs as
-    /// whatever the image says (root: the socket is root's).
-    pub configs: Vec<ConfigMount>,
-    pub user: Option<String>,
-    pub labels: Vec<(String, String)>,
-    pub socket: String,
-    pub memory_limit: i64,
-    pub nano_cpus: i64,
-    /// (ID, name) of the run's envelope secret.
-    pub envelope_secret: (String, String),
-    /// A live session's overlay network (its ID), which the helper joins to dial the relay.
-    pub network: Option<String>,
 }
 
 /// Builds the helper service for one exec on `node_id`. `target_labels` describe what it
@@ -141,14 +108,6 @@ pub fn helper_spec(
     }
 }
 
-/// The [`HELPER_LABEL`] values of what swarm-exec creates: helper services, and the
-/// envelope secrets of their runs.
-pub const HELPER_KIND: &str = "1";
-pub const ENVELOPE_KIND: &str = "envelope";
-/// How long (whole seconds, rounded up) from its creation a helper or envelope may be in
-/// use; `gc` adds this to the manager's creation time, so no client clock is involved.
-pub const BUDGET_LABEL: &str = "swarm-exec.budget";
-
 fn budget_secs(budget: Duration) -> String {
     budget.as_secs_f64().ceil().to_string()
 }
@@ -170,13 +129,6 @@ pub fn secret_labels(budget: Duration) -> Vec<(String, String)> {
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),
         (BUDGET_LABEL.to_owned(), budget_secs(budget)),
     ]
-}
-
-/// What the manager's engine knows of an image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageInfo {
-    pub id: String,
-    pub repo_digests: Vec<String>,
 }
 
 /// The image reference to put in the helper spec.

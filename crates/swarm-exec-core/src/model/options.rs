@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use swarm_exec_proto::{Envelope, ExecSpec};
 
-use crate::helper::MAX_STDIN;
-use crate::program::NodeProgram;
+use crate::model::node_program::NodeProgram;
+
+/// stdin travels in the run's envelope secret: at most this much, less the command.
+pub const MAX_STDIN: usize = swarm_exec_proto::envelope::MAX_SECRET;
 
 /// Where a run's helpers get the node-side program from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +65,7 @@ impl RunOptions {
             return Err(InvalidRun::EmptyCommand);
         }
         if let HelperSource::Image(image) = &self.helper {
-            if !crate::target::is_image_ref(image) {
+            if !crate::model::target::is_image_ref(image) {
                 return Err(InvalidRun::BadImage(image.clone()));
             }
         }

@@ -26,29 +26,28 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt};
 use swarm_exec_proto::args::RelayArgs;
 use swarm_exec_proto::envelope::SessionSpec;
-use swarm_exec_proto::session::{halves, relay_token, Msg, Sealer, SessionError, Side};
+use swarm_exec_proto::session::{
+    halves, relay_token, Msg, Sealer, SessionError as FrameError, Side,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use crate::api::{ApiError, SwarmApi, TaskFilter};
-use crate::docker::{classify, BollardApi};
-use crate::error::{ExecError, HelperRef};
+use crate::engine::bollard::{classify, BollardApi};
+use crate::engine::{ApiError, SwarmApi, TaskFilter};
+use crate::helper::lifecycle::{create_envelope_named, envelope_name, remove_envelope};
 use crate::helper::{helper_spec, secret_labels, Carrier};
-use crate::options::{HelperSource, RunOptions};
-use crate::outcome::{Interrupt, Outcome};
-use crate::program::BUILD_LABEL;
-use crate::resolve::Resolved;
-use crate::run::{create_envelope_named, envelope_name, remove_envelope};
+use crate::lookup::resolve::Resolved;
+use crate::model::labels::{BUDGET_LABEL, HELPER_LABEL, NETWORK_KIND, RELAY_KIND};
+use crate::model::node_program::BUILD_LABEL;
+use crate::model::options::{HelperSource, RunOptions};
+use crate::model::outcome::{Interrupt, Outcome};
+use crate::model::state::TaskState;
+use crate::model::target::HelperRef;
 use crate::sink::OutputSink;
-use crate::task_exec::describe;
-use crate::HELPER_LABEL;
 
 /// The overlay sessions use unless `--network` names one.
 pub const SESSION_NETWORK: &str = "swarm-exec-session";
-/// The [`HELPER_LABEL`] values of a session's relay container, its image and its network.
-pub const RELAY_KIND: &str = "relay";
-pub const NETWORK_KIND: &str = "network";
 /// Where the relay listens, in its own network namespace.
 pub const RELAY_PORT: u16 = 7373;
 /// Where the program is in the imported relay image.
@@ -97,6 +96,15 @@ pub type Decide = Box<dyn FnOnce(Option<u32>) -> Result<String, String> + Send>;
 /// What to do about an overlay that does not carry a session.
 const OPEN_PORTS: &str = "Open 4789/udp and 7946/tcp+udp between them, or run without -t \
                           (no overlay needed)";
+
+/// A session that failed: where, and at which step.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: {source}")]
+pub struct SessionError {
+    pub at: Box<HelperRef>,
+    #[source]
+    pub source: SessionFailure,
+}
 
 /// Why a session failed, step by step.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +159,7 @@ pub enum SessionFailure {
     )]
     NoHello { node: String, relay: String },
     #[error("the session's stream was refused: {0}")]
-    Refused(#[source] SessionError),
+    Refused(#[source] FrameError),
     #[error("the session ended without the command's exit{}", if .0.is_empty() { String::new() } else { format!(" (relay: {})", .0) })]
     Cut(String),
     #[error("the command's {stream} holds {received} bytes, its exit says {declared}")]
@@ -177,13 +185,13 @@ pub async fn remote_session<S, O, C>(
     out: &mut O,
     deadline: Option<Instant>,
     cancel: C,
-) -> Result<Outcome, ExecError>
+) -> Result<Outcome, SessionError>
 where
     S: Stream<Item = (u16, u16)> + Unpin,
     O: OutputSink,
     C: std::future::Future<Output = Interrupt>,
 {
-    let target = describe(req.task);
+    let target = req.task.describe();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let tag = run_id[..12].to_owned();
     let mut made = Made::default();
@@ -196,7 +204,7 @@ where
         _ = sleep_until(far) => Ok(Outcome::TimedOut),
     };
     made.remove(api, out).await;
-    result.map_err(|source| ExecError::Session {
+    result.map_err(|source| SessionError {
         at: Box::new(HelperRef {
             target,
             helper: format!("swarm-exec-{tag}"),
@@ -461,7 +469,7 @@ where
                         None => {}
                         Some(Ok(Msg::Hello)) => break,
                         Some(Ok(_)) => {
-                            return Err(SessionFailure::Refused(SessionError::Malformed {
+                            return Err(SessionFailure::Refused(FrameError::Malformed {
                                 seq: 0,
                                 what: "not a hello",
                             }))
@@ -483,24 +491,25 @@ where
                     ..Default::default()
                 };
                 let tasks = api.list_tasks(&filter).await.unwrap_or_default();
-                let state = tasks.first().map(|t| t.state.clone()).unwrap_or_else(|| "none".into());
-                match state.as_str() {
-                    "running" => {
+                let state = tasks.first().map(|t| &t.state);
+                match state {
+                    Some(TaskState::Running) => {
                         running_since.get_or_insert_with(|| {
                             tracing::debug!(ms = started.elapsed().as_millis(), "helper running");
                             Instant::now()
                         });
                     }
-                    "complete" | "failed" | "rejected" | "shutdown" | "orphaned" | "remove" => {
+                    Some(s) if s.is_final() => {
                         let t = &tasks[0];
                         let reason = [t.err.as_str(), t.message.as_str()]
                             .into_iter()
                             .find(|s| !s.is_empty())
                             .unwrap_or_default()
                             .to_owned();
-                        return Err(SessionFailure::HelperEnded { state, reason });
+                        return Err(SessionFailure::HelperEnded { state: s.to_string(), reason });
                     }
                     _ if started.elapsed() > START_WAIT => {
+                        let state = state.map_or_else(|| "none".to_owned(), TaskState::to_string);
                         return Err(SessionFailure::NotStarted(START_WAIT, state));
                     }
                     _ => {}
@@ -586,7 +595,7 @@ where
                         out.warn(&format!(
                             "the command in {} was told to stop at its deadline, but could not \
                              be seen to end",
-                            describe(req.task)
+                            req.task.describe()
                         ));
                     }
                     return Ok(Outcome::TimedOut);
@@ -595,7 +604,7 @@ where
                     let decide =
                         decide
                             .take()
-                            .ok_or(SessionFailure::Refused(SessionError::Malformed {
+                            .ok_or(SessionFailure::Refused(FrameError::Malformed {
                                 seq: 0,
                                 what: "a stat that was not asked for",
                             }))?;
@@ -943,7 +952,7 @@ pub async fn gc_sessions(
         let budget = c
             .labels
             .as_ref()
-            .and_then(|l| l.get(crate::helper::BUDGET_LABEL))
+            .and_then(|l| l.get(BUDGET_LABEL))
             .and_then(|b| b.parse::<u64>().ok());
         let stale = budget
             .map(|b| c.created.unwrap_or(0).max(0) as u64 + b + crate::gc::GRACE_SECS)

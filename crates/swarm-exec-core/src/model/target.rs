@@ -149,6 +149,24 @@ fn is_hostname(s: &str) -> bool {
         })
 }
 
+/// The target and the helper working on it, as failures name them.
+#[derive(Debug, Clone)]
+pub struct HelperRef {
+    pub target: String,
+    pub helper: String,
+    pub node: String,
+}
+
+impl std::fmt::Display for HelperRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on node {} (helper {})",
+            self.target, self.node, self.helper
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,9 @@
 //! services by name, nodes by name or ID, a node's hostname for messages, a service's
 //! tasks, and which task states are on their way to `running`.
 
-use crate::api::{ApiError, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
+pub mod resolve;
+
+use crate::engine::{ApiError, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
 
 /// Why a look-up failed; each caller folds it into its own error.
 #[derive(Debug, thiserror::Error)]
@@ -82,19 +84,4 @@ pub async fn service_tasks<A: SwarmApi>(
         // The service filter is a prefix match on some engines; keep exact matches only.
         .filter(|t| t.service_id == service_id && node_id.is_none_or(|n| t.node_id == n))
         .collect())
-}
-
-/// States a task passes through before `running`: worth waiting on.
-pub fn is_starting(state: &str) -> bool {
-    matches!(
-        state,
-        "new"
-            | "allocated"
-            | "pending"
-            | "assigned"
-            | "accepted"
-            | "preparing"
-            | "ready"
-            | "starting"
-    )
 }

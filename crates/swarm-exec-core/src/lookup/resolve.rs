@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use crate::api::{ApiError, NodeInfo, SwarmApi, TaskFilter, TaskInfo};
-use crate::lookup::{self, is_starting, LookupError};
-use crate::target::{is_container_id, is_swarm_id, TaskRef};
+use crate::engine::{ApiError, NodeInfo, SwarmApi, TaskFilter, TaskInfo};
+use crate::lookup::{self, LookupError};
+use crate::model::state::TaskState;
+use crate::model::target::{is_container_id, is_swarm_id, TaskRef};
+
+/// How long a starting target task is waited for.
+pub const TARGET_START_WAIT: Duration = Duration::from_secs(60);
 
 /// A task ready to exec into.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +30,16 @@ pub struct Resolved {
     pub image: String,
     /// Named by its service alone: how many running tasks it was chosen from.
     pub chosen_from: Option<usize>,
+}
+
+impl Resolved {
+    /// The task as messages name it: "task ID (DISPLAY, service NAME)".
+    pub fn describe(&self) -> String {
+        format!(
+            "task {} ({}, service {})",
+            self.task_id, self.display, self.service_name
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,14 +156,14 @@ pub async fn resolve<A: SwarmApi>(
     // Looked up once rather than on every poll.
     let mut known_node: Option<NodeInfo> = None;
     loop {
-        if task.desired_state != "running" {
+        if task.desired_state != TaskState::Running {
             return Err(ResolveError::ShuttingDown {
                 task: task.id,
                 display,
-                desired: task.desired_state,
+                desired: task.desired_state.to_string(),
             });
         }
-        if task.state == "running" {
+        if task.state == TaskState::Running {
             break;
         }
         let node = match &known_node {
@@ -161,12 +175,12 @@ pub async fn resolve<A: SwarmApi>(
                 name
             }
         };
-        if !is_starting(&task.state) {
+        if !task.state.is_starting() {
             return Err(ResolveError::NotRunning {
                 task: task.id,
                 display,
                 node,
-                state: task.state,
+                state: task.state.to_string(),
                 err: task.err,
             });
         }
@@ -175,7 +189,7 @@ pub async fn resolve<A: SwarmApi>(
                 task: task.id,
                 display,
                 node,
-                state: task.state,
+                state: task.state.to_string(),
                 waited: start_wait,
             });
         }
@@ -275,7 +289,7 @@ async fn find<A: SwarmApi>(
             .ok_or_else(|| {
                 let mut slots: Vec<u64> = tasks
                     .iter()
-                    .filter(|t| t.desired_state == "running")
+                    .filter(|t| t.desired_state == TaskState::Running)
                     .map(|t| t.slot)
                     .collect();
                 slots.sort_unstable();
@@ -319,8 +333,13 @@ async fn by_service_name<A: SwarmApi>(
         Err(e) => return Err(e.into()),
     };
     let tasks = lookup::service_tasks(api, &svc.id, None).await?;
-    let wanted = tasks.iter().filter(|t| t.desired_state == "running");
-    let mut running: Vec<&TaskInfo> = wanted.clone().filter(|t| t.state == "running").collect();
+    let wanted = tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running);
+    let mut running: Vec<&TaskInfo> = wanted
+        .clone()
+        .filter(|t| t.state == TaskState::Running)
+        .collect();
     if running.is_empty() {
         running = wanted.collect();
     }
@@ -336,7 +355,7 @@ async fn by_service_name<A: SwarmApi>(
 fn pick(mut tasks: Vec<TaskInfo>, target: &TaskRef) -> Option<Result<TaskInfo, ResolveError>> {
     let running: Vec<&TaskInfo> = tasks
         .iter()
-        .filter(|t| t.desired_state == "running")
+        .filter(|t| t.desired_state == TaskState::Running)
         .collect();
     match running.len() {
         1 => return Some(Ok(running[0].clone())),

@@ -1,13 +1,19 @@
 //! The narrow slice of the Docker Engine API that the orchestration uses.
 //!
 //! [`SwarmApi`] speaks in small owned types so a fake can implement it in unit tests;
-//! [`crate::docker::BollardApi`] implements it over bollard, with the retry policy.
+//! [`crate::engine::bollard::BollardApi`] implements it over bollard, with the retry policy.
+
+pub mod bollard;
+#[cfg(test)]
+pub(crate) mod fake;
 
 use std::future::Future;
 
 use futures_util::stream::BoxStream;
 
-use crate::helper::{HelperSpec, ImageInfo};
+pub use crate::model::state::TaskState;
+
+use crate::model::spec::{HelperSpec, ImageInfo};
 
 /// A task as the orchestration sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,9 +23,8 @@ pub struct TaskInfo {
     /// 0 for global services.
     pub slot: u64,
     pub node_id: String,
-    /// Lower-case Swarm task state: `pending`, `running`, `complete`, `failed`, ...
-    pub state: String,
-    pub desired_state: String,
+    pub state: TaskState,
+    pub desired_state: TaskState,
     /// `Status.Err`, e.g. "task: non-zero exit (7)" or "No such image: ...".
     pub err: String,
     /// `Status.Message`, e.g. "started" or "no suitable node".
@@ -168,6 +173,8 @@ pub trait SwarmApi: Send + Sync {
         &self,
         label: &str,
     ) -> impl Future<Output = Result<Vec<ServiceInfo>, ApiError>> + Send;
+    /// The swarm node ID of the engine itself (`None` when it is not in a swarm).
+    fn own_node_id(&self) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
     /// The engine's clock, in Unix seconds (gc measures staleness on the managers' clock).
     fn engine_time(&self) -> impl Future<Output = Result<u64, ApiError>> + Send;
 

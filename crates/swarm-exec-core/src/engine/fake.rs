@@ -10,9 +10,9 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use crate::api::{ApiError, SwarmApi};
-use crate::api::{LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
-use crate::helper::{HelperSpec, ImageInfo};
+use crate::engine::{ApiError, SwarmApi};
+use crate::engine::{LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
+use crate::model::spec::{HelperSpec, ImageInfo};
 use crate::sink::OutputSink;
 use swarm_exec_proto::lines::Lines;
 use swarm_exec_proto::{Envelope, Stream, Writer};
@@ -125,6 +125,8 @@ pub(crate) struct Fake {
     pub(crate) lost: Mutex<Vec<usize>>,
     /// Target-task states served by successive `inspect_task` calls.
     pub(crate) inspect_states: Mutex<Vec<&'static str>>,
+    /// The node of the engine the client talks to.
+    pub(crate) own_node: Mutex<Option<String>>,
     /// How many times the log stream breaks after its first two records.
     pub(crate) log_breaks: Mutex<u32>,
 }
@@ -331,6 +333,10 @@ impl SwarmApi for Arc<Fake> {
                     .any(|(k, v)| k == key && value.is_none_or(|want| want == v))
             })
             .collect())
+    }
+
+    async fn own_node_id(&self) -> Result<Option<String>, ApiError> {
+        Ok(self.own_node.lock().unwrap().clone())
     }
 
     async fn engine_time(&self) -> Result<u64, ApiError> {

@@ -5,6 +5,8 @@
 //! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), then the local socket.
 //! A context's endpoint and TLS material come from the config's context store.
 
+pub mod ssh;
+
 use std::path::{Path, PathBuf};
 
 use bollard::{Docker, API_DEFAULT_VERSION};
@@ -222,7 +224,7 @@ pub fn connect(endpoint: &Endpoint) -> Result<Docker, EndpointError> {
         }
         .map_err(|e| fail(e.to_string()))
     } else if h.starts_with("ssh://") {
-        crate::ssh::connect(h).map_err(|e| fail(e.to_string()))
+        crate::connect::ssh::connect(h).map_err(|e| fail(e.to_string()))
     } else {
         Err(EndpointError::Scheme(h.to_owned()))
     }

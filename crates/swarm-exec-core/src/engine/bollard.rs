@@ -17,8 +17,8 @@ use futures_util::stream::{BoxStream, StreamExt};
 use tokio_retry::strategy::{jitter, ExponentialBackoff};
 use tokio_retry::RetryIf;
 
-use crate::api::{ApiError, LogStream, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
-use crate::helper::{HelperSpec, ImageInfo};
+use crate::engine::{ApiError, LogStream, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
+use crate::model::spec::{HelperSpec, ImageInfo};
 
 /// [`SwarmApi`] over bollard.
 #[derive(Debug, Clone)]
@@ -176,8 +176,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn state_str(state: Option<TaskState>) -> String {
-    state.map(|s| s.to_string()).unwrap_or_default()
+fn state_of(state: Option<TaskState>) -> crate::model::state::TaskState {
+    crate::model::state::TaskState::parse(&state.map(|s| s.to_string()).unwrap_or_default())
 }
 
 fn task_info(t: bollard::models::Task) -> TaskInfo {
@@ -195,8 +195,8 @@ fn task_info(t: bollard::models::Task) -> TaskInfo {
         service_id: t.service_id.unwrap_or_default(),
         slot: t.slot.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
         node_id: t.node_id.unwrap_or_default(),
-        state: state_str(status.state),
-        desired_state: state_str(t.desired_state),
+        state: state_of(status.state),
+        desired_state: state_of(t.desired_state),
         err: status.err.unwrap_or_default(),
         message: status.message.unwrap_or_default(),
         container_id: container.container_id.unwrap_or_default(),
@@ -212,7 +212,7 @@ fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_owned(), vec![label.to_owned()])])
 }
 
-/// A secret or config as [`gc`](crate::gc) and [`crate::program`] see it.
+/// A secret or config as `gc` and zero-install's configs see it.
 fn stored_object(
     id: Option<String>,
     name: Option<String>,
@@ -538,6 +538,17 @@ impl SwarmApi for BollardApi {
             .collect())
     }
 
+    async fn own_node_id(&self) -> Result<Option<String>, ApiError> {
+        let info = retry("reading the engine's info", || async {
+            self.docker.info().await.map_err(classify)
+        })
+        .await?;
+        Ok(info
+            .swarm
+            .and_then(|s| s.node_id)
+            .filter(|id| !id.is_empty()))
+    }
+
     async fn engine_time(&self) -> Result<u64, ApiError> {
         let info = retry("read the engine's clock", || async {
             self.docker.info().await.map_err(classify)
@@ -627,7 +638,7 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
                 }]),
                 secrets: Some(vec![bollard::models::TaskSpecContainerSpecSecrets {
                     file: Some(bollard::models::TaskSpecContainerSpecFile {
-                        name: Some(crate::helper::ENVELOPE_FILE_NAME.to_owned()),
+                        name: Some(crate::model::spec::ENVELOPE_FILE_NAME.to_owned()),
                         uid: Some("0".to_owned()),
                         gid: Some("0".to_owned()),
                         mode: Some(0o400),
@@ -672,9 +683,9 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
             // Service logs need a driver the engine can read back; never rely on the
             // node's default (often syslog, fluentd, ...) nor its default options.
             log_driver: Some(TaskSpecLogDriver {
-                name: Some(crate::helper::LOG_DRIVER.to_owned()),
+                name: Some(crate::model::spec::LOG_DRIVER.to_owned()),
                 options: Some(
-                    crate::helper::LOG_OPTIONS
+                    crate::model::spec::LOG_OPTIONS
                         .iter()
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                         .collect(),
@@ -792,7 +803,7 @@ mod tests {
             node_id: "n".repeat(25),
             command: Some(vec!["/.swarm-exec/load".into()]),
             args: vec!["1:2".into(), "node-exec".into()],
-            configs: vec![crate::program::ConfigMount {
+            configs: vec![crate::model::node_program::ConfigMount {
                 id: "cid".into(),
                 name: "swarm-exec-node-0123456789ab-load".into(),
                 file: "/.swarm-exec/load".into(),

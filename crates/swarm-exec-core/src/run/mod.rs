@@ -2,6 +2,9 @@
 //! it — on every path, including timeouts, interrupts and API errors. A helper serves one or
 //! more target containers on its node; `task-exec` uses one, `service-exec` one per node.
 
+mod error;
+pub use error::RunError;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -11,12 +14,14 @@ use tokio::time::{sleep_until, Instant};
 
 use swarm_exec_proto::frame::{ReadError, Step};
 use swarm_exec_proto::lines::Lines;
-use swarm_exec_proto::{Envelope, Event, Reader, Stream};
+use swarm_exec_proto::{Event, Reader, Stream};
 
-use crate::api::{ApiError, LogStream, SwarmApi, TaskFilter, TaskInfo};
-use crate::error::{ExecError, HelperRef};
+use crate::engine::{LogStream, SwarmApi, TaskFilter, TaskInfo};
+use crate::helper::lifecycle::{create_or_stop, remove_helper, Created, RunSecret, Stop};
 use crate::helper::{helper_spec, Carrier};
-use crate::outcome::{Interrupt, NotRun, Outcome, TargetEnd};
+use crate::model::outcome::{Interrupt, NotRun, Outcome, TargetEnd};
+use crate::model::state::TaskState;
+use crate::model::target::HelperRef;
 use crate::sink::OutputSink;
 
 /// What one helper is to do.
@@ -37,25 +42,6 @@ pub struct HelperJob {
     pub target_image: String,
     /// The run's envelope (the command, its stdin, the key), shared by its helpers.
     pub envelope: RunSecret,
-}
-
-/// A run's envelope, created as a swarm secret: its ID and name, and the key its helpers'
-/// frames are sealed with.
-#[derive(Clone)]
-pub struct RunSecret {
-    pub id: String,
-    pub name: String,
-    pub key: [u8; 32],
-}
-
-/// Never the key, whatever traces a job.
-impl std::fmt::Debug for RunSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunSecret")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
 }
 
 /// How long the helper may take to reach `running` before the run fails (125). Covers
@@ -88,7 +74,7 @@ pub async fn run_helper<A, S, C>(
     sinks: &mut [S],
     deadline: Instant,
     cancel: C,
-) -> Result<Vec<TargetEnd>, ExecError>
+) -> Result<Vec<TargetEnd>, RunError>
 where
     A: SwarmApi,
     S: OutputSink,
@@ -99,7 +85,7 @@ where
     let mut retried = false;
     loop {
         match one_helper(api, job, sinks, deadline, &mut cancel).await {
-            Err(ExecError::ContainerNotStarted { at, reason })
+            Err(RunError::ContainerNotStarted { at, reason })
                 if !retried && Instant::now() < deadline =>
             {
                 sinks[0].warn(&format!(
@@ -119,7 +105,7 @@ async fn one_helper<A, S, C>(
     sinks: &mut [S],
     deadline: Instant,
     cancel: &mut Pin<&mut C>,
-) -> Result<Vec<TargetEnd>, ExecError>
+) -> Result<Vec<TargetEnd>, RunError>
 where
     A: SwarmApi,
     S: OutputSink,
@@ -149,8 +135,8 @@ where
         Created::Done(Ok(id)) => id,
         Created::Done(Err(source)) => {
             // The create may have happened despite the error: remove by name.
-            cleanup(api, &spec.name, &mut sinks[0]).await;
-            return Err(ExecError::CreateHelper {
+            remove_helper(api, &spec.name, &mut sinks[0]).await;
+            return Err(RunError::CreateHelper {
                 target: at.target,
                 node: at.node,
                 source,
@@ -158,7 +144,7 @@ where
         }
         Created::Stopped { stop, made } => {
             let id = made.unwrap_or_else(|| spec.name.clone());
-            cleanup(api, &id, &mut sinks[0]).await;
+            remove_helper(api, &id, &mut sinks[0]).await;
             return match stop {
                 Stop::Interrupted(i) => all(Outcome::Interrupted(i)),
                 Stop::Deadline => all(Outcome::TimedOut),
@@ -181,114 +167,8 @@ where
         ));
         Ok(follower.results())
     });
-    cleanup(api, &helper_id, &mut sinks[0]).await;
+    remove_helper(api, &helper_id, &mut sinks[0]).await;
     result
-}
-
-/// How long a create already sent is let finish after a cancel, so that what it made can
-/// be removed by ID (removing by name while the create is still in flight may miss it).
-const CREATE_GRACE: Duration = Duration::from_secs(10);
-
-/// Why a create was stopped.
-pub(crate) enum Stop {
-    Interrupted(Interrupt),
-    Deadline,
-}
-
-pub(crate) enum Created<T> {
-    Done(Result<T, ApiError>),
-    /// `made`: what the create made after all, if it finished within [`CREATE_GRACE`].
-    Stopped {
-        stop: Stop,
-        made: Option<T>,
-    },
-}
-
-/// Runs `create` until it ends, `cancel` fires or `deadline` passes. The create is polled
-/// first, so it has been sent whenever it is stopped; it is then let finish (briefly) so
-/// that the caller can remove what it made.
-pub(crate) async fn create_or_stop<T, F, C>(
-    create: F,
-    cancel: &mut Pin<&mut C>,
-    deadline: Instant,
-) -> Created<T>
-where
-    F: Future<Output = Result<T, ApiError>>,
-    C: Future<Output = Interrupt>,
-{
-    tokio::pin!(create);
-    let stop = tokio::select! {
-        biased;
-        r = &mut create => return Created::Done(r),
-        i = cancel.as_mut() => Stop::Interrupted(i),
-        _ = sleep_until(deadline) => Stop::Deadline,
-    };
-    let made = match tokio::time::timeout(CREATE_GRACE, create).await {
-        Ok(Ok(v)) => Some(v),
-        _ => None,
-    };
-    Created::Stopped { stop, made }
-}
-
-/// Creates a run's envelope secret, labelled like helpers (so `gc` finds it) and with what
-/// it is for (`target_labels`).
-pub async fn create_envelope<A: SwarmApi>(
-    api: &A,
-    envelope: &Envelope,
-    target_labels: &[(String, String)],
-    budget: Duration,
-) -> Result<RunSecret, ApiError> {
-    create_envelope_named(api, envelope_name(), envelope, target_labels, budget).await
-}
-
-/// A fresh name for an envelope secret.
-pub fn envelope_name() -> String {
-    format!(
-        "swarm-exec-run-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
-/// [`create_envelope`] under a name chosen beforehand (so that a caller stopped while the
-/// create is on its way can still find it).
-pub async fn create_envelope_named<A: SwarmApi>(
-    api: &A,
-    name: String,
-    envelope: &Envelope,
-    target_labels: &[(String, String)],
-    budget: Duration,
-) -> Result<RunSecret, ApiError> {
-    let data = envelope.encode();
-    let mut labels = crate::helper::secret_labels(budget);
-    labels.extend_from_slice(target_labels);
-    let id = api.create_secret(&name, &labels, &data).await?;
-    tracing::debug!(secret = %name, bytes = data.len(), "envelope secret created");
-    Ok(RunSecret {
-        id,
-        name,
-        key: envelope.key,
-    })
-}
-
-/// Removes the envelope secret, after every helper that mounted it is gone.
-pub async fn remove_envelope<A: SwarmApi, S: OutputSink>(api: &A, id: &str, out: &mut S) {
-    match api.remove_secret(id).await {
-        Ok(()) => tracing::debug!(secret = id, "envelope secret removed"),
-        Err(e) => out.warn(&format!(
-            "could not remove secret {id}: {e}; `docker secret rm {id}` removes it"
-        )),
-    }
-}
-
-async fn cleanup<A: SwarmApi, S: OutputSink>(api: &A, helper: &str, out: &mut S) {
-    match api.remove_service(helper).await {
-        Ok(()) => tracing::debug!(helper, "helper removed"),
-        Err(e) => {
-            out.warn(&format!(
-                "could not remove helper service {helper}: {e}; `docker service rm {helper}` removes it"
-            ));
-        }
-    }
 }
 
 /// The state of following one helper: its frames so far, and its own diagnostics.
@@ -418,7 +298,7 @@ impl Follower {
         at: &HelperRef,
         sinks: &mut [S],
         deadline: Instant,
-    ) -> Result<Vec<TargetEnd>, ExecError> {
+    ) -> Result<Vec<TargetEnd>, RunError> {
         let mut reading = Reading::Follow;
         let mut logs = api.service_logs(helper_id, true);
         let mut logs_open = true;
@@ -435,7 +315,7 @@ impl Follower {
         // When a frame last arrived (or the helper was seen to end).
         let mut progress = Instant::now();
         let at_box = || Box::new(at.clone());
-        let incomplete = |f: &Follower, why: String| ExecError::OutputIncomplete {
+        let incomplete = |f: &Follower, why: String| RunError::OutputIncomplete {
             at: Box::new(at.clone()),
             missing: f.reader.missing(),
             why,
@@ -537,11 +417,11 @@ impl Follower {
                             next_poll = Instant::now() + POLL_RUNNING;
                             continue;
                         }
-                        Err(source) => return Err(ExecError::Follow { at: at_box(), source }),
+                        Err(source) => return Err(RunError::Follow { at: at_box(), source }),
                     };
                     // Restart condition none: there is at most one task.
                     let task = tasks.into_iter().find(|t| t.service_id == helper_id);
-                    let state = task.as_ref().map_or_else(|| "new".to_owned(), |t| t.state.clone());
+                    let state = task.as_ref().map_or(TaskState::New, |t| t.state.clone());
                     if let Some(sink) = sinks.first_mut() {
                         let status = if running {
                             format!("running on {} (helper {})", at.node, at.helper)
@@ -551,28 +431,28 @@ impl Follower {
                         };
                         sink.progress(status.trim_end());
                     }
-                    match state.as_str() {
-                        "running" if !running => {
+                    match &state {
+                        TaskState::Running if !running => {
                             tracing::debug!(after = ?started.elapsed(), "helper running");
                             running = true;
                         }
-                        "rejected" => {
+                        TaskState::Rejected => {
                             let t = task.unwrap_or_default();
-                            return Err(ExecError::HelperRejected {
+                            return Err(RunError::HelperRejected {
                                 at: at_box(),
                                 reason: first_non_empty(&t.err, &t.message),
                             });
                         }
-                        "complete" | "failed" | "shutdown" | "orphaned" | "remove" => {
-                            tracing::debug!(state, "helper task ended; reading the rest of its log");
+                        s if s.is_final() => {
+                            tracing::debug!(state = %s, "helper task ended; reading the rest of its log");
                             ended = Some(task.unwrap_or_default());
                             progress = Instant::now();
                         }
                         s if !running && started.elapsed() >= HELPER_START_WAIT => {
                             let t = task.unwrap_or_default();
-                            return Err(ExecError::HelperNotStarted {
+                            return Err(RunError::HelperNotStarted {
                                 at: at_box(),
-                                state: s.to_owned(),
+                                state: s.to_string(),
                                 message: first_non_empty(&t.err, &t.message),
                                 waited: HELPER_START_WAIT,
                             });
@@ -590,7 +470,7 @@ impl Follower {
         &self,
         at: &HelperRef,
         sinks: &mut [S],
-    ) -> Result<Vec<TargetEnd>, ExecError> {
+    ) -> Result<Vec<TargetEnd>, RunError> {
         if self.unauthentic > 0 {
             sinks[0].warn(&format!(
                 "{} line(s) tagged as helper {}'s did not open with the run's key and were ignored",
@@ -608,7 +488,7 @@ impl Follower {
 
     /// The helper ended and its log, read whole, holds no last frame. No exit code is
     /// taken from the helper task's state: that is the helper's code, not the command's.
-    fn ended_without_end(&self, task: &TaskInfo, at: &HelperRef) -> ExecError {
+    fn ended_without_end(&self, task: &TaskInfo, at: &HelperRef) -> RunError {
         let diag = String::from_utf8_lossy(&self.diagnostics).trim().to_owned();
         let state = format!(
             "its task ended in state {}{}{}",
@@ -632,13 +512,13 @@ impl Follower {
                 || task.err.contains("OCI runtime create failed")
                 || task.err.contains("unable to remount dir as readonly"));
         if self.reader.next_seq() == 0 && not_created {
-            return ExecError::ContainerNotStarted {
+            return RunError::ContainerNotStarted {
                 at: Box::new(at.clone()),
                 reason: task.err.clone(),
             };
         }
         if self.reader.next_seq() == 0 {
-            return ExecError::HelperFailed {
+            return RunError::HelperFailed {
                 at: Box::new(at.clone()),
                 reason: if diag.is_empty() {
                     format!("{state} without a result")
@@ -647,7 +527,7 @@ impl Follower {
                 },
             };
         }
-        ExecError::OutputIncomplete {
+        RunError::OutputIncomplete {
             at: Box::new(at.clone()),
             missing: self.reader.missing(),
             why: if diag.is_empty() {

@@ -1,0 +1,20 @@
+//! The labels swarm-exec puts on what it creates, and their values: how `gc` and an
+//! operator tell its objects apart from everything else on the swarm.
+
+pub use swarm_exec_proto::HELPER_LABEL;
+/// Unix time (seconds) after which a helper is stale and may be garbage-collected.
+pub const DEADLINE_LABEL: &str = "swarm-exec.deadline";
+/// The [`HELPER_LABEL`] values of what swarm-exec creates: helper services, and the
+/// envelope secrets of their runs.
+pub const HELPER_KIND: &str = "1";
+pub const ENVELOPE_KIND: &str = "envelope";
+/// How long (whole seconds, rounded up) from its creation a helper or envelope may be in
+/// use; `gc` adds this to the manager's creation time, so no client clock is involved.
+pub const BUDGET_LABEL: &str = "swarm-exec.budget";
+/// The [`HELPER_LABEL`] values of a session's relay container, its image and its network.
+pub const RELAY_KIND: &str = "relay";
+pub const NETWORK_KIND: &str = "network";
+/// What a helper, envelope or relay works on.
+pub const TARGET_TASK_LABEL: &str = "swarm-exec.target.task";
+pub const TARGET_SERVICE_LABEL: &str = "swarm-exec.target.service";
+pub const TARGET_CONTAINER_LABEL: &str = "swarm-exec.target.container";

@@ -1,0 +1,172 @@
+//! A swarm task's state, as one enum: which states are on the way to `running`, and which
+//! are final, is said here once.
+
+use std::fmt;
+
+/// `Status.State` (or `DesiredState`) of a swarm task.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TaskState {
+    New,
+    Allocated,
+    Pending,
+    Assigned,
+    Accepted,
+    Preparing,
+    Ready,
+    Starting,
+    Running,
+    Complete,
+    Shutdown,
+    Failed,
+    Rejected,
+    Remove,
+    Orphaned,
+    /// No state given (an empty string), or one this build does not know: kept as given,
+    /// so messages still name it.
+    #[default]
+    Unknown,
+    Other(String),
+}
+
+impl TaskState {
+    /// The engine's lower-case name of a state; an empty string is [`TaskState::Unknown`].
+    pub fn parse(s: &str) -> TaskState {
+        use TaskState::*;
+        match s {
+            "new" => New,
+            "allocated" => Allocated,
+            "pending" => Pending,
+            "assigned" => Assigned,
+            "accepted" => Accepted,
+            "preparing" => Preparing,
+            "ready" => Ready,
+            "starting" => Starting,
+            "running" => Running,
+            "complete" => Complete,
+            "shutdown" => Shutdown,
+            "failed" => Failed,
+            "rejected" => Rejected,
+            "remove" => Remove,
+            "orphaned" => Orphaned,
+            "" => Unknown,
+            other => Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        use TaskState::*;
+        match self {
+            New => "new",
+            Allocated => "allocated",
+            Pending => "pending",
+            Assigned => "assigned",
+            Accepted => "accepted",
+            Preparing => "preparing",
+            Ready => "ready",
+            Starting => "starting",
+            Running => "running",
+            Complete => "complete",
+            Shutdown => "shutdown",
+            Failed => "failed",
+            Rejected => "rejected",
+            Remove => "remove",
+            Orphaned => "orphaned",
+            Unknown => "",
+            Other(s) => s,
+        }
+    }
+
+    /// A state a task passes through before `running`: worth waiting on.
+    pub fn is_starting(&self) -> bool {
+        use TaskState::*;
+        matches!(
+            self,
+            New | Allocated | Pending | Assigned | Accepted | Preparing | Ready | Starting
+        )
+    }
+
+    /// A state the task never leaves: its container ended, or never will run. `rejected`
+    /// is one of them; callers that tell it apart (the log path reports the node's reason)
+    /// match it first.
+    pub fn is_final(&self) -> bool {
+        use TaskState::*;
+        matches!(
+            self,
+            Complete | Failed | Rejected | Shutdown | Orphaned | Remove
+        )
+    }
+}
+
+impl From<&str> for TaskState {
+    fn from(s: &str) -> Self {
+        TaskState::parse(s)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_kept() {
+        for name in [
+            "new",
+            "allocated",
+            "pending",
+            "assigned",
+            "accepted",
+            "preparing",
+            "ready",
+            "starting",
+            "running",
+            "complete",
+            "shutdown",
+            "failed",
+            "rejected",
+            "remove",
+            "orphaned",
+            "",
+        ] {
+            assert_eq!(TaskState::parse(name).to_string(), name);
+        }
+        assert_eq!(
+            TaskState::parse("paused"),
+            TaskState::Other("paused".into())
+        );
+        assert_eq!(TaskState::parse("paused").to_string(), "paused");
+    }
+
+    #[test]
+    fn starting_and_final_do_not_overlap() {
+        let all = [
+            "new",
+            "allocated",
+            "pending",
+            "assigned",
+            "accepted",
+            "preparing",
+            "ready",
+            "starting",
+            "running",
+            "complete",
+            "shutdown",
+            "failed",
+            "rejected",
+            "remove",
+            "orphaned",
+        ]
+        .map(TaskState::parse);
+        for s in &all {
+            assert!(!(s.is_starting() && s.is_final()), "{s}");
+        }
+        assert!(!TaskState::Running.is_starting() && !TaskState::Running.is_final());
+        assert_eq!(all.iter().filter(|s| s.is_starting()).count(), 8);
+        assert_eq!(all.iter().filter(|s| s.is_final()).count(), 6);
+    }
+}
