@@ -8,14 +8,11 @@
 
 use std::future::Future;
 
-use bollard::query_parameters::{
-    ContainerArchiveInfoOptions, DownloadFromContainerOptions, UploadToContainerOptions,
-};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use crate::engine::bollard::{classify, BollardApi};
+use crate::engine::SwarmApi;
 use crate::error::ExecError;
 use crate::helper::Carrier;
 use crate::lookup::resolve::Resolved;
@@ -48,22 +45,23 @@ fn failed(task: &Resolved, reason: impl std::fmt::Display) -> ExecError {
 }
 
 /// The engine's answer, as a message ("Could not find the file … in container …").
-fn engine_said(e: bollard::errors::Error) -> String {
-    match classify(e) {
+fn engine_said(e: ApiError) -> String {
+    match e {
         ApiError::NotFound(m) | ApiError::Server { message: m, .. } => m,
         other => other.to_string(),
     }
 }
 
 /// The archive of `path` in the target's container, to `out`'s stdout as it comes.
-pub async fn copy_out<O, C>(
-    api: &BollardApi,
+pub async fn copy_out<A, O, C>(
+    api: &A,
     target: CopyTarget<'_>,
     path: &str,
     out: &mut O,
     cancel: C,
 ) -> Result<Outcome, ExecError>
 where
+    A: SwarmApi,
     O: OutputSink,
     C: Future<Output = Interrupt>,
 {
@@ -72,12 +70,7 @@ where
         return through_session(api, target, path, None, None, out, deadline, cancel).await;
     }
     tokio::pin!(cancel);
-    let opts = DownloadFromContainerOptions {
-        path: path.to_owned(),
-    };
-    let mut archive = api
-        .docker()
-        .download_from_container(&target.task.container_id, Some(opts));
+    let mut archive = api.download_archive(&target.task.container_id, path);
     loop {
         tokio::select! {
             chunk = archive.next() => match chunk {
@@ -93,8 +86,8 @@ where
 
 /// Unpacks the archive `input` brings into the target's container: `decide` is told what
 /// `path` is there (its mode, `None` if missing) and names the directory to unpack in.
-pub async fn copy_in<O, C>(
-    api: &BollardApi,
+pub async fn copy_in<A, O, C>(
+    api: &A,
     target: CopyTarget<'_>,
     path: &str,
     decide: Decide,
@@ -103,6 +96,7 @@ pub async fn copy_in<O, C>(
     cancel: C,
 ) -> Result<Outcome, ExecError>
 where
+    A: SwarmApi,
     O: OutputSink,
     C: Future<Output = Interrupt>,
 {
@@ -122,29 +116,15 @@ where
         .await;
     }
     tokio::pin!(cancel);
-    let docker = api.docker();
     let container = &target.task.container_id;
-    let opts = ContainerArchiveInfoOptions {
-        path: path.to_owned(),
-    };
-    let mode = match docker
-        .get_container_archive_info(container, Some(opts))
+    let mode = api
+        .archive_mode(container, path)
         .await
-    {
-        Ok(stat) => Some(stat.file_mode),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => None,
-        Err(e) => return Err(failed(target.task, engine_said(e))),
-    };
+        .map_err(|e| failed(target.task, engine_said(e)))?;
     let dir = decide(mode).map_err(|m| failed(target.task, m))?;
     let mut input = input;
-    let body = futures_util::stream::poll_fn(move |cx| input.poll_recv(cx)).map(bytes::Bytes::from);
-    let opts = UploadToContainerOptions {
-        path: dir,
-        ..Default::default()
-    };
-    let upload = docker.upload_to_container(container, Some(opts), bollard::body_stream(body));
+    let body = futures_util::stream::poll_fn(move |cx| input.poll_recv(cx)).boxed();
+    let upload = api.upload_archive(container, &dir, body);
     tokio::select! {
         r = upload => match r {
             Ok(()) => Ok(Outcome::Exited(0)),
@@ -156,8 +136,8 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn through_session<O, C>(
-    api: &BollardApi,
+async fn through_session<A, O, C>(
+    api: &A,
     target: CopyTarget<'_>,
     path: &str,
     decide: Option<Decide>,
@@ -167,6 +147,7 @@ async fn through_session<O, C>(
     cancel: C,
 ) -> Result<Outcome, ExecError>
 where
+    A: SwarmApi,
     O: OutputSink,
     C: Future<Output = Interrupt>,
 {

@@ -15,8 +15,9 @@
 use crate::engine::{ApiError, ServiceInfo, SwarmApi};
 use crate::helper::NODE_SOCKET;
 use crate::model::labels::HELPER_LABEL;
-use crate::model::labels::{BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND};
+use crate::model::labels::{BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND, NETWORK_KIND, RELAY_KIND};
 use crate::model::node_program::{BUILD_LABEL, CONFIG_KIND};
+use crate::session::SESSION_NETWORK;
 
 /// One helper service, envelope secret or program config `gc` removed (or would remove,
 /// or tried to).
@@ -193,6 +194,107 @@ pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>,
         });
     }
     Ok(found)
+}
+
+/// `gc` of what sessions leave on the engine swarm-exec talks to: relay containers whose
+/// budget has passed (a relay normally removes itself), relay images of other builds than
+/// `keep_build`, and with `all` every relay image and the kept session network (refused
+/// by the engine while a session uses it: kept). Only objects with swarm-exec's name
+/// pattern and label value are taken.
+pub async fn gc_sessions<A: SwarmApi>(
+    api: &A,
+    all: bool,
+    dry_run: bool,
+    keep_build: Option<&str>,
+) -> Result<Vec<Collected>, ApiError> {
+    let label = format!("{HELPER_LABEL}={RELAY_KIND}");
+    let now = api.engine_time().await?;
+    let mut found = Vec::new();
+    for c in api.list_containers(&label).await? {
+        let Some(name) = c.names.first().cloned() else {
+            continue;
+        };
+        if c.id.is_empty() || !name.starts_with("swarm-exec-relay-") {
+            continue;
+        }
+        let budget = c.label(BUDGET_LABEL).and_then(|b| b.parse::<u64>().ok());
+        let stale = budget
+            .map(|b| c.created + b + GRACE_SECS)
+            .filter(|&end| now > end)
+            .map(|end| Why::Stale(now - end));
+        if let Some(why) = stale.or(all.then_some(Why::All)) {
+            found.push(("container", name, c.id, why));
+        }
+    }
+    for i in api.list_images(&label).await? {
+        let Some(tag) = i
+            .names
+            .iter()
+            .find(|t| t.starts_with("swarm-exec-relay:"))
+            .cloned()
+        else {
+            // Two sessions that imported the relay image at once leave the first import
+            // untagged: with --all, it goes by its id (refused while a relay runs it).
+            let untagged = i.names.iter().all(|t| t == "<none>:<none>");
+            if all && untagged && i.label(BUILD_LABEL).is_some() {
+                found.push((
+                    "image",
+                    "swarm-exec-relay (untagged)".into(),
+                    i.id,
+                    Why::All,
+                ));
+            }
+            continue;
+        };
+        let build = i.label(BUILD_LABEL);
+        let why = if all {
+            Why::All
+        } else if build.is_some() && build != keep_build {
+            Why::OtherBuild
+        } else {
+            continue;
+        };
+        found.push(("image", tag.clone(), tag, why));
+    }
+    if all {
+        if let Ok(n) = api.inspect_network(SESSION_NETWORK).await {
+            let ours = n
+                .labels
+                .iter()
+                .any(|(k, v)| k == HELPER_LABEL && v == NETWORK_KIND);
+            if ours && !n.id.is_empty() {
+                found.push(("network", SESSION_NETWORK.to_owned(), n.id, Why::All));
+            }
+        }
+    }
+    let mut collected = Vec::new();
+    for (kind, name, id, why) in found {
+        let removed = if dry_run {
+            None
+        } else {
+            let r = match kind {
+                "container" => api.remove_container(&id).await,
+                "image" => api.remove_image(&id).await,
+                _ => api.remove_network(&id).await,
+            };
+            Some(match r {
+                Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+                // A network with a session on it, an image a relay runs.
+                Err(ApiError::Server { status: 409, .. }) if kind != "container" => {
+                    Err(Kept::InUse)
+                }
+                Err(e) => Err(Kept::Failed(e.to_string())),
+            })
+        };
+        collected.push(Collected {
+            kind,
+            name,
+            id,
+            why,
+            removed,
+        });
+    }
+    Ok(collected)
 }
 
 #[cfg(test)]

@@ -12,13 +12,17 @@ use bollard::models::{
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListTasksOptions, LogsOptions};
-use bollard::Docker;
+use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio_retry::strategy::{jitter, ExponentialBackoff};
 use tokio_retry::RetryIf;
 
-use crate::engine::{ApiError, LogStream, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo};
-use crate::model::spec::{HelperSpec, ImageInfo};
+use crate::connect::{Endpoint, EndpointError};
+use crate::engine::{
+    ApiError, Attach, ExecOptions, ExecState, ImageImport, Listed, LogStream, Named, NetworkInfo,
+    NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo,
+};
+use crate::model::spec::{HelperSpec, ImageInfo, RelaySpec};
 
 /// [`SwarmApi`] over bollard.
 #[derive(Debug, Clone)]
@@ -31,10 +35,45 @@ impl BollardApi {
         BollardApi { docker }
     }
 
+    /// A client for `endpoint`. Nothing is sent yet: an unreachable engine shows on first use.
+    pub fn connect(endpoint: &Endpoint) -> Result<BollardApi, EndpointError> {
+        let fail = |reason: String| EndpointError::Connect {
+            host: endpoint.host.clone(),
+            source_of: endpoint.source.clone(),
+            reason,
+        };
+        let h = endpoint.host.as_str();
+        if h.starts_with("unix://") {
+            Docker::connect_with_unix(h, REQUEST_TIMEOUT, API_DEFAULT_VERSION)
+                .map_err(|e| fail(e.to_string()))
+        } else if h.starts_with("tcp://") || h.starts_with("http://") || h.starts_with("https://") {
+            match &endpoint.tls {
+                Some(t) => Docker::connect_with_ssl(
+                    h,
+                    &t.key,
+                    &t.cert,
+                    &t.ca,
+                    REQUEST_TIMEOUT,
+                    API_DEFAULT_VERSION,
+                ),
+                None => Docker::connect_with_http(h, REQUEST_TIMEOUT, API_DEFAULT_VERSION),
+            }
+            .map_err(|e| fail(e.to_string()))
+        } else if h.starts_with("ssh://") {
+            crate::engine::ssh::connect(h).map_err(|e| fail(e.to_string()))
+        } else {
+            Err(EndpointError::Scheme(h.to_owned()))
+        }
+        .map(BollardApi::new)
+    }
+
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
 }
+
+/// Seconds a request may take to answer (its headers; streams are not bounded by this).
+const REQUEST_TIMEOUT: u64 = 120;
 
 /// How often and how long transient failures are retried: 50 ms doubling to 1 s (each
 /// delay between half and all of that), `retries` attempts after the first.
@@ -588,6 +627,367 @@ impl SwarmApi for BollardApi {
                 }
             })
             .boxed()
+    }
+
+    async fn import_image(&self, image: ImageImport) -> Result<(), ApiError> {
+        let opts = bollard::query_parameters::CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(image.repo),
+            tag: Some(image.tag),
+            changes: image.changes,
+            ..Default::default()
+        };
+        let mut progress =
+            self.docker
+                .create_image(Some(opts), Some(bollard::body_full(image.tar.into())), None);
+        while let Some(p) = progress.next().await {
+            p.map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn list_images(&self, label: &str) -> Result<Vec<Listed>, ApiError> {
+        let opts = bollard::query_parameters::ListImagesOptions {
+            filters: Some(label_filter(label)),
+            ..Default::default()
+        };
+        let images = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(classify)?;
+        Ok(images
+            .into_iter()
+            .map(|i| Listed {
+                id: i.id,
+                names: i.repo_tags,
+                labels: sorted(i.labels),
+                created: u64::try_from(i.created).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), ApiError> {
+        let opts = None::<bollard::query_parameters::RemoveImageOptions>;
+        self.docker
+            .remove_image(id, opts, None)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn inspect_network(&self, name_or_id: &str) -> Result<NetworkInfo, ApiError> {
+        let opts = None::<bollard::query_parameters::InspectNetworkOptions>;
+        let n = self
+            .docker
+            .inspect_network(name_or_id, opts)
+            .await
+            .map_err(classify)?;
+        Ok(NetworkInfo {
+            id: n.id.unwrap_or_default(),
+            driver: n.driver.unwrap_or_default(),
+            attachable: n.attachable == Some(true),
+            labels: sorted(n.labels.unwrap_or_default()),
+        })
+    }
+
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+    ) -> Result<String, ApiError> {
+        let create = bollard::models::NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(labels.iter().cloned().collect()),
+            ..Default::default()
+        };
+        let made = self.docker.create_network(create).await.map_err(classify)?;
+        Ok(made.id)
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), ApiError> {
+        self.docker.remove_network(id).await.map_err(classify)
+    }
+
+    async fn create_relay(&self, spec: &RelaySpec) -> Result<String, ApiError> {
+        let opts = bollard::query_parameters::CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .create_container(Some(opts), relay_container(spec))
+            .await
+            .map_err(classify)?;
+        Ok(made.id)
+    }
+
+    async fn attach_container(&self, id: &str) -> Result<Attach, ApiError> {
+        let opts = bollard::query_parameters::AttachContainerOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            stream: true,
+            ..Default::default()
+        };
+        let bollard::container::AttachContainerResults { output, input } = self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(classify)?;
+        Ok(Attach {
+            output: chunks(output),
+            input,
+        })
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), ApiError> {
+        let opts = None::<bollard::query_parameters::StartContainerOptions>;
+        self.docker
+            .start_container(id, opts)
+            .await
+            .map_err(classify)
+    }
+
+    async fn container_address(
+        &self,
+        id: &str,
+        network_id: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(classify)?;
+        Ok(c.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| {
+                n.into_values()
+                    .find(|e| e.network_id.as_deref() == Some(network_id))
+            })
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty()))
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), ApiError> {
+        let opts = bollard::query_parameters::RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        self.docker
+            .remove_container(id, Some(opts))
+            .await
+            .map_err(classify)
+    }
+
+    async fn list_containers(&self, label: &str) -> Result<Vec<Listed>, ApiError> {
+        let opts = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(label_filter(label)),
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(classify)?;
+        Ok(found
+            .into_iter()
+            .map(|c| Listed {
+                id: c.id.unwrap_or_default(),
+                names: c
+                    .names
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .collect(),
+                labels: sorted(c.labels.unwrap_or_default()),
+                created: c.created.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
+            })
+            .collect())
+    }
+
+    async fn remove_named(&self, what: Named<'_>) -> Result<(), ApiError> {
+        match what {
+            Named::Service(name) => self.docker.delete_service(name).await,
+            Named::Secret(name) => self.docker.delete_secret(name).await,
+            Named::Container(name) => {
+                let opts = bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                };
+                self.docker.remove_container(name, Some(opts)).await
+            }
+        }
+        .map_err(classify)
+    }
+
+    async fn create_exec(&self, exec: &ExecOptions) -> Result<String, ApiError> {
+        let config = bollard::models::ExecConfig {
+            attach_stdin: Some(exec.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(exec.tty),
+            cmd: Some(exec.command.clone()),
+            env: Some(exec.env.clone()),
+            working_dir: exec.workdir.clone(),
+            user: exec.user.clone(),
+            privileged: Some(exec.privileged),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .create_exec(&exec.container, config)
+            .await
+            .map_err(classify)?;
+        Ok(made.id)
+    }
+
+    async fn start_exec(&self, id: &str, tty: bool) -> Result<Option<Attach>, ApiError> {
+        let opts = bollard::exec::StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        match self
+            .docker
+            .start_exec(id, Some(opts))
+            .await
+            .map_err(classify)?
+        {
+            bollard::exec::StartExecResults::Attached { output, input } => Ok(Some(Attach {
+                output: chunks(output),
+                input,
+            })),
+            bollard::exec::StartExecResults::Detached => Ok(None),
+        }
+    }
+
+    async fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> Result<(), ApiError> {
+        let opts = bollard::exec::ResizeExecOptions {
+            height: rows,
+            width: cols,
+        };
+        self.docker.resize_exec(id, opts).await.map_err(classify)
+    }
+
+    async fn inspect_exec(&self, id: &str) -> Result<ExecState, ApiError> {
+        let e = self.docker.inspect_exec(id).await.map_err(classify)?;
+        Ok(ExecState {
+            running: e.running,
+            exit_code: e.exit_code,
+        })
+    }
+
+    async fn archive_mode(&self, container: &str, path: &str) -> Result<Option<u32>, ApiError> {
+        let opts = bollard::query_parameters::ContainerArchiveInfoOptions {
+            path: path.to_owned(),
+        };
+        match self
+            .docker
+            .get_container_archive_info(container, Some(opts))
+            .await
+            .map_err(classify)
+        {
+            Ok(stat) => Ok(Some(stat.file_mode)),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn download_archive(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> BoxStream<'static, Result<Vec<u8>, ApiError>> {
+        let opts = bollard::query_parameters::DownloadFromContainerOptions {
+            path: path.to_owned(),
+        };
+        self.docker
+            .download_from_container(container, Some(opts))
+            .map(|r| r.map(|b| b.to_vec()).map_err(classify))
+            .boxed()
+    }
+
+    async fn upload_archive(
+        &self,
+        container: &str,
+        dir: &str,
+        body: BoxStream<'static, Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        let opts = bollard::query_parameters::UploadToContainerOptions {
+            path: dir.to_owned(),
+            ..Default::default()
+        };
+        let body = bollard::body_stream(body.map(bytes::Bytes::from));
+        self.docker
+            .upload_to_container(container, Some(opts), body)
+            .await
+            .map_err(classify)
+    }
+}
+
+/// An attach's frames as chunks of one stream or the other (a TTY's output is stdout).
+fn chunks(
+    output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+) -> crate::engine::OutputStream {
+    use bollard::container::LogOutput as L;
+    output
+        .filter_map(|item| async move {
+            match item {
+                Ok(L::StdErr { message }) => Some(Ok((LogStream::Stderr, message.to_vec()))),
+                Ok(L::StdOut { message } | L::Console { message }) => {
+                    Some(Ok((LogStream::Stdout, message.to_vec())))
+                }
+                Ok(L::StdIn { .. }) => None,
+                Err(e) => Some(Err(classify(e))),
+            }
+        })
+        .boxed()
+}
+
+fn sorted(labels: HashMap<String, String>) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = labels.into_iter().collect();
+    labels.sort();
+    labels
+}
+
+/// The Engine API form of a [`RelaySpec`]: attached (stdin open, closed once), hardened.
+fn relay_container(spec: &RelaySpec) -> bollard::models::ContainerCreateBody {
+    bollard::models::ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(spec.args.clone()),
+        labels: Some(spec.labels.iter().cloned().collect()),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        user: Some(spec.user.clone()),
+        working_dir: Some("/".into()),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some(spec.network.clone()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(spec.memory),
+            nano_cpus: Some(spec.nano_cpus),
+            // Gone by itself if the client is killed (it exits once its stdin closes).
+            auto_remove: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -11,8 +11,11 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::engine::{ApiError, SwarmApi};
-use crate::engine::{LogStream, NodeInfo, ServiceInfo, TaskFilter, TaskInfo};
-use crate::model::spec::{HelperSpec, ImageInfo};
+use crate::engine::{
+    Attach, ExecOptions, ExecState, ImageImport, Listed, LogStream, Named, NetworkInfo, NodeInfo,
+    ServiceInfo, TaskFilter, TaskInfo,
+};
+use crate::model::spec::{HelperSpec, ImageInfo, RelaySpec};
 use crate::sink::OutputSink;
 use swarm_exec_proto::lines::Lines;
 use swarm_exec_proto::{Envelope, Stream, Writer};
@@ -95,6 +98,23 @@ pub(crate) fn frames(script: &Script, key: &[u8; 32], tag: &str) -> Vec<(u64, Op
     out
 }
 
+/// A create a session makes, which a test can hold up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Creating {
+    Relay,
+    Secret,
+    Helper,
+}
+
+/// The relay's side of a session's attach, as a test drives it: what it sends the client
+/// (frames on stdout, words on stderr, an error, or the end when dropped) and what the
+/// client wrote to it.
+pub(crate) struct RelayEnds {
+    pub(crate) to_client:
+        tokio::sync::mpsc::UnboundedSender<Result<(LogStream, Vec<u8>), ApiError>>,
+    pub(crate) from_client: tokio::io::DuplexStream,
+}
+
 #[derive(Default)]
 pub(crate) struct Fake {
     pub(crate) tasks: Mutex<Vec<TaskInfo>>,
@@ -127,6 +147,15 @@ pub(crate) struct Fake {
     pub(crate) inspect_states: Mutex<Vec<&'static str>>,
     /// The node of the engine the client talks to.
     pub(crate) own_node: Mutex<Option<String>>,
+    /// Sessions: the relay's far ends once a client attached to it; what each create that
+    /// a session makes answers (an error, or a wait first); what was removed by name.
+    pub(crate) relay: Mutex<Option<RelayEnds>>,
+    pub(crate) relay_error: Mutex<Option<ApiError>>,
+    pub(crate) create_delay: Mutex<Option<(Creating, Duration)>>,
+    pub(crate) removed_named: Mutex<Vec<String>>,
+    pub(crate) removed_containers: Mutex<Vec<String>>,
+    /// Secrets created (name), for tests of what a stopped create left.
+    pub(crate) secrets: Mutex<Vec<String>>,
     /// How many times the log stream breaks after its first two records.
     pub(crate) log_breaks: Mutex<u32>,
 }
@@ -145,6 +174,14 @@ impl Fake {
     }
     pub(crate) fn removal_order(&self) -> Vec<String> {
         self.removal_order.lock().unwrap().clone()
+    }
+    /// Waits for what a create of `what` is held up by, if a test asked for it.
+    async fn creating(&self, what: Creating) {
+        let delay = *self.create_delay.lock().unwrap();
+        if let Some((w, d)) = delay.filter(|(w, _)| *w == what) {
+            let _ = w;
+            tokio::time::sleep(d).await;
+        }
     }
     pub(crate) fn created(&self) -> usize {
         self.created.lock().unwrap().len()
@@ -254,6 +291,7 @@ impl SwarmApi for Arc<Fake> {
     }
 
     async fn create_service(&self, spec: &HelperSpec) -> Result<String, ApiError> {
+        self.creating(Creating::Helper).await;
         if let Some(e) = self.create_error.lock().unwrap().take() {
             return Err(e);
         }
@@ -274,6 +312,8 @@ impl SwarmApi for Arc<Fake> {
         _labels: &[(String, String)],
         data: &[u8],
     ) -> Result<String, ApiError> {
+        self.creating(Creating::Secret).await;
+        self.secrets.lock().unwrap().push(name.to_owned());
         let envelope = Envelope::decode(data, vec![]).expect("an envelope");
         *self.envelope.lock().unwrap() = Some(envelope);
         Ok(format!("secret-{name}"))
@@ -341,6 +381,127 @@ impl SwarmApi for Arc<Fake> {
 
     async fn engine_time(&self) -> Result<u64, ApiError> {
         Ok(*self.engine_time.lock().unwrap())
+    }
+
+    async fn import_image(&self, _image: ImageImport) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn list_images(&self, _label: &str) -> Result<Vec<Listed>, ApiError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_image(&self, _id: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn inspect_network(&self, name_or_id: &str) -> Result<NetworkInfo, ApiError> {
+        Ok(NetworkInfo {
+            id: format!("net-{name_or_id}"),
+            driver: "overlay".into(),
+            attachable: true,
+            labels: Vec::new(),
+        })
+    }
+
+    async fn create_network(
+        &self,
+        name: &str,
+        _labels: &[(String, String)],
+    ) -> Result<String, ApiError> {
+        Ok(format!("net-{name}"))
+    }
+
+    async fn remove_network(&self, _id: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn create_relay(&self, spec: &RelaySpec) -> Result<String, ApiError> {
+        self.creating(Creating::Relay).await;
+        if let Some(e) = self.relay_error.lock().unwrap().take() {
+            return Err(e);
+        }
+        Ok(format!("relay-{}", spec.name))
+    }
+
+    async fn attach_container(&self, _id: &str) -> Result<Attach, ApiError> {
+        let (to_client, mut output) = tokio::sync::mpsc::unbounded_channel();
+        let (input, from_client) = tokio::io::duplex(1 << 20);
+        *self.relay.lock().unwrap() = Some(RelayEnds {
+            to_client,
+            from_client,
+        });
+        Ok(Attach {
+            output: futures_util::stream::poll_fn(move |cx| output.poll_recv(cx)).boxed(),
+            input: Box::pin(input),
+        })
+    }
+
+    async fn start_container(&self, _id: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn container_address(
+        &self,
+        _id: &str,
+        _network_id: &str,
+    ) -> Result<Option<String>, ApiError> {
+        Ok(Some("10.0.9.2".into()))
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), ApiError> {
+        self.removed_containers.lock().unwrap().push(id.into());
+        self.removal_order.lock().unwrap().push(id.into());
+        Ok(())
+    }
+
+    async fn list_containers(&self, _label: &str) -> Result<Vec<Listed>, ApiError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_named(&self, what: Named<'_>) -> Result<(), ApiError> {
+        let name = match what {
+            Named::Service(n) | Named::Secret(n) | Named::Container(n) => n,
+        };
+        self.removed_named.lock().unwrap().push(name.to_owned());
+        Ok(())
+    }
+
+    async fn create_exec(&self, _exec: &ExecOptions) -> Result<String, ApiError> {
+        Err(ApiError::Other("no execs in the fake".into()))
+    }
+
+    async fn start_exec(&self, _id: &str, _tty: bool) -> Result<Option<Attach>, ApiError> {
+        Err(ApiError::Other("no execs in the fake".into()))
+    }
+
+    async fn resize_exec(&self, _id: &str, _rows: u16, _cols: u16) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn inspect_exec(&self, _id: &str) -> Result<ExecState, ApiError> {
+        Err(ApiError::Other("no execs in the fake".into()))
+    }
+
+    async fn archive_mode(&self, _container: &str, _path: &str) -> Result<Option<u32>, ApiError> {
+        Ok(None)
+    }
+
+    fn download_archive(
+        &self,
+        _container: &str,
+        _path: &str,
+    ) -> BoxStream<'static, Result<Vec<u8>, ApiError>> {
+        futures_util::stream::empty().boxed()
+    }
+
+    async fn upload_archive(
+        &self,
+        _container: &str,
+        _dir: &str,
+        _body: BoxStream<'static, Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        Ok(())
     }
 
     fn service_logs(

@@ -6,6 +6,7 @@
 pub mod bollard;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod ssh;
 
 use std::future::Future;
 
@@ -13,7 +14,7 @@ use futures_util::stream::BoxStream;
 
 pub use crate::model::state::TaskState;
 
-use crate::model::spec::{HelperSpec, ImageInfo};
+use crate::model::spec::{HelperSpec, ImageInfo, RelaySpec};
 
 /// A task as the orchestration sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,6 +73,87 @@ pub struct NodeInfo {
 pub enum LogStream {
     Stdout,
     Stderr,
+}
+
+/// A stream of output from the engine (an attached container or exec): chunks as they
+/// come, each with its stream. It ends when the other side does.
+pub type OutputStream = BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>>;
+/// What is written to an attached container's or exec's stdin; shut down to end it.
+pub type InputSink = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// Both ends of an attach.
+pub struct Attach {
+    pub output: OutputStream,
+    pub input: InputSink,
+}
+
+/// A network as sessions see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub id: String,
+    /// Empty until a swarm network has been allocated by the managers.
+    pub driver: String,
+    pub attachable: bool,
+    pub labels: Vec<(String, String)>,
+}
+
+/// A container or image found by label (`gc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    /// A container's name (without `/`); an image's tags.
+    pub names: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl Listed {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An exec to create in a container, attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    pub container: String,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// What the engine says of an exec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecState {
+    pub running: Option<bool>,
+    pub exit_code: Option<i64>,
+}
+
+/// Something to remove by name, whose absence is reported ([`ApiError::NotFound`]) rather
+/// than taken as done: what a create stopped on its way may or may not have made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named<'a> {
+    Service(&'a str),
+    Secret(&'a str),
+    Container(&'a str),
+}
+
+/// An image made from a tar of files (`docker import`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageImport {
+    pub repo: String,
+    pub tag: String,
+    /// Dockerfile instructions applied to it (`LABEL …`, `ENTRYPOINT […]`).
+    pub changes: Vec<String>,
+    pub tar: Vec<u8>,
 }
 
 /// Server-side filter for [`SwarmApi::list_tasks`].
@@ -185,4 +267,89 @@ pub trait SwarmApi: Send + Sync {
         id: &str,
         follow: bool,
     ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>>;
+
+    // The engine the client talks to, for sessions, the direct path and `cp`: one call
+    // each, no retries (their callers decide what a failure means).
+
+    /// An image made from files, as `docker import` makes it.
+    fn import_image(&self, image: ImageImport)
+        -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Images carrying `label`.
+    fn list_images(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = Result<Vec<Listed>, ApiError>> + Send;
+    /// Removes an image by tag or ID.
+    fn remove_image(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn inspect_network(
+        &self,
+        name_or_id: &str,
+    ) -> impl Future<Output = Result<NetworkInfo, ApiError>> + Send;
+    /// Creates an attachable overlay network; returns its ID.
+    fn create_network(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    fn remove_network(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Creates a session's relay container (not started); returns its ID.
+    fn create_relay(
+        &self,
+        spec: &RelaySpec,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// Attaches to a container's stdin, stdout and stderr (before it starts).
+    fn attach_container(&self, id: &str) -> impl Future<Output = Result<Attach, ApiError>> + Send;
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// A container's address on a network, if it has one.
+    fn container_address(
+        &self,
+        id: &str,
+        network_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
+    /// Removes a container, forcibly, with its anonymous volumes.
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Containers (running or not) carrying `label`.
+    fn list_containers(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = Result<Vec<Listed>, ApiError>> + Send;
+    /// Removes by name, once; [`ApiError::NotFound`] when there is nothing of that name.
+    fn remove_named(&self, what: Named<'_>) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Creates an exec; returns its ID.
+    fn create_exec(
+        &self,
+        exec: &ExecOptions,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// Starts an exec attached; `None` if the engine did not attach it.
+    fn start_exec(
+        &self,
+        id: &str,
+        tty: bool,
+    ) -> impl Future<Output = Result<Option<Attach>, ApiError>> + Send;
+    fn resize_exec(
+        &self,
+        id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn inspect_exec(&self, id: &str) -> impl Future<Output = Result<ExecState, ApiError>> + Send;
+    /// The mode of `path` in a container (Go's `os.FileMode` bits), `None` if it is not there.
+    fn archive_mode(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<u32>, ApiError>> + Send;
+    /// A tar archive of `path` in a container, as it comes.
+    fn download_archive(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> BoxStream<'static, Result<Vec<u8>, ApiError>>;
+    /// Unpacks the tar archive `body` brings into directory `dir` of a container.
+    fn upload_archive(
+        &self,
+        container: &str,
+        dir: &str,
+        body: BoxStream<'static, Vec<u8>>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
 }

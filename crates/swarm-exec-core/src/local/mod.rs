@@ -3,36 +3,33 @@
 //! a TTY of the local terminal's size, resized with it — and its exit code is the command's.
 //!
 //! A task on another node goes through a live session instead ([`crate::session`]);
-//! [`local_task`] says which of the two a task needs.
+//! `task_exec::local_task` says which of the two a task needs.
 
 use std::time::Duration;
 
-use bollard::container::LogOutput;
-use bollard::exec::{ResizeExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::ExecConfig;
-use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 use swarm_exec_proto::args::RUN_ENV;
 use swarm_exec_proto::Stream as Output;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::engine::{ApiError, Attach, ExecOptions, LogStream, SwarmApi};
 use crate::lookup::resolve::Resolved;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     #[error("reading the engine's own node: {0}")]
-    Info(#[source] crate::engine::ApiError),
+    Info(#[source] ApiError),
     #[error("creating the exec: {0}")]
-    Create(#[source] bollard::errors::Error),
+    Create(#[source] ApiError),
     #[error("starting the exec: {0}")]
-    Start(#[source] bollard::errors::Error),
+    Start(#[source] ApiError),
     #[error("the engine did not attach the exec")]
     NotAttached,
     #[error("reading the exec's output: {0}")]
-    Read(#[source] bollard::errors::Error),
+    Read(#[source] ApiError),
     #[error("reading the exec's exit code: {0}")]
-    Inspect(#[source] bollard::errors::Error),
+    Inspect(#[source] ApiError),
     #[error("the engine gave no exit code for the exec")]
     NoExitCode,
 }
@@ -78,8 +75,8 @@ impl<'a> Attached<'a> {
 /// `input` is a channel, not a reader: the caller reads its stdin on a thread of its own,
 /// which a blocking read can leave behind (tokio's stdin would hold up the runtime's
 /// shutdown until the user pressed Enter).
-pub async fn attached<S, O>(
-    docker: &Docker,
+pub async fn attached<A, S, O>(
+    api: &A,
     exec: &Attached<'_>,
     created: &std::cell::OnceCell<String>,
     input: Option<mpsc::Receiver<Vec<u8>>>,
@@ -87,43 +84,35 @@ pub async fn attached<S, O>(
     mut out: O,
 ) -> Result<i64, AttachError>
 where
+    A: SwarmApi,
     S: Stream<Item = (u16, u16)> + Unpin,
     O: FnMut(Output, &[u8]),
 {
-    let config = ExecConfig {
-        attach_stdin: Some(input.is_some()),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        tty: Some(exec.tty),
-        cmd: Some(exec.command.to_vec()),
-        env: Some(
-            exec.env
-                .iter()
-                .cloned()
-                .chain([format!("{RUN_ENV}={}", exec.mark)])
-                .collect(),
-        ),
-        working_dir: exec.workdir.map(str::to_owned),
+    let options = ExecOptions {
+        container: exec.container.to_owned(),
+        command: exec.command.to_vec(),
+        env: exec
+            .env
+            .iter()
+            .cloned()
+            .chain([format!("{RUN_ENV}={}", exec.mark)])
+            .collect(),
+        workdir: exec.workdir.map(str::to_owned),
         user: exec.user.map(str::to_owned),
-        privileged: Some(exec.privileged),
-        ..Default::default()
-    };
-    let id = docker
-        .create_exec(exec.container, config)
-        .await
-        .map_err(AttachError::Create)?
-        .id;
-    let _ = created.set(id.clone());
-    let opts = StartExecOptions {
-        detach: false,
+        privileged: exec.privileged,
         tty: exec.tty,
-        output_capacity: None,
+        stdin: input.is_some(),
     };
-    let StartExecResults::Attached {
+    let id = api
+        .create_exec(&options)
+        .await
+        .map_err(AttachError::Create)?;
+    let _ = created.set(id.clone());
+    let Some(Attach {
         mut output,
         input: mut stdin,
-    } = docker
-        .start_exec(&id, Some(opts))
+    }) = api
+        .start_exec(&id, exec.tty)
         .await
         .map_err(AttachError::Start)?
     else {
@@ -135,11 +124,8 @@ where
         tokio::select! {
             item = output.next() => match item {
                 None => break,
-                Some(Ok(LogOutput::StdErr { message })) => out(Output::Stderr, &message),
-                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                    out(Output::Stdout, &message)
-                }
-                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Ok((LogStream::Stderr, bytes))) => out(Output::Stderr, &bytes),
+                Some(Ok((LogStream::Stdout, bytes))) => out(Output::Stdout, &bytes),
                 Some(Err(e)) => return Err(AttachError::Read(e)),
             },
             chunk = async { input.as_mut().expect("guarded").recv().await }, if input.is_some() => {
@@ -158,8 +144,8 @@ where
             }
             size = sizes.next(), if sizes_open => match size {
                 // A resize that fails (the exec just ended) changes nothing.
-                Some((height, width)) => {
-                    let _ = docker.resize_exec(&id, ResizeExecOptions { height, width }).await;
+                Some((rows, cols)) => {
+                    let _ = api.resize_exec(&id, rows, cols).await;
                 }
                 None => sizes_open = false,
             },
@@ -167,11 +153,8 @@ where
     }
     // The output can end a moment before the engine records the exit code.
     for _ in 0..200 {
-        let inspected = docker
-            .inspect_exec(&id)
-            .await
-            .map_err(AttachError::Inspect)?;
-        match (inspected.running, inspected.exit_code) {
+        let state = api.inspect_exec(&id).await.map_err(AttachError::Inspect)?;
+        match (state.running, state.exit_code) {
             (Some(false) | None, Some(code)) => return Ok(code),
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }

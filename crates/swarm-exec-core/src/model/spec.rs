@@ -49,3 +49,19 @@ pub struct ImageInfo {
     pub id: String,
     pub repo_digests: Vec<String>,
 }
+
+/// A live session's relay container on the engine the client talks to. It is always run
+/// hardened (see the engine's mapping): no capabilities, no new privileges, a read-only
+/// root, the user given here, removed by the engine once it exits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelaySpec {
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub user: String,
+    /// The network's ID.
+    pub network: String,
+    pub memory: i64,
+    pub nano_cpus: i64,
+}

@@ -17,7 +17,7 @@ pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
     let mut collected = gc(&api, opts).await.map_err(CliError::Connect)?;
     // What live sessions leave on this engine: relay containers and images, the overlay.
     collected.extend(
-        swarm_exec_core::session::gc_sessions(&api, args.all, args.dry_run, keep.as_deref())
+        swarm_exec_core::gc::gc_sessions(&api, args.all, args.dry_run, keep.as_deref())
             .await
             .map_err(CliError::Connect)?,
     );

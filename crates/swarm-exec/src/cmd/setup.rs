@@ -22,8 +22,7 @@ pub fn connect(global: &Global) -> Result<BollardApi, CliError> {
     };
     let endpoint = connect::resolve(&flags, &env).map_err(CliError::Endpoint)?;
     tracing::debug!(host = %endpoint.host, source = %endpoint.source, "engine");
-    let docker = connect::connect(&endpoint).map_err(CliError::Endpoint)?;
-    Ok(BollardApi::new(docker))
+    BollardApi::connect(&endpoint).map_err(CliError::Endpoint)
 }
 
 /// A runtime for one command: one thread is plenty (the work is waiting on sockets), and it

@@ -131,7 +131,7 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     let mut sink = StdSink::new(true);
     let created = std::cell::OnceCell::new();
     let session = attached(
-        api.docker(),
+        &api,
         &exec,
         &created,
         input,
@@ -237,7 +237,7 @@ async fn stream(
         let input = crate::terminal::stdin_chunks_after(prefix);
         let created = std::cell::OnceCell::new();
         let session = attached(
-            api.docker(),
+            &api,
             &exec,
             &created,
             Some(input),

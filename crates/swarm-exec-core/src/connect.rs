@@ -1,20 +1,16 @@
-//! Which Docker engine to talk to, decided as the docker CLI decides it, and connecting to it.
+//! Which Docker engine to talk to, decided as the docker CLI decides it (connecting to it
+//! is the engine adapter's: `BollardApi::connect`).
 //!
 //! Precedence (docker/cli `resolveContextName`): `--host` and `--context` (not both), then
 //! `DOCKER_HOST`, then `DOCKER_CONTEXT`, then the current context of the Docker config
 //! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), then the local socket.
 //! A context's endpoint and TLS material come from the config's context store.
 
-pub mod ssh;
-
 use std::path::{Path, PathBuf};
 
-use bollard::{Docker, API_DEFAULT_VERSION};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// Seconds a request may take to answer (its headers; streams are not bounded by this).
-const REQUEST_TIMEOUT: u64 = 120;
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
 /// What the command line said about the engine.
@@ -197,37 +193,6 @@ fn tls_files(dir: &Path) -> Option<Tls> {
         key: dir.join("key.pem"),
     };
     (t.cert.exists() && t.key.exists()).then_some(t)
-}
-
-/// A client for `endpoint`. Nothing is sent yet: an unreachable engine shows on first use.
-pub fn connect(endpoint: &Endpoint) -> Result<Docker, EndpointError> {
-    let fail = |reason: String| EndpointError::Connect {
-        host: endpoint.host.clone(),
-        source_of: endpoint.source.clone(),
-        reason,
-    };
-    let h = endpoint.host.as_str();
-    if h.starts_with("unix://") {
-        Docker::connect_with_unix(h, REQUEST_TIMEOUT, API_DEFAULT_VERSION)
-            .map_err(|e| fail(e.to_string()))
-    } else if h.starts_with("tcp://") || h.starts_with("http://") || h.starts_with("https://") {
-        match &endpoint.tls {
-            Some(t) => Docker::connect_with_ssl(
-                h,
-                &t.key,
-                &t.cert,
-                &t.ca,
-                REQUEST_TIMEOUT,
-                API_DEFAULT_VERSION,
-            ),
-            None => Docker::connect_with_http(h, REQUEST_TIMEOUT, API_DEFAULT_VERSION),
-        }
-        .map_err(|e| fail(e.to_string()))
-    } else if h.starts_with("ssh://") {
-        crate::connect::ssh::connect(h).map_err(|e| fail(e.to_string()))
-    } else {
-        Err(EndpointError::Scheme(h.to_owned()))
-    }
 }
 
 #[cfg(test)]
