@@ -18,23 +18,55 @@ use crate::helper::Carrier;
 use crate::lookup::resolve::Resolved;
 use crate::model::options::RunOptions;
 use crate::model::outcome::{Interrupt, Outcome};
+use crate::model::target::TaskRef;
 use crate::session::{remote_session, Copy, Decide, SessionRequest};
 use crate::sink::OutputSink;
+use crate::task_exec::{carrier_for, local_task};
 use crate::ApiError;
 
 /// Go's `os.ModeDir`, as the archive API's stat reports a directory.
 pub const MODE_DIR: u32 = 1 << 31;
 
-/// Where a copy goes or comes from.
-pub struct CopyTarget<'a> {
-    pub task: &'a Resolved,
-    /// The task's container is on the engine `api` talks to.
-    pub here: bool,
-    /// The helper's program and the run's timeout (its command is not run).
+/// What `cp` names in a task: the task, the path in its container, the helper's program
+/// and the copy's timeout (`run`: no command of it is run), `--network` for a session.
+pub struct CopyRequest<'a> {
+    pub task: &'a TaskRef,
+    pub path: &'a str,
     pub run: &'a RunOptions,
-    /// For a task on another node.
-    pub carrier: Option<&'a Carrier>,
     pub network: Option<&'a str>,
+}
+
+/// Where a copy goes or comes from, once found.
+struct CopyTarget<'a> {
+    task: &'a Resolved,
+    /// The task's container is on the engine `api` talks to.
+    here: bool,
+    /// The helper's program and the run's timeout (its command is not run).
+    run: &'a RunOptions,
+    /// For a task on another node.
+    carrier: Option<&'a Carrier>,
+    network: Option<&'a str>,
+}
+
+/// The task of `req` and the way to it: directly when its container is on the engine `api`
+/// talks to, else through a session whose helper's program is readied now.
+async fn locate<A: SwarmApi, C: Future<Output = Interrupt> + Unpin>(
+    api: &A,
+    req: &CopyRequest<'_>,
+    cancel: &mut C,
+) -> Result<Result<(Resolved, Option<Carrier>), Interrupt>, ExecError> {
+    let (task, here) = tokio::select! {
+        r = local_task(api, req.task) => r?,
+        i = &mut *cancel => return Ok(Err(i)),
+    };
+    if here {
+        return Ok(Ok((task, None)));
+    }
+    let carrier = tokio::select! {
+        r = carrier_for(api, &req.run.helper, &task) => r?,
+        i = &mut *cancel => return Ok(Err(i)),
+    };
+    Ok(Ok((task, Some(carrier))))
 }
 
 fn failed(task: &Resolved, reason: impl std::fmt::Display) -> ExecError {
@@ -52,8 +84,33 @@ fn engine_said(e: ApiError) -> String {
     }
 }
 
-/// The archive of `path` in the target's container, to `out`'s stdout as it comes.
+/// The archive of `req.path` in the task's container, to `out`'s stdout as it comes.
 pub async fn copy_out<A, O, C>(
+    api: &A,
+    req: &CopyRequest<'_>,
+    out: &mut O,
+    cancel: &mut C,
+) -> Result<Outcome, ExecError>
+where
+    A: SwarmApi,
+    O: OutputSink,
+    C: Future<Output = Interrupt> + Unpin,
+{
+    let (task, carrier) = match locate(api, req, cancel).await? {
+        Ok(found) => found,
+        Err(i) => return Ok(Outcome::Interrupted(i)),
+    };
+    let target = CopyTarget {
+        task: &task,
+        here: carrier.is_none(),
+        run: req.run,
+        carrier: carrier.as_ref(),
+        network: req.network,
+    };
+    archive_out(api, target, req.path, out, cancel).await
+}
+
+async fn archive_out<A, O, C>(
     api: &A,
     target: CopyTarget<'_>,
     path: &str,
@@ -84,9 +141,37 @@ where
     }
 }
 
-/// Unpacks the archive `input` brings into the target's container: `decide` is told what
-/// `path` is there (its mode, `None` if missing) and names the directory to unpack in.
+/// Unpacks the archive `input` brings into the task's container: `decide` is told what
+/// `req.path` is there (its mode, `None` if missing) and names the directory to unpack in.
 pub async fn copy_in<A, O, C>(
+    api: &A,
+    req: &CopyRequest<'_>,
+    decide: Decide,
+    input: mpsc::Receiver<Vec<u8>>,
+    out: &mut O,
+    cancel: &mut C,
+) -> Result<Outcome, ExecError>
+where
+    A: SwarmApi,
+    O: OutputSink,
+    C: Future<Output = Interrupt> + Unpin,
+{
+    let (task, carrier) = match locate(api, req, cancel).await? {
+        Ok(found) => found,
+        Err(i) => return Ok(Outcome::Interrupted(i)),
+    };
+    let target = CopyTarget {
+        task: &task,
+        here: carrier.is_none(),
+        run: req.run,
+        carrier: carrier.as_ref(),
+        network: req.network,
+    };
+    archive_in(api, target, req.path, decide, input, out, cancel).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn archive_in<A, O, C>(
     api: &A,
     target: CopyTarget<'_>,
     path: &str,

@@ -35,6 +35,7 @@ pub mod engine;
 pub mod error;
 pub mod gc;
 pub mod helper;
+pub mod live;
 pub mod local;
 pub mod lookup;
 pub mod model;

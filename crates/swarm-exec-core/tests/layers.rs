@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("error", 4),
     ("task_exec", 5),
     ("copy", 6),
+    ("live", 6),
     ("gc", 6),
     ("service_exec", 7),
     ("plugin", 8),

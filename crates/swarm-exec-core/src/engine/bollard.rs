@@ -826,6 +826,19 @@ impl SwarmApi for BollardApi {
         .map_err(classify)
     }
 
+    async fn stop_exec(
+        &self,
+        stopper: &swarm_exec_node::stop::Stopper,
+        exec_id: &str,
+        container: &str,
+        mark: &str,
+    ) -> Result<(), String> {
+        stopper
+            .terminate(&self.docker, exec_id, container, mark)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn create_exec(&self, exec: &ExecOptions) -> Result<String, ApiError> {
         let config = bollard::models::ExecConfig {
             attach_stdin: Some(exec.stdin),

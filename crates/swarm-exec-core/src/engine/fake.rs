@@ -467,6 +467,16 @@ impl SwarmApi for Arc<Fake> {
         Ok(())
     }
 
+    async fn stop_exec(
+        &self,
+        _stopper: &swarm_exec_node::stop::Stopper,
+        _exec_id: &str,
+        _container: &str,
+        _mark: &str,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn create_exec(&self, _exec: &ExecOptions) -> Result<String, ApiError> {
         Err(ApiError::Other("no execs in the fake".into()))
     }

@@ -315,6 +315,16 @@ pub trait SwarmApi: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Listed>, ApiError>> + Send;
     /// Removes by name, once; [`ApiError::NotFound`] when there is nothing of that name.
     fn remove_named(&self, what: Named<'_>) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Stops the processes of exec `exec_id` in `container`, and those carrying the run's
+    /// `mark`, with the node side's stopper (a short-lived container on this engine): the
+    /// engine has no call to signal an exec. Says why when they could not be seen to end.
+    fn stop_exec(
+        &self,
+        stopper: &swarm_exec_node::stop::Stopper,
+        exec_id: &str,
+        container: &str,
+        mark: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// Creates an exec; returns its ID.
     fn create_exec(
         &self,

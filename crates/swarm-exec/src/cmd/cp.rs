@@ -3,10 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use swarm_exec_core::copy::{copy_in, copy_out, put_into, CopyTarget, MODE_DIR};
+use swarm_exec_core::copy::{copy_in, copy_out, put_into, CopyRequest, MODE_DIR};
 use swarm_exec_core::model::target::TaskRef;
-use swarm_exec_core::task_exec::local_task;
-use swarm_exec_core::{Outcome, OutputSink, RunOptions};
+use swarm_exec_core::{BollardApi, Interrupt, Outcome, OutputSink, RunOptions};
 
 use crate::archive::{pack, ChannelReader, ChannelWriter, Destination};
 use crate::cli::{CpArgs, Global};
@@ -94,112 +93,107 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
     let api = connect(global)?;
-    let (resolved, here) = tokio::select! {
-        r = local_task(&api, &task) => r?,
-        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
-    };
-    let carrier = if here {
-        None
-    } else {
-        tokio::select! {
-            r = swarm_exec_core::task_exec::carrier_for(&api, &run.helper, &resolved) => Some(r?),
-            i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
-        }
-    };
-    let target = CopyTarget {
-        task: &resolved,
-        here,
+    let req = CopyRequest {
+        task: &task,
+        path: &path,
         run: &run,
-        carrier: carrier.as_ref(),
         network: args.network.as_deref(),
     };
 
     let outcome = match into {
-        // Out of the container: to stdout as is, or unpacked here on a thread of its own.
-        Err(_) => match dest {
-            None => {
-                let mut sink = StdSink::new(global.quiet);
-                copy_out(&api, target, &path, &mut sink, &mut interrupted).await?
-            }
-            Some(dest) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
-                let unpacker = std::thread::spawn(move || dest.unpack(ChannelReader::new(rx)));
-                let mut sink = Unpacking {
-                    tx: Some(tx),
-                    std: StdSink::new(global.quiet),
-                };
-                let outcome = copy_out(&api, target, &path, &mut sink, &mut interrupted).await;
-                sink.tx = None;
-                let unpacked = unpacker
-                    .join()
-                    .map_err(|_| CliError::Failed("the unpacking thread panicked".into()))?;
-                let outcome = outcome?;
-                if matches!(outcome, Outcome::Exited(0)) {
-                    unpacked.map_err(|e| CliError::Failed(format!("cp: {e}")))?;
-                }
-                outcome
-            }
-        },
-        // Into the container: packed here (or stdin as is) as the helper's stat decides.
-        Ok(_) => {
-            let dest = path.clone();
-            let mut packer = None;
-            let (decide, input): (swarm_exec_core::session::Decide, _) = match source {
-                Some((source, name, is_dir, contents)) => {
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-                    let (name_tx, name_rx) = std::sync::mpsc::channel::<String>();
-                    // What it could not read is reported after the copy (the engine takes
-                    // whatever archive it got): never a success.
-                    packer = Some(std::thread::spawn(move || match name_rx.recv() {
-                        Ok(top) => pack(&source, &top, ChannelWriter::new(tx))
-                            .map_err(|e| format!("packing {}: {e}", source.display())),
-                        Err(_) => Ok(()),
-                    }));
-                    let decide = Box::new(move |stat: Option<u32>| {
-                        let (dir, top) = match stat {
-                            // `DIR/.` into a directory: what DIR holds, not DIR itself.
-                            Some(m) if contents && m & MODE_DIR != 0 => (dest, ".".to_owned()),
-                            _ => put_into(&dest, stat, &name, is_dir)?,
-                        };
-                        let _ = name_tx.send(top);
-                        Ok(dir)
-                    });
-                    (decide, rx)
-                }
-                // `-`: a tar stream, unpacked in the destination directory as it is.
-                None => {
-                    let decide = Box::new(move |stat: Option<u32>| {
-                        match stat {
-                        Some(m) if m & MODE_DIR != 0 => Ok(dest),
-                        _ => Err(format!(
-                            "{dest} is not a directory in the container: a tar stream (-) unpacks into one"
-                        )),
-                    }
-                    });
-                    (decide as _, crate::terminal::stdin_chunks_after(Vec::new()))
-                }
+        Err(_) => from_task(&api, &req, dest, global.quiet, &mut interrupted).await?,
+        Ok(_) => into_task(&api, &req, source, global.quiet, &mut interrupted).await?,
+    };
+    Ok(Status::Outcome(outcome))
+}
+
+/// Out of the container: to stdout as is, or unpacked in `dest` on a thread of its own.
+async fn from_task<C: std::future::Future<Output = Interrupt> + Unpin>(
+    api: &BollardApi,
+    req: &CopyRequest<'_>,
+    dest: Option<Destination>,
+    quiet: bool,
+    interrupted: &mut C,
+) -> Result<Outcome, CliError> {
+    Ok(match dest {
+        None => {
+            let mut sink = StdSink::new(quiet);
+            copy_out(api, req, &mut sink, interrupted).await?
+        }
+        Some(dest) => {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            let unpacker = std::thread::spawn(move || dest.unpack(ChannelReader::new(rx)));
+            let mut sink = Unpacking {
+                tx: Some(tx),
+                std: StdSink::new(quiet),
             };
-            let mut sink = StdSink::new(global.quiet);
-            let outcome = copy_in(
-                &api,
-                target,
-                &path,
-                decide,
-                input,
-                &mut sink,
-                &mut interrupted,
-            )
-            .await?;
-            let copied = matches!(outcome, Outcome::Exited(0));
-            if let Some(Ok(Err(e))) = packer.filter(|_| copied).map(|p| p.join()) {
-                return Err(CliError::Failed(format!(
-                    "cp: {e}; what was packed before that was copied, the rest is missing"
-                )));
+            let outcome = copy_out(api, req, &mut sink, interrupted).await;
+            sink.tx = None;
+            let unpacked = unpacker
+                .join()
+                .map_err(|_| CliError::Failed("the unpacking thread panicked".into()))?;
+            let outcome = outcome?;
+            if matches!(outcome, Outcome::Exited(0)) {
+                unpacked.map_err(|e| CliError::Failed(format!("cp: {e}")))?;
             }
             outcome
         }
+    })
+}
+
+/// Into the container: `source` packed here (or stdin's tar stream as it is), unpacked
+/// where the helper's stat of the destination says.
+async fn into_task<C: std::future::Future<Output = Interrupt> + Unpin>(
+    api: &BollardApi,
+    req: &CopyRequest<'_>,
+    source: Option<(PathBuf, String, bool, bool)>,
+    quiet: bool,
+    interrupted: &mut C,
+) -> Result<Outcome, CliError> {
+    let dest = req.path.to_owned();
+    let mut packer = None;
+    let (decide, input): (swarm_exec_core::session::Decide, _) = match source {
+        Some((source, name, is_dir, contents)) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            let (name_tx, name_rx) = std::sync::mpsc::channel::<String>();
+            // What it could not read is reported after the copy (the engine takes
+            // whatever archive it got): never a success.
+            packer = Some(std::thread::spawn(move || match name_rx.recv() {
+                Ok(top) => pack(&source, &top, ChannelWriter::new(tx))
+                    .map_err(|e| format!("packing {}: {e}", source.display())),
+                Err(_) => Ok(()),
+            }));
+            let decide = Box::new(move |stat: Option<u32>| {
+                let (dir, top) = match stat {
+                    // `DIR/.` into a directory: what DIR holds, not DIR itself.
+                    Some(m) if contents && m & MODE_DIR != 0 => (dest, ".".to_owned()),
+                    _ => put_into(&dest, stat, &name, is_dir)?,
+                };
+                let _ = name_tx.send(top);
+                Ok(dir)
+            });
+            (decide, rx)
+        }
+        // `-`: a tar stream, unpacked in the destination directory as it is.
+        None => {
+            let decide = Box::new(move |stat: Option<u32>| match stat {
+                Some(m) if m & MODE_DIR != 0 => Ok(dest),
+                _ => Err(format!(
+                    "{dest} is not a directory in the container: a tar stream (-) unpacks into one"
+                )),
+            });
+            (decide as _, crate::terminal::stdin_chunks_after(Vec::new()))
+        }
     };
-    Ok(Status::Outcome(outcome))
+    let mut sink = StdSink::new(quiet);
+    let outcome = copy_in(api, req, decide, input, &mut sink, interrupted).await?;
+    let copied = matches!(outcome, Outcome::Exited(0));
+    if let Some(Ok(Err(e))) = packer.filter(|_| copied).map(|p| p.join()) {
+        return Err(CliError::Failed(format!(
+            "cp: {e}; what was packed before that was copied, the rest is missing"
+        )));
+    }
+    Ok(outcome)
 }
 
 /// A local source: the path, the name its archive gets, whether it is a directory, and

@@ -3,9 +3,8 @@
 use std::ffi::OsString;
 use std::future::Future;
 
-use swarm_exec_core::{
-    task_exec, ExecError, ExecRequest, Interrupt, Outcome, OutputSink, RunOptions,
-};
+use swarm_exec_core::live::{self, LiveRequest};
+use swarm_exec_core::{task_exec, ExecRequest, Interrupt, Outcome, RunOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{ExecOptions, Global, TaskExecArgs};
@@ -43,12 +42,10 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     Ok(Status::Outcome(outcome))
 }
 
-/// `task-exec -t`: an attached exec with a terminal, on the engine swarm-exec talks to.
+/// `task-exec -t`: a terminal session, attached on the engine swarm-exec talks to or
+/// through a live session (core decides which); here only the terminal is readied.
 async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
     use crate::terminal;
-    use swarm_exec_core::local::{attached, Attached};
-    use swarm_exec_core::session::{remote_session, SessionRequest};
-    use swarm_exec_core::task_exec::local_task;
 
     let (interactive, timeout) = (args.exec.interactive, args.exec.timeout);
     if interactive && !terminal::stdin_is_terminal() {
@@ -74,52 +71,11 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
     let api = connect(global)?;
-    let (task, here) = tokio::select! {
-        r = local_task(&api, &args.task) => r?,
-        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    let plan = match live::prepare(&api, &args.task, &run.helper, &mut interrupted).await? {
+        Ok(plan) => plan,
+        Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
     };
     let sizes = terminal::sizes().map_err(CliError::Runtime)?;
-    if !here {
-        // Another node: a relay, an overlay and a helper; the program is readied first,
-        // while nothing exists yet.
-        let carrier = tokio::select! {
-            r = swarm_exec_core::task_exec::carrier_for(&api, &run.helper, &task) => r?,
-            i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
-        };
-        let raw = if interactive {
-            Some(
-                terminal::RawMode::enable()
-                    .map_err(|e| CliError::Failed(format!("raw mode: {e}")))?,
-            )
-        } else {
-            None
-        };
-        let input = interactive.then(terminal::stdin_chunks);
-        let mut sink = StdSink::new(true);
-        let req = SessionRequest {
-            task: &task,
-            run: &run,
-            carrier: &carrier,
-            tty: true,
-            network: args.network.as_deref(),
-            stdin_prefix: Vec::new(),
-            copy: None,
-        };
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let outcome = remote_session(
-            &api,
-            req,
-            input,
-            sizes,
-            &mut sink,
-            deadline,
-            &mut interrupted,
-        )
-        .await;
-        drop(raw);
-        return Ok(Status::Outcome(outcome.map_err(ExecError::from)?));
-    }
-    let exec = Attached::of(&task, &run, true);
     let raw = if interactive {
         Some(terminal::RawMode::enable().map_err(|e| CliError::Failed(format!("raw mode: {e}")))?)
     } else {
@@ -129,88 +85,31 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     // Through the sink that notes write errors: output that could not be written makes
     // the run fail (125), not exit with the command's code.
     let mut sink = StdSink::new(true);
-    let created = std::cell::OnceCell::new();
-    let session = attached(
+    let req = LiveRequest {
+        run: &run,
+        tty: true,
+        network: args.network.as_deref(),
+        stdin_prefix: Vec::new(),
+    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let outcome = live::run(
         &api,
-        &exec,
-        &created,
+        &plan,
+        req,
         input,
         sizes,
-        |stream, bytes| match stream {
-            swarm_exec_proto::Stream::Stderr => sink.stderr(bytes),
-            _ => sink.stdout(bytes),
-        },
-    );
-    let timeout = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    let outcome = tokio::select! {
-        r = session => Outcome::Exited(r.map_err(|e| swarm_exec_core::ExecError::attach(e, &task))?),
-        i = &mut interrupted => Outcome::Interrupted(i),
-        () = timeout => Outcome::TimedOut,
-    };
-    drop(raw);
-    if !matches!(outcome, Outcome::Exited(_)) {
-        stop_attached(&api, &task, &exec, created.get(), &run.helper).await;
-    }
-    Ok(Status::Outcome(outcome))
-}
-
-/// How long stopping what an attached exec left running may take: its grace period between
-/// SIGTERM and SIGKILL, and room to start the stopper.
-const STOP_WAIT: std::time::Duration =
-    swarm_exec_node::stop::STOP_GRACE.saturating_add(std::time::Duration::from_secs(25));
-
-/// Stops the command of an attached exec on the client's own engine that the client no
-/// longer waits for (timeout, signal): the engine has no way to signal an exec, so a
-/// stopper does, as a helper's does — the exec's processes and every process of the
-/// container carrying the run's mark. Says so on stderr if they could not be seen to end.
-async fn stop_attached(
-    api: &swarm_exec_core::BollardApi,
-    task: &swarm_exec_core::lookup::resolve::Resolved,
-    exec: &swarm_exec_core::local::Attached<'_>,
-    exec_id: Option<&String>,
-    helper: &swarm_exec_core::model::options::HelperSource,
-) {
-    use swarm_exec_core::model::options::HelperSource;
-    use swarm_exec_node::stop::{Program, Stopper};
-    // Not created: nothing runs.
-    let Some(exec_id) = exec_id else { return };
-    let stopper = match helper {
-        HelperSource::Image(image) => Stopper {
-            image: Some(image.clone()),
-            program: Program::ThisOne,
-            grace: swarm_exec_node::stop::STOP_GRACE,
-        },
-        HelperSource::Embedded(p) => Stopper {
-            image: None,
-            program: Program::Carried((p.program)()),
-            grace: swarm_exec_node::stop::STOP_GRACE,
-        },
-    };
-    let stopped = tokio::time::timeout(
-        STOP_WAIT,
-        stopper.terminate(api.docker(), exec_id, exec.container, &exec.mark),
+        &mut sink,
+        deadline,
+        &mut interrupted,
     )
     .await;
-    let why = match stopped {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("not done within {} s", STOP_WAIT.as_secs()),
-    };
-    eprintln!(
-        "\r\nswarm-exec: warning: task {}: the command was told to stop, but could not be \
-         seen to end ({why}); it may still be running",
-        task.task_id
-    );
+    drop(raw);
+    Ok(Status::Outcome(outcome?))
 }
 
-/// `task-exec -i` with more stdin than a secret holds: an attached exec on the engine
-/// swarm-exec talks to, or a session through a relay for a task on another node; stdin is
-/// streamed to the end (`prefix` first), stdout and stderr kept apart.
+/// `task-exec -i` with more stdin than a secret holds: attached on the engine swarm-exec
+/// talks to, or through a live session; stdin is streamed to the end (`prefix` first),
+/// stdout and stderr kept apart.
 async fn stream(
     global: &Global,
     task: &swarm_exec_core::model::target::TaskRef,
@@ -218,70 +117,38 @@ async fn stream(
     run: RunOptions,
     prefix: Vec<u8>,
 ) -> Result<Status, CliError> {
-    use swarm_exec_core::local::{attached, Attached};
-    use swarm_exec_core::session::{remote_session, SessionRequest};
-    use swarm_exec_core::task_exec::local_task;
-
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
     let deadline = tokio::time::Instant::now() + run.timeout;
     let api = connect(global)?;
-    let (task, here) = tokio::select! {
-        r = local_task(&api, task) => r?,
-        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    let plan = match live::prepare(&api, task, &run.helper, &mut interrupted).await? {
+        Ok(plan) => plan,
+        Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    };
+    // Directly, what was read goes first as it is; a session sends it itself, apart.
+    let (input, stdin_prefix) = if plan.direct() {
+        (crate::terminal::stdin_chunks_after(prefix), Vec::new())
+    } else {
+        (crate::terminal::stdin_rest(prefix.len() as u64), prefix)
     };
     let mut sink = StdSink::new(global.quiet);
-    let no_sizes = futures_util::stream::empty();
-    if here {
-        let exec = Attached::of(&task, &run, false);
-        let input = crate::terminal::stdin_chunks_after(prefix);
-        let created = std::cell::OnceCell::new();
-        let session = attached(
-            &api,
-            &exec,
-            &created,
-            Some(input),
-            no_sizes,
-            |stream, bytes| match stream {
-                swarm_exec_proto::Stream::Stderr => sink.stderr(bytes),
-                _ => sink.stdout(bytes),
-            },
-        );
-        let outcome = tokio::select! {
-            r = session => Outcome::Exited(r.map_err(|e| swarm_exec_core::ExecError::attach(e, &task))?),
-            i = &mut interrupted => Outcome::Interrupted(i),
-            () = tokio::time::sleep_until(deadline) => Outcome::TimedOut,
-        };
-        if !matches!(outcome, Outcome::Exited(_)) {
-            stop_attached(&api, &task, &exec, created.get(), &run.helper).await;
-        }
-        return Ok(Status::Outcome(outcome));
-    }
-    let carrier = tokio::select! {
-        r = swarm_exec_core::task_exec::carrier_for(&api, &run.helper, &task) => r?,
-        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
-    };
-    let req = SessionRequest {
-        task: &task,
+    let req = LiveRequest {
         run: &run,
-        carrier: &carrier,
         tty: false,
         network,
-        stdin_prefix: prefix,
-        copy: None,
+        stdin_prefix,
     };
-    let input = crate::terminal::stdin_rest(req.stdin_prefix.len() as u64);
-    let outcome = remote_session(
+    let outcome = live::run(
         &api,
+        &plan,
         req,
         Some(input),
-        no_sizes,
+        futures_util::stream::empty(),
         &mut sink,
         Some(deadline),
         &mut interrupted,
     )
-    .await
-    .map_err(ExecError::from)?;
+    .await?;
     Ok(Status::Outcome(outcome))
 }
 
