@@ -26,7 +26,7 @@
 //!   overlay the helper dials it on, frames sealed end to end.
 //! - [`local`]: an attached exec on the engine the client talks to.
 //! - Entry points, each one command: [`task_exec`], [`service_exec`], [`copy`] (`cp`),
-//!   [`gc`], [`plugin`]; [`error`] is theirs: only they build [`ExecError`].
+//!   [`gc`], [`multi`] (what the Skopos plugin runs); [`error`] is theirs: only they build [`ExecError`].
 
 pub mod cancel;
 pub mod connect;
@@ -39,7 +39,7 @@ pub mod live;
 pub mod local;
 pub mod lookup;
 pub mod model;
-pub mod plugin;
+pub mod multi;
 pub mod run;
 pub mod service_exec;
 pub mod session;

@@ -23,7 +23,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("live", 6),
     ("gc", 6),
     ("service_exec", 7),
-    ("plugin", 8),
+    ("multi", 8),
 ];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -7,9 +7,9 @@
 use std::fs::File;
 use std::io::{self, Read};
 
+use crate::skopos::inst_exec::{finish, inst_exec_args, parse_input, run_inst_exec, PluginError};
 use serde_json::{Map, Value};
 use swarm_exec_core::model::target::TaskRef;
-use swarm_exec_core::plugin::{finish, inst_exec_args, parse_input, run_inst_exec, PluginError};
 
 use crate::cli::Global;
 use crate::cmd::setup::{connect, init_tracing, runtime};

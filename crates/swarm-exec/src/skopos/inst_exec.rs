@@ -1,5 +1,6 @@
-//! The Skopos plugin's `inst_exec` action: its input, running it over several instances at
-//! once, and the result object. No I/O here: the binary reads, prints and exits.
+//! The Skopos plugin's `inst_exec` action: its input and its result object (running it
+//! over several tasks at once is core's `multi`). No I/O here: `cmd/plugin.rs` reads,
+//! prints and exits.
 //!
 //! Input is one JSON object. `inst` lists the instances (Swarm tasks; `id` is the task ID);
 //! the step's arguments sit at the top level: `command` (required), `timeout`, `image`,
@@ -7,18 +8,16 @@
 
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
-use tokio::time::Instant;
-
-use crate::cancel::CancelHub;
-use crate::model::duration::{parse_duration, MAX_TIMEOUT};
-use crate::model::options::{HelperSource, RunOptions};
-use crate::model::outcome::{Interrupt, Outcome};
-use crate::model::target::TaskRef;
-use crate::sink::{bytes_json, Cut, OutputSink, Tail};
-use crate::task_exec::{task_exec, ExecRequest};
-use crate::SwarmApi;
+use swarm_exec_core::model::duration::{parse_duration, MAX_TIMEOUT};
+use swarm_exec_core::model::options::HelperSource;
+use swarm_exec_core::model::outcome::{Interrupt, Outcome};
+use swarm_exec_core::model::target::TaskRef;
+// In the plugin's words an instance is a task.
+pub use swarm_exec_core::multi::{
+    multi_exec as run_inst_exec, MultiExec as InstExec, TaskResult as InstResult,
+};
+use swarm_exec_core::sink::{bytes_json, Cut};
 
 /// The key added to the echoed input: one entry per instance, in input order, each with
 /// `id`, `exit_code` (null when the command did not finish), `duration_s`, `output_tail`
@@ -68,17 +67,6 @@ pub fn parse_input(src: &str) -> Result<Map<String, Value>, PluginError> {
         Ok(_) => Err(PluginError::NotObject),
         Err(e) => Err(PluginError::Json(e.to_string())),
     }
-}
-
-/// What `inst_exec` was asked to do, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstExec {
-    pub tasks: Vec<TaskRef>,
-    pub command: Vec<String>,
-    pub timeout: Duration,
-    pub helper: HelperSource,
-    /// Bytes of each instance's output the result keeps (the last ones).
-    pub max_output: usize,
 }
 
 /// Reads and checks `inst_exec`'s arguments; nothing is created on the swarm before this.
@@ -217,85 +205,7 @@ pub fn parse_timeout(v: &Value) -> Result<Duration, PluginError> {
 }
 
 fn valid_image(s: &str) -> bool {
-    crate::model::target::is_image_ref(s)
-}
-
-/// One instance's run, for the result object and the failure message.
-#[derive(Debug, Clone)]
-pub struct InstResult {
-    pub task: String,
-    pub outcome: Result<Outcome, String>,
-    pub duration: Duration,
-    pub tail: Vec<u8>,
-    /// Bytes of output in all, kept in `tail` or not.
-    pub total: u64,
-}
-
-impl InstResult {
-    pub fn succeeded(&self) -> bool {
-        matches!(self.outcome, Ok(Outcome::Exited(0)))
-    }
-
-    fn failure(&self, timeout: Duration) -> Option<String> {
-        match &self.outcome {
-            Ok(Outcome::Exited(0)) => None,
-            Ok(Outcome::Exited(code)) => Some(format!("task {} exited with {code}", self.task)),
-            Ok(Outcome::TimedOut) => {
-                Some(format!("task {} timed out after {timeout:?}", self.task))
-            }
-            Ok(Outcome::Interrupted(_)) => Some(format!("task {} was interrupted", self.task)),
-            Err(e) => Some(format!("task {}: {e}", self.task)),
-        }
-    }
-}
-
-/// Runs the command in every instance at once. `sink_for(i, task)` gives instance `i` its
-/// output sink; `cancel` stops them all (each removes its helper first).
-pub async fn run_inst_exec<A, S, F, C>(
-    api: &A,
-    args: &InstExec,
-    mut sink_for: F,
-    cancel: C,
-) -> Vec<InstResult>
-where
-    A: SwarmApi,
-    S: OutputSink,
-    F: FnMut(usize, &TaskRef) -> S,
-    C: std::future::Future<Output = Interrupt>,
-{
-    let hub = CancelHub::default();
-    let runs = args.tasks.iter().enumerate().map(|(i, task)| {
-        let mut sink = Tail::new(sink_for(i, task), args.max_output);
-        let cancelled = hub.subscribe();
-        let req = ExecRequest {
-            target: task.clone(),
-            run: RunOptions {
-                command: args.command.clone(),
-                env: Vec::new(),
-                workdir: None,
-                user: None,
-                privileged: false,
-                timeout: args.timeout,
-                helper: args.helper.clone(),
-                stdin: None,
-            },
-        };
-        async move {
-            let started = Instant::now();
-            let outcome = task_exec(api, &req, &mut sink, cancelled)
-                .await
-                .map_err(|e| e.to_string());
-            let (_, tail, total) = sink.into_parts();
-            InstResult {
-                task: req.target.to_string(),
-                outcome,
-                duration: started.elapsed(),
-                tail,
-                total,
-            }
-        }
-    });
-    hub.run(join_all(runs), cancel).await
+    swarm_exec_core::model::target::is_image_ref(s)
 }
 
 /// The input echoed with [`RESULT_KEY`] added; or why the step failed.
@@ -312,7 +222,7 @@ pub fn finish(
     }
     let failures: Vec<String> = results
         .iter()
-        .filter_map(|r| r.failure(args.timeout))
+        .filter_map(|r| failure(r, args.timeout))
         .collect();
     if !failures.is_empty() {
         return Err(PluginError::Failed(failures.join("; ")));
@@ -324,7 +234,7 @@ pub fn finish(
             let Value::Object(mut entry) = json!({
                 "id": r.task,
                 "exit_code": match r.outcome { Ok(Outcome::Exited(c)) => Some(c), _ => None },
-                "duration_s": crate::model::outcome::seconds(r.duration),
+                "duration_s": swarm_exec_core::model::outcome::seconds(r.duration),
             }) else {
                 unreachable!("a JSON object literal")
             };
@@ -337,6 +247,17 @@ pub fn finish(
         .collect();
     input.insert(RESULT_KEY.to_owned(), Value::Array(entries));
     Ok(input)
+}
+
+/// Why one task made the step fail, if it did.
+fn failure(r: &InstResult, timeout: Duration) -> Option<String> {
+    match &r.outcome {
+        Ok(Outcome::Exited(0)) => None,
+        Ok(Outcome::Exited(code)) => Some(format!("task {} exited with {code}", r.task)),
+        Ok(Outcome::TimedOut) => Some(format!("task {} timed out after {timeout:?}", r.task)),
+        Ok(Outcome::Interrupted(_)) => Some(format!("task {} was interrupted", r.task)),
+        Err(e) => Some(format!("task {}: {e}", r.task)),
+    }
 }
 
 #[cfg(test)]
@@ -515,3 +436,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "inst_exec_props.rs"]
+mod props;

@@ -3,6 +3,8 @@
 //! told apart from swarm-exec's own command line (`cli.rs`). Running the action is
 //! `cmd/plugin.rs`.
 
+pub mod inst_exec;
+
 use std::ffi::OsString;
 
 /// `swarm-exec [--debug] [--compact|-c] [--stdout FILE] [--stderr FILE] <action> [JSON...]`,
