@@ -311,6 +311,34 @@ fn labels_match(wanted: &[(String, Option<String>)], have: &[(String, String)]) 
     })
 }
 
+/// The selected tasks and the helpers' program; nothing is created but zero-install's
+/// configs, once the targets are fit for them.
+async fn prepare<A: SwarmApi>(
+    api_: &A,
+    req: &ServiceExecRequest,
+) -> Result<(Vec<Target>, Carrier), ServiceExecError> {
+    match &req.run.helper {
+        HelperSource::Image(image) => {
+            let (targets, pinned) = tokio::join!(
+                select(api_, &req.services, &req.filters),
+                pin_image(api_, image)
+            );
+            let pinned = pinned.map_err(api("read the helper image on the manager"))?;
+            Ok((targets?, Carrier::Image(pinned)))
+        }
+        HelperSource::Embedded(program) => {
+            let targets = select(api_, &req.services, &req.filters).await?;
+            let checked = targets
+                .iter()
+                .map(|t| (&t.node, &t.node_os, &t.node_arch, &t.image));
+            let carrier = zero_install(api_, program, "service-exec", checked)
+                .await
+                .map_err(|e| ServiceExecError::Program(Box::new(e)))?;
+            Ok((targets, carrier))
+        }
+    }
+}
+
 /// Runs the command in every selected task. `sink_for` gives each task its output sink;
 /// `cancel` stops everything (every helper is removed first).
 pub async fn service_exec<A, S, F, C>(
@@ -330,28 +358,7 @@ where
     }
     req.run.check()?;
     let hub = CancelHub::default();
-    let prepare = async {
-        match &req.run.helper {
-            HelperSource::Image(image) => {
-                let (targets, pinned) = tokio::join!(
-                    select(api_, &req.services, &req.filters),
-                    pin_image(api_, image)
-                );
-                let pinned = pinned.map_err(api("read the helper image on the manager"))?;
-                Ok((targets?, Carrier::Image(pinned)))
-            }
-            HelperSource::Embedded(program) => {
-                let targets = select(api_, &req.services, &req.filters).await?;
-                let checked = targets
-                    .iter()
-                    .map(|t| (&t.node, &t.node_os, &t.node_arch, &t.image));
-                let carrier = zero_install(api_, program, "service-exec", checked)
-                    .await
-                    .map_err(|e| ServiceExecError::Program(Box::new(e)))?;
-                Ok::<_, ServiceExecError>((targets, carrier))
-            }
-        }
-    };
+    let prepare = prepare(api_, req);
     tokio::pin!(cancel);
     let (targets, carrier) = tokio::select! {
         r = prepare => r?,

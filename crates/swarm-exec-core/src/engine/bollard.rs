@@ -1015,61 +1015,7 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
             ..Default::default()
         }),
         task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(h.image.clone()),
-                command: h.command.clone(),
-                args: Some(h.args.clone()),
-                // Nothing of the image's own user, working directory or healthcheck.
-                user: h.user.clone(),
-                dir: Some("/".to_owned()),
-                health_check: Some(bollard::models::HealthConfig {
-                    test: Some(vec!["NONE".to_owned()]),
-                    ..Default::default()
-                }),
-                configs: (!h.configs.is_empty()).then(|| {
-                    h.configs
-                        .iter()
-                        .map(|c| bollard::models::TaskSpecContainerSpecConfigs {
-                            file: Some(bollard::models::TaskSpecContainerSpecFile1 {
-                                name: Some(c.file.clone()),
-                                uid: Some("0".to_owned()),
-                                gid: Some("0".to_owned()),
-                                mode: Some(c.mode),
-                            }),
-                            config_id: Some(c.id.clone()),
-                            config_name: Some(c.name.clone()),
-                            ..Default::default()
-                        })
-                        .collect()
-                }),
-                labels: Some(labels),
-                mounts: Some(vec![Mount {
-                    typ: Some(MountType::BIND),
-                    source: Some(h.socket.clone()),
-                    target: Some(h.socket.clone()),
-                    ..Default::default()
-                }]),
-                secrets: Some(vec![bollard::models::TaskSpecContainerSpecSecrets {
-                    file: Some(bollard::models::TaskSpecContainerSpecFile {
-                        name: Some(crate::model::spec::ENVELOPE_FILE_NAME.to_owned()),
-                        uid: Some("0".to_owned()),
-                        gid: Some("0".to_owned()),
-                        mode: Some(0o400),
-                    }),
-                    secret_id: Some(h.envelope_secret.0.clone()),
-                    secret_name: Some(h.envelope_secret.1.clone()),
-                }]),
-                read_only: Some(true),
-                // The socket is owned by root, so the helper needs uid 0 but no capabilities.
-                capability_drop: Some(vec!["ALL".to_owned()]),
-                // Room to stop the commands when the helper is removed (service removal
-                // itself does not wait for it). SIGTERM is what the helper handles (it is
-                // PID 1, which ignores any other signal it has no handler for): never the
-                // target image's STOPSIGNAL (nginx: SIGQUIT, postgres: SIGINT).
-                stop_grace_period: Some(10_000_000_000),
-                stop_signal: Some("SIGTERM".to_owned()),
-                ..Default::default()
-            }),
+            container_spec: Some(container_spec(h, labels)),
             networks: h.network.as_ref().map(|n| {
                 vec![bollard::models::NetworkAttachmentConfig {
                     target: Some(n.clone()),
@@ -1106,6 +1052,65 @@ fn service_spec(h: &HelperSpec) -> ServiceSpec {
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The helper's container: the program, its envelope and the node's socket; hardened.
+fn container_spec(h: &HelperSpec, labels: HashMap<String, String>) -> TaskSpecContainerSpec {
+    TaskSpecContainerSpec {
+        image: Some(h.image.clone()),
+        command: h.command.clone(),
+        args: Some(h.args.clone()),
+        // Nothing of the image's own user, working directory or healthcheck.
+        user: h.user.clone(),
+        dir: Some("/".to_owned()),
+        health_check: Some(bollard::models::HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..Default::default()
+        }),
+        configs: (!h.configs.is_empty()).then(|| {
+            h.configs
+                .iter()
+                .map(|c| bollard::models::TaskSpecContainerSpecConfigs {
+                    file: Some(bollard::models::TaskSpecContainerSpecFile1 {
+                        name: Some(c.file.clone()),
+                        uid: Some("0".to_owned()),
+                        gid: Some("0".to_owned()),
+                        mode: Some(c.mode),
+                    }),
+                    config_id: Some(c.id.clone()),
+                    config_name: Some(c.name.clone()),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        labels: Some(labels),
+        mounts: Some(vec![Mount {
+            typ: Some(MountType::BIND),
+            source: Some(h.socket.clone()),
+            target: Some(h.socket.clone()),
+            ..Default::default()
+        }]),
+        secrets: Some(vec![bollard::models::TaskSpecContainerSpecSecrets {
+            file: Some(bollard::models::TaskSpecContainerSpecFile {
+                name: Some(crate::model::spec::ENVELOPE_FILE_NAME.to_owned()),
+                uid: Some("0".to_owned()),
+                gid: Some("0".to_owned()),
+                mode: Some(0o400),
+            }),
+            secret_id: Some(h.envelope_secret.0.clone()),
+            secret_name: Some(h.envelope_secret.1.clone()),
+        }]),
+        read_only: Some(true),
+        // The socket is owned by root, so the helper needs uid 0 but no capabilities.
+        capability_drop: Some(vec!["ALL".to_owned()]),
+        // Room to stop the commands when the helper is removed (service removal
+        // itself does not wait for it). SIGTERM is what the helper handles (it is
+        // PID 1, which ignores any other signal it has no handler for): never the
+        // target image's STOPSIGNAL (nginx: SIGQUIT, postgres: SIGINT).
+        stop_grace_period: Some(10_000_000_000),
+        stop_signal: Some("SIGTERM".to_owned()),
         ..Default::default()
     }
 }

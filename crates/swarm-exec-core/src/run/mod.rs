@@ -299,168 +299,38 @@ impl Follower {
         sinks: &mut [S],
         deadline: Instant,
     ) -> Result<Vec<TargetEnd>, RunError> {
-        let mut reading = Reading::Follow;
-        let mut logs = api.service_logs(helper_id, true);
-        let mut logs_open = true;
-        let mut reopen_at: Option<Instant> = None;
-        let mut reopens = 0;
-        let filter = TaskFilter {
-            service: Some(helper_id.to_owned()),
-            ..Default::default()
+        let mut c = Course {
+            api,
+            helper_id,
+            at,
+            deadline,
+            reading: Reading::Follow,
+            logs: api.service_logs(helper_id, true),
+            logs_open: true,
+            reopen_at: None,
+            reopens: 0,
+            started: Instant::now(),
+            running: false,
+            next_poll: Instant::now(),
+            ended: None,
+            progress: Instant::now(),
         };
-        let started = Instant::now();
-        let mut running = false;
-        let mut next_poll = Instant::now();
-        let mut ended: Option<TaskInfo> = None;
-        // When a frame last arrived (or the helper was seen to end).
-        let mut progress = Instant::now();
-        let at_box = || Box::new(at.clone());
-        let incomplete = |f: &Follower, why: String| RunError::OutputIncomplete {
-            at: Box::new(at.clone()),
-            missing: f.reader.missing(),
-            why,
-        };
-
         loop {
-            tokio::select! {
+            let end = tokio::select! {
                 // Output first: a poll never cuts in while frames are waiting.
                 biased;
-                item = logs.next(), if logs_open => match item {
-                    Some(Ok((LogStream::Stdout, bytes))) => {
-                        let before = self.reader.next_seq();
-                        let fed = self.feed(&bytes, sinks).map_err(|e| incomplete(self, e.to_string()))?;
-                        if self.reader.next_seq() != before {
-                            progress = Instant::now();
-                        }
-                        match fed {
-                            Fed::More => {}
-                            Fed::Ended => {
-                                tracing::debug!(after = ?started.elapsed(), frames = self.reader.next_seq(), "helper's last frame");
-                                return self.finished(at, sinks);
-                            }
-                            Fed::Gap { expected } => {
-                                if reading == (Reading::Again { gap: Some(expected) }) {
-                                    return Err(incomplete(self, "frames are missing from the helper's log".to_owned()));
-                                }
-                                tracing::debug!(expected, ?reading, "frames skipped; reading the helper's log again");
-                                reading = Reading::Again { gap: Some(expected) };
-                                logs = api.service_logs(helper_id, false);
-                                self.reopened();
-                            }
-                        }
-                    }
-                    Some(Ok((LogStream::Stderr, bytes))) => self.diagnostics.extend_from_slice(&bytes),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "helper log stream failed");
-                        logs_open = false;
-                        if reopens < LOG_REOPENS {
-                            reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
-                        } else {
-                            return Err(incomplete(self, format!("the helper's log stream kept failing ({e})")));
-                        }
-                    }
-                    None => match reading {
-                        Reading::Again { .. } if ended.is_some() => {
-                            // The whole retained log was read and the end is not in it.
-                            return Err(self.ended_without_end(ended.as_ref().expect("checked"), at));
-                        }
-                        Reading::Again { .. } => {
-                            tracing::debug!("read the helper's log again; following it on");
-                            reading = Reading::Follow;
-                            logs = api.service_logs(helper_id, true);
-                            self.reopened();
-                        }
-                        Reading::Follow => {
-                            tracing::debug!("helper log stream ended");
-                            logs_open = false;
-                            if reopens < LOG_REOPENS {
-                                reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
-                            } else {
-                                return Err(incomplete(self, "the helper's log stream kept ending early".to_owned()));
-                            }
-                        }
-                    },
-                },
-                _ = sleep_until(reopen_at.unwrap_or_else(Instant::now)), if reopen_at.is_some() => {
-                    reopens += 1;
-                    tracing::debug!(reopens, ?reading, "reading the helper's logs again");
-                    logs = api.service_logs(helper_id, reading == Reading::Follow);
-                    logs_open = true;
-                    reopen_at = None;
-                    self.reopened();
+                item = c.logs.next(), if c.logs_open => c.on_log(self, item, sinks),
+                _ = sleep_until(c.reopen_at.unwrap_or_else(Instant::now)), if c.reopen_at.is_some() => {
+                    c.reopens += 1;
+                    tracing::debug!(reopens = c.reopens, reading = ?c.reading, "reading the helper's logs again");
+                    c.read_again(self, c.reading == Reading::Follow);
+                    c.reopen_at = None;
+                    None
                 }
-                _ = sleep_until(next_poll) => {
-                    if ended.is_some() {
-                        // The helper is gone and the followed stream has gone quiet without
-                        // its last frame: a follow never ends by itself, a plain read does.
-                        if reading == Reading::Follow && logs_open && progress.elapsed() >= LOG_DRAIN {
-                            tracing::debug!("helper ended, its stream is quiet; reading its log again");
-                            reading = Reading::Again { gap: None };
-                            logs = api.service_logs(helper_id, false);
-                            self.reopened();
-                        }
-                        next_poll = Instant::now() + POLL_RUNNING;
-                        continue;
-                    }
-                    // A helper that has not even started by the deadline has nothing to
-                    // report: the deadline applies now.
-                    if !running && self.reader.next_seq() == 0 && Instant::now() >= deadline {
-                        tracing::debug!("deadline passed before the helper started");
-                        return Ok(self.results());
-                    }
-                    let tasks = match api.list_tasks(&filter).await {
-                        Ok(tasks) => tasks,
-                        // The manager is away longer than the retries (e.g. restarting):
-                        // keep following; the deadline bounds the wait.
-                        Err(e) if e.is_transient() => {
-                            tracing::debug!(error = %e, "cannot read the helper task yet");
-                            next_poll = Instant::now() + POLL_RUNNING;
-                            continue;
-                        }
-                        Err(source) => return Err(RunError::Follow { at: at_box(), source }),
-                    };
-                    // Restart condition none: there is at most one task.
-                    let task = tasks.into_iter().find(|t| t.service_id == helper_id);
-                    let state = task.as_ref().map_or(TaskState::New, |t| t.state.clone());
-                    if let Some(sink) = sinks.first_mut() {
-                        let status = if running {
-                            format!("running on {} (helper {})", at.node, at.helper)
-                        } else {
-                            let why = task.as_ref().map(|t| first_non_empty(&t.message, &t.err)).unwrap_or_default();
-                            format!("waiting for helper {} on {}: {state} {why}", at.helper, at.node)
-                        };
-                        sink.progress(status.trim_end());
-                    }
-                    match &state {
-                        TaskState::Running if !running => {
-                            tracing::debug!(after = ?started.elapsed(), "helper running");
-                            running = true;
-                        }
-                        TaskState::Rejected => {
-                            let t = task.unwrap_or_default();
-                            return Err(RunError::HelperRejected {
-                                at: at_box(),
-                                reason: first_non_empty(&t.err, &t.message),
-                            });
-                        }
-                        s if s.is_final() => {
-                            tracing::debug!(state = %s, "helper task ended; reading the rest of its log");
-                            ended = Some(task.unwrap_or_default());
-                            progress = Instant::now();
-                        }
-                        s if !running && started.elapsed() >= HELPER_START_WAIT => {
-                            let t = task.unwrap_or_default();
-                            return Err(RunError::HelperNotStarted {
-                                at: at_box(),
-                                state: s.to_string(),
-                                message: first_non_empty(&t.err, &t.message),
-                                waited: HELPER_START_WAIT,
-                            });
-                        }
-                        _ => {}
-                    }
-                    next_poll = Instant::now() + if running { POLL_RUNNING } else { POLL_STARTING };
-                }
+                _ = sleep_until(c.next_poll) => c.on_poll(self, sinks).await,
+            };
+            if let Some(end) = end {
+                return end;
             }
         }
     }
@@ -536,6 +406,242 @@ impl Follower {
                 format!("{diag}; {state}")
             },
         }
+    }
+}
+
+/// Following one helper: how its log is read, and what its task was last seen doing.
+struct Course<'a, A> {
+    api: &'a A,
+    helper_id: &'a str,
+    at: &'a HelperRef,
+    deadline: Instant,
+    reading: Reading,
+    logs: futures_util::stream::BoxStream<
+        'static,
+        Result<(LogStream, Vec<u8>), crate::engine::ApiError>,
+    >,
+    logs_open: bool,
+    /// When a broken stream is opened again.
+    reopen_at: Option<Instant>,
+    reopens: u32,
+    started: Instant,
+    running: bool,
+    next_poll: Instant,
+    /// The helper's task, once it ended.
+    ended: Option<TaskInfo>,
+    /// When a frame last arrived (or the helper was seen to end).
+    progress: Instant,
+}
+
+/// How following ended, once it did.
+type End = Option<Result<Vec<TargetEnd>, RunError>>;
+
+impl<A: SwarmApi> Course<'_, A> {
+    fn incomplete(&self, f: &Follower, why: String) -> RunError {
+        RunError::OutputIncomplete {
+            at: Box::new(self.at.clone()),
+            missing: f.reader.missing(),
+            why,
+        }
+    }
+
+    /// Opens the helper's log again from its start: followed, or read whole once.
+    fn read_again(&mut self, f: &mut Follower, follow: bool) {
+        self.logs = self.api.service_logs(self.helper_id, follow);
+        self.logs_open = true;
+        f.reopened();
+    }
+
+    /// A stream that broke or ended early is opened again, a bounded number of times.
+    fn broken(&mut self, f: &Follower, what: String) -> End {
+        self.logs_open = false;
+        if self.reopens < LOG_REOPENS {
+            self.reopen_at = Some(Instant::now() + LOG_REOPEN_DELAY);
+            None
+        } else {
+            Some(Err(self.incomplete(f, what)))
+        }
+    }
+
+    /// What a piece of the helper's log brought.
+    fn on_log<S: OutputSink>(
+        &mut self,
+        f: &mut Follower,
+        item: Option<Result<(LogStream, Vec<u8>), crate::engine::ApiError>>,
+        sinks: &mut [S],
+    ) -> End {
+        let bytes = match item {
+            Some(Ok((LogStream::Stdout, bytes))) => bytes,
+            Some(Ok((LogStream::Stderr, bytes))) => {
+                f.diagnostics.extend_from_slice(&bytes);
+                return None;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "helper log stream failed");
+                return self.broken(f, format!("the helper's log stream kept failing ({e})"));
+            }
+            None => return self.on_log_end(f),
+        };
+        let before = f.reader.next_seq();
+        let fed = match f.feed(&bytes, sinks) {
+            Ok(fed) => fed,
+            Err(e) => return Some(Err(self.incomplete(f, e.to_string()))),
+        };
+        if f.reader.next_seq() != before {
+            self.progress = Instant::now();
+        }
+        match fed {
+            Fed::More => None,
+            Fed::Ended => {
+                tracing::debug!(after = ?self.started.elapsed(), frames = f.reader.next_seq(), "helper's last frame");
+                Some(f.finished(self.at, sinks))
+            }
+            Fed::Gap { expected } => {
+                if self.reading
+                    == (Reading::Again {
+                        gap: Some(expected),
+                    })
+                {
+                    let why = "frames are missing from the helper's log".to_owned();
+                    return Some(Err(self.incomplete(f, why)));
+                }
+                tracing::debug!(expected, reading = ?self.reading, "frames skipped; reading the helper's log again");
+                self.reading = Reading::Again {
+                    gap: Some(expected),
+                };
+                self.read_again(f, false);
+                None
+            }
+        }
+    }
+
+    /// The log stream ended: a whole read is done, or a follow stopped early.
+    fn on_log_end(&mut self, f: &mut Follower) -> End {
+        match self.reading {
+            Reading::Again { .. } if self.ended.is_some() => {
+                // The whole retained log was read and the end is not in it.
+                let task = self.ended.as_ref().expect("checked");
+                Some(Err(f.ended_without_end(task, self.at)))
+            }
+            Reading::Again { .. } => {
+                tracing::debug!("read the helper's log again; following it on");
+                self.reading = Reading::Follow;
+                self.read_again(f, true);
+                None
+            }
+            Reading::Follow => {
+                tracing::debug!("helper log stream ended");
+                self.broken(f, "the helper's log stream kept ending early".to_owned())
+            }
+        }
+    }
+
+    /// One look at the helper's task (or, once it ended, at how quiet its stream is).
+    async fn on_poll<S: OutputSink>(&mut self, f: &mut Follower, sinks: &mut [S]) -> End {
+        if self.ended.is_some() {
+            // The helper is gone and the followed stream has gone quiet without its last
+            // frame: a follow never ends by itself, a plain read does.
+            if self.reading == Reading::Follow
+                && self.logs_open
+                && self.progress.elapsed() >= LOG_DRAIN
+            {
+                tracing::debug!("helper ended, its stream is quiet; reading its log again");
+                self.reading = Reading::Again { gap: None };
+                self.read_again(f, false);
+            }
+            self.next_poll = Instant::now() + POLL_RUNNING;
+            return None;
+        }
+        // A helper that has not even started by the deadline has nothing to report: the
+        // deadline applies now.
+        if !self.running && f.reader.next_seq() == 0 && Instant::now() >= self.deadline {
+            tracing::debug!("deadline passed before the helper started");
+            return Some(Ok(f.results()));
+        }
+        let filter = TaskFilter {
+            service: Some(self.helper_id.to_owned()),
+            ..Default::default()
+        };
+        let tasks = match self.api.list_tasks(&filter).await {
+            Ok(tasks) => tasks,
+            // The manager is away longer than the retries (e.g. restarting): keep
+            // following; the deadline bounds the wait.
+            Err(e) if e.is_transient() => {
+                tracing::debug!(error = %e, "cannot read the helper task yet");
+                self.next_poll = Instant::now() + POLL_RUNNING;
+                return None;
+            }
+            Err(source) => {
+                let at = Box::new(self.at.clone());
+                return Some(Err(RunError::Follow { at, source }));
+            }
+        };
+        // Restart condition none: there is at most one task.
+        let task = tasks.into_iter().find(|t| t.service_id == self.helper_id);
+        self.report(task.as_ref(), sinks);
+        let end = self.on_state(task);
+        self.next_poll = Instant::now()
+            + if self.running {
+                POLL_RUNNING
+            } else {
+                POLL_STARTING
+            };
+        end
+    }
+
+    /// Where the helper is, on the first sink's progress line.
+    fn report<S: OutputSink>(&self, task: Option<&TaskInfo>, sinks: &mut [S]) {
+        let Some(sink) = sinks.first_mut() else {
+            return;
+        };
+        let at = self.at;
+        let status = if self.running {
+            format!("running on {} (helper {})", at.node, at.helper)
+        } else {
+            let state = task.map_or(TaskState::New, |t| t.state.clone());
+            let why = task
+                .map(|t| first_non_empty(&t.message, &t.err))
+                .unwrap_or_default();
+            format!(
+                "waiting for helper {} on {}: {state} {why}",
+                at.helper, at.node
+            )
+        };
+        sink.progress(status.trim_end());
+    }
+
+    /// What the helper task's state means for the run.
+    fn on_state(&mut self, task: Option<TaskInfo>) -> End {
+        let state = task.as_ref().map_or(TaskState::New, |t| t.state.clone());
+        match &state {
+            TaskState::Running if !self.running => {
+                tracing::debug!(after = ?self.started.elapsed(), "helper running");
+                self.running = true;
+            }
+            TaskState::Rejected => {
+                let t = task.unwrap_or_default();
+                return Some(Err(RunError::HelperRejected {
+                    at: Box::new(self.at.clone()),
+                    reason: first_non_empty(&t.err, &t.message),
+                }));
+            }
+            s if s.is_final() => {
+                tracing::debug!(state = %s, "helper task ended; reading the rest of its log");
+                self.ended = Some(task.unwrap_or_default());
+                self.progress = Instant::now();
+            }
+            s if !self.running && self.started.elapsed() >= HELPER_START_WAIT => {
+                let t = task.unwrap_or_default();
+                return Some(Err(RunError::HelperNotStarted {
+                    at: Box::new(self.at.clone()),
+                    state: s.to_string(),
+                    message: first_non_empty(&t.err, &t.message),
+                    waited: HELPER_START_WAIT,
+                }));
+            }
+            _ => {}
+        }
+        None
     }
 }
 
