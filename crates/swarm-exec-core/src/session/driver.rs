@@ -149,10 +149,7 @@ async fn start_helper<A: SwarmApi>(
     stdin: bool,
     made: &mut Made,
 ) -> Result<String, SessionFailure> {
-    let mut envelope = req
-        .run
-        .envelope(budget)
-        .map_err(|e| SessionFailure::Failed(e.to_string()))?;
+    let mut envelope = req.run.envelope(budget).map_err(SessionFailure::Invalid)?;
     envelope.key = key;
     envelope.stdin = None;
     envelope.session = Some(SessionSpec {
@@ -182,7 +179,7 @@ async fn start_helper<A: SwarmApi>(
             create_envelope_named(api, name, &envelope, &target_labels, budget),
         )
         .await
-        .map_err(|e| SessionFailure::Failed(format!("creating the envelope secret: {e}")))?;
+        .map_err(SessionFailure::Envelope)?;
     made.secret = Some(secret.id.clone());
     drop(envelope);
     let mut spec = helper_spec(

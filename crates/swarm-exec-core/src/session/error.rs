@@ -84,8 +84,13 @@ pub enum SessionFailure {
         declared: u64,
         received: u64,
     },
+    /// What the helper said (its node's engine, the exec): no cause of ours to carry.
     #[error("the command could not be run: {0}")]
     Failed(String),
+    #[error("the command could not be run: {0}")]
+    Invalid(#[source] crate::model::options::InvalidRun),
+    #[error("the command could not be run: creating the envelope secret: {0}")]
+    Envelope(#[source] ApiError),
     #[error("{0}")]
     Copy(String),
 }
