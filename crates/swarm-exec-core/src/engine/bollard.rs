@@ -31,7 +31,7 @@ pub struct BollardApi {
 }
 
 impl BollardApi {
-    pub fn new(docker: Docker) -> Self {
+    fn new(docker: Docker) -> Self {
         BollardApi { docker }
     }
 
@@ -65,10 +65,6 @@ impl BollardApi {
             Err(EndpointError::Scheme(h.to_owned()))
         }
         .map(BollardApi::new)
-    }
-
-    pub fn docker(&self) -> &Docker {
-        &self.docker
     }
 }
 

@@ -51,6 +51,20 @@ pub struct Attached<'a> {
 }
 
 impl<'a> Attached<'a> {
+    /// `command` in `container` as it is: no TTY, environment, user or directory of its own.
+    pub fn plain(container: &'a str, command: &'a [String]) -> Self {
+        Attached {
+            container,
+            command,
+            env: &[],
+            workdir: None,
+            user: None,
+            privileged: false,
+            tty: false,
+            mark: fresh_mark(),
+        }
+    }
+
     /// `run`'s command in `task`'s container, with a fresh mark.
     pub fn of(task: &'a Resolved, run: &'a crate::model::options::RunOptions, tty: bool) -> Self {
         Attached {
@@ -61,9 +75,14 @@ impl<'a> Attached<'a> {
             user: run.user.as_deref(),
             privileged: run.privileged,
             tty,
-            mark: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            mark: fresh_mark(),
         }
     }
+}
+
+/// A run's mark: 12 random hex digits.
+fn fresh_mark() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 /// Runs `exec` attached: what `input` (when given) brings goes to its stdin, which ends

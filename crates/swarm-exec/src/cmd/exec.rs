@@ -1,9 +1,9 @@
 //! `swarm-exec exec CONTAINER CMD...`: the reference plugin's node-local word. Execs on the
 //! engine swarm-exec talks to, with the output passed straight through.
 
-use swarm_exec_core::{Outcome, OutputSink};
-use swarm_exec_node::exec::exec_in_container;
-use swarm_exec_proto::{ExecSpec, Stream};
+use swarm_exec_core::local::{attached, Attached};
+use swarm_exec_core::{ExecError, Outcome, OutputSink};
+use swarm_exec_proto::Stream;
 
 use crate::cli::{ExecArgs, Global};
 use crate::cmd::setup::connect;
@@ -13,28 +13,32 @@ use crate::output::StdSink;
 
 pub async fn run(global: &Global, args: ExecArgs) -> Result<Status, CliError> {
     let api = connect(global)?;
-    let exec = ExecSpec {
-        command: args
-            .command
-            .into_iter()
-            .map(utf8_arg)
-            .collect::<Result<_, _>>()?,
-        ..Default::default()
-    };
+    let command: Vec<String> = args
+        .command
+        .into_iter()
+        .map(utf8_arg)
+        .collect::<Result<_, _>>()?;
+    let exec = Attached::plain(&args.container, &command);
     let mut sink = StdSink::new(true);
-    let code = exec_in_container(
-        api.docker(),
+    let created = std::cell::OnceCell::new();
+    let no_sizes = futures_util::stream::empty();
+    let code = attached(
+        &api,
         &exec,
-        &args.container,
+        &created,
         None,
-        |_| {},
-        |stream, bytes| match (stream, bytes) {
-            (Stream::Stdout, Some(bytes)) => sink.stdout(bytes),
-            (Stream::Stderr, Some(bytes)) => sink.stderr(bytes),
-            (_, None) => {}
+        no_sizes,
+        |stream, bytes| match stream {
+            Stream::Stderr => sink.stderr(bytes),
+            _ => sink.stdout(bytes),
         },
     )
     .await
-    .map_err(|e| CliError::Failed(e.to_string()))?;
+    .map_err(|e| {
+        CliError::Exec(ExecError::Attach {
+            target: format!("container {}", args.container),
+            source: e,
+        })
+    })?;
     Ok(Status::Outcome(Outcome::Exited(code)))
 }
