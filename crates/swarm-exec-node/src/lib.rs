@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //!
-//! - [`exec`]: the helper: reads its envelope, execs the command in each target container
-//!   over the node's socket, and writes everything back as sealed frames on its stdout.
+//! - [`exec`]: the helper's entry (`node-exec`): reads its envelope and serves it as
+//!   [`batch`] (the log path: the command in each target container over the node's
+//!   socket, everything back as sealed frames on its stdout) or as a [`session`].
+//! - [`docker_exec`]: one exec in a container, its output handed on as it comes;
+//!   [`end`]: how a run ends and every way it can fail.
 //! - [`session`]: the helper of a live session (`-t`, streamed `-i`): it dials the relay
 //!   and bridges an attached exec to sealed frames; [`relay`]: `node-relay`, the relay
 //!   container on the manager that pairs that connection with the client's attach stream.
@@ -16,6 +19,9 @@
 //! The manager side never learns results from these exit codes — it reads frames — they
 //! only show in the helper task's state, for whoever looks at it.
 
+pub mod batch;
+pub mod docker_exec;
+pub mod end;
 pub mod exec;
 pub mod relay;
 pub mod session;
@@ -25,11 +31,7 @@ use std::io::Write as _;
 
 use swarm_exec_proto::args::NodeCommand;
 
-pub use exec::NodeEnd;
-
-/// The helper's exit codes (see [`NodeEnd::code`]).
-pub const HELPER_FAILED: u8 = 125;
-pub const HELPER_TIMED_OUT: u8 = 124;
+pub use end::{NodeEnd, HELPER_FAILED, HELPER_TIMED_OUT};
 
 /// Runs `node-exec …` or `node-kill …` (`args` without the program name) and returns the
 /// process's exit code.
@@ -62,7 +64,7 @@ pub fn main(args: &[String]) -> u8 {
                 .build();
             let end = match rt {
                 Ok(rt) => rt.block_on(exec::run(&a)),
-                Err(e) => NodeEnd::Failed(exec::NodeError::Runtime(e)),
+                Err(e) => NodeEnd::Failed(end::NodeError::Runtime(e)),
             };
             if let NodeEnd::Failed(e) = &end {
                 // stdout is the channel back; stderr is where the manager looks when

@@ -16,7 +16,8 @@ use swarm_exec_proto::{is_container_id, Envelope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::exec::{exit_code, NodeEnd, NodeError, TargetError};
+use crate::docker_exec::exit_code;
+use crate::end::{NodeEnd, NodeError, SessionFailure, TargetError};
 use crate::stop::Stopper;
 
 /// How long the relay is dialled for before the helper gives up (the client, which gives
@@ -24,23 +25,6 @@ use crate::stop::Stopper;
 const DIAL_FOR: Duration = Duration::from_secs(120);
 const DIAL_EVERY: Duration = Duration::from_millis(50);
 const DIAL_TRY: Duration = Duration::from_millis(500);
-
-/// Why the session ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionFailure {
-    #[error("cannot reach the relay at {relay}: {source}")]
-    Dial {
-        relay: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the session's connection failed: {0}")]
-    Conn(#[source] std::io::Error),
-    #[error("the client's stream was refused: {0}")]
-    Refused(#[source] swarm_exec_proto::session::SessionError),
-    #[error("the client went away")]
-    ClientGone,
-}
 
 /// The session run: one target container.
 #[allow(clippy::too_many_arguments)]
@@ -55,44 +39,10 @@ pub async fn run(
 ) -> NodeEnd {
     let deadline = tokio::time::Instant::now() + budget;
     tokio::pin!(stop);
-    // Removed with the session: stop dialling.
-    let mut conn = tokio::select! {
-        c = dial(&spec.relay) => match c {
-            Ok(c) => c,
-            Err(e) => return NodeEnd::Failed(NodeError::Session(e)),
-        },
-        () = &mut stop => return NodeEnd::Failed(NodeError::Session(SessionFailure::ClientGone)),
-    };
-    let (mut seal, mut open) = halves(&envelope.key, Side::Helper);
-    let mut out = relay_token(&envelope.key).to_vec();
-    seal.seal(&Msg::Hello, &mut out);
-    if let Err(e) = conn.write_all(&out).await {
-        return NodeEnd::Failed(NodeError::Session(SessionFailure::Conn(e)));
-    }
-    let (mut rx, mut tx) = conn.into_split();
-    // Nothing runs until the client says so: a helper the relay did not pair never hears it.
-    let started = tokio::select! {
-        m = first_frame(&mut rx, &mut open) => m,
-        () = &mut stop => Err(SessionFailure::ClientGone),
-        _ = tokio::time::sleep_until(deadline) => Err(SessionFailure::ClientGone),
-    };
-    match started {
-        Ok(Msg::Start) => {}
-        Ok(_) => {
-            let e = swarm_exec_proto::session::SessionError::Malformed {
-                seq: 0,
-                what: "not a start",
-            };
-            return NodeEnd::Failed(NodeError::Session(SessionFailure::Refused(e)));
-        }
+    let mut link = match open(envelope, spec, deadline, &mut stop).await {
+        Ok(link) => link,
         Err(e) => return NodeEnd::Failed(NodeError::Session(e)),
-    }
-    let send = |seal: &mut swarm_exec_proto::session::Sealer, msg: &Msg| {
-        let mut b = Vec::new();
-        seal.seal(msg, &mut b);
-        b
     };
-
     let Some(container) = envelope
         .exec
         .containers
@@ -100,166 +50,31 @@ pub async fn run(
         .filter(|c| is_container_id(c))
     else {
         let why = TargetError::BadContainer(envelope.exec.containers.join(",")).to_string();
-        let _ = tx.write_all(&send(&mut seal, &Msg::Failed(why))).await;
-        finish(tx, rx).await;
+        link.last(&Msg::Failed(why)).await;
         return NodeEnd::Done(vec![None]);
     };
     if let Some(copy) = &spec.copy {
-        let ends = Ends {
-            rx: &mut rx,
-            tx: &mut tx,
-            seal: &mut seal,
-            open: &mut open,
-        };
-        let copied = tokio::select! {
-            r = copy_archive(docker, container, copy, ends) => r,
-            _ = tokio::time::sleep_until(deadline) => Err(Ending::Deadline),
-            () = &mut stop => Err(Ending::Deadline),
-        };
-        let (msg, end) = match copied {
-            Ok(counts) => (
-                Msg::Exit {
-                    code: 0,
-                    stdout: counts,
-                    stderr: 0,
-                },
-                NodeEnd::Done(vec![Some(0)]),
-            ),
-            Err(Ending::Target(e)) => (Msg::Failed(e.to_string()), NodeEnd::Done(vec![None])),
-            Err(Ending::Deadline) => (Msg::TimedOut { stopped: true }, NodeEnd::TimedOut),
-            Err(Ending::Failure(f)) => return NodeEnd::Failed(NodeError::Session(f)),
-        };
-        let _ = tx.write_all(&send(&mut seal, &msg)).await;
-        finish(tx, rx).await;
-        return end;
+        return serve_copy(docker, container, copy, link, deadline, &mut stop).await;
     }
-    let mut env = envelope.exec.env.clone();
-    env.push(format!("{RUN_ENV}={tag}"));
-    let config = ExecConfig {
-        attach_stdin: Some(spec.stdin),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        tty: Some(spec.tty),
-        cmd: Some(envelope.exec.command.clone()),
-        env: Some(env),
-        working_dir: envelope.exec.workdir.clone(),
-        user: envelope.exec.user.clone(),
-        privileged: Some(envelope.exec.privileged),
-        ..Default::default()
-    };
-    let started = async {
-        let id = docker
-            .create_exec(container, config)
-            .await
-            .map_err(|source| TargetError::Create {
-                container: swarm_exec_proto::short_id(container).to_owned(),
-                source,
-            })?
-            .id;
-        let opts = StartExecOptions {
-            detach: false,
-            tty: spec.tty,
-            output_capacity: None,
-        };
-        match docker
-            .start_exec(&id, Some(opts))
-            .await
-            .map_err(TargetError::Start)?
-        {
-            StartExecResults::Attached { output, input } => Ok((id, output, input)),
-            StartExecResults::Detached => Err(TargetError::NotAttached),
-        }
-    };
-    let (exec_id, mut output, mut input) = match started.await {
-        Ok(s) => s,
+    let exec = match start_exec(docker, envelope, spec, tag, container).await {
+        Ok(exec) => exec,
         Err(e) => {
-            let _ = tx
-                .write_all(&send(&mut seal, &Msg::Failed(e.to_string())))
-                .await;
-            finish(tx, rx).await;
+            link.last(&Msg::Failed(e.to_string())).await;
             return NodeEnd::Done(vec![None]);
         }
     };
-
+    let exec_id = exec.id.clone();
     let mut counts = [0u64; 2];
-    let ended: Result<(), Ending> = {
-        // Three at once, so that none holds up another: stdin the command does not read
-        // yet must not stop its output from being sent, nor the client's resizes.
-        let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<Msg>(16);
-        let reader = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match rx.read(&mut buf).await {
-                    Ok(0) => return Ending::Failure(SessionFailure::ClientGone),
-                    Err(e) => return Ending::Failure(SessionFailure::Conn(e)),
-                    Ok(n) => n,
-                };
-                open.feed(&buf[..n]);
-                while let Some(msg) = open.next_msg() {
-                    match msg {
-                        Err(e) => return Ending::Failure(SessionFailure::Refused(e)),
-                        Ok(m) => {
-                            if ctl_tx.send(m).await.is_err() {
-                                return Ending::Failure(SessionFailure::ClientGone);
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        let writer = async {
-            let mut stdin_open = spec.stdin;
-            while let Some(m) = ctl_rx.recv().await {
-                match m {
-                    // A command that stopped reading is no error of ours.
-                    Msg::Stdin(bytes) if stdin_open && input.write_all(&bytes).await.is_err() => {
-                        stdin_open = false;
-                    }
-                    Msg::StdinEof if stdin_open => {
-                        let _ = input.shutdown().await;
-                        stdin_open = false;
-                    }
-                    Msg::Resize { rows, cols } if spec.tty => {
-                        let size = ResizeExecOptions {
-                            height: rows,
-                            width: cols,
-                        };
-                        // A resize as the exec ends changes nothing.
-                        let _ = docker.resize_exec(&exec_id, size).await;
-                    }
-                    _ => {}
-                }
-            }
-            std::future::pending::<()>().await
-        };
-        let pump = async {
-            while let Some(item) = output.next().await {
-                let msg = match item {
-                    Ok(LogOutput::StdErr { message }) => {
-                        counts[1] += message.len() as u64;
-                        Msg::Stderr(message.to_vec())
-                    }
-                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                        counts[0] += message.len() as u64;
-                        Msg::Stdout(message.to_vec())
-                    }
-                    Ok(LogOutput::StdIn { .. }) => continue,
-                    Err(e) => return Err(Ending::Target(TargetError::Read(e))),
-                };
-                if let Err(e) = tx.write_all(&send(&mut seal, &msg)).await {
-                    return Err(Ending::Failure(SessionFailure::Conn(e)));
-                }
-            }
-            Ok(())
-        };
-        tokio::select! {
-            r = pump => r,
-            e = reader => Err(e),
-            () = writer => Ok(()),
-            _ = tokio::time::sleep_until(deadline) => Err(Ending::Deadline),
-            () = &mut stop => Err(Ending::Deadline),
-        }
-    };
+    let ended = bridge(
+        docker,
+        spec,
+        exec,
+        &mut link,
+        &mut counts,
+        deadline,
+        &mut stop,
+    )
+    .await;
     match ended {
         Ok(()) => {
             let msg = match exit_code(docker, &exec_id).await {
@@ -274,8 +89,7 @@ pub async fn run(
                 Msg::Exit { code, .. } => Some(*code),
                 _ => None,
             };
-            let _ = tx.write_all(&send(&mut seal, &msg)).await;
-            finish(tx, rx).await;
+            link.last(&msg).await;
             NodeEnd::Done(vec![code])
         }
         Err(ending) => {
@@ -286,22 +100,259 @@ pub async fn run(
                 .is_ok();
             match ending {
                 Ending::Deadline => {
-                    let _ = tx
-                        .write_all(&send(&mut seal, &Msg::TimedOut { stopped }))
-                        .await;
-                    finish(tx, rx).await;
+                    link.last(&Msg::TimedOut { stopped }).await;
                     NodeEnd::TimedOut
                 }
                 Ending::Target(e) => {
-                    let _ = tx
-                        .write_all(&send(&mut seal, &Msg::Failed(e.to_string())))
-                        .await;
-                    finish(tx, rx).await;
+                    link.last(&Msg::Failed(e.to_string())).await;
                     NodeEnd::Done(vec![None])
                 }
                 Ending::Failure(f) => NodeEnd::Failed(NodeError::Session(f)),
             }
         }
+    }
+}
+
+/// The helper's end of a session: the connection to the relay and its sealing halves.
+struct Link {
+    rx: tokio::net::tcp::OwnedReadHalf,
+    tx: tokio::net::tcp::OwnedWriteHalf,
+    seal: Sealer,
+    open: Opener,
+}
+
+impl Link {
+    /// The helper's last frame, then the end of the session (see [`finish`]). A client
+    /// already gone cannot be told: nothing more to do.
+    async fn last(mut self, msg: &Msg) {
+        let mut b = Vec::new();
+        self.seal.seal(msg, &mut b);
+        let _ = self.tx.write_all(&b).await;
+        finish(self.tx, self.rx).await;
+    }
+}
+
+/// Dials the relay, presents the relay token and the hello, and waits for the client's
+/// start: nothing runs until the client says so (a helper the relay did not pair never
+/// hears it).
+async fn open<S: std::future::Future<Output = ()> + Unpin>(
+    envelope: &Envelope,
+    spec: &SessionSpec,
+    deadline: tokio::time::Instant,
+    stop: &mut S,
+) -> Result<Link, SessionFailure> {
+    // Removed with the session: stop dialling.
+    let mut conn = tokio::select! {
+        c = dial(&spec.relay) => c?,
+        () = &mut *stop => return Err(SessionFailure::ClientGone),
+    };
+    let (mut seal, mut open) = halves(&envelope.key, Side::Helper);
+    let mut out = relay_token(&envelope.key).to_vec();
+    seal.seal(&Msg::Hello, &mut out);
+    conn.write_all(&out).await.map_err(SessionFailure::Conn)?;
+    let (mut rx, tx) = conn.into_split();
+    let started = tokio::select! {
+        m = first_frame(&mut rx, &mut open) => m,
+        () = &mut *stop => Err(SessionFailure::ClientGone),
+        _ = tokio::time::sleep_until(deadline) => Err(SessionFailure::ClientGone),
+    };
+    match started? {
+        Msg::Start => Ok(Link { rx, tx, seal, open }),
+        _ => Err(SessionFailure::Refused(
+            swarm_exec_proto::session::SessionError::Malformed {
+                seq: 0,
+                what: "not a start",
+            },
+        )),
+    }
+}
+
+/// `cp` through the session (see [`copy_archive`]), to its last frame.
+async fn serve_copy<S: std::future::Future<Output = ()> + Unpin>(
+    docker: &Docker,
+    container: &str,
+    copy: &swarm_exec_proto::envelope::CopySpec,
+    mut link: Link,
+    deadline: tokio::time::Instant,
+    stop: &mut S,
+) -> NodeEnd {
+    let ends = Ends {
+        rx: &mut link.rx,
+        tx: &mut link.tx,
+        seal: &mut link.seal,
+        open: &mut link.open,
+    };
+    let copied = tokio::select! {
+        r = copy_archive(docker, container, copy, ends) => r,
+        _ = tokio::time::sleep_until(deadline) => Err(Ending::Deadline),
+        () = &mut *stop => Err(Ending::Deadline),
+    };
+    let (msg, end) = match copied {
+        Ok(counts) => (
+            Msg::Exit {
+                code: 0,
+                stdout: counts,
+                stderr: 0,
+            },
+            NodeEnd::Done(vec![Some(0)]),
+        ),
+        Err(Ending::Target(e)) => (Msg::Failed(e.to_string()), NodeEnd::Done(vec![None])),
+        Err(Ending::Deadline) => (Msg::TimedOut { stopped: true }, NodeEnd::TimedOut),
+        Err(Ending::Failure(f)) => return NodeEnd::Failed(NodeError::Session(f)),
+    };
+    link.last(&msg).await;
+    end
+}
+
+/// The command's exec, started attached.
+struct Exec {
+    id: String,
+    output: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+/// Creates and starts the envelope's command in `container`, attached (with a TTY when
+/// asked), with the run's mark in its environment.
+async fn start_exec(
+    docker: &Docker,
+    envelope: &Envelope,
+    spec: &SessionSpec,
+    tag: &str,
+    container: &str,
+) -> Result<Exec, TargetError> {
+    let mut env = envelope.exec.env.clone();
+    env.push(format!("{RUN_ENV}={tag}"));
+    let config = ExecConfig {
+        attach_stdin: Some(spec.stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(spec.tty),
+        cmd: Some(envelope.exec.command.clone()),
+        env: Some(env),
+        working_dir: envelope.exec.workdir.clone(),
+        user: envelope.exec.user.clone(),
+        privileged: Some(envelope.exec.privileged),
+        ..Default::default()
+    };
+    let id = docker
+        .create_exec(container, config)
+        .await
+        .map_err(|source| TargetError::Create {
+            container: swarm_exec_proto::short_id(container).to_owned(),
+            source,
+        })?
+        .id;
+    let opts = StartExecOptions {
+        detach: false,
+        tty: spec.tty,
+        output_capacity: None,
+    };
+    match docker
+        .start_exec(&id, Some(opts))
+        .await
+        .map_err(TargetError::Start)?
+    {
+        StartExecResults::Attached { output, input } => Ok(Exec { id, output, input }),
+        StartExecResults::Detached => Err(TargetError::NotAttached),
+    }
+}
+
+/// The command's output to the client as sealed frames (counted in `counts`), the
+/// client's stdin and resizes to the command, until its output ends (`Ok`) or the session
+/// does. Three at once, so that none holds up another: stdin the command does not read yet
+/// must not stop its output from being sent, nor the client's resizes.
+async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
+    docker: &Docker,
+    spec: &SessionSpec,
+    exec: Exec,
+    link: &mut Link,
+    counts: &mut [u64; 2],
+    deadline: tokio::time::Instant,
+    stop: &mut S,
+) -> Result<(), Ending> {
+    let Exec {
+        id: exec_id,
+        mut output,
+        mut input,
+    } = exec;
+    let Link { rx, tx, seal, open } = link;
+    let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<Msg>(16);
+    let reader = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match rx.read(&mut buf).await {
+                Ok(0) => return Ending::Failure(SessionFailure::ClientGone),
+                Err(e) => return Ending::Failure(SessionFailure::Conn(e)),
+                Ok(n) => n,
+            };
+            open.feed(&buf[..n]);
+            while let Some(msg) = open.next_msg() {
+                match msg {
+                    Err(e) => return Ending::Failure(SessionFailure::Refused(e)),
+                    Ok(m) => {
+                        if ctl_tx.send(m).await.is_err() {
+                            return Ending::Failure(SessionFailure::ClientGone);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let writer = async {
+        let mut stdin_open = spec.stdin;
+        while let Some(m) = ctl_rx.recv().await {
+            match m {
+                // A command that stopped reading is no error of ours.
+                Msg::Stdin(bytes) if stdin_open && input.write_all(&bytes).await.is_err() => {
+                    stdin_open = false;
+                }
+                Msg::StdinEof if stdin_open => {
+                    let _ = input.shutdown().await;
+                    stdin_open = false;
+                }
+                Msg::Resize { rows, cols } if spec.tty => {
+                    let size = ResizeExecOptions {
+                        height: rows,
+                        width: cols,
+                    };
+                    // A resize as the exec ends changes nothing.
+                    let _ = docker.resize_exec(&exec_id, size).await;
+                }
+                _ => {}
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let pump = async {
+        while let Some(item) = output.next().await {
+            let msg = match item {
+                Ok(LogOutput::StdErr { message }) => {
+                    counts[1] += message.len() as u64;
+                    Msg::Stderr(message.to_vec())
+                }
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    counts[0] += message.len() as u64;
+                    Msg::Stdout(message.to_vec())
+                }
+                Ok(LogOutput::StdIn { .. }) => continue,
+                Err(e) => return Err(Ending::Target(TargetError::Read(e))),
+            };
+            let mut b = Vec::new();
+            seal.seal(&msg, &mut b);
+            if let Err(e) = tx.write_all(&b).await {
+                return Err(Ending::Failure(SessionFailure::Conn(e)));
+            }
+        }
+        Ok(())
+    };
+    tokio::select! {
+        r = pump => r,
+        e = reader => Err(e),
+        () = writer => Ok(()),
+        _ = tokio::time::sleep_until(deadline) => Err(Ending::Deadline),
+        () = &mut *stop => Err(Ending::Deadline),
     }
 }
 

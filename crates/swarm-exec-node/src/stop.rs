@@ -127,53 +127,9 @@ impl Stopper {
             run: run.to_owned(),
             grace: self.grace,
         };
-        let (image, entrypoint) = match &self.image {
-            Some(image) => (image.clone(), None),
-            None => {
-                let target = docker
-                    .inspect_container(
-                        container,
-                        None::<bollard::query_parameters::InspectContainerOptions>,
-                    )
-                    .await
-                    .map_err(|source| StopError::TargetImage {
-                        container: c(),
-                        source,
-                    })?;
-                // The image ID: exactly what the target runs, present on this node.
-                (
-                    target.image.unwrap_or_default(),
-                    Some(vec![COPIED.to_owned()]),
-                )
-            }
-        };
+        let (image, entrypoint) = self.image_for(docker, container).await?;
         let copy_in = entrypoint.is_some();
-        let body = bollard::models::ContainerCreateBody {
-            image: Some(image),
-            entrypoint,
-            cmd: Some(kill.to_args()),
-            user: Some("0:0".to_owned()),
-            working_dir: Some("/".to_owned()),
-            env: Some(Vec::new()),
-            healthcheck: Some(bollard::models::HealthConfig {
-                test: Some(vec!["NONE".to_owned()]),
-                ..Default::default()
-            }),
-            labels: Some(labels),
-            network_disabled: Some(true),
-            host_config: Some(bollard::models::HostConfig {
-                pid_mode: Some("host".to_owned()),
-                cap_drop: Some(vec!["ALL".to_owned()]),
-                // SYS_PTRACE: to read other processes' environment, for the marker.
-                cap_add: Some(vec!["KILL".to_owned(), "SYS_PTRACE".to_owned()]),
-                // The copy needs a writable layer; it goes with the container.
-                readonly_rootfs: Some(!copy_in),
-                network_mode: Some("none".to_owned()),
-                memory: Some(32 << 20),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let body = stopper_body(image, entrypoint, &kill, labels);
         let created = docker
             .create_container(
                 None::<bollard::query_parameters::CreateContainerOptions>,
@@ -185,65 +141,7 @@ impl Stopper {
                 source,
             })?;
         // Not auto-removed: its exit code says whether the processes are gone.
-        let result = async {
-            if copy_in {
-                let program = match self.program {
-                    Program::ThisOne => {
-                        std::fs::read("/proc/self/exe").map_err(StopError::ReadSelf)?
-                    }
-                    Program::Carried(p) => p.to_vec(),
-                };
-                let opts = bollard::query_parameters::UploadToContainerOptions {
-                    path: "/".to_owned(),
-                    ..Default::default()
-                };
-                docker
-                    .upload_to_container(
-                        &created.id,
-                        Some(opts),
-                        bollard::body_full(tar_of(COPIED, &program).into()),
-                    )
-                    .await
-                    .map_err(|source| StopError::Copy {
-                        container: c(),
-                        source,
-                    })?;
-            }
-            docker
-                .start_container(
-                    &created.id,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
-                .await
-                .map_err(|source| StopError::Start {
-                    container: c(),
-                    source,
-                })?;
-            let mut wait = docker.wait_container(
-                &created.id,
-                None::<bollard::query_parameters::WaitContainerOptions>,
-            );
-            match wait.next().await {
-                Some(Ok(r)) if r.status_code == 0 => Ok(()),
-                Some(Ok(r)) => Err(StopError::Left {
-                    container: c(),
-                    code: r.status_code,
-                }),
-                // A non-zero exit comes as an error from bollard.
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                    Err(StopError::Left {
-                        container: c(),
-                        code,
-                    })
-                }
-                Some(Err(source)) => Err(StopError::Wait {
-                    container: c(),
-                    source,
-                }),
-                None => Ok(()),
-            }
-        }
-        .await;
+        let result = self.run(docker, &created.id, container, copy_in).await;
         // `v`: with the anonymous volumes an image's VOLUMEs made.
         let opts = bollard::query_parameters::RemoveContainerOptions {
             force: true,
@@ -252,6 +150,132 @@ impl Stopper {
         };
         let _ = docker.remove_container(&created.id, Some(opts)).await;
         result
+    }
+
+    /// The image the stopper runs and its entrypoint: the helper's own image as it is, or
+    /// (zero-install) the target's image by ID — exactly what the target runs, present on
+    /// this node — with the node program copied in as the entrypoint.
+    async fn image_for(
+        &self,
+        docker: &Docker,
+        container: &str,
+    ) -> Result<(String, Option<Vec<String>>), StopError> {
+        if let Some(image) = &self.image {
+            return Ok((image.clone(), None));
+        }
+        let target = docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|source| StopError::TargetImage {
+                container: short(container).to_owned(),
+                source,
+            })?;
+        Ok((
+            target.image.unwrap_or_default(),
+            Some(vec![COPIED.to_owned()]),
+        ))
+    }
+
+    /// Starts the stopper `id` (its program copied in first when `copy_in`) and waits for
+    /// its exit: 0 when the processes are gone.
+    async fn run(
+        &self,
+        docker: &Docker,
+        id: &str,
+        container: &str,
+        copy_in: bool,
+    ) -> Result<(), StopError> {
+        let c = || short(container).to_owned();
+        if copy_in {
+            let program = match self.program {
+                Program::ThisOne => std::fs::read("/proc/self/exe").map_err(StopError::ReadSelf)?,
+                Program::Carried(p) => p.to_vec(),
+            };
+            let opts = bollard::query_parameters::UploadToContainerOptions {
+                path: "/".to_owned(),
+                ..Default::default()
+            };
+            docker
+                .upload_to_container(
+                    id,
+                    Some(opts),
+                    bollard::body_full(tar_of(COPIED, &program).into()),
+                )
+                .await
+                .map_err(|source| StopError::Copy {
+                    container: c(),
+                    source,
+                })?;
+        }
+        docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|source| StopError::Start {
+                container: c(),
+                source,
+            })?;
+        let mut wait =
+            docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        match wait.next().await {
+            Some(Ok(r)) if r.status_code == 0 => Ok(()),
+            Some(Ok(r)) => Err(StopError::Left {
+                container: c(),
+                code: r.status_code,
+            }),
+            // A non-zero exit comes as an error from bollard.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                Err(StopError::Left {
+                    container: c(),
+                    code,
+                })
+            }
+            Some(Err(source)) => Err(StopError::Wait {
+                container: c(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The stopper's container: the target's PID namespace, no network, only KILL and
+/// SYS_PTRACE (to read other processes' environment, for the marker), nothing of the
+/// image's environment or healthcheck.
+fn stopper_body(
+    image: String,
+    entrypoint: Option<Vec<String>>,
+    kill: &KillArgs,
+    labels: HashMap<String, String>,
+) -> bollard::models::ContainerCreateBody {
+    let copy_in = entrypoint.is_some();
+    bollard::models::ContainerCreateBody {
+        image: Some(image),
+        entrypoint,
+        cmd: Some(kill.to_args()),
+        user: Some("0:0".to_owned()),
+        working_dir: Some("/".to_owned()),
+        env: Some(Vec::new()),
+        healthcheck: Some(bollard::models::HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..Default::default()
+        }),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        host_config: Some(bollard::models::HostConfig {
+            pid_mode: Some("host".to_owned()),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            // SYS_PTRACE: to read other processes' environment, for the marker.
+            cap_add: Some(vec!["KILL".to_owned(), "SYS_PTRACE".to_owned()]),
+            // The copy needs a writable layer; it goes with the container.
+            readonly_rootfs: Some(!copy_in),
+            network_mode: Some("none".to_owned()),
+            memory: Some(32 << 20),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
