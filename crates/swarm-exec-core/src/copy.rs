@@ -38,35 +38,39 @@ pub struct CopyRequest<'a> {
 
 /// Where a copy goes or comes from, once found.
 struct CopyTarget<'a> {
-    task: &'a Resolved,
-    /// The task's container is on the engine `api` talks to.
-    here: bool,
+    task: Resolved,
+    /// For a task on another node; `None`: its container is on the engine `api` talks to.
+    carrier: Option<Carrier>,
     /// The helper's program and the run's timeout (its command is not run).
     run: &'a RunOptions,
-    /// For a task on another node.
-    carrier: Option<&'a Carrier>,
     network: Option<&'a str>,
 }
 
 /// The task of `req` and the way to it: directly when its container is on the engine `api`
 /// talks to, else through a session whose helper's program is readied now.
-async fn locate<A: SwarmApi, C: Future<Output = Interrupt> + Unpin>(
+async fn locate<'a, A: SwarmApi, C: Future<Output = Interrupt> + Unpin>(
     api: &A,
-    req: &CopyRequest<'_>,
+    req: &CopyRequest<'a>,
     cancel: &mut C,
-) -> Result<Result<(Resolved, Option<Carrier>), Interrupt>, ExecError> {
+) -> Result<Result<CopyTarget<'a>, Interrupt>, ExecError> {
     let (task, here) = tokio::select! {
         r = local_task(api, req.task) => r?,
         i = &mut *cancel => return Ok(Err(i)),
     };
-    if here {
-        return Ok(Ok((task, None)));
-    }
-    let carrier = tokio::select! {
-        r = carrier_for(api, &req.run.helper, &task) => r?,
-        i = &mut *cancel => return Ok(Err(i)),
+    let carrier = if here {
+        None
+    } else {
+        Some(tokio::select! {
+            r = carrier_for(api, &req.run.helper, &task) => r?,
+            i = &mut *cancel => return Ok(Err(i)),
+        })
     };
-    Ok(Ok((task, Some(carrier))))
+    Ok(Ok(CopyTarget {
+        task,
+        carrier,
+        run: req.run,
+        network: req.network,
+    }))
 }
 
 fn failed(task: &Resolved, reason: impl std::fmt::Display) -> ExecError {
@@ -96,16 +100,9 @@ where
     O: OutputSink,
     C: Future<Output = Interrupt> + Unpin,
 {
-    let (task, carrier) = match locate(api, req, cancel).await? {
-        Ok(found) => found,
+    let target = match locate(api, req, cancel).await? {
+        Ok(target) => target,
         Err(i) => return Ok(Outcome::Interrupted(i)),
-    };
-    let target = CopyTarget {
-        task: &task,
-        here: carrier.is_none(),
-        run: req.run,
-        carrier: carrier.as_ref(),
-        network: req.network,
     };
     archive_out(api, target, req.path, out, cancel).await
 }
@@ -123,7 +120,7 @@ where
     C: Future<Output = Interrupt>,
 {
     let deadline = Instant::now() + target.run.timeout;
-    if !target.here {
+    if target.carrier.is_some() {
         return through_session(api, target, path, None, None, out, deadline, cancel).await;
     }
     tokio::pin!(cancel);
@@ -133,7 +130,7 @@ where
             chunk = archive.next() => match chunk {
                 None => return Ok(Outcome::Exited(0)),
                 Some(Ok(bytes)) => out.stdout(&bytes),
-                Some(Err(e)) => return Err(failed(target.task, engine_said(e))),
+                Some(Err(e)) => return Err(failed(&target.task, engine_said(e))),
             },
             i = &mut cancel => return Ok(Outcome::Interrupted(i)),
             _ = sleep_until(deadline) => return Ok(Outcome::TimedOut),
@@ -156,16 +153,9 @@ where
     O: OutputSink,
     C: Future<Output = Interrupt> + Unpin,
 {
-    let (task, carrier) = match locate(api, req, cancel).await? {
-        Ok(found) => found,
+    let target = match locate(api, req, cancel).await? {
+        Ok(target) => target,
         Err(i) => return Ok(Outcome::Interrupted(i)),
-    };
-    let target = CopyTarget {
-        task: &task,
-        here: carrier.is_none(),
-        run: req.run,
-        carrier: carrier.as_ref(),
-        network: req.network,
     };
     archive_in(api, target, req.path, decide, input, out, cancel).await
 }
@@ -186,7 +176,7 @@ where
     C: Future<Output = Interrupt>,
 {
     let deadline = Instant::now() + target.run.timeout;
-    if !target.here {
+    if target.carrier.is_some() {
         let input = Some(input);
         return through_session(
             api,
@@ -205,15 +195,15 @@ where
     let mode = api
         .archive_mode(container, path)
         .await
-        .map_err(|e| failed(target.task, engine_said(e)))?;
-    let dir = decide(mode).map_err(|m| failed(target.task, m))?;
+        .map_err(|e| failed(&target.task, engine_said(e)))?;
+    let dir = decide(mode).map_err(|m| failed(&target.task, m))?;
     let mut input = input;
     let body = futures_util::stream::poll_fn(move |cx| input.poll_recv(cx)).boxed();
     let upload = api.upload_archive(container, &dir, body);
     tokio::select! {
         r = upload => match r {
             Ok(()) => Ok(Outcome::Exited(0)),
-            Err(e) => Err(failed(target.task, engine_said(e))),
+            Err(e) => Err(failed(&target.task, engine_said(e))),
         },
         i = &mut cancel => Ok(Outcome::Interrupted(i)),
         _ = sleep_until(deadline) => Ok(Outcome::TimedOut),
@@ -238,9 +228,10 @@ where
 {
     let carrier = target
         .carrier
+        .as_ref()
         .expect("a carrier for a task on another node");
     let req = SessionRequest {
-        task: target.task,
+        task: &target.task,
         run: target.run,
         carrier,
         tty: false,
@@ -253,7 +244,7 @@ where
         }),
     };
     let none = futures_util::stream::empty();
-    let task = target.task;
+    let task = &target.task;
     remote_session(api, req, input, none, out, Some(deadline), cancel)
         .await
         .map_err(|e| match e {
