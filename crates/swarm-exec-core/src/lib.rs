@@ -11,11 +11,11 @@
 //!
 //! - [`model`]: plain values — task references, durations, run options, outcomes, task
 //!   states, labels, the node-side build, the helper spec.
-//! - [`engine`]: the one port to a Docker engine ([`engine::SwarmApi`]), its bollard
-//!   adapter with the retry policy, and (tests only) its fake. The only module that names
-//!   bollard.
 //! - [`connect`]: which engine to talk to (flags, DOCKER_HOST, contexts), as the docker CLI
-//!   decides it, and `ssh://` endpoints.
+//!   decides it.
+//! - [`engine`]: the one port to a Docker engine ([`engine::SwarmApi`]), its bollard
+//!   adapter with the retry policy and the connection (`ssh://` too), and (tests only) its
+//!   fake. The only module that names bollard (`tests/layers.rs` holds it to that).
 //! - [`sink`]: where output goes; [`cancel`]: one cancellation fanned out to many runs.
 //! - [`lookup`]: services, nodes, tasks; [`lookup::resolve`] from a task reference to a
 //!   running task with its node and container.
@@ -25,8 +25,9 @@
 //! - [`session`]: a live session with a task on another node: a relay on the manager, an
 //!   overlay the helper dials it on, frames sealed end to end.
 //! - [`local`]: an attached exec on the engine the client talks to.
-//! - Entry points, each one command: [`task_exec`], [`service_exec`], [`copy`] (`cp`),
-//!   [`gc`], [`multi`] (what the Skopos plugin runs); [`error`] is theirs: only they build [`ExecError`].
+//! - Entry points, each one command: [`task_exec`](mod@task_exec), [`live`] (`-t` and streamed `-i`,
+//!   directly or through a session), [`service_exec`], [`copy`] (`cp`), [`gc`], [`multi`]
+//!   (what the Skopos plugin runs); [`error`] is theirs: only they build [`ExecError`].
 
 pub mod cancel;
 pub mod connect;

@@ -153,7 +153,7 @@ pub(crate) async fn prepare<A: SwarmApi>(
     Ok((resolved, carrier))
 }
 
-/// How the helper for `task` gets its program (see [`prepare`]): `helper`'s image, pinned,
+/// How the helper for `task` gets its program (see `prepare`): `helper`'s image, pinned,
 /// or zero-install's configs once the task's node and image are fit for it.
 pub async fn carrier_for<A: SwarmApi>(
     api: &A,

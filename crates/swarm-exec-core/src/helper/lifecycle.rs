@@ -44,7 +44,7 @@ pub enum Stop {
 
 pub enum Created<T> {
     Done(Result<T, ApiError>),
-    /// `made`: what the create made after all, if it finished within [`CREATE_GRACE`].
+    /// `made`: what the create made after all, if it finished within `CREATE_GRACE`.
     Stopped {
         stop: Stop,
         made: Option<T>,

@@ -26,7 +26,7 @@ pub struct SessionRequest<'a> {
     pub carrier: &'a Carrier,
     /// A TTY for the command (`-t`).
     pub tty: bool,
-    /// `--network`: an attachable overlay of the operator's instead of [`SESSION_NETWORK`].
+    /// `--network`: an attachable overlay of the operator's instead of [`SESSION_NETWORK`](crate::session::SESSION_NETWORK).
     pub network: Option<&'a str>,
     /// Sent before anything read from `input` (what `-i` read to decide on a session).
     pub stdin_prefix: Vec<u8>,
@@ -44,5 +44,5 @@ pub struct Copy {
     pub decide: Option<Decide>,
 }
 
-/// See [`Copy`].
+/// See [`Copy`](struct@Copy).
 pub type Decide = Box<dyn FnOnce(Option<u32>) -> Result<String, String> + Send>;
