@@ -134,29 +134,43 @@ impl Link {
 
 /// Dials the relay, presents the relay token and the hello, and waits for the client's
 /// start: nothing runs until the client says so (a helper the relay did not pair never
-/// hears it).
+/// hears it). A connection the relay closes before the start (it was pushed out by a flood
+/// of others on the overlay) is dialled again, for as long as dialling may take.
 async fn open<S: std::future::Future<Output = ()> + Unpin>(
     envelope: &Envelope,
     spec: &SessionSpec,
     deadline: tokio::time::Instant,
     stop: &mut S,
 ) -> Result<Link, SessionFailure> {
-    // Removed with the session: stop dialling.
-    let mut conn = tokio::select! {
-        c = dial(&spec.relay) => c?,
-        () = &mut *stop => return Err(SessionFailure::ClientGone),
-    };
+    let until = tokio::time::Instant::now() + DIAL_FOR;
+    loop {
+        let tried = tokio::select! {
+            r = offer(envelope, &spec.relay) => r,
+            () = &mut *stop => return Err(SessionFailure::ClientGone),
+            _ = tokio::time::sleep_until(deadline) => return Err(SessionFailure::ClientGone),
+        };
+        match tried {
+            Err(SessionFailure::ClientGone | SessionFailure::Conn(_))
+                if tokio::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(DIAL_EVERY).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One connection to the relay, offered: the token and the hello, then the client's
+/// start. [`SessionFailure::ClientGone`] or [`SessionFailure::Conn`] when it closed or
+/// broke first.
+async fn offer(envelope: &Envelope, relay: &str) -> Result<Link, SessionFailure> {
+    let mut conn = dial(relay).await?;
     let (mut seal, mut open) = halves(&envelope.key, Side::Helper);
     let mut out = relay_token(&envelope.key).to_vec();
     seal.seal(&Msg::Hello, &mut out);
     conn.write_all(&out).await.map_err(SessionFailure::Conn)?;
     let (mut rx, tx) = conn.into_split();
-    let started = tokio::select! {
-        m = first_frame(&mut rx, &mut open) => m,
-        () = &mut *stop => Err(SessionFailure::ClientGone),
-        _ = tokio::time::sleep_until(deadline) => Err(SessionFailure::ClientGone),
-    };
-    match started? {
+    match first_frame(&mut rx, &mut open).await? {
         Msg::Start => Ok(Link { rx, tx, seal, open }),
         _ => Err(SessionFailure::Refused(
             swarm_exec_proto::session::SessionError::Malformed {
