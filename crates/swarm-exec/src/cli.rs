@@ -99,7 +99,7 @@ pub enum Command {
 
 const TOP_HELP: &str = "\
 Exit codes: the command's own; 124 timeout; 125 swarm-exec failed; 126/127 cannot
-invoke / not found; 130/143 SIGINT/SIGTERM. See the README.
+invoke / not found; 130/143/129 SIGINT/SIGTERM/SIGHUP. See the README.
 
 As a Skopos plugin (a drop-in for the reference swarm-exec plugin):
   swarm-exec [--debug] [--compact|-c] [--stdout FILE] [--stderr FILE] <ACTION> [JSON]
@@ -128,7 +128,7 @@ go N at a time (a rolling exec with --delay); --timeout then applies to each wav
 
 Exit codes: 0 when every task's command exited 0; 1 when any failed, timed out or could
 not run (a summary on stderr names each); 125 when swarm-exec itself failed (service
-not found, no task matches, engine unreachable); 130/143 on SIGINT/SIGTERM.";
+not found, no task matches, engine unreachable); 130/143/129 on SIGINT/SIGTERM/SIGHUP.";
 
 const GC_EXAMPLES: &str = "\
 Examples:
@@ -172,7 +172,7 @@ Nothing needs to be on the nodes: the helper runs the node-side program this bin
 carries, as swarm configs, in the task's own image (or, with --image, that image).
 
 Exit codes: the command's own; 124 timeout; 125 swarm-exec failed; 126/127 cannot
-invoke / not found; 130/143 interrupted by SIGINT/SIGTERM (the helper is removed first).";
+invoke / not found; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (the helper is removed first).";
 
 #[derive(Debug, Args)]
 pub struct TaskExecArgs {
