@@ -122,9 +122,17 @@ fn first_output(cmd: &mut Command) -> Res<Duration> {
 /// remote terminal, shown here.
 fn keystroke(cmd: &mut Command, keys: usize) -> Res<f64> {
     let mut s = OnPty::spawn(cmd)?;
-    // Output that no echo of the typed line contains: the remote shell is there.
+    // Output that no echo of the typed line contains: the remote shell is there. A line
+    // typed before the shell set up its terminal can be flushed by it (as with docker exec
+    // -it), so it is typed again (Ctrl-U first) until the answer shows.
+    let until = Instant::now() + Duration::from_secs(30);
     s.type_(b"echo $((6*7))\r")?;
-    s.wait_for(b"42\r\n", Duration::from_secs(30))?;
+    while let Err(e) = s.wait_for(b"42\r\n", Duration::from_secs(2)) {
+        if Instant::now() >= until {
+            return Err(e);
+        }
+        s.type_(b"\x15echo $((6*7))\r")?;
+    }
     let mut trips = Vec::new();
     for i in 0..keys {
         let key = [b'a' + (i % 26) as u8];
