@@ -113,26 +113,28 @@ impl fmt::Display for TaskState {
 mod tests {
     use super::*;
 
+    /// Every state the engine names.
+    const NAMES: [&str; 15] = [
+        "new",
+        "allocated",
+        "pending",
+        "assigned",
+        "accepted",
+        "preparing",
+        "ready",
+        "starting",
+        "running",
+        "complete",
+        "shutdown",
+        "failed",
+        "rejected",
+        "remove",
+        "orphaned",
+    ];
+
     #[test]
     fn names_round_trip_and_unknown_ones_are_kept() {
-        for name in [
-            "new",
-            "allocated",
-            "pending",
-            "assigned",
-            "accepted",
-            "preparing",
-            "ready",
-            "starting",
-            "running",
-            "complete",
-            "shutdown",
-            "failed",
-            "rejected",
-            "remove",
-            "orphaned",
-            "",
-        ] {
+        for name in NAMES.into_iter().chain([""]) {
             assert_eq!(TaskState::parse(name).to_string(), name);
         }
         assert_eq!(
@@ -144,24 +146,7 @@ mod tests {
 
     #[test]
     fn starting_and_final_do_not_overlap() {
-        let all = [
-            "new",
-            "allocated",
-            "pending",
-            "assigned",
-            "accepted",
-            "preparing",
-            "ready",
-            "starting",
-            "running",
-            "complete",
-            "shutdown",
-            "failed",
-            "rejected",
-            "remove",
-            "orphaned",
-        ]
-        .map(TaskState::parse);
+        let all = NAMES.map(TaskState::parse);
         for s in &all {
             assert!(!(s.is_starting() && s.is_final()), "{s}");
         }
