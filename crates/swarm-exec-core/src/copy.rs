@@ -21,7 +21,7 @@ use crate::model::outcome::{Interrupt, Outcome};
 use crate::model::target::TaskRef;
 use crate::session::{remote_session, Copy, Decide, SessionRequest};
 use crate::sink::OutputSink;
-use crate::task_exec::{carrier_for, local_task};
+use crate::task_exec::{find_route, Route};
 use crate::ApiError;
 
 /// Go's `os.ModeDir`, as the archive API's stat reports a directory.
@@ -53,21 +53,16 @@ async fn locate<'a, A: SwarmApi, C: Future<Output = Interrupt> + Unpin>(
     req: &CopyRequest<'a>,
     cancel: &mut C,
 ) -> Result<Result<CopyTarget<'a>, Interrupt>, ExecError> {
-    let (task, here) = tokio::select! {
-        r = local_task(api, req.task) => r?,
-        i = &mut *cancel => return Ok(Err(i)),
-    };
-    let carrier = if here {
-        None
-    } else {
-        Some(tokio::select! {
-            r = carrier_for(api, &req.run.helper, &task) => r?,
-            i = &mut *cancel => return Ok(Err(i)),
-        })
+    let plan = match find_route(api, req.task, &req.run.helper, cancel).await? {
+        Ok(plan) => plan,
+        Err(i) => return Ok(Err(i)),
     };
     Ok(Ok(CopyTarget {
-        task,
-        carrier,
+        task: plan.task,
+        carrier: match plan.route {
+            Route::Direct => None,
+            Route::Session(carrier) => Some(carrier),
+        },
         run: req.run,
         network: req.network,
     }))

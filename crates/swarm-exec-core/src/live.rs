@@ -1,8 +1,8 @@
 //! `task-exec -t`, and `-i` with more stdin than a secret holds: a command attached live.
 //! Which way it goes is decided here: a task on the engine the client talks to is attached
 //! directly (no helper); one on another node goes through a live session. A caller first
-//! [`prepare`]s (nothing is created yet), readies its terminal for the way chosen, then
-//! [`run`]s.
+//! finds the task and its way ([`find_route`]: nothing is created yet), readies its
+//! terminal for the way chosen, then [`run`]s.
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,35 +13,13 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::engine::SwarmApi;
 use crate::error::ExecError;
-use crate::helper::Carrier;
 use crate::local::{attached, Attached};
 use crate::lookup::resolve::Resolved;
 use crate::model::options::{HelperSource, RunOptions};
 use crate::model::outcome::{Interrupt, Outcome};
-use crate::model::target::TaskRef;
 use crate::session::{remote_session, SessionRequest};
 use crate::sink::OutputSink;
-use crate::task_exec::{carrier_for, local_task};
-
-/// Where a live command goes.
-pub enum Route {
-    /// Attached on the engine the client talks to.
-    Direct,
-    /// Through a relay and a helper with this program.
-    Session(Carrier),
-}
-
-/// A task found, and the way to it; nothing exists on the swarm yet.
-pub struct Plan {
-    pub task: Resolved,
-    pub route: Route,
-}
-
-impl Plan {
-    pub fn direct(&self) -> bool {
-        matches!(self.route, Route::Direct)
-    }
-}
+pub use crate::task_exec::{find_route, Plan, Route};
 
 /// What runs live, and how.
 pub struct LiveRequest<'a> {
@@ -52,38 +30,6 @@ pub struct LiveRequest<'a> {
     pub network: Option<&'a str>,
     /// What `-i` read before deciding to stream: it goes first.
     pub stdin_prefix: Vec<u8>,
-}
-
-/// Finds the task named by `target` and chooses the way to it: directly when its container
-/// is on this engine, else a session, whose helper's program is readied now.
-pub async fn prepare<A, C>(
-    api: &A,
-    target: &TaskRef,
-    helper: &HelperSource,
-    cancel: &mut C,
-) -> Result<Result<Plan, Interrupt>, ExecError>
-where
-    A: SwarmApi,
-    C: Future<Output = Interrupt> + Unpin,
-{
-    let (task, here) = tokio::select! {
-        r = local_task(api, target) => r?,
-        i = &mut *cancel => return Ok(Err(i)),
-    };
-    if here {
-        return Ok(Ok(Plan {
-            task,
-            route: Route::Direct,
-        }));
-    }
-    let carrier = tokio::select! {
-        r = carrier_for(api, helper, &task) => r?,
-        i = &mut *cancel => return Ok(Err(i)),
-    };
-    Ok(Ok(Plan {
-        task,
-        route: Route::Session(carrier),
-    }))
 }
 
 /// Runs the command the way `plan` says, until it exits, `deadline` passes or `cancel`

@@ -237,5 +237,58 @@ pub async fn local_task<A: SwarmApi>(
     Ok((resolved, here))
 }
 
+/// How a live command or a copy reaches its task.
+pub enum Route {
+    /// Attached on the engine the client talks to.
+    Direct,
+    /// Through a relay and a helper with this program.
+    Session(Carrier),
+}
+
+/// A task found, and the way to it; nothing exists on the swarm yet.
+pub struct Plan {
+    pub task: Resolved,
+    pub route: Route,
+}
+
+impl Plan {
+    pub fn direct(&self) -> bool {
+        matches!(self.route, Route::Direct)
+    }
+}
+
+/// Finds the task named by `target` and the way to it for a live command or a copy: directly
+/// when its container is on this engine, else a session, whose helper's program is readied
+/// now. Nothing is created; `cancel` ends the search.
+pub async fn find_route<A, C>(
+    api: &A,
+    target: &TaskRef,
+    helper: &HelperSource,
+    cancel: &mut C,
+) -> Result<Result<Plan, Interrupt>, ExecError>
+where
+    A: SwarmApi,
+    C: Future<Output = Interrupt> + Unpin,
+{
+    let (task, here) = tokio::select! {
+        r = local_task(api, target) => r?,
+        i = &mut *cancel => return Ok(Err(i)),
+    };
+    if here {
+        return Ok(Ok(Plan {
+            task,
+            route: Route::Direct,
+        }));
+    }
+    let carrier = tokio::select! {
+        r = carrier_for(api, helper, &task) => r?,
+        i = &mut *cancel => return Ok(Err(i)),
+    };
+    Ok(Ok(Plan {
+        task,
+        route: Route::Session(carrier),
+    }))
+}
+
 #[cfg(test)]
 mod tests;

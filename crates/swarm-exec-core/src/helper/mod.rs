@@ -12,13 +12,10 @@ use crate::model::labels::{
     BUDGET_LABEL, DEADLINE_LABEL, ENVELOPE_KIND, HELPER_KIND, HELPER_LABEL,
 };
 use crate::model::node_program::{ConfigMount, LOADER_FILE};
-pub use crate::model::spec::{HelperSpec, ImageInfo, ENVELOPE_FILE_NAME, LOG_DRIVER, LOG_OPTIONS};
+use crate::model::spec::{HelperSpec, ImageInfo, ENVELOPE_FILE_NAME};
 
 /// Where the engine's socket is on a node, and where the helper sees it.
 pub const NODE_SOCKET: &str = "/var/run/docker.sock";
-
-/// stdin travels in the run's envelope secret: at most this much, less the command.
-pub use crate::model::options::MAX_STDIN;
 
 /// How a run's helpers get the node-side program; decided once per run.
 #[derive(Debug, Clone, PartialEq, Eq)]

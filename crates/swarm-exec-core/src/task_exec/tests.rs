@@ -165,7 +165,7 @@ async fn the_command_and_its_environment_travel_in_the_envelope_not_the_spec() {
 async fn too_much_stdin_is_refused_before_anything_is_created() {
     let fake = fake_with(running_then_exit());
     let mut req = request("web.1", 300);
-    req.run.stdin = Some(vec![0; crate::helper::MAX_STDIN + 1]);
+    req.run.stdin = Some(vec![0; crate::model::options::MAX_STDIN + 1]);
     let (r, _) = run(&fake, &req).await;
     assert!(matches!(
         r,

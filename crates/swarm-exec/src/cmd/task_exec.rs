@@ -71,7 +71,7 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
     let api = connect(global)?;
-    let plan = match live::prepare(&api, &args.task, &run.helper, &mut interrupted).await? {
+    let plan = match live::find_route(&api, &args.task, &run.helper, &mut interrupted).await? {
         Ok(plan) => plan,
         Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
     };
@@ -121,7 +121,7 @@ async fn stream(
     tokio::pin!(interrupted);
     let deadline = tokio::time::Instant::now() + run.timeout;
     let api = connect(global)?;
-    let plan = match live::prepare(&api, task, &run.helper, &mut interrupted).await? {
+    let plan = match live::find_route(&api, task, &run.helper, &mut interrupted).await? {
         Ok(plan) => plan,
         Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
     };
