@@ -88,7 +88,9 @@ fn embed(dir: &Path, out: &Path) {
     h.update((loader.len() as u64).to_le_bytes());
     h.update(&loader);
     h.update(&program);
-    let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let digest = hex(&h.finalize());
+    let program_sha256 = hex(&sha2::Sha256::digest(&program));
     let packed = zstd::bulk::compress(&program, 19).expect("compressing the node program");
     let write = |name: &str, data: &[u8]| {
         std::fs::write(out.join(name), data).unwrap_or_else(|e| panic!("writing {name}: {e}"));
@@ -99,7 +101,9 @@ fn embed(dir: &Path, out: &Path) {
         "node_program.rs",
         format!(
             "/// The node program's length, unpacked.\npub const PROGRAM_LEN: usize = {};\n\
-             /// The build's digest.\npub const BUILD_ID: &str = \"{digest}\";\n",
+             /// The build's digest.\npub const BUILD_ID: &str = \"{digest}\";\n\
+             /// The program's SHA-256, which the loader checks.\n\
+             pub const PROGRAM_SHA256: &str = \"{program_sha256}\";\n",
             program.len()
         )
         .as_bytes(),

@@ -3,6 +3,7 @@
 //! own error is wrapped here, never the other way round.
 
 use crate::engine::ApiError;
+use crate::helper::configs::ConfigError;
 use crate::local::AttachError;
 use crate::lookup::resolve::{ResolveError, Resolved};
 use crate::model::options::InvalidRun;
@@ -44,11 +45,11 @@ pub enum ExecError {
     },
     #[error("{target}: the task's spec names no usable image ({image:?}) to run the helper in; use --image")]
     TargetImage { target: String, image: String },
-    #[error("{target}: cannot create the node-side program's configs: {source}")]
+    #[error("{target}: the node-side program's configs: {source}")]
     NodeConfigs {
         target: String,
         #[source]
-        source: ApiError,
+        source: ConfigError,
     },
     #[error("{target}: {source}")]
     Attach {

@@ -146,8 +146,12 @@ pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>,
     secrets.sort_by(|a, b| a.name.cmp(&b.name));
     // Configs last: the helpers that mount them go first.
     let mut configs = api.list_configs(HELPER_LABEL).await?;
-    // A build's index before its parts: a run never reads an index whose parts are gone.
-    configs.sort_by_key(|c| (!c.name.ends_with("-index"), c.name.clone()));
+    // A build's index (its loader; older builds had a separate `-index`) before its
+    // parts: a run never reads an index whose parts are gone.
+    configs.sort_by_key(|c| {
+        let index = c.name.ends_with("-load") || c.name.ends_with("-index");
+        (!index, c.name.clone())
+    });
     let candidates = services
         .into_iter()
         .filter(is_helper)
@@ -445,8 +449,9 @@ mod tests {
                 "swarm-exec-eeeeeeeeeeee",
                 "swarm-exec-ffffffffffff",
                 "swarm-exec-run-ffffffffffff",
-                "swarm-exec-node-aaaaaaaaaaaa-1",
+                // A build's loader (its index) before its parts.
                 "swarm-exec-node-aaaaaaaaaaaa-load",
+                "swarm-exec-node-aaaaaaaaaaaa-1",
                 "swarm-exec-node-bbbbbbbbbbbb-1"
             ]
         );

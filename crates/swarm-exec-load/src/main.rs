@@ -3,16 +3,22 @@
 //! an anonymous memory file and executes that. No writable file system, no libc, no shell:
 //! it speaks to the kernel alone, so it runs in whatever image the target task runs.
 //!
-//! `load PARTS:BYTES ARGS…` reads `<dir>/1` … `<dir>/PARTS`, where `<dir>` is the directory
-//! of `load` itself, checks that they add up to exactly BYTES, and executes the result as
+//! `load PARTS:BYTES:SHA256 ARGS…` reads `<dir>/1` … `<dir>/PARTS`, where `<dir>` is the
+//! directory of `load` itself, checks that they add up to exactly BYTES and hash to SHA256
+//! (64 hex digits: the client's build of the program), and only then executes the result as
 //! `swarm-exec-node ARGS…` with an empty environment: nothing of the image's (`DOCKER_HOST`,
-//! proxies, `LD_PRELOAD`) reaches it. On any failure it says which step failed on stderr and
-//! exits 125, what the manager reads as "the helper failed".
+//! proxies, `LD_PRELOAD`) reaches it. The parts are swarm configs that anyone allowed to
+//! create configs could have made under the build's names; the digest is what makes them
+//! the client's. On any failure it says which step failed on stderr and exits 125, what the
+//! manager reads as "the helper failed".
 
 #![no_std]
 #![no_main]
 
 use core::arch::{asm, global_asm};
+
+mod sha256;
+use sha256::Sha256;
 
 const SYS_READ: usize = 0;
 const SYS_WRITE: usize = 1;
@@ -152,8 +158,26 @@ fn part_path(buf: &mut [u8; PATH_MAX], dir: &[u8], n: usize) -> Option<usize> {
     Some(len)
 }
 
-/// Copies all of file `from` to `to`.
-fn copy(from: usize, to: usize, path: &[u8]) {
+/// The 32 bytes that 64 hex digits (either case) spell.
+fn parse_hex32(s: &[u8]) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Copies all of file `from` to `to`, hashing what it copies.
+fn copy(from: usize, to: usize, path: &[u8], hash: &mut Sha256) {
     let mut buf = [0u8; 64 * 1024];
     loop {
         let n = unsafe { syscall(SYS_READ, from, buf.as_mut_ptr() as usize, buf.len(), 0, 0) };
@@ -162,6 +186,7 @@ fn copy(from: usize, to: usize, path: &[u8]) {
             EINTR => continue,
             n if n < 0 => fail_errno("reading ", path, n),
             n => {
+                hash.update(&buf[..n as usize]);
                 if !write_all(to, &buf[..n as usize]) {
                     fail("writing the program from ", path);
                 }
@@ -175,7 +200,7 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     let argv = sp.add(1) as *mut *const u8;
     let envp_empty: [*const u8; 1] = [core::ptr::null()];
     if argc < 2 {
-        fail("usage: load PARTS:BYTES ARGS…", b"");
+        fail("usage: load PARTS:BYTES:SHA256 ARGS…", b"");
     }
     let me = c_str(*argv);
     let dir = match me.iter().rposition(|&b| b == b'/') {
@@ -183,15 +208,15 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
         None => fail("run by a path without a directory: ", me),
     };
     let spec = c_str(*argv.add(1));
-    let (parts, bytes) = match spec.iter().position(|&b| b == b':') {
-        Some(colon) => (
-            parse_decimal(&spec[..colon]),
-            parse_decimal(&spec[colon + 1..]),
-        ),
-        None => (None, None),
-    };
-    let (Some(parts), Some(bytes)) = (parts, bytes) else {
-        fail("not PARTS:BYTES: ", spec);
+    let mut fields = spec.split(|&b| b == b':');
+    let (parts, bytes, digest) = (
+        fields.next().and_then(parse_decimal),
+        fields.next().and_then(parse_decimal),
+        fields.next().and_then(parse_hex32),
+    );
+    let (Some(parts), Some(bytes), Some(digest), None) = (parts, bytes, digest, fields.next())
+    else {
+        fail("not PARTS:BYTES:SHA256: ", spec);
     };
 
     let create = |flags| syscall(SYS_MEMFD_CREATE, NAME.as_ptr() as usize, flags, 0, 0, 0);
@@ -204,6 +229,7 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     }
     let memfd = memfd as usize;
     let mut path = [0u8; PATH_MAX];
+    let mut hash = Sha256::new();
     for n in 1..=parts {
         let Some(len) = part_path(&mut path, dir, n) else {
             fail("part path too long under ", dir);
@@ -212,12 +238,26 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
         if fd < 0 {
             fail_errno("opening ", &path[..len], fd);
         }
-        copy(fd as usize, memfd, &path[..len]);
+        copy(fd as usize, memfd, &path[..len], &mut hash);
         syscall(SYS_CLOSE, fd as usize, 0, 0, 0, 0);
     }
     let written = syscall(SYS_LSEEK, memfd, 0, SEEK_CUR, 0, 0);
     if written < 0 || written as usize != bytes {
         fail("the parts do not add up to the expected size: ", spec);
+    }
+    // Every byte compared, without an early exit that the compiler could turn into a call
+    // to `bcmp`, which nothing here provides.
+    let got = hash.finish();
+    let differ = got
+        .iter()
+        .zip(digest.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if differ != 0 {
+        fail(
+            "the parts are not the program this client asked for (SHA-256 differs); \
+             not executed: ",
+            spec,
+        );
     }
     // The program sees `swarm-exec-node ARGS…`: argv[1] becomes its argv[0].
     *argv.add(1) = NAME.as_ptr().cast();

@@ -356,3 +356,111 @@ fn sessions_make_their_network_together_and_again_right_after_it_was_removed() {
     }
     no_session_left(&svc.name);
 }
+
+/// The loader this build embeds: the start of its `-load` config.
+static LOADER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/swarm-exec-load"));
+
+/// Removes configs (by name or ID) when dropped, whatever the test did.
+struct RemoveConfigs(Vec<String>);
+
+impl Drop for RemoveConfigs {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = docker(&["config", "rm", c]);
+        }
+    }
+}
+
+/// Creates config `name` holding `data` with `labels`; returns its ID.
+fn create_config(name: &str, labels: &[String], data: &[u8]) -> String {
+    let file = std::env::temp_dir().join(format!("sx-squat-{}", unique_hex(8)));
+    std::fs::write(&file, data).unwrap();
+    let mut args = vec!["config".to_owned(), "create".to_owned()];
+    for l in labels {
+        args.extend(["--label".to_owned(), l.clone()]);
+    }
+    args.extend([name.to_owned(), file.to_str().unwrap().to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let id = docker_ok(&args).trim().to_owned();
+    std::fs::remove_file(&file).unwrap();
+    id
+}
+
+/// Program configs are trusted by their content, not their names (issue 25): a part squatted
+/// under this build's name, of the same size, is refused before any helper exists; an index
+/// forged to list it gets as far as the loader, which refuses parts whose SHA-256 is not the
+/// client's. Either way the squatted program never runs. Serial: it
+/// takes this build's configs away from every other test while it runs.
+#[test]
+fn program_configs_squatted_under_the_builds_names_are_refused_and_never_run() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::global();
+    let target = svc.at("node2");
+    assert_exit(&task_exec(&[], &target, &["true"]), 0);
+    let made = program_configs();
+    let find = |suffix: &str| made.iter().find(|c| c.0.ends_with(suffix)).unwrap().clone();
+    let (load, part1) = (find("-load"), find("-1"));
+    let build = part1.2.clone();
+    let parts = made.len() - 1;
+    // A program that would say so if it ran, as long as the part it replaces.
+    let mut squatted = b"#!/bin/sh\necho SQUATTED-RAN\nexit 99\n".to_vec();
+    squatted.resize(1_000_000, b'#');
+    let ours = |extra: &[String]| {
+        let mut l = vec![
+            "swarm-exec.helper=node".to_owned(),
+            format!("swarm-exec.node-build={build}"),
+        ];
+        l.extend_from_slice(extra);
+        l
+    };
+    let never_ran = |out: &Output| {
+        assert!(!out.stdout_str().contains("SQUATTED"), "{out:?}");
+        assert!(!out.stderr_str().contains("SQUATTED"), "{out:?}");
+    };
+
+    // A part made by someone else under its name (the loader goes first, as gc takes it).
+    docker_ok(&["config", "rm", &load.0, &part1.0]);
+    let mut forged = RemoveConfigs(vec![load.0.clone(), part1.0.clone()]);
+    let labels = ours(&[format!("swarm-exec.node-part=1/{parts}")]);
+    let squatted_id = create_config(&part1.0, &labels, &squatted);
+    let out = task_exec(&[], &target, &["true"]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, &part1.0);
+    assert_stderr_has(&out, "was not used");
+    never_ran(&out);
+    assert!(svc.helpers().is_empty(), "refused before any helper");
+    assert!(
+        !program_configs().iter().any(|c| c.0 == load.0),
+        "no index made"
+    );
+
+    // And an index forged beside it: this build's loader, listing the squatted part (the
+    // swarm mounts a config only under its own name, so a forgery can point nowhere else).
+    let index: String = made
+        .iter()
+        .filter(|c| c.0 != load.0)
+        .map(|c| {
+            format!(
+                "{} {}\n",
+                c.0,
+                if c.0 == part1.0 { &squatted_id } else { &c.1 }
+            )
+        })
+        .collect();
+    let data = [LOADER, b"\n#swarm-exec-index\n", index.as_bytes()].concat();
+    let labels = ours(&[format!("swarm-exec.node-index={build}")]);
+    create_config(&load.0, &labels, &data);
+    let out = task_exec(&[], &target, &["true"]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "SHA-256 differs");
+    never_ran(&out);
+    assert!(svc.helpers().is_empty());
+
+    // Once the forgeries are gone the build makes its own again.
+    docker_ok(&["config", "rm", &load.0, &part1.0]);
+    forged.0.clear();
+    let out = task_exec(&[], &target, &["sh", "-c", "echo made-again"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout_str(), "made-again\n");
+    assert_eq!(program_configs().len(), made.len());
+}

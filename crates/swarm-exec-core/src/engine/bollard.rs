@@ -488,7 +488,7 @@ impl SwarmApi for BollardApi {
         name: &str,
         labels: &[(String, String)],
         data: &[u8],
-    ) -> Result<String, ApiError> {
+    ) -> Result<ServiceInfo, ApiError> {
         use base64::Engine as _;
         let spec = bollard::models::ConfigSpec {
             name: Some(name.to_owned()),
@@ -496,13 +496,22 @@ impl SwarmApi for BollardApi {
             data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
             ..Default::default()
         };
-        let find = || async {
+        // The config as the engine holds it, its data included: what the caller checks.
+        let found = || async {
             let c = self.docker.inspect_config(name).await?;
-            Ok(c.id.unwrap_or_default())
+            let spec = c.spec.unwrap_or_default();
+            let data = spec.data.as_deref().unwrap_or_default();
+            Ok(ServiceInfo {
+                data: base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap_or_default(),
+                ..stored_object(c.id, spec.name, spec.labels, c.created_at.as_deref())
+            })
         };
+        let find = || async { found().await.map(|c| c.id) };
         // Another client may create the same content-addressed config at the same moment:
-        // then it is there to be used, not a failure.
-        match create_once(
+        // then it is there to be used (once checked), not a failure.
+        let created = create_once(
             "create config",
             || {
                 let spec = spec.clone();
@@ -510,15 +519,22 @@ impl SwarmApi for BollardApi {
             },
             find,
         )
-        .await
-        {
+        .await;
+        match created {
+            Ok(id) => Ok(ServiceInfo {
+                id,
+                name: name.to_owned(),
+                labels: labels.to_vec(),
+                data: data.to_vec(),
+                ..Default::default()
+            }),
             Err(ApiError::Server { status: 409, .. }) => {
                 retry("inspect config", || async {
-                    find().await.map_err(classify)
+                    found().await.map_err(classify)
                 })
                 .await
             }
-            r => r,
+            Err(e) => Err(e),
         }
     }
 

@@ -333,20 +333,21 @@ impl SwarmApi for Arc<Fake> {
         name: &str,
         labels: &[(String, String)],
         data: &[u8],
-    ) -> Result<String, ApiError> {
+    ) -> Result<ServiceInfo, ApiError> {
         let mut configs = self.configs.lock().unwrap();
-        let id = format!("config-{name}");
-        // As the engine: a name that exists is found, not made twice.
-        if !configs.iter().any(|c| c.name == name) {
-            configs.push(ServiceInfo {
-                id: id.clone(),
-                name: name.to_owned(),
-                labels: labels.to_vec(),
-                data: data.to_vec(),
-                ..Default::default()
-            });
+        // As the engine: a name that exists is found, with its own data, not made twice.
+        if let Some(c) = configs.iter().find(|c| c.name == name) {
+            return Ok(c.clone());
         }
-        Ok(id)
+        let c = ServiceInfo {
+            id: format!("config-{name}"),
+            name: name.to_owned(),
+            labels: labels.to_vec(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        configs.push(c.clone());
+        Ok(c)
     }
 
     async fn remove_config(&self, id: &str) -> Result<(), ApiError> {

@@ -241,13 +241,14 @@ pub trait SwarmApi: Send + Sync {
         label: &str,
     ) -> impl Future<Output = Result<Vec<ServiceInfo>, ApiError>> + Send;
     /// Creates a config holding `data`; one that exists already under `name` (made by a
-    /// concurrent client) is found instead. Returns its ID.
+    /// concurrent client, or by anyone) is found instead. Returns the config under that
+    /// name with its data — the caller decides whether a found one will do.
     fn create_config(
         &self,
         name: &str,
         labels: &[(String, String)],
         data: &[u8],
-    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    ) -> impl Future<Output = Result<ServiceInfo, ApiError>> + Send;
     /// Removes a config; one that is already gone is not an error, one in use is.
     fn remove_config(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// Configs carrying `label` (`key` or `key=value`), as services (name, ID, labels).

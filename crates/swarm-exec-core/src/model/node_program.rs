@@ -16,6 +16,9 @@ pub struct NodeProgram {
     pub program_len: usize,
     /// [`build_id_of`] the loader and the program, computed when the binary was built.
     pub build_id: &'static str,
+    /// The program's own SHA-256 (hex), computed when the binary was built: the loader
+    /// executes the joined parts only if they hash to it.
+    pub program_sha256: &'static str,
 }
 
 impl std::fmt::Debug for NodeProgram {
@@ -46,6 +49,11 @@ pub fn build_id_of(loader: &[u8], program: &[u8]) -> String {
     hex(&h.finalize())
 }
 
+/// The SHA-256 (hex) of `data`: what the loader checks the joined program against.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
 /// The largest part: the engine refuses configs of 1,024,000 bytes or more.
 pub const PART_SIZE: usize = 1_000_000;
 /// Where the helper sees the loader and the parts (`1` … `N`, beside it).
@@ -55,8 +63,11 @@ pub const LOADER_FILE: &str = "/.swarm-exec/load";
 pub const CONFIG_KIND: &str = "node";
 pub const BUILD_LABEL: &str = "swarm-exec.node-build";
 pub const PART_LABEL: &str = "swarm-exec.node-part";
-/// On the index config only: the build it indexes.
+/// On the loader's config only, which is also the build's index: the build it indexes.
 pub const INDEX_LABEL: &str = "swarm-exec.node-index";
+/// Between the loader's bytes and the index in the loader's config. The kernel maps only
+/// what the loader's program headers name, so bytes after them do not change what runs.
+pub const INDEX_MARK: &[u8] = b"\n#swarm-exec-index\n";
 /// The platform the embedded build runs on (`Description.Platform` of a node).
 pub const OS: &str = "linux";
 pub const ARCH: &str = "x86_64";
@@ -122,12 +133,14 @@ impl NodeProgram {
         parts
     }
 
-    /// The loader's first argument: how many parts, and how many bytes in all.
+    /// The loader's first argument: how many parts, how many bytes in all, and the
+    /// SHA-256 they must hash to.
     pub fn loader_arg(&self) -> String {
         format!(
-            "{}:{}",
+            "{}:{}:{}",
             self.program_len.div_ceil(PART_SIZE),
-            self.program_len
+            self.program_len,
+            self.program_sha256
         )
     }
 }
@@ -172,6 +185,7 @@ pub(crate) mod tests {
             program,
             program_len: program().len(),
             build_id: build_id_of(loader, program()).leak(),
+            program_sha256: sha256_hex(program()).leak(),
         }
     }
 
@@ -190,7 +204,14 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(joined, PROGRAM);
         assert_eq!(parts[3].file, "/.swarm-exec/3");
-        assert_eq!(p.loader_arg(), "3:2500001");
+        assert_eq!(
+            p.loader_arg(),
+            format!("3:2500001:{}", sha256_hex(&PROGRAM))
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let id = p.build_id();
         let prefix = format!("swarm-exec-node-{}-", &id[..12]);
         assert!(parts.iter().all(|x| x.name.starts_with(&prefix)));

@@ -457,6 +457,7 @@ fn zero_install(target: &str) -> ExecRequest {
         program: || &PROGRAM,
         program_len: PROGRAM.len(),
         build_id: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        program_sha256: "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
     });
     req
 }
@@ -473,17 +474,21 @@ async fn zero_install_runs_the_configs_loader_in_the_targets_own_image() {
     );
     assert_eq!(spec.command, Some(vec!["/.swarm-exec/load".to_owned()]));
     assert_eq!(spec.user.as_deref(), Some("0:0"));
-    assert_eq!(spec.args[0], "2:1200000");
+    assert_eq!(
+        spec.args[0],
+        "2:1200000:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+    );
     let names: Vec<&str> = spec.configs.iter().map(|c| c.file.as_str()).collect();
     assert_eq!(
         names,
         ["/.swarm-exec/load", "/.swarm-exec/1", "/.swarm-exec/2"]
     );
-    // Made once (the loader, two parts, the index), kept, and reused by the next run.
-    assert_eq!(fake.configs.lock().unwrap().len(), 4);
+    // Made once (two parts, then the loader that indexes them), kept, and reused by the
+    // next run.
+    assert_eq!(fake.configs.lock().unwrap().len(), 3);
     let (r, _) = run(&fake, &zero_install("web.1")).await;
     assert_eq!(r.unwrap(), Outcome::Exited(7));
-    assert_eq!(fake.configs.lock().unwrap().len(), 4);
+    assert_eq!(fake.configs.lock().unwrap().len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
