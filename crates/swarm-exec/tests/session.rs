@@ -292,3 +292,103 @@ fn garbage_on_the_overlay_reaches_nothing() {
     );
     no_session_left(&svc.name);
 }
+
+/// A container on the session overlay, removed when dropped.
+struct OnOverlay(String);
+
+impl Drop for OnOverlay {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+/// Issue 25: from another container on the session overlay, 500 connections that send
+/// nothing and 20 that send a byte a second, opened as soon as the relay listens: the
+/// session opening through them still pairs with its helper, and the command's input and
+/// output are exact.
+#[test]
+fn a_session_opens_through_a_flood_of_idle_and_slow_connections() {
+    use std::io::BufRead as _;
+    let svc = Service::replicated(3);
+    // A worker's task: the session goes through the relay.
+    let task = svc.on("node2").id.clone();
+    // A first session makes the overlay (on first need) for the flooding container to join.
+    let warm = swarm_exec_stdin(
+        &task_exec_args(&["-i"], &task, &["wc", "-c"]),
+        [b'w'; 600_000],
+    );
+    assert_exit(&warm, 0);
+    let flood = OnOverlay(format!("sx-flood-{}", unique_hex(6)));
+    let label = format!("{TEST_LABEL}=e2e");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &flood.0,
+        "--label",
+        &label,
+        "--network",
+        "swarm-exec-session",
+        TARGET_IMAGE,
+        "sleep",
+        "300",
+    ]);
+
+    let input: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
+        .collect();
+    let mut child = spawn_swarm_exec_stdin(
+        &task_exec_args(&["-v", "-i"], &task, &sh("cat; echo done >&2; exit 3")),
+        &input,
+    );
+    let stdout = read_in_background(child.stdout.take().unwrap());
+    let mut stderr = String::new();
+    let mut flooded = false;
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(ip) = line.split_once("relay started").and_then(|(_, rest)| {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("ip="))
+        }) {
+            // Each connection's nc exit code: 0 once it connected (and the relay closed it),
+            // 1 when refused (the relay stops listening once it has paired).
+            let one = format!("(nc {ip} 7373 >/dev/null 2>&1; echo $? >> /tmp/rc)");
+            let script = format!(
+                "for i in $(seq 500); do sleep 60 | {one} & done; \
+                 for i in $(seq 20); do (while :; do printf x; sleep 1; done) | {one} & done"
+            );
+            docker_ok(&["exec", "-d", &flood.0, "sh", "-c", &script]);
+            flooded = true;
+        }
+        if line.contains("session open") {
+            assert!(
+                flooded,
+                "the session opened before the flood began:\n{stderr}{line}"
+            );
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let out = stdout.join().unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        out == input,
+        "stdout is not exactly the input ({} bytes)",
+        out.len()
+    );
+    assert!(stderr.contains("done\n"), "{stderr}");
+    // With the relay gone every flooding connection has ended. Those that connected got in
+    // while the relay listened, that is before the helper paired.
+    let codes = eventually("the flood to end", Duration::from_secs(20), || {
+        let rc = docker(&["exec", &flood.0, "cat", "/tmp/rc"]).stdout_str();
+        (rc.lines().count() == 520).then_some(rc)
+    });
+    let connected = codes.lines().filter(|c| *c == "0").count();
+    assert!(
+        connected > 0,
+        "no flooding connection reached the relay: {codes}"
+    );
+    eprintln!("flood: {connected} of 520 connections reached the relay before it paired");
+    no_session_left(&svc.name);
+}

@@ -43,6 +43,12 @@ pub fn init_tracing(default: Option<&str>) {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::stderr)
+            // Colours only for a person at a terminal: a log piped to a file or a test stays
+            // plain text.
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
             .with_target(false)
             .with_timer(tracing_subscriber::fmt::time::uptime())
             .try_init();
