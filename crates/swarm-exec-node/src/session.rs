@@ -11,7 +11,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use swarm_exec_proto::args::RUN_ENV;
 use swarm_exec_proto::envelope::SessionSpec;
-use swarm_exec_proto::session::{halves, relay_token, Msg, Opener, Sealer, Side};
+use swarm_exec_proto::session::{halves, relay_token, Msg, Opener, Sealer, Side, HEARTBEAT_EVERY};
 use swarm_exec_proto::{is_container_id, Envelope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -340,7 +340,19 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
         std::future::pending::<()>().await
     };
     let pump = async {
-        while let Some(item) = output.next().await {
+        // The first at once: the client then knows this helper beats, and may count on it.
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            let item = tokio::select! {
+                item = output.next() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+                _ = beat.tick() => {
+                    send(tx, seal, &Msg::Heartbeat).await?;
+                    continue;
+                }
+            };
             let msg = match item {
                 Ok(LogOutput::StdErr { message }) => {
                     counts[1] += message.len() as u64;
@@ -353,11 +365,7 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
                 Ok(LogOutput::StdIn { .. }) => continue,
                 Err(e) => return Err(Ending::Target(TargetError::Read(e))),
             };
-            let mut b = Vec::new();
-            seal.seal(&msg, &mut b);
-            if let Err(e) = tx.write_all(&b).await {
-                return Err(Ending::Failure(SessionFailure::Conn(e)));
-            }
+            send(tx, seal, &msg).await?;
         }
         Ok(())
     };
@@ -368,6 +376,19 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
         _ = tokio::time::sleep_until(deadline) => Err(Ending::Deadline),
         () = &mut *stop => Err(Ending::Deadline),
     }
+}
+
+/// Seals `msg` and writes it to the relay.
+async fn send(
+    tx: &mut tokio::net::tcp::OwnedWriteHalf,
+    seal: &mut Sealer,
+    msg: &Msg,
+) -> Result<(), Ending> {
+    let mut b = Vec::new();
+    seal.seal(msg, &mut b);
+    tx.write_all(&b)
+        .await
+        .map_err(|e| Ending::Failure(SessionFailure::Conn(e)))
 }
 
 /// How long the helper waits, after its last frame, for the relay to close.
@@ -401,12 +422,7 @@ struct Ends<'a> {
 
 impl Ends<'_> {
     async fn send(&mut self, msg: &Msg) -> Result<(), Ending> {
-        let mut b = Vec::new();
-        self.seal.seal(msg, &mut b);
-        self.tx
-            .write_all(&b)
-            .await
-            .map_err(|e| Ending::Failure(SessionFailure::Conn(e)))
+        send(self.tx, self.seal, msg).await
     }
 
     /// The client's next frame.
@@ -538,6 +554,7 @@ async fn dial(relay: &str) -> Result<TcpStream, SessionFailure> {
         match tried {
             Ok(c) => {
                 let _ = c.set_nodelay(true);
+                watch_link(&c);
                 return Ok(c);
             }
             Err(source) if tokio::time::Instant::now() >= until => {
@@ -549,4 +566,46 @@ async fn dial(relay: &str) -> Result<TcpStream, SessionFailure> {
             Err(_) => tokio::time::sleep(DIAL_EVERY).await,
         }
     }
+}
+
+/// After this long with what it sent unacknowledged, or with its probes unanswered, the
+/// connection to the relay is taken for cut and the command stopped.
+const LINK_LOST_AFTER: Duration = Duration::from_secs(10);
+
+/// Has the kernel notice when the relay's node stops answering — a cut link, a node gone —
+/// within [`LINK_LOST_AFTER`]: keepalive probes while the connection is idle, and a limit
+/// on how long sent data may stay unacknowledged while it is not. Not a silence rule of
+/// our own: a client whose output is paused (`| less`) sends no heartbeats, yet the relay
+/// and its node answer for it, so the command is not stopped under a reader who is there.
+fn watch_link(c: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let fd = c.as_raw_fd();
+    // An option the kernel refuses leaves its default: the session works, only slower to
+    // notice a cut.
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: a valid socket, and an int option of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    };
+    let secs = |d: Duration| d.as_secs() as libc::c_int;
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(HEARTBEAT_EVERY));
+    set(
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        secs(HEARTBEAT_EVERY),
+    );
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4);
+    set(
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        LINK_LOST_AFTER.as_millis() as libc::c_int,
+    );
 }

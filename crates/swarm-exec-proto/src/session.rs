@@ -61,6 +61,8 @@ pub enum Msg {
     TimedOut {
         stopped: bool,
     },
+    /// Nothing but "still here", when an end has had nothing else to send for
+    /// [`HEARTBEAT_EVERY`].
     Heartbeat,
     /// `cp` into a container: what the destination path is there (its Go `os.FileMode`
     /// bits), or `None` when it does not exist.
@@ -82,6 +84,13 @@ const HEARTBEAT: u8 = 9;
 const STAT: u8 = 10;
 const PUT_INTO: u8 = 11;
 const START: u8 = 12;
+
+/// How often each end of an open session says it is there when it has nothing else to
+/// send (a frame of any kind counts as hearing from that end).
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long an end that has heard a heartbeat from the other goes on hearing nothing
+/// before it takes the other for gone: four heartbeats missed.
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// What the helper presents to the relay before anything else: derived from the run key
 /// by a one-way function, so the relay that checks it learns nothing of the frame keys.

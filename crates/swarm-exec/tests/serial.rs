@@ -464,3 +464,104 @@ fn program_configs_squatted_under_the_builds_names_are_refused_and_never_run() {
     assert_eq!(out.stdout_str(), "made-again\n");
     assert_eq!(program_configs().len(), made.len());
 }
+
+/// Cuts a lab node off the network (all but its loopback, both ways) while in scope; its
+/// engine's unix socket still answers the test.
+struct CutOff(&'static str);
+
+impl CutOff {
+    fn node(netns: &'static str) -> CutOff {
+        let cut = CutOff(netns);
+        for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            let ok = Command::new("ip")
+                .args([
+                    "netns", "exec", netns, "iptables", "-I", chain, "1", "!", dir, "lo",
+                ])
+                .args(["-j", "DROP"])
+                .status()
+                .expect("ip netns exec … iptables");
+            assert!(ok.success(), "could not cut {netns} off ({chain})");
+        }
+        cut
+    }
+}
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            let _ = Command::new("ip")
+                .args([
+                    "netns", "exec", self.0, "iptables", "-D", chain, "!", dir, "lo",
+                ])
+                .args(["-j", "DROP"])
+                .status();
+        }
+        eventually("the node to be Ready", Duration::from_secs(90), || {
+            let out = docker(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+            let node = self.0.trim_start_matches("sxlab-");
+            (out.code == 0 && out.stdout_str().contains(&format!("{node} Ready"))).then_some(())
+        });
+    }
+}
+
+/// Issue 26: a worker cut off in the middle of a live session. The client hears no
+/// heartbeat and ends within 20 s with 125, naming the node; the helper's connection to
+/// the relay fails and it stops the command, the node still cut off; once the node is back
+/// nothing is left. Serial: it takes a node off the swarm for a while.
+#[test]
+fn a_node_cut_off_mid_session_ends_it_within_20_seconds_and_stops_the_command() {
+    use std::io::Read as _;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Global: its task on node2 stays there while the node is away.
+    let svc = Service::global();
+    let task = svc.on("node2").clone();
+    let mut child = spawn_swarm_exec_stdin(
+        &task_exec_args(
+            &["-i"],
+            &task.id,
+            &sh("cat >/dev/null; echo started; exec sleep 3001"),
+        ),
+        vec![b'x'; 600_000],
+    );
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"started\n");
+    await_processes(&task, &["sleep 3001"]);
+
+    let cut = CutOff::node("sxlab-node2");
+    let at = Instant::now();
+    let out = wait(child, Duration::from_secs(60));
+    let took = at.elapsed();
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "nothing from the helper on node node2");
+    assert_stderr_has(&out, "outcome is unknown");
+    assert!(
+        took < Duration::from_secs(20),
+        "ended {took:?} after the cut"
+    );
+    // The helper, on its own, stops the command while its node is still cut off.
+    await_processes_gone(&task, &["sleep 3001"]);
+    assert!(at.elapsed() < Duration::from_secs(45), "{:?}", at.elapsed());
+    drop(cut);
+    no_session_left(&svc.name);
+    eventually(
+        "the helper's container to go",
+        Duration::from_secs(60),
+        || {
+            // Helpers' containers are named after their services: swarm-exec-<hex>.1.<task>.
+            let ps = docker_on(
+                2,
+                &[
+                    "ps",
+                    "-a",
+                    "--format",
+                    "{{.Names}}",
+                    "--filter",
+                    "name=swarm-exec-",
+                ],
+            );
+            ps.stdout_str().trim().is_empty().then_some(())
+        },
+    );
+}

@@ -3,7 +3,9 @@
 
 use futures_util::{Stream, StreamExt};
 use swarm_exec_proto::envelope::{CopySpec, SessionSpec};
-use swarm_exec_proto::session::{halves, relay_token, Msg, Opener, Sealer, Side};
+use swarm_exec_proto::session::{
+    halves, relay_token, Msg, Opener, Sealer, Side, HEARTBEAT_EVERY, SILENCE_LIMIT,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Duration, Instant};
@@ -311,6 +313,9 @@ struct Pump<'r, O> {
     received: [u64; 2],
     /// Into a container, the archive waits for the helper's stat and the client's answer.
     input_ready: bool,
+    /// The helper sends heartbeats (helpers of earlier builds do not): only then is its
+    /// silence a sign that it is gone.
+    beating: bool,
 }
 
 impl<O: OutputSink> Pump<'_, O> {
@@ -343,6 +348,7 @@ impl<O: OutputSink> Pump<'_, O> {
                     return Ok(Some(Outcome::TimedOut));
                 }
                 Msg::Stat(mode) => self.put_into(mode).await?,
+                Msg::Heartbeat => self.beating = true,
                 _ => {}
             }
         }
@@ -433,6 +439,7 @@ where
         input_ready: decide.is_none(),
         decide,
         received: [0; 2],
+        beating: false,
     };
     if !req.stdin_prefix.is_empty() {
         if let Ok(p) = sender.reserve().await {
@@ -441,15 +448,35 @@ where
     }
     let mut sizes_open = req.tty;
     let mut write_failed = false;
+    let mut beat = tokio::time::interval_at(Instant::now() + HEARTBEAT_EVERY, HEARTBEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
     loop {
         // Frames already received (some may have come with the hello) first.
         if let Some(outcome) = pump.take_frames(&mut link).await? {
             return Ok(outcome);
         }
         tokio::select! {
-            // What arrived first: an exit frame already in must win over a failed write.
+            // What arrived first: an exit frame already in must win over a failed write,
+            // and over silence (a client that was itself held up finds frames waiting).
             biased;
-            read = link.read() => { read?; }
+            read = link.read() => {
+                if let Read::Frames = read? {
+                    heard = Instant::now();
+                }
+            }
+            () = sleep_until(heard + SILENCE_LIMIT), if pump.beating => {
+                return Err(SessionFailure::Silent {
+                    node: req.task.node_name.clone(),
+                    after: SILENCE_LIMIT,
+                });
+            }
+            _ = beat.tick(), if !write_failed => {
+                // Anything queued for the relay says as much; a full queue needs no more.
+                if let Ok(p) = sender.try_reserve() {
+                    pump.send(p, &Msg::Heartbeat);
+                }
+            }
             r = &mut writer, if !write_failed => {
                 // The command may have ended without reading all its input (the relay is
                 // gone): what it wrote and its exit may still be in; stop sending, read on.

@@ -78,6 +78,12 @@ pub enum SessionFailure {
     Refused(#[source] FrameError),
     #[error("the session ended without the command's exit{}", if .0.is_empty() { String::new() } else { format!(" (relay: {})", .0) })]
     Cut(String),
+    #[error(
+        "nothing from the helper on node {node} for {after:?}: that node, or the network \
+         between it and this manager, is down or cut off. The command's outcome is unknown; \
+         the helper stops it when its connection to the relay fails"
+    )]
+    Silent { node: String, after: Duration },
     #[error("the command's {stream} holds {received} bytes, its exit says {declared}")]
     Count {
         stream: &'static str,

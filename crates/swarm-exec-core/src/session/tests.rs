@@ -166,8 +166,18 @@ impl FarEnd {
         self.send_wire(wire);
     }
 
-    /// The next frame from the client.
+    /// The next frame from the client but its heartbeats (as the helper takes them).
     async fn recv(&mut self) -> Msg {
+        loop {
+            match self.recv_any().await {
+                Msg::Heartbeat => {}
+                m => return m,
+            }
+        }
+    }
+
+    /// The next frame from the client.
+    async fn recv_any(&mut self) -> Msg {
         loop {
             if let Some(m) = self.open.next_msg() {
                 return m.expect("the client's frames open with the run's key");
@@ -544,4 +554,93 @@ async fn a_relay_that_cannot_be_created_fails_at_that_step_with_nothing_made() {
     assert_eq!(fake.created(), 0);
     assert!(fake.secrets.lock().unwrap().is_empty());
     assert!(fake.removal_order().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_helper_that_beats_then_falls_silent_ends_the_session_naming_its_node() {
+    let fake = running();
+    let opened = std::sync::Mutex::new(None);
+    let helper = async {
+        let mut far = FarEnd::open(&fake).await;
+        far.send(&Msg::Heartbeat);
+        far.send(&Msg::Stdout(b"partial".to_vec()));
+        *opened.lock().unwrap() = Some(Instant::now());
+        // Then nothing, the relay still attached: a node cut off.
+        far
+    };
+    let ((r, sink), _far) = tokio::join!(session(&fake, Call::default()), helper);
+    let silent_for = opened.lock().unwrap().unwrap().elapsed();
+    match failure(r) {
+        SessionFailure::Silent { node, after } => {
+            assert_eq!(node, "node2");
+            assert_eq!(after, swarm_exec_proto::session::SILENCE_LIMIT);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        silent_for >= Duration::from_secs(8) && silent_for < Duration::from_secs(9),
+        "{silent_for:?}"
+    );
+    assert_eq!(sink.out, b"partial", "what came before the silence is kept");
+    nothing_left(&fake);
+    relay_removed(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_helper_that_does_not_beat_is_never_taken_for_gone() {
+    let fake = running();
+    let helper = async {
+        let mut far = FarEnd::open(&fake).await;
+        // A helper of an earlier build: a command quiet for a minute, then its end.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        far.send(&Msg::Stdout(b"late\n".to_vec()));
+        far.send(&Msg::Exit {
+            code: 0,
+            stdout: 5,
+            stderr: 0,
+        });
+        far
+    };
+    let ((r, sink), _far) = tokio::join!(session(&fake, Call::default()), helper);
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    assert_eq!(sink.out, b"late\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_beats_every_two_seconds_and_a_beating_helper_keeps_it_waiting() {
+    let fake = running();
+    let helper = async {
+        let mut far = FarEnd::open(&fake).await;
+        let start = Instant::now();
+        let mut beats = Vec::new();
+        // Thirty seconds of a quiet command whose helper beats: the client waits on, and
+        // beats itself.
+        while start.elapsed() < Duration::from_secs(30) {
+            far.send(&Msg::Heartbeat);
+            let next = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < next {
+                let got = tokio::time::timeout_at(next, far.recv_any()).await;
+                if let Ok(m) = got {
+                    assert_eq!(m, Msg::Heartbeat, "nothing else was asked for");
+                    beats.push(start.elapsed());
+                }
+            }
+        }
+        far.send(&Msg::Exit {
+            code: 4,
+            stdout: 0,
+            stderr: 0,
+        });
+        (far, beats)
+    };
+    let ((r, _sink), (_far, beats)) = tokio::join!(session(&fake, Call::default()), helper);
+    assert_eq!(r.unwrap(), Outcome::Exited(4));
+    assert!((14..=16).contains(&beats.len()), "{beats:?}");
+    for pair in beats.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(1900) && gap <= Duration::from_millis(2100),
+            "{beats:?}"
+        );
+    }
 }
