@@ -401,11 +401,14 @@ impl SwarmApi for BollardApi {
         .await?;
         let description = n.description.unwrap_or_default();
         let platform = description.platform.unwrap_or_default();
+        let status = n.status.unwrap_or_default();
         Ok(NodeInfo {
             id: n.id.unwrap_or_default(),
             hostname: description.hostname.unwrap_or_default(),
             os: platform.os.unwrap_or_default(),
             arch: platform.architecture.unwrap_or_default(),
+            state: status.state.map(|s| s.to_string()).unwrap_or_default(),
+            message: status.message.unwrap_or_default(),
         })
     }
 

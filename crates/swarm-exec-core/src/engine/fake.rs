@@ -137,6 +137,8 @@ pub(crate) struct Fake {
     /// Configs listed by gc; and those created (listed too, by their labels).
     pub(crate) listed_configs: Mutex<Vec<ServiceInfo>>,
     pub(crate) configs: Mutex<Vec<ServiceInfo>>,
+    /// The node's state in the managers' view, when not `ready`.
+    pub(crate) node_state: Mutex<Option<String>>,
     /// The node's architecture, when not x86_64.
     pub(crate) node_arch: Mutex<Option<String>>,
     /// How many more listings show the last target task as still starting.
@@ -277,6 +279,13 @@ impl SwarmApi for Arc<Fake> {
                     .unwrap()
                     .clone()
                     .unwrap_or_else(|| "x86_64".into()),
+                state: self
+                    .node_state
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or_else(|| "ready".into()),
+                message: String::new(),
             })
         } else {
             Err(ApiError::NotFound(name_or_id.into()))

@@ -66,6 +66,10 @@ pub struct NodeInfo {
     /// `Description.Platform`: e.g. `linux`, `x86_64`.
     pub os: String,
     pub arch: String,
+    /// `Status.State` in the managers' view: `ready`, `down`, `disconnected`, `unknown`.
+    pub state: String,
+    /// `Status.Message`, e.g. why it is down.
+    pub message: String,
 }
 
 /// Which stream of the helper a log chunk came from.

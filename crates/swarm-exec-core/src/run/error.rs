@@ -35,6 +35,25 @@ pub enum RunError {
         missing: String,
         why: String,
     },
+    /// The helper's node is down or cut off in the managers' view: its helper cannot
+    /// report. `dispatched`: the helper was given to the node, so the command may have run.
+    #[error(
+        "{at}: node {} is {state} in the managers' view{}: {}",
+        .at.node,
+        if .message.is_empty() { String::new() } else { format!(" ({})", .message) },
+        if *.dispatched {
+            "its helper cannot report. The command's outcome is unknown; the helper stops it \
+             at its deadline, or when the helper's removal reaches the node"
+        } else {
+            "the helper was never given to it, so the command did not run"
+        }
+    )]
+    NodeLost {
+        at: Box<HelperRef>,
+        state: String,
+        message: String,
+        dispatched: bool,
+    },
     #[error("{at}: following the helper: {source}")]
     Follow {
         at: Box<HelperRef>,

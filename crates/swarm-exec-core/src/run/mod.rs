@@ -61,6 +61,10 @@ pub const REPORT_GRACE: Duration = Duration::from_secs(12);
 /// at most this many times; the frames already read are skipped.
 const LOG_REOPEN_DELAY: Duration = Duration::from_millis(250);
 const LOG_REOPENS: u32 = 60;
+/// How often the helper's node is looked up while the helper has not ended: a node the
+/// managers mark down (about 15 s after its last heartbeat to them) ends the run then,
+/// not at its deadline.
+pub const NODE_CHECK: Duration = Duration::from_secs(5);
 
 /// Runs `job` until `deadline`; `sinks[i]` receives target `i`'s output. The helper is
 /// removed before this returns, whatever happened.
@@ -157,7 +161,7 @@ where
     // The helper enforces the deadline itself and reports what it did; a result that
     // arrives first wins. Only if its report does not come is the deadline applied here.
     let stop = tokio::select! {
-        r = follower.follow(api, &helper_id, &at, sinks, deadline) => Some(r),
+        r = follower.follow(api, &helper_id, &job.node_id, &at, sinks, deadline) => Some(r),
         _ = sleep_until(deadline + REPORT_GRACE) => None,
         i = cancel.as_mut() => Some(all(Outcome::Interrupted(i))),
     };
@@ -295,6 +299,7 @@ impl Follower {
         &mut self,
         api: &A,
         helper_id: &str,
+        node_id: &str,
         at: &HelperRef,
         sinks: &mut [S],
         deadline: Instant,
@@ -302,6 +307,8 @@ impl Follower {
         let mut c = Course {
             api,
             helper_id,
+            node_id,
+            next_node_check: Instant::now() + NODE_CHECK,
             at,
             deadline,
             reading: Reading::Follow,
@@ -413,6 +420,9 @@ impl Follower {
 struct Course<'a, A> {
     api: &'a A,
     helper_id: &'a str,
+    node_id: &'a str,
+    /// When the helper's node is next looked up.
+    next_node_check: Instant,
     at: &'a HelperRef,
     deadline: Instant,
     reading: Reading,
@@ -579,7 +589,17 @@ impl<A: SwarmApi> Course<'_, A> {
         // Restart condition none: there is at most one task.
         let task = tasks.into_iter().find(|t| t.service_id == self.helper_id);
         self.report(task.as_ref(), sinks);
-        let end = self.on_state(task);
+        // Only the scheduler's own states say the node never had the helper.
+        let dispatched = task.as_ref().is_some_and(|t| {
+            !matches!(
+                t.state,
+                TaskState::New | TaskState::Allocated | TaskState::Pending
+            )
+        });
+        let end = match self.on_state(task) {
+            None if self.ended.is_none() => self.node_lost(dispatched).await,
+            end => end,
+        };
         self.next_poll = Instant::now()
             + if self.running {
                 POLL_RUNNING
@@ -587,6 +607,32 @@ impl<A: SwarmApi> Course<'_, A> {
                 POLL_STARTING
             };
         end
+    }
+
+    /// Every [`NODE_CHECK`]: whether the managers take the helper's node for gone. Not
+    /// `unknown`: that is every node's state for a while after a new leader is elected.
+    async fn node_lost(&mut self, dispatched: bool) -> End {
+        if Instant::now() < self.next_node_check {
+            return None;
+        }
+        self.next_node_check = Instant::now() + NODE_CHECK;
+        let node = match self.api.inspect_node(self.node_id).await {
+            Ok(node) => node,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the helper's node");
+                return None;
+            }
+        };
+        if !matches!(node.state.as_str(), "down" | "disconnected") {
+            return None;
+        }
+        tracing::debug!(state = %node.state, message = %node.message, "the helper's node is lost");
+        Some(Err(RunError::NodeLost {
+            at: Box::new(self.at.clone()),
+            state: node.state,
+            message: node.message,
+            dispatched: dispatched || self.running,
+        }))
     }
 
     /// Where the helper is, on the first sink's progress line.

@@ -11,7 +11,7 @@ use crate::engine::fake::*;
 use crate::engine::TaskInfo;
 use crate::model::node_program::NodeProgram;
 use crate::model::options::InvalidRun;
-use crate::run::{RunError, HELPER_START_WAIT, REPORT_GRACE};
+use crate::run::{RunError, HELPER_START_WAIT, NODE_CHECK, REPORT_GRACE};
 
 fn request(target: &str, timeout: u64) -> ExecRequest {
     ExecRequest {
@@ -551,4 +551,57 @@ async fn a_secrets_remount_that_failed_before_the_runtime_is_replaced_too() {
     );
     assert_eq!(fake.created(), 2, "one more helper, no more");
     assert!(warned(&sink, "trying a new helper"), "{:?}", sink.warnings);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_goes_down_under_its_running_helper_ends_the_run_outcome_unknown() {
+    let fake = fake_with(running_with(vec![]));
+    let down = async {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        *fake.node_state.lock().unwrap() = Some("down".into());
+    };
+    let start = Instant::now();
+    let req = request("web.1", 300);
+    let ((r, _), ()) = tokio::join!(run(&fake, &req), down);
+    let err = r.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Run(RunError::NodeLost {
+                dispatched: true,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_mentions(&err.to_string(), &["node2 is down", "outcome is unknown"]);
+    // Seen at the next look at the node, not at the run's deadline.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(20) && took <= Duration::from_secs(20) + NODE_CHECK,
+        "{took:?}"
+    );
+    assert_eq!(fake.removed(), vec![HELPER_ID]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_helper_never_given_to_its_down_node_did_not_run_the_command() {
+    let fake = fake_with(silent(vec![(0, "pending", "no suitable node", None)]));
+    *fake.node_state.lock().unwrap() = Some("down".into());
+    let start = Instant::now();
+    let (r, _) = run(&fake, &request("web.1", 300)).await;
+    let err = r.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Run(RunError::NodeLost {
+                dispatched: false,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_mentions(&err.to_string(), &["node2 is down", "did not run"]);
+    assert!(start.elapsed() <= NODE_CHECK + Duration::from_secs(1));
+    assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
