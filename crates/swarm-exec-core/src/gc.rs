@@ -6,7 +6,9 @@
 //! Staleness is measured on the managers' clock: an object is stale [`GRACE_SECS`] after
 //! its creation time plus its [`BUDGET_LABEL`] (by then a helper has given up on its own:
 //! its node-local process stops at the run's deadline). Objects without that label are left
-//! alone unless `all`.
+//! alone unless `all`. A live session's helper and envelope go sooner: once its relay is
+//! gone from the engine that ran it (see [`SESSION_LABEL`]) — judged only by `gc` on that
+//! engine, which alone can see the relay.
 //!
 //! The node-side program's configs (see [`crate::helper::configs`]) are kept on purpose: `gc`
 //! removes those of other builds than the running one, `all` removes them all; a config
@@ -15,7 +17,10 @@
 use crate::engine::{ApiError, ServiceInfo, SwarmApi};
 use crate::helper::NODE_SOCKET;
 use crate::model::labels::HELPER_LABEL;
-use crate::model::labels::{BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND, NETWORK_KIND, RELAY_KIND};
+use crate::model::labels::{
+    BUDGET_LABEL, ENVELOPE_KIND, HELPER_KIND, NETWORK_KIND, RELAY_KIND, RELAY_NODE_LABEL,
+    SESSION_LABEL,
+};
 use crate::model::node_program::{BUILD_LABEL, CONFIG_KIND};
 use crate::session::SESSION_NETWORK;
 
@@ -41,6 +46,8 @@ pub enum Why {
     All,
     /// A config of another build of the node-side program.
     OtherBuild,
+    /// A live session's helper or envelope whose relay is gone: the session is over.
+    SessionOver,
 }
 
 /// Why an object was not removed.
@@ -98,6 +105,38 @@ fn is_program_config(s: &ServiceInfo) -> bool {
             .is_some_and(|b| b.as_bytes().get(..12) == Some(&s.name.as_bytes()[16..28]))
 }
 
+/// The live sessions whose relays run on the engine `gc` talks to.
+struct LiveSessions {
+    /// That engine's swarm node (`None`: not in a swarm, so no session can be judged).
+    node: Option<String>,
+    /// The tags of the relays there, running or not (a relay removes itself as it ends).
+    tags: std::collections::HashSet<String>,
+}
+
+impl LiveSessions {
+    async fn on<A: SwarmApi>(api: &A) -> Result<LiveSessions, ApiError> {
+        let node = api.own_node_id().await?;
+        let relays = api
+            .list_containers(&format!("{HELPER_LABEL}={RELAY_KIND}"))
+            .await?;
+        let tags = relays
+            .iter()
+            .flat_map(|c| &c.names)
+            .filter_map(|n| n.trim_start_matches('/').strip_prefix("swarm-exec-relay-"))
+            .map(str::to_owned)
+            .collect();
+        Ok(LiveSessions { node, tags })
+    }
+
+    /// Whether `s` belongs to a session whose relay ran on this engine and is gone.
+    fn over(&self, s: &ServiceInfo) -> bool {
+        let (Some(tag), Some(node)) = (label(s, SESSION_LABEL), label(s, RELAY_NODE_LABEL)) else {
+            return false;
+        };
+        !node.is_empty() && self.node.as_deref() == Some(node) && !self.tags.contains(tag)
+    }
+}
+
 /// `prefix` and then exactly 12 lowercase hex digits.
 fn named(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(is_hex12)
@@ -121,6 +160,14 @@ fn label<'a>(s: &'a ServiceInfo, key: &str) -> Option<&'a str> {
 /// name order, services first.
 pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>, ApiError> {
     let now = api.engine_time().await?;
+    // Services first: a secret cannot go while a helper still mounts it.
+    let mut services = api.list_services(HELPER_LABEL).await?;
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut secrets = api.list_secrets(HELPER_LABEL).await?;
+    secrets.sort_by(|a, b| a.name.cmp(&b.name));
+    // Listed after the helpers and envelopes, each of which is made after its relay: a
+    // session whose relay is not in this list had its relay when its objects were made.
+    let sessions = LiveSessions::on(api).await?;
     // Some(why) when to be removed.
     let due = |kind: &str, s: &ServiceInfo| -> Option<Why> {
         if kind == "config" {
@@ -134,16 +181,12 @@ pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>,
         let end = s.created_at.zip(budget).map(|(c, b)| c + b + GRACE_SECS);
         match end {
             Some(end) if end <= now => Some(Why::Stale(now - end)),
+            _ if sessions.over(s) => Some(Why::SessionOver),
             _ if opts.all => Some(Why::All),
             _ => None,
         }
     };
     let mut found = Vec::new();
-    // Services first: a secret cannot go while a helper still mounts it.
-    let mut services = api.list_services(HELPER_LABEL).await?;
-    services.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut secrets = api.list_secrets(HELPER_LABEL).await?;
-    secrets.sort_by(|a, b| a.name.cmp(&b.name));
     // Configs last: the helpers that mount them go first.
     let mut configs = api.list_configs(HELPER_LABEL).await?;
     // A build's index (its loader; older builds had a separate `-index`) before its
@@ -474,5 +517,70 @@ mod tests {
         assert_eq!(c.len(), 6);
         assert!(c.iter().all(|c| c.removed.is_none()));
         assert!(f.removal_order().is_empty());
+    }
+
+    /// A session's helper or envelope: a year's budget, as `-t` gives, made just now.
+    fn of_session(mut s: ServiceInfo, tag: &str, relay_node: &str) -> ServiceInfo {
+        s.labels.retain(|(k, _)| k != BUDGET_LABEL);
+        s.labels.extend([
+            (BUDGET_LABEL.to_owned(), (365 * 86_400).to_string()),
+            (SESSION_LABEL.to_owned(), tag.to_owned()),
+            (RELAY_NODE_LABEL.to_owned(), relay_node.to_owned()),
+        ]);
+        s
+    }
+
+    #[tokio::test]
+    async fn a_sessions_helper_and_envelope_go_once_its_relay_is_gone_from_this_engine() {
+        let f = Arc::new(Fake::default());
+        *f.engine_time.lock().unwrap() = CREATED + 60;
+        *f.own_node.lock().unwrap() = Some("manager1".into());
+        *f.listed_services.lock().unwrap() = vec![
+            of_session(
+                helper("swarm-exec-aaaaaaaaaaaa", None),
+                "aaaaaaaaaaaa",
+                "manager1",
+            ),
+            of_session(
+                helper("swarm-exec-bbbbbbbbbbbb", None),
+                "bbbbbbbbbbbb",
+                "manager1",
+            ),
+            // Its relay ran on another manager's engine: not for this gc to judge.
+            of_session(
+                helper("swarm-exec-cccccccccccc", None),
+                "cccccccccccc",
+                "manager2",
+            ),
+        ];
+        *f.listed_secrets.lock().unwrap() = vec![
+            of_session(
+                envelope("swarm-exec-run-111111111111", ENVELOPE_KIND),
+                "aaaaaaaaaaaa",
+                "manager1",
+            ),
+            of_session(
+                envelope("swarm-exec-run-222222222222", ENVELOPE_KIND),
+                "bbbbbbbbbbbb",
+                "manager1",
+            ),
+        ];
+        // Session bbbb's relay is still there (running, or exited and not yet removed).
+        *f.listed_containers.lock().unwrap() = vec![crate::engine::Listed {
+            id: "relay-b".into(),
+            names: vec!["swarm-exec-relay-bbbbbbbbbbbb".into()],
+            ..Default::default()
+        }];
+        let c = gc(&f, keep_ours()).await.unwrap();
+        assert_eq!(
+            names(&c),
+            ["swarm-exec-aaaaaaaaaaaa", "swarm-exec-run-111111111111"]
+        );
+        assert!(c.iter().all(|c| c.why == Why::SessionOver));
+        assert!(c.iter().all(|c| c.removed == Some(Ok(()))));
+
+        // Where this engine is not in a swarm, nothing is judged by its relays.
+        *f.own_node.lock().unwrap() = None;
+        assert!(gc(&f, keep_ours()).await.unwrap().is_empty());
     }
 }

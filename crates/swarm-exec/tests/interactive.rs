@@ -230,3 +230,62 @@ fn a_session_on_a_worker_ends_cleanly_when_its_container_dies_or_it_is_stopped()
     await_processes_gone(&task, &[&marker]);
     no_session_left(&svc.name);
 }
+
+/// Issue 26: a `-t` client killed with SIGKILL cleans up nothing itself. Its relay ends
+/// with its attachment, its helper (hearing the relay close) stops the command, and plain
+/// `gc` — no `--all`, though `-t` labels a year's budget — takes the helper and envelope
+/// at once, since the session's relay is gone.
+#[test]
+fn a_killed_terminal_clients_leftovers_go_with_plain_gc() {
+    let svc = Service::replicated(3);
+    let task = svc.on("node2").clone();
+    let marker = format!(
+        "sleep {}",
+        200_000 + u32::from_str_radix(&unique_hex(4), 16).unwrap()
+    );
+    // A killed program cannot restore the terminal: the shell line around it does.
+    let inner = format!(
+        "s=$(stty -g); \"$SX\" task-exec -it {} sh < /dev/tty & wait $!; rc=$?; \
+         stty \"$s\"; (exit $rc)",
+        task.id
+    );
+    let typed = format!("{marker}\r");
+    let killer = {
+        let (task, marker) = (task.clone(), marker.clone());
+        std::thread::spawn(move || {
+            await_processes(&task, &[&marker]);
+            let pattern = format!("^{SWARM_EXEC} task-exec -it {} sh$", task.id);
+            let ok = Command::new("pkill")
+                .args(["-KILL", "-f", &pattern])
+                .status();
+            ok.map(|s| s.success()).unwrap_or(false)
+        })
+    };
+    let out = in_a_terminal(&inner, &[(0, typed.as_bytes())]);
+    assert!(
+        killer.join().expect("the remote command ran"),
+        "no swarm-exec to kill"
+    );
+    assert_exit(&out, 137);
+    assert_eq!(
+        swarm_exec_objects("service", &svc.name).len(),
+        1,
+        "the killed client left its helper (as it must: it could not remove it)"
+    );
+    await_processes_gone(&task, &[&marker]);
+    let mut said = String::new();
+    eventually(
+        "plain gc to take the session",
+        Duration::from_secs(60),
+        || {
+            let gc = swarm_exec(&["gc"]);
+            assert_exit(&gc, 0);
+            said.push_str(&gc.stdout_str());
+            (swarm_exec_objects("service", &svc.name).is_empty()
+                && swarm_exec_objects("secret", &svc.name).is_empty())
+            .then_some(())
+        },
+    );
+    assert!(said.contains("(its session's relay is gone)"), "{said}");
+    no_session_left(&svc.name);
+}

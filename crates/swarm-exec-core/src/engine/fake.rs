@@ -137,6 +137,8 @@ pub(crate) struct Fake {
     /// Configs listed by gc; and those created (listed too, by their labels).
     pub(crate) listed_configs: Mutex<Vec<ServiceInfo>>,
     pub(crate) configs: Mutex<Vec<ServiceInfo>>,
+    /// Containers listed by label (gc's relays).
+    pub(crate) listed_containers: Mutex<Vec<Listed>>,
     /// The node's state in the managers' view, when not `ready`.
     pub(crate) node_state: Mutex<Option<String>>,
     /// The node's architecture, when not x86_64.
@@ -466,7 +468,7 @@ impl SwarmApi for Arc<Fake> {
     }
 
     async fn list_containers(&self, _label: &str) -> Result<Vec<Listed>, ApiError> {
-        Ok(Vec::new())
+        Ok(self.listed_containers.lock().unwrap().clone())
     }
 
     async fn remove_named(&self, what: Named<'_>) -> Result<(), ApiError> {

@@ -14,6 +14,13 @@ pub const BUDGET_LABEL: &str = "swarm-exec.budget";
 /// The [`HELPER_LABEL`] values of a session's relay container, its image and its network.
 pub const RELAY_KIND: &str = "relay";
 pub const NETWORK_KIND: &str = "network";
+/// On a live session's helper and envelope: the session's tag (its relay is the container
+/// `swarm-exec-relay-<tag>`) and the swarm node of the engine that runs the relay. The
+/// relay ends with the client's attachment to it, so a session whose relay is gone is
+/// over: `gc` on that engine takes its helper and envelope at once, whatever their budget
+/// (`-t` has none to speak of).
+pub const SESSION_LABEL: &str = "swarm-exec.session";
+pub const RELAY_NODE_LABEL: &str = "swarm-exec.relay-node";
 /// What a helper, envelope or relay works on.
 pub const TARGET_TASK_LABEL: &str = "swarm-exec.target.task";
 pub const TARGET_SERVICE_LABEL: &str = "swarm-exec.target.service";

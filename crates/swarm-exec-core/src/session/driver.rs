@@ -18,7 +18,10 @@ use super::teardown::{Asked, Made};
 use crate::engine::{InputSink, LogStream, OutputStream, SwarmApi, TaskFilter};
 use crate::helper::helper_spec;
 use crate::helper::lifecycle::{create_envelope_named, envelope_name};
-use crate::model::labels::{TARGET_CONTAINER_LABEL, TARGET_SERVICE_LABEL, TARGET_TASK_LABEL};
+use crate::model::labels::{
+    RELAY_NODE_LABEL, SESSION_LABEL, TARGET_CONTAINER_LABEL, TARGET_SERVICE_LABEL,
+    TARGET_TASK_LABEL,
+};
 use crate::model::outcome::Outcome;
 use crate::model::state::TaskState;
 use crate::sink::OutputSink;
@@ -80,9 +83,17 @@ where
 {
     let started = Instant::now();
     let network_name = req.network.unwrap_or(SESSION_NETWORK);
-    let (image, network) = tokio::try_join!(
+    let relay_node = async {
+        let node = api
+            .own_node_id()
+            .await
+            .map_err(SessionFailure::StartRelay)?;
+        Ok(node.unwrap_or_default())
+    };
+    let (image, network, relay_node) = tokio::try_join!(
         relay::image(api, &req.run.helper),
-        network::ensure(api, network_name, req.network.is_none())
+        network::ensure(api, network_name, req.network.is_none()),
+        relay_node,
     )?;
     let budget = deadline.saturating_duration_since(Instant::now());
     let relay = relay::start(api, req, tag, &image, network, budget, made, out).await?;
@@ -106,18 +117,12 @@ where
     tracing::debug!(relay = %relay_id, %ip, ms = started.elapsed().as_millis(), "relay started");
 
     let relay_at = format!("{ip}:{RELAY_PORT}");
-    let helper = start_helper(
-        api,
-        req,
-        tag,
-        key,
-        &relay_at,
-        &network,
-        budget,
-        io.input.is_some(),
-        made,
-    )
-    .await?;
+    let at = RelayAt {
+        address: &relay_at,
+        network: &network,
+        node: &relay_node,
+    };
+    let helper = start_helper(api, req, tag, key, &at, budget, io.input.is_some(), made).await?;
     tracing::debug!(helper = %helper, ms = started.elapsed().as_millis(), "helper created");
 
     let (mut seal, open) = halves(&key, Side::Client);
@@ -137,6 +142,13 @@ where
     pump(req, link, to_relay, seal, io, out).await
 }
 
+/// Where the session's relay is: its address, its network, the swarm node of its engine.
+struct RelayAt<'a> {
+    address: &'a str,
+    network: &'a str,
+    node: &'a str,
+}
+
 /// The run's envelope (its relay, key and what to do) and the helper that reads it, on
 /// the session's network; both into `made`. Returns the helper's ID.
 #[allow(clippy::too_many_arguments)]
@@ -145,8 +157,7 @@ async fn start_helper<A: SwarmApi>(
     req: &SessionRequest<'_>,
     tag: &str,
     key: [u8; 32],
-    relay_at: &str,
-    network: &str,
+    relay: &RelayAt<'_>,
     budget: Duration,
     stdin: bool,
     made: &mut Made,
@@ -155,7 +166,7 @@ async fn start_helper<A: SwarmApi>(
     envelope.key = key;
     envelope.stdin = None;
     envelope.session = Some(SessionSpec {
-        relay: relay_at.to_owned(),
+        relay: relay.address.to_owned(),
         tty: req.tty,
         stdin,
         copy: req.copy.as_ref().map(|c| CopySpec {
@@ -163,7 +174,10 @@ async fn start_helper<A: SwarmApi>(
             path: c.path.clone(),
         }),
     });
+    // Its relay's liveness is the session's: see SESSION_LABEL.
     let target_labels = vec![
+        (SESSION_LABEL.to_owned(), tag.to_owned()),
+        (RELAY_NODE_LABEL.to_owned(), relay.node.to_owned()),
         (TARGET_TASK_LABEL.to_owned(), req.task.task_id.clone()),
         (
             TARGET_SERVICE_LABEL.to_owned(),
@@ -194,7 +208,7 @@ async fn start_helper<A: SwarmApi>(
         budget,
         (&secret.id, &secret.name),
     );
-    spec.network = Some(network.to_owned());
+    spec.network = Some(relay.network.to_owned());
     let helper = made
         .asking(Asked::Helper(spec.name.clone()), api.create_service(&spec))
         .await

@@ -27,6 +27,7 @@ pub async fn run(global: &Global, args: GcArgs) -> Result<Status, CliError> {
             Why::Stale(s) => format!("stale for {s} s"),
             Why::All => "--all".to_owned(),
             Why::OtherBuild => "another build's".to_owned(),
+            Why::SessionOver => "its session's relay is gone".to_owned(),
         };
         match &c.removed {
             None => println!("would remove {} {} ({why})", c.kind, c.name),
