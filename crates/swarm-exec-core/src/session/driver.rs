@@ -90,11 +90,13 @@ where
             .map_err(SessionFailure::StartRelay)?;
         Ok(node.unwrap_or_default())
     };
-    let (image, network, relay_node) = tokio::try_join!(
-        relay::image(api, &req.run.helper),
-        network::ensure(api, network_name, req.network.is_none()),
-        relay_node,
-    )?;
+    let network = async {
+        let network = network::ensure(api, network_name, req.network.is_none()).await?;
+        tracing::debug!(ms = started.elapsed().as_millis(), "session network ready");
+        Ok(network)
+    };
+    let (image, network, relay_node) =
+        tokio::try_join!(relay::image(api, &req.run.helper), network, relay_node,)?;
     let budget = deadline.saturating_duration_since(Instant::now());
     let relay = relay::start(api, req, tag, &image, network, budget, made, out).await?;
     let relay::Relay {
@@ -132,13 +134,17 @@ where
         relay_said: String::new(),
     };
     await_hello(api, req, &helper, &mut link, out, started).await?;
+    tracing::debug!(ms = started.elapsed().as_millis(), "helper connected");
     let mut wire = Vec::new();
     seal.seal(&Msg::Start, &mut wire);
     to_relay
         .write_all(&wire)
         .await
         .map_err(SessionFailure::WriteRelay)?;
-    tracing::debug!(ms = started.elapsed().as_millis(), "session open");
+    tracing::debug!(
+        ms = started.elapsed().as_millis(),
+        "session open: command started"
+    );
     pump(req, link, to_relay, seal, io, out).await
 }
 
