@@ -1,98 +1,10 @@
 //! `task-exec -it`: a terminal session, driven through `script` (a real pseudo-terminal),
 //! into a task on the engine swarm-exec talks to (the lab's manager, node1).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
-
-/// What a key schedule sends instead of typing: the terminal becomes 30 × 90.
-const RESIZE: &[u8] = b"<resize>";
-
-/// Runs `inner` (a shell line) under `script`, on a terminal of 40 rows and 100 columns;
-/// once the remote shell's prompt (`# `) shows, types each `(after, text)` of `keys` at its
-/// time from then ([`RESIZE`]: resizes the terminal instead). Returns what the terminal
-/// showed and the exit code.
-fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
-    let line = format!(
-        "stty rows 40 cols 100; stty -g > \"$SX_DIR/before\"; \
-         (while [ ! -e \"$SX_DIR/resize\" ]; do sleep 0.05; done; stty rows 30 cols 90 < /dev/tty) & \
-         {inner}; rc=$?; stty -g > \"$SX_DIR/after\"; exit $rc"
-    );
-    let dir = std::env::temp_dir().join(format!("sx-tty-{}", unique_hex(8)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new("script")
-        .args(["-qfec", &line, "/dev/null"])
-        .env("SX_DIR", &dir)
-        .env("SX", SWARM_EXEC)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux)");
-    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reader = {
-        let (mut stdout, shown) = (child.stdout.take().unwrap(), shown.clone());
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stdout.read(&mut buf) {
-                shown.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let mut stdin = child.stdin.take().unwrap();
-    let keys: Vec<(u64, Vec<u8>)> = keys.iter().map(|(t, k)| (*t, k.to_vec())).collect();
-    let (resize, prompt_seen) = (dir.join("resize"), shown.clone());
-    let ready_at = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let ready = ready_at.clone();
-    std::thread::spawn(move || {
-        // A session through the relay takes a moment (more on a busy machine): keys typed
-        // before it is up would meet the local terminal, not the remote shell. Up to the
-        // overlay's next 30 s resync when a node rejoins it (see HELLO_WAIT).
-        let until = std::time::Instant::now() + Duration::from_secs(80);
-        while !prompt_seen.lock().unwrap().windows(2).any(|w| w == b"# ")
-            && std::time::Instant::now() < until
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let start = std::time::Instant::now();
-        *ready.lock().unwrap() = Some(start);
-        for (at, k) in keys {
-            let wait = Duration::from_millis(at).saturating_sub(start.elapsed());
-            std::thread::sleep(wait);
-            if k == RESIZE {
-                let _ = std::fs::write(&resize, b"");
-            } else {
-                let _ = stdin.write_all(&k).and_then(|()| stdin.flush());
-            }
-        }
-        // Held open long after the session: swarm-exec must end with its command, not
-        // wait for the end of its input.
-        std::thread::sleep(Duration::from_secs(30));
-    });
-    let mut out = wait(child, Duration::from_secs(150));
-    let after_ready = ready_at.lock().unwrap().map(|t| t.elapsed());
-    assert!(
-        after_ready.is_some_and(|d| d < Duration::from_secs(20)),
-        "still there {after_ready:?} after the prompt, its input open: it must end with its command"
-    );
-    reader.join().unwrap();
-    out.stdout = std::mem::take(&mut *shown.lock().unwrap());
-    let before = std::fs::read_to_string(dir.join("before")).unwrap_or_default();
-    let after = std::fs::read_to_string(dir.join("after")).unwrap_or_default();
-    let _ = std::fs::write(dir.join("resize"), b"");
-    std::thread::sleep(Duration::from_millis(100));
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert!(
-        !before.is_empty(),
-        "no terminal settings read: {}",
-        out.stdout_str()
-    );
-    assert_eq!(before, after, "the terminal was not restored");
-    out
-}
 
 /// A session in `svc`'s task on `node`: typing, the terminal's size and a resize, Ctrl-C to
 /// the remote command, its exit code; nothing left behind.

@@ -508,44 +508,49 @@ impl Drop for CutOff {
     }
 }
 
-/// Issue 26: a worker cut off in the middle of a live session. The client hears no
-/// heartbeat and ends within 20 s with 125, naming the node; the helper's connection to
-/// the relay fails and it stops the command, the node still cut off; once the node is back
-/// nothing is left. Serial: it takes a node off the swarm for a while.
+/// Issue 26: a worker cut off in the middle of a terminal session. The client hears no
+/// heartbeat and ends within 20 s with 125, naming the node, the terminal restored; the
+/// helper's connection to the relay fails and it stops the command, the node still cut
+/// off; once the node is back nothing is left. Serial: it takes a node off the swarm.
 #[test]
 fn a_node_cut_off_mid_session_ends_it_within_20_seconds_and_stops_the_command() {
-    use std::io::Read as _;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Global: its task on node2 stays there while the node is away.
     let svc = Service::global();
     let task = svc.on("node2").clone();
-    let mut child = spawn_swarm_exec_stdin(
-        &task_exec_args(
-            &["-i"],
-            &task.id,
-            &sh("cat >/dev/null; echo started; exec sleep 3001"),
-        ),
-        vec![b'x'; 600_000],
+    let marker = format!(
+        "sleep {}",
+        300_000 + u32::from_str_radix(&unique_hex(4), 16).unwrap()
     );
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 8];
-    stdout.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"started\n");
-    await_processes(&task, &["sleep 3001"]);
-
-    let cut = CutOff::node("sxlab-node2");
-    let at = Instant::now();
-    let out = wait(child, Duration::from_secs(60));
-    let took = at.elapsed();
+    let cutter = {
+        let (task, marker) = (task.clone(), marker.clone());
+        std::thread::spawn(move || {
+            await_processes(&task, &[&marker]);
+            (CutOff::node("sxlab-node2"), Instant::now())
+        })
+    };
+    let typed = format!("{marker}\r");
+    // The terminal's own checks: restored, and not held open by its input.
+    let out = in_a_terminal(
+        &format!("\"$SX\" task-exec -it {} sh", task.id),
+        &[(0, typed.as_bytes())],
+    );
+    let ended = Instant::now();
+    let (cut, at) = cutter.join().expect("the remote command ran");
     assert_exit(&out, 125);
-    assert_stderr_has(&out, "nothing from the helper on node node2");
-    assert_stderr_has(&out, "outcome is unknown");
+    let shown = out.stdout_str();
+    assert!(
+        shown.contains("nothing from the helper on node node2"),
+        "{shown}"
+    );
+    assert!(shown.contains("outcome is unknown"), "{shown}");
+    let took = ended - at;
     assert!(
         took < Duration::from_secs(20),
         "ended {took:?} after the cut"
     );
     // The helper, on its own, stops the command while its node is still cut off.
-    await_processes_gone(&task, &["sleep 3001"]);
+    await_processes_gone(&task, &[&marker]);
     assert!(at.elapsed() < Duration::from_secs(45), "{:?}", at.elapsed());
     drop(cut);
     no_session_left(&svc.name);
