@@ -146,7 +146,10 @@ async fn stop<A: SwarmApi, O: OutputSink>(
         },
         HelperSource::Embedded(p) => Stopper {
             image: None,
-            program: Program::Carried((p.program)()),
+            program: Program::Carried {
+                loader: p.loader,
+                program: (p.program)(),
+            },
             grace: STOP_GRACE,
         },
     };

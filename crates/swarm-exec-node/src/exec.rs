@@ -41,6 +41,9 @@ pub async fn run(args: &HelperArgs) -> NodeEnd {
         Ok(d) => d,
         Err(e) => return NodeEnd::Failed(NodeError::Connect(e)),
     };
+    // Alongside the run: stoppers left on this node by helpers killed mid-stop.
+    let collector = docker.clone();
+    tokio::spawn(async move { crate::stop::collect_left_stoppers(&collector).await });
     // Removing the helper service sends it SIGTERM: the commands are stopped, not left.
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

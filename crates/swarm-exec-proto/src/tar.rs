@@ -4,14 +4,29 @@
 /// A tar archive of the directory and executable file at absolute `path`.
 pub fn tar_of(path: &str, data: &[u8]) -> Vec<u8> {
     let path = path.trim_start_matches('/');
-    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-    let mut tar = Vec::with_capacity(data.len() + 3 * 512 + 1024);
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    tar_of_files(dir, &[(name, data)])
+}
+
+/// A tar archive of directory `dir` (relative; none when empty) holding the executable
+/// files `files` (name, data).
+pub fn tar_of_files(dir: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let dir = dir.trim_matches('/');
+    let size: usize = files.iter().map(|(_, d)| d.len() + 1024).sum();
+    let mut tar = Vec::with_capacity(size + 2048);
     if !dir.is_empty() {
         tar.extend(tar_header(&format!("{dir}/"), 0o755, 0, b'5'));
     }
-    tar.extend(tar_header(path, 0o555, data.len(), b'0'));
-    tar.extend_from_slice(data);
-    tar.resize(tar.len().next_multiple_of(512), 0);
+    for (name, data) in files {
+        let path = if dir.is_empty() {
+            (*name).to_owned()
+        } else {
+            format!("{dir}/{name}")
+        };
+        tar.extend(tar_header(&path, 0o555, data.len(), b'0'));
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().next_multiple_of(512), 0);
+    }
     tar.resize(tar.len() + 1024, 0); // two zero blocks: the end
     tar
 }

@@ -256,3 +256,105 @@ fn image_mode_still_works_where_the_image_is() {
     assert_exit(&out, 8);
     assert!(svc.helpers().is_empty());
 }
+
+/// Removes an image from lab node `n` when dropped.
+struct NodeImage(u32, String);
+
+impl Drop for NodeImage {
+    fn drop(&mut self) {
+        let _ = docker_on(self.0, &["image", "rm", "-f", &self.1]);
+    }
+}
+
+/// The environment of the stopper's program working on `container` (started by the loader,
+/// whose own process, for the moment before, still has what the engine gave), read from
+/// the host's /proc while it lives (the lab's nodes share this machine's kernel).
+fn stopper_environ(container: &str) -> Option<Vec<String>> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let dir = e.path();
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_it = args.first() == Some(&&b"swarm-exec-node"[..])
+            && args.get(1) == Some(&&b"node-kill"[..])
+            && args.contains(&container.as_bytes());
+        if !is_it {
+            return None;
+        }
+        let environ = std::fs::read(dir.join("environ")).ok()?;
+        Some(
+            environ
+                .split(|&b| b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect(),
+        )
+    })
+}
+
+/// Issue 25: the stopper (root, CAP_SYS_PTRACE, the node's PID namespace) runs the target's
+/// image, whose environment the engine adds to whatever a container is created with; the
+/// loader, its entrypoint, starts it with none. A target image with `GLIBC_TUNABLES` and
+/// `LD_PRELOAD`: the stopper's process has an empty environment, and the command that
+/// ignores SIGTERM is still stopped at the timeout.
+#[test]
+fn the_stopper_gets_nothing_of_the_images_environment() {
+    let image = NodeImage(2, format!("sxt-envimg-{}:1", unique_hex(6)));
+    let base = format!("sx-envbase-{}", unique_hex(6));
+    assert_exit(
+        &docker_on(2, &["create", "--name", &base, TARGET_IMAGE, "true"]),
+        0,
+    );
+    let committed = docker_on(
+        2,
+        &[
+            "commit",
+            "--change",
+            "ENV GLIBC_TUNABLES=glibc.malloc.check=3",
+            "--change",
+            "ENV LD_PRELOAD=/nonexistent-preload.so",
+            "--change",
+            &format!("LABEL {TEST_LABEL}=e2e"),
+            &base,
+            &image.1,
+        ],
+    );
+    assert_exit(&docker_on(2, &["rm", &base]), 0);
+    assert_exit(&committed, 0);
+    let env = docker_on(
+        2,
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            &image.1,
+        ],
+    );
+    assert_stdout_has(&env, "GLIBC_TUNABLES=");
+    assert_stdout_has(&env, "LD_PRELOAD=");
+
+    let svc = Service::create_of(
+        None,
+        &image.1,
+        &["--replicas", "1", "--constraint", "node.hostname==node2"],
+        &["sleep", "3600"],
+        1,
+    );
+    let task = svc.on("node2").clone();
+    let container = container_of(&task.id);
+    let marker = "sleep 3004";
+    let child = spawn_swarm_exec(&task_exec_args(
+        &["--timeout", "3s"],
+        &task.id,
+        &sh(&format!("trap '' TERM; {marker}")),
+    ));
+    // The command ignores SIGTERM: the stopper waits out its 5 s grace, time to look.
+    let seen = eventually("the stopper's process", Duration::from_secs(30), || {
+        stopper_environ(&container)
+    });
+    let out = wait(child, Duration::from_secs(60));
+    assert_exit(&out, 124);
+    assert!(seen.is_empty(), "the stopper's environment: {seen:?}");
+    await_processes_gone(&task, &[marker]);
+    nothing_left(&svc, None);
+}
