@@ -33,8 +33,9 @@ fn sigkilled_client_leaves_a_helper_that_gc_removes_after_its_deadline() {
     thread::sleep(Duration::from_secs(30));
     let gc = swarm_exec(&["gc"]);
     assert_exit(&gc, 0);
-    assert_stdout_has(&gc, "removed service swarm-exec-");
-    assert!(svc.helpers().is_empty());
+    // This gc took it, or another test's plain gc took it a moment before: either way after
+    // its deadline, which no gc may do before (above).
+    assert!(svc.helpers().is_empty(), "{}", gc.stdout_str());
     await_processes_gone(svc.on("node2"), &["sleep 60"]);
 }
 

@@ -630,3 +630,62 @@ fn a_node_cut_off_mid_run_ends_it_within_60_seconds() {
         },
     );
 }
+
+/// Issue 12: output lost on the node is never a success. The helper's node is cut off while
+/// it writes 120 MB of random bytes, so that what its engine has not yet sent to the
+/// managers stays in the helper's log file (the engine's log reader holds a bounded number
+/// of lines); once the helper has ended, the file is emptied and the node let back in. The
+/// client gets part of the output and says so with 125. (Holding the client's stdout is
+/// not enough: the managers take a worker's log lines whether the client reads or not, and
+/// on a fast machine the engine's reader keeps up with the helper.) Serial: it takes a node
+/// off the swarm for a few seconds.
+#[test]
+fn output_lost_on_the_node_is_reported_never_a_success() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = Service::global();
+    let total = 120_000_000u64;
+    // Time to cut the node off before the bytes flow.
+    let script = format!("sleep 2; head -c {total} /dev/urandom");
+    let child = spawn_swarm_exec(&task_exec_args(&[], &svc.at("node3"), &sh(&script)));
+    let helper = svc.await_helper();
+    let helper_id = docker_ok(&["service", "inspect", "-f", "{{.ID}}", &helper]);
+    let of_helper = format!("label=com.docker.swarm.service.id={helper_id}");
+    let container_where = |filters: &[&str], what: &str| {
+        let ps = [&["ps", "-q", "--filter", &of_helper], filters].concat();
+        eventually(what, Duration::from_secs(60), || {
+            let id = docker_on(3, &ps).stdout_str().trim().to_owned();
+            (!id.is_empty()).then_some(id)
+        })
+    };
+    container_where(&["--filter", "status=running"], "the helper to run");
+    let cut = CutOff::node("sxlab-node3");
+    // node3's own engine is reached through its socket, not the cut link.
+    let container = container_where(&["-a", "--filter", "status=exited"], "the helper to end");
+    let path = docker_on(3, &["inspect", "-f", "{{.LogPath}}", &container]).stdout_str();
+    let rel = path
+        .trim()
+        .strip_prefix("/var/lib/docker/")
+        .expect("a data-root path");
+    let on_host = format!("{}/node3/data/{rel}", lab_dir());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&on_host)
+        .and_then(|f| f.set_len(0))
+        .unwrap_or_else(|e| panic!("{on_host}: {e}"));
+    drop(cut);
+
+    let out = wait(child, Duration::from_secs(300));
+    let err = out.stderr_str();
+    let got = out.stdout.len() as u64;
+    assert!(got < total, "all {got} bytes arrived: nothing was lost");
+    assert_eq!(out.code, 125, "{err}");
+    assert!(err.contains("output incomplete"), "{err}");
+    // It says what it delivered: either how many bytes are missing or, with the exit frame
+    // lost too, how far the output got.
+    assert!(
+        err.contains(&format!("{} bytes of target 0's stdout", total - got))
+            || err.contains(&format!("after its first {got} bytes of stdout")),
+        "{got} bytes delivered: {err}"
+    );
+    assert!(svc.helpers().is_empty());
+}
