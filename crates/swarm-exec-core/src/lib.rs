@@ -34,6 +34,7 @@ pub mod connect;
 pub mod copy;
 pub mod engine;
 pub mod error;
+pub mod escape;
 pub mod gc;
 pub mod helper;
 pub mod live;

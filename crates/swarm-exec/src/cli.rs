@@ -331,6 +331,14 @@ pub struct CpArgs {
     /// Run the helper from this swarm-exec image instead of zero-install
     #[arg(long, value_name = "IMAGE", env = "SWARM_EXEC_IMAGE")]
     pub image: Option<String>,
+    /// Out of a task: keep owners (uid/gid) and every mode bit, setuid/setgid included, as
+    /// in the container (as docker cp -a); without it files are yours, without those bits
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Out of a task: unpack into a directory that another user owns (refused by default:
+    /// its owner could redirect what is written there)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -169,23 +169,20 @@ impl PrefixedSink {
         };
         pending.extend_from_slice(bytes);
         let mut start = 0;
+        let mut shown = Vec::new();
         while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + pos + 1;
-            note(
-                w.write_all(prefix.as_bytes())
-                    .and_then(|()| w.write_all(&pending[start..end])),
-            );
-            start = end;
+            let end = start + pos;
+            shown.clear();
+            shown.extend_from_slice(prefix.as_bytes());
+            escape_line(&pending[start..end], &mut shown);
+            shown.push(b'\n');
+            note(w.write_all(&shown));
+            start = end + 1;
         }
         pending.drain(..start);
         // Output without newlines (binary data) is not held back for ever.
         if pending.len() >= MAX_PENDING {
-            note(
-                w.write_all(prefix.as_bytes())
-                    .and_then(|()| w.write_all(pending))
-                    .and_then(|()| w.write_all(b"\n")),
-            );
-            pending.clear();
+            Self::finish_locked(&mut **w, prefix, pending);
         }
         note(w.flush());
     }
@@ -193,14 +190,39 @@ impl PrefixedSink {
     fn finish(stream: &Stream, prefix: Option<&str>, pending: &mut Vec<u8>) {
         if let (Some(prefix), false) = (prefix, pending.is_empty()) {
             let mut w = stream.lock().unwrap_or_else(|e| e.into_inner());
-            note(
-                w.write_all(prefix.as_bytes())
-                    .and_then(|()| w.write_all(pending))
-                    .and_then(|()| w.write_all(b"\n"))
-                    .and_then(|()| w.flush()),
-            );
-            pending.clear();
+            Self::finish_locked(&mut **w, prefix, pending);
+            note(w.flush());
         }
+    }
+
+    /// What is pending as a line of its own.
+    fn finish_locked(w: &mut dyn Write, prefix: &str, pending: &mut Vec<u8>) {
+        let mut shown = prefix.as_bytes().to_vec();
+        escape_line(pending, &mut shown);
+        shown.push(b'\n');
+        note(w.write_all(&shown));
+        pending.clear();
+    }
+}
+
+/// Appends one line of a task's output (without its newline) to `out`, its control
+/// characters but the tab written as `\xNN` (`\u{NN}` for C1 controls in UTF-8): in a
+/// prefixed line a task's `\r` or escape sequence could otherwise overwrite the prefix or
+/// pass for another task's line. Other bytes, backslashes included, are kept as they are;
+/// `--no-prefix` and `--format json` give the bytes exactly.
+fn escape_line(line: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else if b == 0xc2 && matches!(line.get(i + 1), Some(0x80..=0x9f)) {
+            out.extend_from_slice(format!("\\u{{{:x}}}", line[i + 1]).as_bytes());
+            i += 1;
+        } else {
+            out.push(b);
+        }
+        i += 1;
     }
 }
 
@@ -269,6 +291,22 @@ mod tests {
             b"a | one\nb | x\na | two\na | three\n"
         );
         assert_eq!(&*e.0.lock().unwrap(), b"a | err\n");
+    }
+
+    #[test]
+    fn a_prefixed_line_cannot_forge_another_or_drive_the_terminal() {
+        let o = Shared::default();
+        {
+            let mut a =
+                PrefixedSink::new(stream(o.clone()), stream(o.clone()), Some("a | ".into()));
+            a.stdout(b"ok\rb | forged\n\x1b]0;title\x07tab\there \\ \xc2\x9b2J \xff\n");
+            a.stdout(b"last\r");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&o.0.lock().unwrap()),
+            "a | ok\\x0db | forged\na | \\x1b]0;title\\x07tab\there \\ \\u{9b}2J \u{fffd}\n\
+             a | last\\x0d\n"
+        );
     }
 
     #[test]

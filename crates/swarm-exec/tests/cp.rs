@@ -71,15 +71,25 @@ fn a_tree_goes_in_and_comes_back_identical() {
         let inside = task_exec(&[], &svc.at(node), &["cat", &format!("{dir}/a/b/c/small")]);
         assert_exit(&inside, 0);
         assert_eq!(inside.stdout_str(), "small\n");
+        // With --archive every mode bit comes back, setuid included.
         let back = d.join(format!("back-{node}"));
-        let out = swarm_exec(&["cp", &remote, back.to_str().unwrap()]);
+        let out = swarm_exec(&["cp", "--archive", &remote, back.to_str().unwrap()]);
         assert_exit(&out, 0);
         same_tree(&src, &back);
-        // Into an existing directory: under the source's own name.
+        // Into an existing directory: under the source's own name; without --archive the
+        // setuid bit stays behind (the file is now the local user's).
         let into = d.join(format!("into-{node}"));
         std::fs::create_dir(&into).unwrap();
         assert_exit(&swarm_exec(&["cp", &remote, into.to_str().unwrap()]), 0);
-        same_tree(&src, &into.join(Path::new(dir).file_name().unwrap()));
+        let copied = into.join(Path::new(dir).file_name().unwrap());
+        let f1 = copied.join("a/b/f1");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&f1).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        std::fs::set_permissions(&f1, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        same_tree(&src, &copied);
         let _ = task_exec(&[], &svc.at(node), &["rm", "-rf", dir]);
     }
     let _ = run(Command::new("chmod").args(["-R", "u+w"]).arg(&d));
@@ -186,6 +196,85 @@ fn tar_streams_both_ways_and_clear_errors() {
     let out = swarm_exec(&["cp", &format!("{at}:/a"), &format!("{at}:/b")]);
     assert_exit(&out, 125);
     assert_stderr_has(&out, "between two tasks is not supported");
+    std::fs::remove_dir_all(&d).unwrap();
+    no_session_left(&svc.name);
+}
+
+/// Issue 25: `cp` out of a task as root, into places a local user may control. A setuid
+/// file arrives without the bit (with it under --archive); a sparse file stays sparse; a
+/// directory that another user owns is refused unless --force; a name from the container
+/// with a terminal escape in it is shown escaped.
+#[test]
+fn copying_out_as_root_is_safe_on_a_shared_machine() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let svc = &Service::global();
+    let at = svc.at("node2");
+    let dir = format!("/tmp/cp-safe-{}", unique_hex(6));
+    let setup = format!(
+        "set -e; mkdir {dir}; cd {dir}; echo x > suid; chmod 4755 suid; \
+         dd if=/dev/zero of=sparse bs=1 count=0 seek=256M 2>/dev/null; echo end >> sparse; \
+         echo red > \"$(printf '\\033[31mred')\""
+    );
+    assert_exit(&task_exec(&[], &at, &sh(&setup)), 0);
+    let d = scratch("safe");
+    let size = (256 << 20) + 4;
+
+    let plain = d.join("plain");
+    assert_exit(
+        &swarm_exec(&["cp", &format!("{at}:{dir}"), plain.to_str().unwrap()]),
+        0,
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&plain.join("suid")), 0o755);
+    let sparse = std::fs::metadata(plain.join("sparse")).unwrap();
+    assert_eq!(sparse.len(), size);
+    assert!(
+        sparse.blocks() * 512 < 1 << 20,
+        "{} blocks",
+        sparse.blocks()
+    );
+    let archived = d.join("archived");
+    let out = swarm_exec(&[
+        "cp",
+        "-a",
+        &format!("{at}:{dir}/suid"),
+        archived.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(mode(&archived), 0o4755);
+
+    // Another user's directory: refused, nothing written; --force to copy anyway.
+    let theirs = d.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(4321), Some(4321)).unwrap();
+    let out = swarm_exec(&["cp", &format!("{at}:{dir}/suid"), theirs.to_str().unwrap()]);
+    assert_ne!(out.code, 0);
+    assert_stderr_has(&out, "belongs to uid 4321");
+    assert_stderr_has(&out, "--force");
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+    let out = swarm_exec(&[
+        "cp",
+        "--force",
+        &format!("{at}:{dir}/suid"),
+        theirs.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(theirs.join("suid").exists());
+
+    // A name with an escape in it, refused here (a directory of that name is in the way):
+    // shown escaped, never raw.
+    let red = d.join("red");
+    std::fs::create_dir_all(red.join("\x1b[31mred")).unwrap();
+    let out = swarm_exec(&[
+        "cp",
+        &format!("{at}:{dir}/\x1b[31mred"),
+        red.to_str().unwrap(),
+    ]);
+    assert_ne!(out.code, 0);
+    assert_stderr_has(&out, "\\x1b[31mred");
+    assert!(!out.stderr.contains(&0x1b), "{:?}", out.stderr_str());
+
+    let _ = task_exec(&[], &at, &["rm", "-rf", &dir]);
     std::fs::remove_dir_all(&d).unwrap();
     no_session_left(&svc.name);
 }

@@ -22,6 +22,7 @@ use crate::engine::{
     ApiError, Attach, ExecOptions, ExecState, ImageImport, Listed, LogStream, Named, NetworkInfo,
     NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo,
 };
+use crate::escape;
 use crate::model::spec::{HelperSpec, ImageInfo, RelaySpec};
 
 /// [`SwarmApi`] over bollard.
@@ -171,6 +172,8 @@ pub fn classify(err: bollard::errors::Error) -> ApiError {
             status_code,
             message,
         } => {
+            // Engines pass on what workers and containers said: it reaches a terminal.
+            let message = shown(message);
             // 503 also means "this node is not a swarm manager": that one is final.
             if message.contains("not a swarm manager") || message.contains("not part of a swarm") {
                 ApiError::NotManager(message)
@@ -208,7 +211,15 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    text
+    shown(text)
+}
+
+/// Text from the swarm as it may be shown: control characters escaped (see [`escape`]).
+fn shown(text: String) -> String {
+    match escape::escape_control(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
 }
 
 fn state_of(state: Option<TaskState>) -> crate::model::state::TaskState {
@@ -232,8 +243,8 @@ fn task_info(t: bollard::models::Task) -> TaskInfo {
         node_id: t.node_id.unwrap_or_default(),
         state: state_of(status.state),
         desired_state: state_of(t.desired_state),
-        err: status.err.unwrap_or_default(),
-        message: status.message.unwrap_or_default(),
+        err: shown(status.err.unwrap_or_default()),
+        message: shown(status.message.unwrap_or_default()),
         container_id: container.container_id.unwrap_or_default(),
         exit_code: container.exit_code,
         updated: t.updated_at.map(|d| d.to_string()).unwrap_or_default(),
@@ -404,11 +415,11 @@ impl SwarmApi for BollardApi {
         let status = n.status.unwrap_or_default();
         Ok(NodeInfo {
             id: n.id.unwrap_or_default(),
-            hostname: description.hostname.unwrap_or_default(),
+            hostname: shown(description.hostname.unwrap_or_default()),
             os: platform.os.unwrap_or_default(),
             arch: platform.architecture.unwrap_or_default(),
             state: status.state.map(|s| s.to_string()).unwrap_or_default(),
-            message: status.message.unwrap_or_default(),
+            message: shown(status.message.unwrap_or_default()),
         })
     }
 

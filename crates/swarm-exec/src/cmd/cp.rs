@@ -7,7 +7,7 @@ use swarm_exec_core::copy::{copy_in, copy_out, put_into, CopyRequest, MODE_DIR};
 use swarm_exec_core::model::target::TaskRef;
 use swarm_exec_core::{BollardApi, Interrupt, Outcome, OutputSink, RunOptions};
 
-use crate::archive::{pack, ChannelReader, ChannelWriter, Destination};
+use crate::archive::{pack, ChannelReader, ChannelWriter, Destination, UnpackOptions};
 use crate::cli::{CpArgs, Global};
 use crate::cmd::setup::connect;
 use crate::cmd::task_exec::interrupted;
@@ -85,7 +85,11 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
     };
     let dest = match &into {
         Err(Side::Local(p)) => {
-            Some(Destination::of(p).map_err(|e| CliError::Failed(e.to_string()))?)
+            let opts = UnpackOptions {
+                archive: args.archive,
+                force: args.force,
+            };
+            Some(Destination::of(p, opts).map_err(|e| CliError::Failed(format!("cp: {e}")))?)
         }
         _ => None,
     };
@@ -134,7 +138,13 @@ async fn from_task<C: std::future::Future<Output = Interrupt> + Unpin>(
                 .map_err(|_| CliError::Failed("the unpacking thread panicked".into()))?;
             let outcome = outcome?;
             if matches!(outcome, Outcome::Exited(0)) {
-                unpacked.map_err(|e| CliError::Failed(format!("cp: {e}")))?;
+                let unpacked = unpacked.map_err(|e| CliError::Failed(format!("cp: {e}")))?;
+                if !unpacked.skipped.is_empty() {
+                    sink.std.warn(&format!(
+                        "not copied (devices and FIFOs are not made here): {}",
+                        unpacked.skipped.join(", ")
+                    ));
+                }
             }
             outcome
         }
