@@ -340,17 +340,21 @@ async fn prepare<A: SwarmApi>(
 }
 
 /// Runs the command in every selected task. `sink_for` gives each task its output sink;
-/// `cancel` stops everything (every helper is removed first).
-pub async fn service_exec<A, S, F, C>(
+/// `ended` is called once for every task as soon as its outcome is known (when its node's
+/// helper has ended; for tasks that never ran, at the end), so a caller can report it and
+/// let go of its output; `cancel` stops everything (every helper is removed first).
+pub async fn service_exec<A, S, F, E, C>(
     api_: &A,
     req: &ServiceExecRequest,
     mut sink_for: F,
+    ended: E,
     cancel: C,
 ) -> Result<Vec<TaskRun<S>>, ServiceExecError>
 where
     A: SwarmApi,
     S: OutputSink,
     F: FnMut(&Target) -> S,
+    E: Fn(&mut TaskRun<S>),
     C: std::future::Future<Output = Interrupt>,
 {
     if req.parallel == Some(0) {
@@ -389,6 +393,8 @@ where
         .collect();
     let wave_size = req.parallel.unwrap_or(runs.len()).max(1);
     let work = async {
+        // How many runs (from the first) went through a wave, and so were reported.
+        let mut ran = 0;
         let mut first = true;
         for wave in runs.chunks_mut(wave_size) {
             if !first {
@@ -401,15 +407,17 @@ where
                 }
             }
             first = false;
-            run_wave(api_, req, &carrier, &secret, wave, &hub).await;
+            run_wave(api_, req, &carrier, &secret, wave, &hub, &ended).await;
+            ran += wave.len();
             let interrupted = wave.iter().any(|r| r.outcome.interrupt().is_some());
             let failed = wave.iter().any(|r| r.outcome != TaskOutcome::Exited(0));
             if interrupted || (req.fail_fast && failed) {
                 break;
             }
         }
+        ran
     };
-    hub.run(work, cancel).await;
+    let ran = hub.run(work, cancel).await;
     // Waves that never started because of an interrupt are interrupted, not skipped.
     let interrupt = runs.iter().find_map(|r| r.outcome.interrupt());
     if let Some(i) = interrupt {
@@ -419,6 +427,9 @@ where
         {
             r.outcome = TaskOutcome::Interrupted(i);
         }
+    }
+    for r in &mut runs[ran..] {
+        ended(r);
     }
     if let Some(first) = runs.first_mut() {
         remove_envelope(api_, &secret.id, &mut first.sink).await;
@@ -440,6 +451,7 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
     envelope: &RunSecret,
     wave: &mut [TaskRun<S>],
     hub: &CancelHub,
+    ended: &impl Fn(&mut TaskRun<S>),
 ) {
     let deadline = Instant::now() + req.run.timeout;
     let started = Instant::now();
@@ -487,6 +499,7 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
                 };
                 r.outcome = outcome;
                 r.duration = at.saturating_duration_since(started);
+                ended(r);
             }
         }
     });

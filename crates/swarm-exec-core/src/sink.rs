@@ -46,52 +46,141 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
 /// together).
 pub const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
 
+/// How much of one task's kept output [`Captured`] holds in memory; the rest goes to a
+/// temporary file of its own (already unlinked), so that a hundred tasks running at once
+/// with large output do not each hold `--max-output` in memory.
+pub const CAPTURED_IN_MEMORY: usize = 64 << 10;
+
 /// Keeps the first `limit` bytes of a task's output (stdout and stderr together, in the
-/// order they came), and counts all of it.
+/// order they came), and counts all of it. Beyond [`CAPTURED_IN_MEMORY`] the kept bytes
+/// wait in a temporary file (in memory still if none can be made); [`Captured::take`]
+/// gives them back.
 #[derive(Debug)]
 pub struct Captured {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
     /// Bytes the command wrote, kept or not.
     pub stdout_total: u64,
     pub stderr_total: u64,
     pub warnings: Vec<String>,
     limit: usize,
+    kept: usize,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Past the memory bound: the file and, in order, which stream each run of its bytes
+    /// came from, and how long that run is.
+    spill: Option<(std::fs::File, Vec<(bool, usize)>)>,
+    /// Writing to the file failed: kept bytes are incomplete.
+    spill_error: Option<String>,
 }
 
 impl Captured {
     pub fn new(limit: usize) -> Self {
         Captured {
-            stdout: Vec::new(),
-            stderr: Vec::new(),
             stdout_total: 0,
             stderr_total: 0,
             warnings: Vec::new(),
             limit,
+            kept: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            spill: None,
+            spill_error: None,
         }
     }
 
     /// Some output was not kept.
     pub fn truncated(&self) -> bool {
-        self.stdout_total + self.stderr_total > (self.stdout.len() + self.stderr.len()) as u64
+        self.stdout_total + self.stderr_total > self.kept as u64
     }
 
-    fn room(&self) -> usize {
-        self.limit
-            .saturating_sub(self.stdout.len() + self.stderr.len())
+    /// The kept stdout and stderr, whole; the sink keeps nothing from here on.
+    pub fn take(&mut self) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+        let (mut out, mut err) = (
+            std::mem::take(&mut self.stdout),
+            std::mem::take(&mut self.stderr),
+        );
+        self.limit = 0;
+        if let Some(e) = self.spill_error.take() {
+            return Err(std::io::Error::other(e));
+        }
+        if let Some((mut file, runs)) = self.spill.take() {
+            use std::io::{Read, Seek};
+            file.rewind()?;
+            let mut file = std::io::BufReader::new(file);
+            for (is_out, len) in runs {
+                let to = if is_out { &mut out } else { &mut err };
+                let start = to.len();
+                to.resize(start + len, 0);
+                file.read_exact(&mut to[start..])?;
+            }
+        }
+        Ok((out, err))
     }
+
+    fn keep(&mut self, is_out: bool, bytes: &[u8]) {
+        let bytes = &bytes[..self.limit.saturating_sub(self.kept).min(bytes.len())];
+        if bytes.is_empty() {
+            return;
+        }
+        self.kept += bytes.len();
+        if self.spill.is_none() && self.kept > CAPTURED_IN_MEMORY {
+            // No file to be had (a full /tmp, no descriptor left): memory it is.
+            self.spill = spill_file().ok().map(|f| (f, Vec::new()));
+        }
+        let Some((file, runs)) = &mut self.spill else {
+            let to = if is_out {
+                &mut self.stdout
+            } else {
+                &mut self.stderr
+            };
+            to.extend_from_slice(bytes);
+            return;
+        };
+        use std::io::Write;
+        if let Err(e) = file.write_all(bytes) {
+            self.spill_error
+                .get_or_insert_with(|| format!("keeping the output in a temporary file: {e}"));
+            return;
+        }
+        match runs.last_mut() {
+            Some((last, len)) if *last == is_out => *len += bytes.len(),
+            _ => runs.push((is_out, bytes.len())),
+        }
+    }
+}
+
+/// A temporary file nobody else can open: unlinked as soon as it is made.
+fn spill_file() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..8 {
+        let path = dir.join(format!(".swarm-exec-{}", uuid::Uuid::new_v4().simple()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => {
+                std::fs::remove_file(&path)?;
+                return Ok(f);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary file")))
 }
 
 impl OutputSink for Captured {
     fn stdout(&mut self, bytes: &[u8]) {
         self.stdout_total += bytes.len() as u64;
-        let n = self.room().min(bytes.len());
-        self.stdout.extend_from_slice(&bytes[..n]);
+        self.keep(true, bytes);
     }
     fn stderr(&mut self, bytes: &[u8]) {
         self.stderr_total += bytes.len() as u64;
-        let n = self.room().min(bytes.len());
-        self.stderr.extend_from_slice(&bytes[..n]);
+        self.keep(false, bytes);
     }
     fn warn(&mut self, message: &str) {
         self.warnings.push(message.to_owned());
@@ -224,13 +313,45 @@ mod tests {
         c.stdout(b"123456");
         c.stderr(b"abcdef");
         c.stdout(b"789");
-        assert_eq!(c.stdout, b"123456");
-        assert_eq!(c.stderr, b"abcd");
         assert_eq!((c.stdout_total, c.stderr_total), (9, 6));
         assert!(c.truncated());
+        let (out, err) = c.take().unwrap();
+        assert_eq!(out, b"123456");
+        assert_eq!(err, b"abcd");
         let mut c = Captured::new(10);
         c.stdout(b"0123456789");
         assert!(!c.truncated());
+    }
+
+    #[test]
+    fn captured_past_its_memory_bound_gives_back_both_streams_exactly() {
+        let limit = CAPTURED_IN_MEMORY * 3;
+        let mut c = Captured::new(limit);
+        let (mut want_out, mut want_err) = (Vec::new(), Vec::new());
+        // Chunks of both streams, interleaved, of lengths that cross the bound mid-chunk.
+        for i in 0..400u32 {
+            let chunk: Vec<u8> = (0..(i * 7 % 1500)).map(|j| (i ^ j) as u8).collect();
+            if i % 3 == 0 {
+                c.stderr(&chunk);
+                want_err.extend_from_slice(&chunk);
+            } else {
+                c.stdout(&chunk);
+                want_out.extend_from_slice(&chunk);
+            }
+        }
+        assert!(c.spill.is_some(), "past the bound, kept in a file");
+        assert!(c.stdout.len() + c.stderr.len() <= CAPTURED_IN_MEMORY);
+        let total = want_out.len() + want_err.len();
+        assert!(total > limit, "{total}: the test must cross the limit too");
+        assert!(c.truncated());
+        let (out, err) = c.take().unwrap();
+        assert_eq!(out.len() + err.len(), limit);
+        // Kept: the first `limit` bytes in the order they came, split by stream.
+        assert_eq!(&out[..], &want_out[..out.len()]);
+        assert_eq!(&err[..], &want_err[..err.len()]);
+        // Taken: nothing more is kept, but still counted.
+        c.stdout(b"more");
+        assert_eq!(c.take().unwrap(), (Vec::new(), Vec::new()));
     }
 
     #[test]

@@ -271,7 +271,8 @@ pub struct ServiceExecArgs {
     #[arg(long)]
     pub no_prefix: bool,
 
-    /// Output format: text (live, prefixed) or json (one object per task, at the end)
+    /// Output format: text (live, prefixed) or json (one object per line for each task, as
+    /// it ends)
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
 

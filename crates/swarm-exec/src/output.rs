@@ -13,7 +13,7 @@ use swarm_exec_core::OutputSink;
 static WRITE_ERROR: Mutex<Option<io::Error>> = Mutex::new(None);
 
 /// Notes the outcome of a write of output; `false` when it failed.
-fn note(written: io::Result<()>) -> bool {
+pub fn note(written: io::Result<()>) -> bool {
     match written {
         Ok(()) => true,
         // `| head` closing the pipe is the reader's choice, as with any Unix tool.
@@ -226,11 +226,17 @@ fn escape_line(line: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-impl Drop for PrefixedSink {
-    /// A last line without its newline is still shown, completed.
-    fn drop(&mut self) {
+impl PrefixedSink {
+    /// A last line without its newline is shown now, completed.
+    pub fn finish_lines(&mut self) {
         Self::finish(&self.out, self.prefix.as_deref(), &mut self.pending_out);
         Self::finish(&self.err, self.prefix.as_deref(), &mut self.pending_err);
+    }
+}
+
+impl Drop for PrefixedSink {
+    fn drop(&mut self) {
+        self.finish_lines();
     }
 }
 

@@ -143,13 +143,35 @@ fn filters_select_by_node_slot_and_label() {
     assert!(svc.helpers().is_empty());
 }
 
+/// Also issue 25: each task's object is printed as soon as that task has ended, not when
+/// the last one has.
 #[test]
 fn global_service_and_json_output() {
+    use std::io::BufRead as _;
     let svc = Service::global();
-    let script = "printf 'o\\n'; printf 'e' >&2; exit 4";
-    let out = service_exec(&["--format", "json"], &svc.name, &sh(script));
+    // node2's task takes its time.
+    let slow = container_of(&svc.on("node2").id);
+    docker_on(2, &["exec", &slow, "touch", "/tmp/sx-slow"]);
+    let script = "test -e /tmp/sx-slow && sleep 8; printf 'o\\n'; printf 'e' >&2; exit 4";
+    let mut child = spawn_swarm_exec(&service_exec_args(
+        &["--format", "json"],
+        &svc.name,
+        &sh(script),
+    ));
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let running = child.try_wait().unwrap().is_none();
+    let first: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_ne!(first["node"], "node2", "{first}");
+    assert!(running, "the first object came only at the end: {first}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let mut out = wait(child, Duration::from_secs(60));
+    out.stdout = format!("{first}\n{rest}").into_bytes();
     assert_exit(&out, 1);
     let results = json_lines(&out);
+    assert_eq!(results.last().unwrap()["node"], "node2");
     assert_eq!(results.len(), 3, "{}", out.stdout_str());
     let ids: BTreeSet<&str> = results
         .iter()

@@ -1,10 +1,11 @@
 //! `swarm-exec service-exec`: every selected task of a service or stack.
 
-use std::io;
+use std::io::{self, Write};
 
 use serde_json::json;
 use swarm_exec_core::service_exec::{
-    service_exec, Filters, ServiceExecError, ServiceExecRequest, Services, TaskOutcome, TaskRun,
+    service_exec, Filters, ServiceExecError, ServiceExecRequest, Services, Target, TaskOutcome,
+    TaskRun,
 };
 use swarm_exec_core::sink::{bytes_json, Captured, Cut};
 use swarm_exec_core::{Interrupt, OutputSink};
@@ -13,7 +14,7 @@ use crate::cli::{Global, ServiceExecArgs};
 use crate::cmd::setup::connect;
 use crate::cmd::task_exec::{interrupted, run_options, utf8_arg};
 use crate::exit::{CliError, Status};
-use crate::output::{stream, PrefixedSink};
+use crate::output::{note, stream, PrefixedSink};
 
 pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliError> {
     let mut words = args
@@ -46,16 +47,20 @@ pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliEr
     let json = args.format == "json";
     let max_output = args.max_output;
     let status = if json {
-        let runs = match service_exec(&api, &req, |_| Captured::new(max_output), cancel).await {
+        let sink_for = |t: &Target| JsonTask {
+            name: t.name(),
+            kept: Captured::new(max_output),
+        };
+        // Each task's object as soon as it has ended, and its output let go.
+        let ended = |r: &mut TaskRun<JsonTask>| {
+            let mut out = io::stdout().lock();
+            let line = to_json(r);
+            note(writeln!(out, "{line}").and_then(|()| out.flush()));
+        };
+        let runs = match service_exec(&api, &req, sink_for, ended, cancel).await {
             Err(ServiceExecError::Interrupted(i)) => return Ok(interrupted_early(i)),
             r => r?,
         };
-        for r in &runs {
-            println!("{}", to_json(r));
-            for w in &r.sink.warnings {
-                eprintln!("swarm-exec: warning: {}: {w}", r.target.name());
-            }
-        }
         summarize(&runs)
     } else {
         let (out, err) = (stream(io::stdout()), stream(io::stderr()));
@@ -67,6 +72,8 @@ pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliEr
                 let prefix = prefixed.then(|| format!("{} | ", t.name()));
                 PrefixedSink::new(out.clone(), err.clone(), prefix)
             },
+            // A last line without its newline is shown as soon as its task ends.
+            |r: &mut TaskRun<PrefixedSink>| r.sink.finish_lines(),
             cancel,
         )
         .await;
@@ -129,10 +136,37 @@ fn describe(outcome: &TaskOutcome) -> (&'static str, Option<i64>, Option<String>
     }
 }
 
-fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
+/// One task's output kept for its JSON object; notes about the run go to stderr at once.
+struct JsonTask {
+    name: String,
+    kept: Captured,
+}
+
+impl OutputSink for JsonTask {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.kept.stdout(bytes);
+    }
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.kept.stderr(bytes);
+    }
+    fn warn(&mut self, message: &str) {
+        eprintln!("swarm-exec: warning: {}: {message}", self.name);
+    }
+}
+
+/// The task's JSON object; its kept output is taken from the sink.
+fn to_json(r: &mut TaskRun<JsonTask>) -> serde_json::Value {
+    let (stdout, stderr) = match r.sink.kept.take() {
+        Ok(kept) => kept,
+        Err(e) => {
+            // Output that cannot be given whole is no success.
+            r.outcome = TaskOutcome::Failed(format!("its output could not be kept: {e}"));
+            (Vec::new(), Vec::new())
+        }
+    };
     let (outcome, exit_code, error) = describe(&r.outcome);
     let t = &r.target;
-    let c = &r.sink;
+    let c = &r.sink.kept;
     let serde_json::Value::Object(mut obj) = json!({
         "task_id": t.task_id,
         "name": t.name(),
@@ -155,18 +189,8 @@ fn to_json(r: &TaskRun<Captured>) -> serde_json::Value {
             Cut::None
         }
     };
-    bytes_json(
-        &mut obj,
-        "stdout",
-        &c.stdout,
-        cut(&c.stdout, c.stdout_total),
-    );
-    bytes_json(
-        &mut obj,
-        "stderr",
-        &c.stderr,
-        cut(&c.stderr, c.stderr_total),
-    );
+    bytes_json(&mut obj, "stdout", &stdout, cut(&stdout, c.stdout_total));
+    bytes_json(&mut obj, "stderr", &stderr, cut(&stderr, c.stderr_total));
     obj.insert("stdout_bytes".to_owned(), c.stdout_total.into());
     obj.insert("stderr_bytes".to_owned(), c.stderr_total.into());
     obj.insert("truncated".to_owned(), c.truncated().into());
