@@ -206,9 +206,14 @@ async fn measure(
         let lab_dir = manager_host
             .trim_start_matches("unix://")
             .trim_end_matches("/node1/docker.sock");
+        let other_worker = one
+            .iter()
+            .find(|t| nodes.get(2).is_some_and(|n| t.node == n.name))
+            .ok_or("no bench task on the second worker")?;
         let lab = sessions::Lab {
             bin,
             manager_host,
+            other_worker_task: &other_worker.id,
             worker_task: &worker.id,
             worker_container: &worker.container,
             worker_host: format!("unix://{lab_dir}/node2/docker.sock"),
@@ -216,7 +221,7 @@ async fn measure(
             manager_container: &on_manager.container,
         };
         let mut engines = Vec::new();
-        for (i, n) in nodes.iter().take(2).enumerate() {
+        for (i, n) in nodes.iter().take(3).enumerate() {
             let v = n.docker.version().await?.version.unwrap_or_default();
             let role = if i == 0 { "manager" } else { "worker" };
             engines.push(format!("{} ({role}) Docker {v}", n.name));

@@ -182,7 +182,12 @@ pub struct Lab<'a> {
     pub worker_host: String,
     pub manager_task: &'a str,
     pub manager_container: &'a str,
+    /// A task on the other worker, for opens on both in turn.
+    pub other_worker_task: &'a str,
 }
+
+/// Sessions opened in a row, to tasks on the two workers in turn.
+const OPENS: usize = 30;
 
 /// The "Live sessions" section of BENCHMARKS.md.
 pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -> Res<String> {
@@ -253,6 +258,14 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
             )?));
         }
     }
+    // Opens in a row, as a user or a script opens them: the workers in turn.
+    let mut opens = Vec::with_capacity(OPENS);
+    for i in 0..OPENS {
+        let task = [lab.worker_task, lab.other_worker_task][i % 2];
+        let t = [&["task-exec", "-t", task][..], &echo].concat();
+        opens.push(ms(first_output(&mut sx(&t))?));
+    }
+    let opens = Opens::of(opens);
     let mut med = |k: &str| crate::median(m.get_mut(k).map(Vec::as_mut_slice).unwrap_or(&mut []));
     let (fw, fm, fd) = (
         med("first worker"),
@@ -267,6 +280,7 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
          | measure | swarm-exec | `docker exec` | ratio | goal |\n\
          |---|---:|---:|---:|---|\n\
          | first output of `-t … echo ready`, task on a worker (relay + overlay) | {fw:.0} ms | — | — | ≤ 2500 ms |\n\
+         | {OPENS} sessions in a row, workers in turn: first output, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms | — | — | p95 ≤ 3000 ms, max ≤ 6000 ms |\n\
          | first output of `-t … echo ready`, task on the manager (direct) | {fm:.0} ms | {fd:.0} ms (manager) | {:.2} | ≤ 1.5× |\n\
          | keystroke echo round trip, `-it … sh` on a worker | {kw:.1} ms | {kd:.1} ms (worker's engine) | {:.1} | ≤ 50 ms |\n\
          | `-i` {mb} MB random into `sha256sum` on a worker | {iw:.0} ms ({:.0} MB/s) | {id:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | — |\n\n\
@@ -274,11 +288,55 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
          keystrokes (20 each, median) and of `-i`, interleaved; medians. The worker session's \
          first output includes creating the relay, the envelope secret and the helper and the \
          helper joining the overlay on its node (`RUST_LOG=swarm_exec_core=debug` prints each \
-         step's time). Engines: {engines}.\n",
+         step's time). The {OPENS} in a row follow the rounds, one after the other; how their \
+         first outputs spread: {}. Engines: {engines}.\n",
+        opens.p50,
+        opens.p95,
+        opens.max,
         fm / fd,
         kw / kd,
         rate(iw),
         rate(id),
         iw / id,
+        opens.spread,
     ))
+}
+
+/// Open times (ms): their median, 95th percentile (nearest rank), slowest, and how many
+/// fell in each band.
+struct Opens {
+    p50: f64,
+    p95: f64,
+    max: f64,
+    spread: String,
+}
+
+impl Opens {
+    fn of(mut ms: Vec<f64>) -> Opens {
+        ms.sort_by(f64::total_cmp);
+        let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        let bands = [
+            (0.0, 1500.0),
+            (1500.0, 2000.0),
+            (2000.0, 3000.0),
+            (3000.0, 6000.0),
+        ];
+        let mut spread: Vec<String> = bands
+            .iter()
+            .map(|&(lo, hi)| {
+                let n = ms.iter().filter(|&&t| t >= lo && t < hi).count();
+                format!("{n} in {:.1}–{:.1} s", lo / 1000.0, hi / 1000.0)
+            })
+            .collect();
+        spread.push(format!(
+            "{} over 6 s",
+            ms.iter().filter(|&&t| t >= 6000.0).count()
+        ));
+        Opens {
+            p50: rank(0.5),
+            p95: rank(0.95),
+            max: *ms.last().unwrap_or(&0.0),
+            spread: spread.join(", "),
+        }
+    }
 }

@@ -62,6 +62,9 @@ pub enum Kept {
 /// `run::REPORT_GRACE` past the deadline for the helper's report, then removes it; gc must
 /// not pull it away under it.
 pub const GRACE_SECS: u64 = 15;
+/// A session's network is judged by its relay only once it is this old: a session makes
+/// its network a moment before its relay.
+const NETWORK_GRACE_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Default)]
 pub struct GcOptions {
@@ -130,7 +133,12 @@ impl LiveSessions {
 
     /// Whether `s` belongs to a session whose relay ran on this engine and is gone.
     fn over(&self, s: &ServiceInfo) -> bool {
-        let (Some(tag), Some(node)) = (label(s, SESSION_LABEL), label(s, RELAY_NODE_LABEL)) else {
+        self.over_at(label(s, SESSION_LABEL), label(s, RELAY_NODE_LABEL))
+    }
+
+    /// Whether session `tag`, whose relay ran on `node`, had it on this engine and it is gone.
+    fn over_at(&self, tag: Option<&str>, node: Option<&str>) -> bool {
+        let (Some(tag), Some(node)) = (tag, node) else {
             return false;
         };
         !node.is_empty() && self.node.as_deref() == Some(node) && !self.tags.contains(tag)
@@ -245,9 +253,9 @@ pub async fn gc<A: SwarmApi>(api: &A, opts: GcOptions) -> Result<Vec<Collected>,
 
 /// `gc` of what sessions leave on the engine swarm-exec talks to: relay containers whose
 /// budget has passed (a relay normally removes itself), relay images of other builds than
-/// `keep_build`, and with `all` every relay image and the kept session network (refused
-/// by the engine while a session uses it: kept). Only objects with swarm-exec's name
-/// pattern and label value are taken.
+/// `keep_build`, sessions' own networks whose relay (on this engine) is gone, and with
+/// `all` every relay image and session network (refused by the managers while a session
+/// uses it: kept). Only objects with swarm-exec's name pattern and label value are taken.
 pub async fn gc_sessions<A: SwarmApi>(
     api: &A,
     all: bool,
@@ -303,16 +311,35 @@ pub async fn gc_sessions<A: SwarmApi>(
         };
         found.push(("image", tag.clone(), tag, why));
     }
-    if all {
-        if let Ok(n) = api.inspect_network(SESSION_NETWORK).await {
-            let ours = n
-                .labels
-                .iter()
-                .any(|(k, v)| k == HELPER_LABEL && v == NETWORK_KIND);
-            if ours && !n.id.is_empty() {
-                found.push(("network", SESSION_NETWORK.to_owned(), n.id, Why::All));
-            }
+    // Sessions' own networks once their session is over: their relay, on this engine, gone
+    // (listed after the relays, and a network a minute old had its relay by then). The
+    // network sessions shared before, with --all. The managers refuse a network in use.
+    let live = LiveSessions::on(api).await?;
+    for n in api
+        .list_networks(&format!("{HELPER_LABEL}={NETWORK_KIND}"))
+        .await?
+    {
+        let Some(name) = n.names.first().cloned() else {
+            continue;
+        };
+        let own = name
+            .strip_prefix(SESSION_NETWORK)
+            .and_then(|t| t.strip_prefix('-'))
+            .is_some_and(|tag| n.label(SESSION_LABEL) == Some(tag));
+        if n.id.is_empty() || !(own || name == SESSION_NETWORK) {
+            continue;
         }
+        let over = own
+            && now > n.created + NETWORK_GRACE_SECS
+            && live.over_at(n.label(SESSION_LABEL), n.label(RELAY_NODE_LABEL));
+        let why = if all {
+            Why::All
+        } else if over {
+            Why::SessionOver
+        } else {
+            continue;
+        };
+        found.push(("network", name, n.id, why));
     }
     let mut collected = Vec::new();
     for (kind, name, id, why) in found {
@@ -582,5 +609,80 @@ mod tests {
         // Where this engine is not in a swarm, nothing is judged by its relays.
         *f.own_node.lock().unwrap() = None;
         assert!(gc(&f, keep_ours()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sessions_network_goes_once_its_relay_is_gone_and_it_is_a_minute_old() {
+        use crate::engine::Listed;
+        let now = CREATED + 1000;
+        let f = Arc::new(Fake::default());
+        *f.engine_time.lock().unwrap() = now;
+        *f.own_node.lock().unwrap() = Some("node-1".into());
+        let net = |tag: &str, node: &str, age: u64| Listed {
+            id: format!("id-{tag}"),
+            names: vec![format!("swarm-exec-session-{tag}")],
+            labels: vec![
+                (HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned()),
+                (SESSION_LABEL.to_owned(), tag.to_owned()),
+                (RELAY_NODE_LABEL.to_owned(), node.to_owned()),
+            ],
+            created: now - age,
+        };
+        let mut foreign = net("dddddddddddd", "node-1", 600);
+        foreign.labels[1].1 = "not-its-name".into();
+        let shared = Listed {
+            id: "id-shared".into(),
+            names: vec![SESSION_NETWORK.to_owned()],
+            labels: vec![(HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned())],
+            created: now - 600,
+        };
+        *f.listed_networks.lock().unwrap() = vec![
+            // Over: its relay is not on this engine any more.
+            net("aaaaaaaaaaaa", "node-1", 600),
+            // Its relay still runs.
+            net("bbbbbbbbbbbb", "node-1", 600),
+            // Too young to judge: its relay may be on its way.
+            net("cccccccccccc", "node-1", 30),
+            // Its relay was on another manager's engine.
+            net("eeeeeeeeeeee", "node-2", 600),
+            foreign,
+            shared,
+        ];
+        *f.listed_containers.lock().unwrap() = vec![Listed {
+            id: "relay-b".into(),
+            names: vec!["swarm-exec-relay-bbbbbbbbbbbb".into()],
+            labels: vec![(HELPER_LABEL.to_owned(), RELAY_KIND.to_owned())],
+            ..Default::default()
+        }];
+        let c = gc_sessions(&f, false, false, None).await.unwrap();
+        let networks: Vec<(&str, &Why)> = c
+            .iter()
+            .filter(|c| c.kind == "network")
+            .map(|c| (c.name.as_str(), &c.why))
+            .collect();
+        assert_eq!(
+            networks,
+            [("swarm-exec-session-aaaaaaaaaaaa", &Why::SessionOver)]
+        );
+        assert_eq!(*f.networks_removed.lock().unwrap(), ["id-aaaaaaaaaaaa"]);
+
+        // --all: every session network, the one shared before too; never one not ours.
+        let c = gc_sessions(&f, true, true, None).await.unwrap();
+        let mut names: Vec<&str> = c
+            .iter()
+            .filter(|c| c.kind == "network")
+            .map(|c| c.name.as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "swarm-exec-session",
+                "swarm-exec-session-aaaaaaaaaaaa",
+                "swarm-exec-session-bbbbbbbbbbbb",
+                "swarm-exec-session-cccccccccccc",
+                "swarm-exec-session-eeeeeeeeeeee",
+            ]
+        );
     }
 }

@@ -186,8 +186,8 @@ pub struct TaskExecArgs {
     pub tty: bool,
 
     /// The attachable overlay network a live session (-t, or -i with more than a secret's
-    /// worth of stdin) uses for a task on another node [default: swarm-exec-session, made
-    /// and kept]
+    /// worth of stdin) uses for a task on another node [default: one of the session's own,
+    /// made for it and removed with it]
     #[arg(long, value_name = "NAME")]
     pub network: Option<String>,
 
@@ -326,7 +326,7 @@ pub struct CpArgs {
     /// Give up after this long (e.g. 30s, 10m) [default: 1h]
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
-    /// The attachable overlay for a task on another node [default: swarm-exec-session]
+    /// The attachable overlay for a task on another node [default: one of the copy's own]
     #[arg(long, value_name = "NAME")]
     pub network: Option<String>,
     /// Run the helper from this swarm-exec image instead of zero-install

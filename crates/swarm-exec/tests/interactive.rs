@@ -218,5 +218,18 @@ fn a_killed_terminal_clients_leftovers_go_with_plain_gc() {
             "{said}"
         );
     }
+    // Its network, once the managers let go of the helper and it is a minute old (its
+    // relay is made a moment after it).
+    eventually(
+        "plain gc to take the session's network",
+        Duration::from_secs(120),
+        || {
+            let gc = swarm_exec(&["gc"]);
+            assert_exit(&gc, 0);
+            swarm_exec_objects("network", &svc.name)
+                .is_empty()
+                .then_some(())
+        },
+    );
     no_session_left(&svc.name);
 }

@@ -465,7 +465,7 @@ pub fn relays_of(service: &str) -> Vec<String> {
 }
 
 /// Nothing of a live session with `service`'s tasks is left: no relay (it removes itself
-/// as it exits: given a moment), no helper, no envelope secret.
+/// as it exits: given a moment), no helper, no envelope secret, no network of its own.
 pub fn no_session_left(service: &str) {
     eventually("no relay left", Duration::from_secs(10), || {
         relays_of(service).is_empty().then_some(())
@@ -478,6 +478,12 @@ pub fn no_session_left(service: &str) {
         swarm_exec_objects("secret", service).is_empty(),
         "secrets left"
     );
+    // The session's own network goes last, once the managers have let go of the helper.
+    eventually("no session network left", Duration::from_secs(15), || {
+        swarm_exec_objects("network", service)
+            .is_empty()
+            .then_some(())
+    });
 }
 
 /// Waits (at most 30 s) for a helper of `service` to exist; returns the first.

@@ -721,16 +721,45 @@ impl SwarmApi for BollardApi {
         &self,
         name: &str,
         labels: &[(String, String)],
+        subnet: Option<&str>,
     ) -> Result<String, ApiError> {
+        let ipam = subnet.map(|subnet| bollard::models::Ipam {
+            config: Some(vec![bollard::models::IpamConfig {
+                subnet: Some(subnet.to_owned()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
         let create = bollard::models::NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("overlay".into()),
             attachable: Some(true),
             labels: Some(labels.iter().cloned().collect()),
+            ipam,
             ..Default::default()
         };
         let made = self.docker.create_network(create).await.map_err(classify)?;
         Ok(made.id)
+    }
+
+    async fn list_networks(&self, label: &str) -> Result<Vec<Listed>, ApiError> {
+        let opts = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(label_filter(label)),
+        };
+        let found = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(classify)?;
+        Ok(found
+            .into_iter()
+            .map(|n| Listed {
+                id: n.id.unwrap_or_default(),
+                names: n.name.into_iter().collect(),
+                labels: sorted(n.labels.unwrap_or_default()),
+                created: n.created.as_deref().and_then(unix_seconds).unwrap_or(0),
+            })
+            .collect())
     }
 
     async fn remove_network(&self, id: &str) -> Result<(), ApiError> {
@@ -848,6 +877,7 @@ impl SwarmApi for BollardApi {
                 };
                 self.docker.remove_container(name, Some(opts)).await
             }
+            Named::Network(name) => self.docker.remove_network(name).await,
         }
         .map_err(classify)
     }

@@ -139,6 +139,11 @@ pub(crate) struct Fake {
     pub(crate) configs: Mutex<Vec<ServiceInfo>>,
     /// Containers listed by label (gc's relays).
     pub(crate) listed_containers: Mutex<Vec<Listed>>,
+    /// What `list_networks` answers.
+    pub(crate) listed_networks: Mutex<Vec<Listed>>,
+    /// Networks created (name, subnet) and removed (id).
+    pub(crate) networks_made: Mutex<Vec<(String, Option<String>)>>,
+    pub(crate) networks_removed: Mutex<Vec<String>>,
     /// The node's state in the managers' view, when not `ready`.
     pub(crate) node_state: Mutex<Option<String>>,
     /// The node's architecture, when not x86_64.
@@ -408,8 +413,12 @@ impl SwarmApi for Arc<Fake> {
     }
 
     async fn inspect_network(&self, name_or_id: &str) -> Result<NetworkInfo, ApiError> {
+        let id = match name_or_id.strip_prefix("net-") {
+            Some(_) => name_or_id.to_owned(),
+            None => format!("net-{name_or_id}"),
+        };
         Ok(NetworkInfo {
-            id: format!("net-{name_or_id}"),
+            id,
             driver: "overlay".into(),
             attachable: true,
             labels: Vec::new(),
@@ -420,11 +429,22 @@ impl SwarmApi for Arc<Fake> {
         &self,
         name: &str,
         _labels: &[(String, String)],
+        subnet: Option<&str>,
     ) -> Result<String, ApiError> {
+        self.networks_made
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), subnet.map(str::to_owned)));
         Ok(format!("net-{name}"))
     }
 
-    async fn remove_network(&self, _id: &str) -> Result<(), ApiError> {
+    async fn list_networks(&self, _label: &str) -> Result<Vec<Listed>, ApiError> {
+        Ok(self.listed_networks.lock().unwrap().clone())
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), ApiError> {
+        self.networks_removed.lock().unwrap().push(id.to_owned());
+        self.removal_order.lock().unwrap().push(id.into());
         Ok(())
     }
 
@@ -473,7 +493,7 @@ impl SwarmApi for Arc<Fake> {
 
     async fn remove_named(&self, what: Named<'_>) -> Result<(), ApiError> {
         let name = match what {
-            Named::Service(n) | Named::Secret(n) | Named::Container(n) => n,
+            Named::Service(n) | Named::Secret(n) | Named::Container(n) | Named::Network(n) => n,
         };
         self.removed_named.lock().unwrap().push(name.to_owned());
         Ok(())

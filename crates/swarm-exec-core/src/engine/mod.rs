@@ -148,6 +148,7 @@ pub enum Named<'a> {
     Service(&'a str),
     Secret(&'a str),
     Container(&'a str),
+    Network(&'a str),
 }
 
 /// An image made from a tar of files (`docker import`).
@@ -290,12 +291,18 @@ pub trait SwarmApi: Send + Sync {
         &self,
         name_or_id: &str,
     ) -> impl Future<Output = Result<NetworkInfo, ApiError>> + Send;
-    /// Creates an attachable overlay network; returns its ID.
+    /// Creates an attachable overlay network, on `subnet` when given; returns its ID.
     fn create_network(
         &self,
         name: &str,
         labels: &[(String, String)],
+        subnet: Option<&str>,
     ) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// Networks carrying `label` (`key=value`); names in `names`, `created` in Unix seconds.
+    fn list_networks(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = Result<Vec<Listed>, ApiError>> + Send;
     fn remove_network(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// Creates a session's relay container (not started); returns its ID.
     fn create_relay(

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Duration, Instant};
 
 use super::error::{FrameError, SessionFailure, OPEN_PORTS};
-use super::network::{self, SESSION_NETWORK};
+use super::network;
 use super::relay::{self, RELAY_PORT};
 use super::request::{Decide, SessionRequest, HELLO_WAIT, HELLO_WARN, POLL, START_WAIT};
 use super::teardown::{Asked, Made};
@@ -19,8 +19,8 @@ use crate::engine::{InputSink, LogStream, OutputStream, SwarmApi, TaskFilter};
 use crate::helper::helper_spec;
 use crate::helper::lifecycle::{create_envelope_named, envelope_name};
 use crate::model::labels::{
-    RELAY_NODE_LABEL, SESSION_LABEL, TARGET_CONTAINER_LABEL, TARGET_SERVICE_LABEL,
-    TARGET_TASK_LABEL,
+    HELPER_LABEL, NETWORK_KIND, RELAY_NODE_LABEL, SESSION_LABEL, TARGET_CONTAINER_LABEL,
+    TARGET_SERVICE_LABEL, TARGET_TASK_LABEL,
 };
 use crate::model::outcome::Outcome;
 use crate::model::state::TaskState;
@@ -82,21 +82,39 @@ where
     O: OutputSink,
 {
     let started = Instant::now();
-    let network_name = req.network.unwrap_or(SESSION_NETWORK);
-    let relay_node = async {
+    let network_name = req
+        .network
+        .map_or_else(|| network::own_name(tag), str::to_owned);
+    // The relay's node, then the network, which names it; meanwhile the relay's image.
+    let network = async {
         let node = api
             .own_node_id()
             .await
-            .map_err(SessionFailure::StartRelay)?;
-        Ok(node.unwrap_or_default())
+            .map_err(SessionFailure::StartRelay)?
+            .unwrap_or_default();
+        let network = match req.network {
+            Some(name) => network::operators(api, name).await?,
+            None => {
+                let labels = [
+                    (HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned()),
+                    (SESSION_LABEL.to_owned(), tag.to_owned()),
+                    (RELAY_NODE_LABEL.to_owned(), node.clone()),
+                    (
+                        TARGET_SERVICE_LABEL.to_owned(),
+                        req.task.service_name.clone(),
+                    ),
+                ];
+                let made_it = Asked::Network(network_name.clone());
+                made.asking(made_it, network::create_own(api, tag, &labels))
+                    .await
+                    .inspect(|id| made.network = Some(id.clone()))?
+            }
+        };
+        tracing::debug!(name = %network_name, ms = started.elapsed().as_millis(), "session network ready");
+        Ok((network, node))
     };
-    let network = async {
-        let network = network::ensure(api, network_name, req.network.is_none()).await?;
-        tracing::debug!(ms = started.elapsed().as_millis(), "session network ready");
-        Ok(network)
-    };
-    let (image, network, relay_node) =
-        tokio::try_join!(relay::image(api, &req.run.helper), network, relay_node,)?;
+    let (image, (network, relay_node)) =
+        tokio::try_join!(relay::image(api, &req.run.helper), network)?;
     let budget = deadline.saturating_duration_since(Instant::now());
     let relay = relay::start(api, req, tag, &image, network, budget, made, out).await?;
     let relay::Relay {
@@ -115,7 +133,7 @@ where
         .container_address(&relay_id, &network)
         .await
         .map_err(SessionFailure::StartRelay)?
-        .ok_or_else(|| SessionFailure::RelayAddress(network_name.to_owned()))?;
+        .ok_or_else(|| SessionFailure::RelayAddress(network_name.clone()))?;
     tracing::debug!(relay = %relay_id, %ip, ms = started.elapsed().as_millis(), "relay started");
 
     let relay_at = format!("{ip}:{RELAY_PORT}");

@@ -13,8 +13,9 @@
 //! The relay has no socket, no capabilities, a read-only root and an unprivileged user; it
 //! runs the node-side program (zero-install: from an image imported from this binary's
 //! build, `swarm-exec-relay:<build>`; `--image`: that image, which the manager must have).
-//! The overlay is kept between sessions (`swarm-exec-session`, or `--network NAME`): a new
-//! overlay costs seconds on first use, an existing one about a second.
+//! Each session makes an overlay of its own (`swarm-exec-session-<tag>`, on a random /24)
+//! and removes it last; `--network NAME` uses the operator's instead. Why not one kept
+//! between sessions: see `network`.
 
 use std::time::Duration;
 

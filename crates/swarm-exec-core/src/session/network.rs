@@ -1,6 +1,12 @@
-//! The overlay a session's relay and helper meet on: the kept session network, created
-//! (attachable, labelled) when missing, or the operator's `--network`, which must be an
-//! attachable overlay.
+//! The overlay a session's relay and helper meet on: one of the session's own, made for it
+//! and removed with it, or the operator's `--network`, which must be an attachable overlay.
+//!
+//! Why a network of its own (measured on the lab, see the design document): on a network
+//! kept between sessions, the manager and the helper's node leave it and join it again with
+//! every session, and now and then the helper's node comes back without knowing that the
+//! manager is on it. Its engine then drops the relay's address as it arrives and learns it
+//! only at the overlay's next periodic push-pull, up to a minute later. A network nobody
+//! was on before has no such history.
 
 use std::time::Duration;
 
@@ -9,45 +15,71 @@ use tokio::time::Instant;
 use super::error::SessionFailure;
 use super::request::POLL;
 use crate::engine::{ApiError, NetworkInfo, SwarmApi};
-use crate::model::labels::{HELPER_LABEL, NETWORK_KIND};
 
-/// The overlay sessions use unless `--network` names one.
+/// The name sessions' own networks start with (and the network sessions shared before).
 pub const SESSION_NETWORK: &str = "swarm-exec-session";
 
 /// How long a swarm network just made may take to be allocated by the managers.
 const ALLOCATION: Duration = Duration::from_secs(10);
 
-/// The network's ID. `ours`: the kept session overlay, made when missing.
-pub(super) async fn ensure<A: SwarmApi>(
+/// A session's own network: `swarm-exec-session-<tag>`.
+pub fn own_name(tag: &str) -> String {
+    format!("{SESSION_NETWORK}-{tag}")
+}
+
+/// A /24 drawn at random from 10.160.0.0/11 (8192 of them). Left to the managers, a new
+/// network gets the lowest free subnet, which is the one the last session's network just
+/// gave back; a node that has not yet let go of that one refuses the helper ("Pool
+/// overlaps with other one on this address space", seen on Docker 20.10). Nothing but
+/// the relay and the helper is on the network, and neither talks to anything else, so the
+/// range may overlap a LAN's.
+fn random_subnet() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("10.{}.{}.0/24", 160 + b[0] % 32, b[1])
+}
+
+/// Makes the session's own attachable overlay (labelled with `labels`) and returns its ID
+/// once the managers have allocated it. A subnet already taken is drawn again.
+pub(super) async fn create_own<A: SwarmApi>(
     api: &A,
-    name: &str,
-    ours: bool,
+    tag: &str,
+    labels: &[(String, String)],
 ) -> Result<String, SessionFailure> {
+    let name = own_name(tag);
     let err = |source| SessionFailure::Network {
-        name: name.to_owned(),
+        name: name.clone(),
         source,
     };
-    match api.inspect_network(name).await {
-        Ok(n) => return settled(api, name, n).await,
-        Err(ApiError::NotFound(_)) if ours => {}
-        Err(e) => return Err(err(e)),
-    }
-    let labels = [(HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned())];
-    match api.create_network(name, &labels).await {
-        Ok(_) => {}
-        // Made by a concurrent session: found below. A manager answers a name already
-        // taken in the swarm's store with 500 ("name conflicts with an existing object").
-        Err(ApiError::Server { status: 409, .. }) => {}
-        Err(ApiError::Server { message, .. }) if message.contains("name conflicts") => {}
-        Err(e) => return Err(err(e)),
-    }
-    let n = api.inspect_network(name).await.map_err(err)?;
+    let mut draws = 0;
+    let id = loop {
+        let subnet = random_subnet();
+        match api.create_network(&name, labels, Some(&subnet)).await {
+            Ok(id) => break id,
+            Err(ApiError::Server { message, .. }) if message.contains("overlaps") && draws < 8 => {
+                draws += 1;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    };
+    let n = api.inspect_network(&id).await.map_err(err)?;
+    settled(api, &name, n).await
+}
+
+/// The operator's network `name` (`--network`), which must be an attachable overlay.
+pub(super) async fn operators<A: SwarmApi>(api: &A, name: &str) -> Result<String, SessionFailure> {
+    let n = api
+        .inspect_network(name)
+        .await
+        .map_err(|source| SessionFailure::Network {
+            name: name.to_owned(),
+            source,
+        })?;
     settled(api, name, n).await
 }
 
 /// The id of network `name` once it shows as an attachable overlay. A swarm network just
-/// made (by a concurrent session, say) has no driver until the managers have allocated it:
-/// that is waited for, briefly; anything else is not a network a session can use.
+/// made has no driver until the managers have allocated it: that is waited for, briefly;
+/// anything else is not a network a session can use.
 async fn settled<A: SwarmApi>(
     api: &A,
     name: &str,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use swarm_exec_proto::args::RelayArgs;
 
 use super::error::SessionFailure;
-use super::network::{self, SESSION_NETWORK};
+use super::network;
 use super::request::{SessionRequest, HELLO_WAIT, START_WAIT};
 use super::teardown::{remove_relay, Asked, Made};
 use crate::engine::{Attach, ImageImport, SwarmApi};
@@ -129,8 +129,11 @@ pub(super) async fn start<A: SwarmApi, O: OutputSink>(
                     remove_relay(api, &relay, out).await;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let name = req.network.unwrap_or(SESSION_NETWORK);
-                network = network::ensure(api, name, req.network.is_none()).await?;
+                // The operator's network may have been made again under its name; the
+                // session's own is the one it made.
+                if let Some(name) = req.network {
+                    network = network::operators(api, name).await?;
+                }
             }
             Ok((id, attach)) => {
                 return Ok(Relay {

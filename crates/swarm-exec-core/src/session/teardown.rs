@@ -14,6 +14,8 @@ pub(super) struct Made {
     pub(super) relay: Option<String>,
     pub(super) secret: Option<String>,
     pub(super) helper: Option<String>,
+    /// The session's own network (not the operator's `--network`).
+    pub(super) network: Option<String>,
     asked: Option<Asked>,
 }
 
@@ -23,6 +25,7 @@ pub(super) enum Asked {
     Relay(String),
     Secret(String),
     Helper(String),
+    Network(String),
 }
 
 /// How long a create whose answer never came may take to land: removing it by name is
@@ -63,6 +66,10 @@ impl Made {
         if let Some(relay) = self.relay.take() {
             remove_relay(api, &relay, out).await;
         }
+        // Last: the managers refuse it while the relay or the helper is on it.
+        if let Some(network) = self.network.take() {
+            remove_network(api, &network, out).await;
+        }
     }
 }
 
@@ -74,6 +81,7 @@ async fn remove_asked<A: SwarmApi, O: OutputSink>(api: &A, asked: &Asked, out: &
         Asked::Helper(name) => Named::Service(name),
         Asked::Secret(name) => Named::Secret(name),
         Asked::Relay(name) => Named::Container(name),
+        Asked::Network(name) => Named::Network(name),
     };
     loop {
         // The engine's own answers: "not there (yet)" must not read as removed.
@@ -105,5 +113,29 @@ pub(super) async fn remove_relay<A: SwarmApi, O: OutputSink>(api: &A, id: &str, 
         Err(e) => out.warn(&format!(
             "could not remove relay container {id}: {e}; `docker rm -f {id}` removes it"
         )),
+    }
+}
+
+/// How long the session's network may stay in use once its relay and helper are removed
+/// (the managers release a removed service's attachments a moment later).
+const NETWORK_RELEASE: Duration = Duration::from_secs(10);
+
+/// Removes the session's own network, trying again while it is still in use.
+async fn remove_network<A: SwarmApi, O: OutputSink>(api: &A, id: &str, out: &mut O) {
+    let until = Instant::now() + NETWORK_RELEASE;
+    loop {
+        match api.remove_network(id).await {
+            Ok(()) | Err(ApiError::NotFound(_)) => return,
+            Err(ApiError::Server { .. }) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                out.warn(&format!(
+                    "could not remove the session's network {id}: {e}; `swarm-exec gc` or \
+                     `docker network rm {id}` removes it"
+                ));
+                return;
+            }
+        }
     }
 }

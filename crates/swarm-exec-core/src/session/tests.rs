@@ -254,15 +254,32 @@ async fn output_and_exit_code_come_through_the_relay_and_everything_is_removed_i
     assert!(sink.warnings.is_empty(), "{:?}", sink.warnings);
     nothing_left(&fake);
     relay_removed(&fake);
-    // The helper first (it holds the secret), then its secret, then the relay.
+    // The helper first (it holds the secret), then its secret, then the relay, then the
+    // session's own network.
     let order = fake.removal_order();
-    assert_eq!(order.len(), 3, "{order:?}");
+    assert_eq!(order.len(), 4, "{order:?}");
     assert_eq!(order[0], HELPER_ID);
     assert!(order[1].starts_with("secret-swarm-exec-run-"), "{order:?}");
     assert!(order[2].starts_with("relay-"), "{order:?}");
-    // The helper joined the session's network and was told where the relay is.
+    // The session made a network of its own, on a /24 of 10.160.0.0/11, and the helper
+    // joined it and was told where the relay is.
+    let made = fake.networks_made.lock().unwrap().clone();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let (name, subnet) = &made[0];
+    assert!(name.starts_with("swarm-exec-session-"), "{name}");
+    let subnet = subnet.as_deref().expect("a subnet of its own");
+    let octets: Vec<u32> = subnet
+        .trim_end_matches(".0/24")
+        .split('.')
+        .map(|o| o.parse().unwrap())
+        .collect();
+    assert!(
+        octets.len() == 3 && octets[0] == 10 && (160..192).contains(&octets[1]) && octets[2] < 256,
+        "{subnet}"
+    );
+    assert_eq!(order[3], format!("net-{name}"));
     let spec = fake.created.lock().unwrap()[0].clone();
-    assert_eq!(spec.network.as_deref(), Some("net-swarm-exec-session"));
+    assert_eq!(spec.network.as_deref(), Some(order[3].as_str()));
     let envelope = fake.envelope.lock().unwrap().clone().unwrap();
     let session = envelope.session.unwrap();
     assert_eq!(session.relay, "10.0.9.2:7373");
@@ -553,7 +570,10 @@ async fn a_relay_that_cannot_be_created_fails_at_that_step_with_nothing_made() {
     }
     assert_eq!(fake.created(), 0);
     assert!(fake.secrets.lock().unwrap().is_empty());
-    assert!(fake.removal_order().is_empty());
+    // Only the session's network had been made: it goes.
+    let made = fake.networks_made.lock().unwrap().clone();
+    assert_eq!(made.len(), 1);
+    assert_eq!(fake.removal_order(), [format!("net-{}", made[0].0)]);
 }
 
 #[tokio::test(start_paused = true)]
