@@ -311,36 +311,7 @@ pub async fn gc_sessions<A: SwarmApi>(
         };
         found.push(("image", tag.clone(), tag, why));
     }
-    // Sessions' own networks once their session is over: their relay, on this engine, gone
-    // (listed after the relays, and a network a minute old had its relay by then). The
-    // network sessions shared before, with --all. The managers refuse a network in use.
-    let live = LiveSessions::on(api).await?;
-    for n in api
-        .list_networks(&format!("{HELPER_LABEL}={NETWORK_KIND}"))
-        .await?
-    {
-        let Some(name) = n.names.first().cloned() else {
-            continue;
-        };
-        let own = name
-            .strip_prefix(SESSION_NETWORK)
-            .and_then(|t| t.strip_prefix('-'))
-            .is_some_and(|tag| n.label(SESSION_LABEL) == Some(tag));
-        if n.id.is_empty() || !(own || name == SESSION_NETWORK) {
-            continue;
-        }
-        let over = own
-            && now > n.created + NETWORK_GRACE_SECS
-            && live.over_at(n.label(SESSION_LABEL), n.label(RELAY_NODE_LABEL));
-        let why = if all {
-            Why::All
-        } else if over {
-            Why::SessionOver
-        } else {
-            continue;
-        };
-        found.push(("network", name, n.id, why));
-    }
+    found.extend(session_networks(api, all, now).await?);
     let mut collected = Vec::new();
     for (kind, name, id, why) in found {
         let removed = if dry_run {
@@ -369,6 +340,45 @@ pub async fn gc_sessions<A: SwarmApi>(
         });
     }
     Ok(collected)
+}
+
+/// Sessions' own networks once their session is over: their relay, on this engine, gone
+/// (listed after the relays, and a network a minute old had its relay by then). The
+/// network sessions shared before, with `all`. The managers refuse a network in use.
+async fn session_networks<A: SwarmApi>(
+    api: &A,
+    all: bool,
+    now: u64,
+) -> Result<Vec<(&'static str, String, String, Why)>, ApiError> {
+    let live = LiveSessions::on(api).await?;
+    let mut found = Vec::new();
+    for n in api
+        .list_networks(&format!("{HELPER_LABEL}={NETWORK_KIND}"))
+        .await?
+    {
+        let Some(name) = n.names.first().cloned() else {
+            continue;
+        };
+        let own = name
+            .strip_prefix(SESSION_NETWORK)
+            .and_then(|t| t.strip_prefix('-'))
+            .is_some_and(|tag| n.label(SESSION_LABEL) == Some(tag));
+        if n.id.is_empty() || !(own || name == SESSION_NETWORK) {
+            continue;
+        }
+        let over = own
+            && now > n.created + NETWORK_GRACE_SECS
+            && live.over_at(n.label(SESSION_LABEL), n.label(RELAY_NODE_LABEL));
+        let why = if all {
+            Why::All
+        } else if over {
+            Why::SessionOver
+        } else {
+            continue;
+        };
+        found.push(("network", name, n.id, why));
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
