@@ -105,9 +105,11 @@ where
                     ),
                 ];
                 let made_it = Asked::Network(network_name.clone());
-                made.asking(made_it, network::create_own(api, tag, &labels))
-                    .await
-                    .inspect(|id| made.network = Some(id.clone()))?
+                let id = made
+                    .asking(made_it, network::create_own(api, tag, &labels))
+                    .await?;
+                made.network = Some(id.clone());
+                network::allocated(api, &network_name, &id).await?
             }
         };
         tracing::debug!(name = %network_name, ms = started.elapsed().as_millis(), "session network ready");

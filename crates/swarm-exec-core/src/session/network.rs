@@ -39,7 +39,7 @@ fn random_subnet() -> String {
 }
 
 /// Makes the session's own attachable overlay (labelled with `labels`) and returns its ID
-/// once the managers have allocated it. A subnet already taken is drawn again.
+/// (see [`allocated`] for when it can be used). A subnet already taken is drawn again.
 pub(super) async fn create_own<A: SwarmApi>(
     api: &A,
     tag: &str,
@@ -61,8 +61,23 @@ pub(super) async fn create_own<A: SwarmApi>(
             Err(e) => return Err(err(e)),
         }
     };
-    let n = api.inspect_network(&id).await.map_err(err)?;
-    settled(api, &name, n).await
+    Ok(id)
+}
+
+/// Network `id` (named `name`) once the managers have allocated it.
+pub(super) async fn allocated<A: SwarmApi>(
+    api: &A,
+    name: &str,
+    id: &str,
+) -> Result<String, SessionFailure> {
+    let n = api
+        .inspect_network(id)
+        .await
+        .map_err(|source| SessionFailure::Network {
+            name: name.to_owned(),
+            source,
+        })?;
+    settled(api, name, n).await
 }
 
 /// The operator's network `name` (`--network`), which must be an attachable overlay.
