@@ -44,15 +44,22 @@ fn timeout_stops_a_daemonized_child_too() {
     let svc = Service::global();
     // The inner shell starts a detached `sleep 303` and exits: it is reparented to the
     // container's init, out of the command's process tree, and must still be stopped.
-    let script = "sh -c 'setsid sleep 303 </dev/null >/dev/null 2>&1 &'; sleep 304";
-    let at = svc.at("node2");
-    let child = spawn_swarm_exec(&task_exec_args(&["--timeout", "6s"], &at, &sh(script)));
-    let sleeps = ["sleep 303", "sleep 304"];
-    await_processes(svc.on("node2"), &sleeps);
-    let out = wait(child, Duration::from_secs(60));
-    assert_exit(&out, 124);
-    await_processes_gone(svc.on("node2"), &sleeps);
-    assert!(svc.helpers().is_empty());
+    // On a worker (a helper) and on the manager swarm-exec talks to (directly, issue 28).
+    for (node, n) in [("node2", 303), ("node1", 313)] {
+        let script = format!(
+            "sh -c 'setsid sleep {n} </dev/null >/dev/null 2>&1 &'; sleep {}",
+            n + 1
+        );
+        let at = svc.at(node);
+        let child = spawn_swarm_exec(&task_exec_args(&["--timeout", "6s"], &at, &sh(&script)));
+        let sleeps = [format!("sleep {n}"), format!("sleep {}", n + 1)];
+        let sleeps = [sleeps[0].as_str(), sleeps[1].as_str()];
+        await_processes(svc.on(node), &sleeps);
+        let out = wait(child, Duration::from_secs(60));
+        assert_exit(&out, 124);
+        await_processes_gone(svc.on(node), &sleeps);
+        assert!(svc.helpers().is_empty(), "{node}");
+    }
 }
 
 #[test]

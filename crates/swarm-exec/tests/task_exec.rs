@@ -189,3 +189,31 @@ fn runs_from_the_image_on_a_manager_without_installing() {
     assert_exit(&out, 5);
     assert_eq!(out.stdout_str(), "from-image\n");
 }
+
+/// Issue 28: a task on the engine swarm-exec talks to (the lab's manager) is exec'd there
+/// directly, as `docker exec` would: no helper and no envelope secret are ever made, and
+/// output, stdin and exit code are exact.
+#[test]
+fn a_task_on_the_clients_own_engine_needs_no_helper() {
+    let svc = Service::global();
+    let at = svc.at("node1");
+    let child = spawn_swarm_exec_stdin(
+        &task_exec_args(
+            &["-i"],
+            &at,
+            &sh("cat; printf 'to stderr' >&2; sleep 2; exit 9"),
+        ),
+        b"\x00bytes\xff through stdin\n".as_slice(),
+    );
+    // While it runs: no helper for this service, no secret for its task.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(svc.helpers().is_empty(), "a helper was made");
+    assert!(
+        swarm_exec_objects("secret", &svc.name).is_empty(),
+        "an envelope was made"
+    );
+    let out = wait(child, Duration::from_secs(60));
+    assert_exit(&out, 9);
+    assert_eq!(out.stdout, b"\x00bytes\xff through stdin\n");
+    assert_eq!(out.stderr_str(), "to stderr");
+}

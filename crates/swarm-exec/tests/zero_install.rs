@@ -237,23 +237,27 @@ fn a_plain_service_name_runs_in_one_of_its_tasks_and_says_which() {
 
 #[test]
 fn image_mode_still_works_where_the_image_is() {
-    // The manager has the swarm-exec image (the workers do not): --image runs there.
+    // The manager has the swarm-exec image (the workers do not): --image runs there. A
+    // task-exec there needs no helper at all (issue 28), so service-exec's helper, on node1
+    // only, is what runs from the image.
     let svc = Service::global();
     let image = format!("swarm-exec:{}", env!("CARGO_PKG_VERSION"));
-    let out = task_exec(
-        &["--image", &image],
-        &svc.at("node1"),
+    let on1 = format!("node={}", svc.on("node1").node);
+    let out = service_exec(
+        &["--image", &image, "--filter", &on1],
+        &svc.name,
         &["sh", "-c", "exit 6"],
     );
-    assert_exit(&out, 6);
+    assert_exit(&out, 1);
+    assert_stderr_has(&out, "exited with 6");
     let out = run(std::process::Command::new(SWARM_EXEC)
-        .args(task_exec_args(
-            &[],
-            &svc.at("node1"),
-            &["sh", "-c", "exit 8"],
+        .args(service_exec_args(
+            &["--filter", &on1],
+            &svc.name,
+            &["sh", "-c", "exit 0"],
         ))
         .env("SWARM_EXEC_IMAGE", &image));
-    assert_exit(&out, 8);
+    assert_exit(&out, 0);
     assert!(svc.helpers().is_empty());
 }
 

@@ -605,3 +605,20 @@ async fn a_helper_never_given_to_its_down_node_did_not_run_the_command() {
     assert!(start.elapsed() <= NODE_CHECK + Duration::from_secs(1));
     assert_eq!(fake.removed(), vec![HELPER_ID]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_on_the_engines_own_node_is_exec_d_there_with_no_helper_or_secret() {
+    let fake = fake_with(running_with(vec![(0, Some(Record::Exit(7)))]));
+    *fake.own_node.lock().unwrap() = Some(NODE.into());
+    let (r, _) = run(&fake, &request("web.1", 60)).await;
+    // The fake has no execs: the direct path's own error, and nothing made on the swarm.
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("creating the exec"), "{err}");
+    assert_eq!(fake.created(), 0, "no helper");
+    assert!(fake.secrets.lock().unwrap().is_empty(), "no envelope");
+    // Elsewhere, the helper as ever.
+    *fake.own_node.lock().unwrap() = Some("manager1aaaaaaaaaaaaaaaaa".into());
+    let (r, _) = run(&fake, &request("web.1", 60)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(7));
+    assert_eq!(fake.created(), 1);
+}
