@@ -237,6 +237,15 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         m.entry("first docker")
             .or_default()
             .push(ms(first_output(&mut dx(lab.manager_host, &docker_t))?));
+        // A plain run (no -t) into the manager's task: directly, no helper (issue 28).
+        let plain = [&["task-exec", lab.manager_task][..], &echo].concat();
+        let docker_plain = [&["exec", lab.manager_container][..], &echo].concat();
+        m.entry("plain manager")
+            .or_default()
+            .push(ms(to_the_end(&mut sx(&plain))?));
+        m.entry("plain docker")
+            .or_default()
+            .push(ms(to_the_end(&mut dx(lab.manager_host, &docker_plain))?));
         if round < 3 {
             let it = ["task-exec", "-it", lab.worker_task, "sh"];
             m.entry("key worker")
@@ -272,6 +281,7 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         med("first manager"),
         med("first docker"),
     );
+    let (pm, pd) = (med("plain manager"), med("plain docker"));
     let (kw, kd) = (med("key worker"), med("key docker"));
     let (iw, id) = (med("i worker"), med("i docker"));
     let rate = |t: f64| mb as f64 / (t / 1000.0);
@@ -282,9 +292,10 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
          | first output of `-t … echo ready`, task on a worker (relay + overlay) | {fw:.0} ms | — | — | ≤ 2500 ms |\n\
          | {OPENS} sessions in a row, workers in turn: first output, p50 / p95 / max | {:.0} / {:.0} / {:.0} ms | — | — | p95 ≤ 3000 ms, max ≤ 6000 ms |\n\
          | first output of `-t … echo ready`, task on the manager (direct) | {fm:.0} ms | {fd:.0} ms (manager) | {:.2} | ≤ 1.5× |\n\
+         | plain `task-exec … echo ready` to its end, task on the manager (direct) | {pm:.0} ms | {pd:.0} ms (manager) | {:.2} | ≤ 1.5× |\n\
          | keystroke echo round trip, `-it … sh` on a worker | {kw:.1} ms | {kd:.1} ms (worker's engine) | {:.1} | ≤ 50 ms |\n\
          | `-i` {mb} MB random into `sha256sum` on a worker | {iw:.0} ms ({:.0} MB/s) | {id:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | — |\n\n\
-         Measured by `scripts/bench --sessions` on {date}: {rounds} rounds of first output, 3 of \
+         Measured by `scripts/bench --sessions` on {date}: {rounds} rounds of first output and of a plain run, 3 of \
          keystrokes (20 each, median) and of `-i`, interleaved; medians. The worker session's \
          first output includes creating the relay, the envelope secret and the helper and the \
          helper joining the overlay on its node (`RUST_LOG=swarm_exec_core=debug` prints each \
@@ -294,12 +305,28 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         opens.p95,
         opens.max,
         fm / fd,
+        pm / pd,
         kw / kd,
         rate(iw),
         rate(id),
         iw / id,
         opens.spread,
     ))
+}
+
+/// How long `cmd` takes to its end (its output discarded); it must succeed.
+fn to_the_end(cmd: &mut Command) -> Res<Duration> {
+    let start = Instant::now();
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let took = start.elapsed();
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}").into());
+    }
+    Ok(took)
 }
 
 /// Open times (ms): their median, 95th percentile (nearest rank), slowest, and how many
