@@ -46,13 +46,17 @@ fn worker_engine_down_before_the_helper_is_scheduled() {
     let out = task_exec(&[], &target, &["true"]);
     assert_exit(&out, 125);
     let err = out.stderr_str();
-    assert!(err.contains("node3"), "{err}");
+    let node3_id = docker_ok(&["node", "inspect", "-f", "{{.ID}}", "node3"]);
+    assert!(err.contains("node3") || err.contains(&node3_id), "{err}");
     // Not started in time, or (once the managers have marked the node down) lost: never
-    // given to it, or given to it just before (the outcome is then not known for sure).
+    // given to it, or given to it just before (the outcome is then not known for sure);
+    // or, the node's engine gone, its task of the global service already being shut down
+    // by the managers before the run began.
     assert!(
         err.contains("not started within")
             || err.contains("rejected")
-            || err.contains("node node3 is down in the managers' view"),
+            || err.contains("node node3 is down in the managers' view")
+            || err.contains("is being shut down"),
         "{err}"
     );
     // Bounded: the helper's start wait (30 s) plus the lookups.

@@ -594,7 +594,9 @@ pub fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
     let after_ready = ready_at.lock().unwrap().map(|t| t.elapsed());
     assert!(
         after_ready.is_some_and(|d| d < Duration::from_secs(20)),
-        "still there {after_ready:?} after the prompt, its input open: it must end with its command"
+        "still there {after_ready:?} after the prompt, its input open: it must end with its \
+         command; the terminal showed:\n{}",
+        String::from_utf8_lossy(&shown.lock().unwrap())
     );
     reader.join().unwrap();
     out.stdout = std::mem::take(&mut *shown.lock().unwrap());
