@@ -259,6 +259,33 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
             m.entry("i worker")
                 .or_default()
                 .push(ms(streamed(&mut sx(&i), &data, &sum)?));
+            // The same bytes out of the task: a plain run through a session (issue 28).
+            let blob = format!("/tmp/bench-via-{round}");
+            let put = ["exec", "-i", lab.worker_container, "sh", "-c"];
+            let keep = format!("cat > {blob}");
+            streamed_in(
+                &mut dx(&lab.worker_host, &[&put[..], &[keep.as_str()]].concat()),
+                &data,
+            )?;
+            let cat = format!("cat {blob}");
+            let via = [
+                "task-exec",
+                "--via",
+                "session",
+                lab.worker_task,
+                "sh",
+                "-c",
+                &cat,
+            ];
+            m.entry("via worker")
+                .or_default()
+                .push(ms(out_of(&mut sx(&via), &sum)?));
+            let dcat = ["exec", lab.worker_container, "sh", "-c", &cat];
+            m.entry("via docker")
+                .or_default()
+                .push(ms(out_of(&mut dx(&lab.worker_host, &dcat), &sum)?));
+            let rm = ["exec", lab.worker_container, "rm", "-f", &blob];
+            dx(&lab.worker_host, &rm).status()?;
             let di = ["exec", "-i", lab.worker_container, "sha256sum"];
             m.entry("i docker").or_default().push(ms(streamed(
                 &mut dx(&lab.worker_host, &di),
@@ -284,6 +311,7 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
     let (pm, pd) = (med("plain manager"), med("plain docker"));
     let (kw, kd) = (med("key worker"), med("key docker"));
     let (iw, id) = (med("i worker"), med("i docker"));
+    let (vw, vd) = (med("via worker"), med("via docker"));
     let rate = |t: f64| mb as f64 / (t / 1000.0);
     Ok(format!(
         "## Live sessions: `task-exec -t` / `-it` / streamed `-i`\n\n\
@@ -294,9 +322,11 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
          | first output of `-t … echo ready`, task on the manager (direct) | {fm:.0} ms | {fd:.0} ms (manager) | {:.2} | ≤ 1.5× |\n\
          | plain `task-exec … echo ready` to its end, task on the manager (direct) | {pm:.0} ms | {pd:.0} ms (manager) | {:.2} | ≤ 1.5× |\n\
          | keystroke echo round trip, `-it … sh` on a worker | {kw:.1} ms | {kd:.1} ms (worker's engine) | {:.1} | ≤ 50 ms |\n\
-         | `-i` {mb} MB random into `sha256sum` on a worker | {iw:.0} ms ({:.0} MB/s) | {id:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | — |\n\n\
+         | `-i` {mb} MB random into `sha256sum` on a worker | {iw:.0} ms ({:.0} MB/s) | {id:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | — |\n\
+         | `--via session`: {mb} MB random out of a task on a worker (`cat`) | {vw:.0} ms ({:.0} MB/s) | {vd:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | ≥ 40 MB/s |\n\n\
          Measured by `scripts/bench --sessions` on {date}: {rounds} rounds of first output and of a plain run, 3 of \
-         keystrokes (20 each, median) and of `-i`, interleaved; medians. The worker session's \
+         keystrokes (20 each, median), of `-i` and of `--via session` (the same bytes, kept in \
+         the task first), interleaved; medians. The worker session's \
          first output includes creating the relay, the envelope secret and the helper and the \
          helper joining the overlay on its node (`RUST_LOG=swarm_exec_core=debug` prints each \
          step's time). The {OPENS} in a row follow the rounds, one after the other; how their \
@@ -310,8 +340,43 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         rate(iw),
         rate(id),
         iw / id,
+        rate(vw),
+        rate(vd),
+        vw / vd,
         opens.spread,
     ))
+}
+
+/// `data` into `cmd`'s stdin; it must succeed.
+fn streamed_in(cmd: &mut Command, data: &[u8]) -> Res<()> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+    child.stdin.take().ok_or("no stdin")?.write_all(data)?;
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}").into());
+    }
+    Ok(())
+}
+
+/// How long `cmd` takes to its end; its stdout must have the SHA-256 `sum`.
+fn out_of(cmd: &mut Command, sum: &str) -> Res<Duration> {
+    let start = Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
+    let mut hasher = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut from = child.stdout.take().ok_or("no stdout")?;
+    std::io::copy(&mut from, hasher.stdin.as_mut().ok_or("no stdin")?)?;
+    drop(hasher.stdin.take());
+    let status = child.wait()?;
+    let took = start.elapsed();
+    let got = hasher.wait_with_output()?;
+    let got = String::from_utf8_lossy(&got.stdout);
+    if !status.success() || got.split_whitespace().next() != Some(sum) {
+        return Err(format!("{cmd:?}: {status}, sha256 {got}").into());
+    }
+    Ok(took)
 }
 
 /// How long `cmd` takes to its end (its output discarded); it must succeed.

@@ -191,6 +191,12 @@ pub struct TaskExecArgs {
     #[arg(long, value_name = "NAME")]
     pub network: Option<String>,
 
+    /// How a plain run's output comes back from another node: log (the helper's sealed
+    /// log, nothing but the Swarm API) or session (a live session through a relay and an
+    /// overlay network: faster for large output that does not compress)
+    #[arg(long, value_name = "WAY", default_value = "log", value_parser = ["log", "session"])]
+    pub via: String,
+
     /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
     #[arg(value_name = "TASK", value_parser = parse_task)]
     pub task: TaskRef,

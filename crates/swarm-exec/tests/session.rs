@@ -387,3 +387,35 @@ fn a_session_opens_through_a_flood_of_idle_and_slow_connections() {
     drop(flood);
     no_session_left(&svc.name);
 }
+
+/// Issue 28: `--via session` brings a plain run's output through a live session instead of
+/// the log: 50 MB of random bytes from a task on the Docker 20.10 worker arrive exact, with
+/// the exit code and stderr apart; `-i`'s stdin, read whole, reaches the command.
+#[test]
+fn a_plain_run_via_session_brings_large_output_exact() {
+    use sha2::{Digest, Sha256};
+    let svc = Service::global();
+    let task = svc.on("node3").id.clone();
+    let script = "head -c 50000000 /dev/urandom > /tmp/sx-via; sha256sum < /tmp/sx-via >&2; \
+                  cat /tmp/sx-via; rm /tmp/sx-via; exit 3";
+    let out = wait(
+        spawn_swarm_exec(&task_exec_args(&["--via", "session"], &task, &sh(script))),
+        Duration::from_secs(300),
+    );
+    assert_exit(&out, 3);
+    assert_eq!(out.stdout.len(), 50_000_000);
+    let sum = format!("{:x}", Sha256::digest(&out.stdout));
+    assert_eq!(
+        out.stderr_str().split_whitespace().next(),
+        Some(sum.as_str()),
+        "{}",
+        out.stderr_str()
+    );
+    let out = swarm_exec_stdin(
+        &task_exec_args(&["-i", "--via", "session"], &task, &["wc", "-c"]),
+        vec![b'z'; 12_345],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout_str().trim(), "12345");
+    no_session_left(&svc.name);
+}

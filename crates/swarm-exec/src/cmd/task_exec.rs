@@ -32,6 +32,11 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         let prefix = run.stdin.take().unwrap_or_default();
         return stream(global, &args.task, args.network.as_deref(), run, prefix).await;
     }
+    if args.via == "session" {
+        run.check().map_err(|e| CliError::Usage(e.to_string()))?;
+        let stdin = run.stdin.take();
+        return via_session(global, &args.task, args.network.as_deref(), run, stdin).await;
+    }
     let req = ExecRequest {
         target: args.task,
         run,
@@ -143,6 +148,51 @@ async fn stream(
         &plan,
         req,
         Some(input),
+        futures_util::stream::empty(),
+        &mut sink,
+        Some(deadline),
+        &mut interrupted,
+    )
+    .await?;
+    Ok(Status::Outcome(outcome))
+}
+
+/// A plain run through a live session (`--via session`): what `-i` read, whole, is its
+/// stdin (none without `-i`), its output comes at the session's rate instead of the log's.
+async fn via_session(
+    global: &Global,
+    task: &swarm_exec_core::model::target::TaskRef,
+    network: Option<&str>,
+    run: RunOptions,
+    stdin: Option<Vec<u8>>,
+) -> Result<Status, CliError> {
+    let interrupted = interrupted().map_err(CliError::Runtime)?;
+    tokio::pin!(interrupted);
+    let deadline = tokio::time::Instant::now() + run.timeout;
+    let api = connect(global)?;
+    let plan = match live::find_route(&api, task, &run.helper, &mut interrupted).await? {
+        Ok(plan) => plan,
+        Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    };
+    let input = stdin.map(|bytes| {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        if !bytes.is_empty() {
+            let _ = tx.try_send(bytes);
+        }
+        rx
+    });
+    let mut sink = StdSink::new(global.quiet);
+    let req = LiveRequest {
+        run: &run,
+        tty: false,
+        network,
+        stdin_prefix: Vec::new(),
+    };
+    let outcome = live::run(
+        &api,
+        &plan,
+        req,
+        input,
         futures_util::stream::empty(),
         &mut sink,
         Some(deadline),
