@@ -1054,6 +1054,12 @@ fn relay_container(spec: &RelaySpec) -> bollard::models::ContainerCreateBody {
             nano_cpus: Some(spec.nano_cpus),
             // Gone by itself if the client is killed (it exits once its stdin closes).
             auto_remove: Some(true),
+            // The client reads it through the attach; logged too, every byte of a session
+            // (ciphertext) would also be written, JSON-escaped, to the manager's disk.
+            log_config: Some(bollard::models::HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
             ..Default::default()
         }),
         ..Default::default()
