@@ -33,15 +33,37 @@ fn volumes(n: u32) -> Vec<String> {
     v
 }
 
-/// Helper and stopper containers on lab node `n`.
-fn helper_containers(n: u32) -> String {
-    let out = docker_on(n, &["ps", "-aq", "--filter", "label=swarm-exec.helper"]);
+/// Helper and stopper containers on lab node `n` that worked on `service` (helpers name
+/// it, stoppers one of its `containers`); other tests' run beside them.
+fn helper_containers(n: u32, service: &str, containers: &[String]) -> Vec<String> {
+    let format = "{{.ID}} {{.Label \"swarm-exec.target.service\"}} \
+                  {{.Label \"swarm-exec.target.container\"}}";
+    let out = docker_on(
+        n,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "label=swarm-exec.helper",
+            "--format",
+            format,
+        ],
+    );
     assert_exit(&out, 0);
-    out.stdout_str().trim().to_owned()
+    out.stdout_str()
+        .lines()
+        .filter(|l| {
+            let mut f = l.split(' ').skip(1);
+            let (s, c) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+            s == service || containers.iter().any(|t| t == c)
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Once the runs on `svc` are over: no helper service of it, and (the nodes remove a
-/// removed service's containers shortly after) no helper container on any node; with
+/// removed service's containers shortly after) no helper or stopper container of it on
+/// any node; with
 /// `volumes_before`, no volume that was not there before either. (Only the VOLUME image's
 /// test compares volumes: its target is the one thing in the suite that makes any, so
 /// the others, running at the same time, would see its target's come and go.)
@@ -51,13 +73,15 @@ fn nothing_left(svc: &Service, volumes_before: Option<&[Vec<String>]>) {
         "helpers left: {:?}",
         svc.helpers()
     );
+    let containers: Vec<String> = svc.tasks.iter().map(|t| container_of(&t.id)).collect();
     for n in 1..=3u32 {
         eventually(
             "helper containers and volumes to go",
             Duration::from_secs(30),
             || {
                 let same = volumes_before.is_none_or(|b| volumes(n) == b[n as usize - 1]);
-                (helper_containers(n).is_empty() && same).then_some(())
+                let left = helper_containers(n, &svc.name, &containers);
+                (left.is_empty() && same).then_some(())
             },
         );
     }
