@@ -69,6 +69,15 @@ where
     Ok(remote_session(api, session, input, sizes, out, deadline, cancel).await?)
 }
 
+/// A command's whole stdin as [`run`]'s input: the bytes, then its end.
+pub fn whole_input(bytes: Vec<u8>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(1);
+    if !bytes.is_empty() {
+        let _ = tx.try_send(bytes);
+    }
+    rx
+}
+
 /// An exec attached on the client's own engine; stopped if it is not waited for to its end.
 #[allow(clippy::too_many_arguments)]
 async fn direct<A, S, O, C>(

@@ -139,14 +139,7 @@ where
         task,
         route: Route::Direct,
     };
-    // All of stdin at once, then its end.
-    let input = req.run.stdin.as_ref().map(|bytes| {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        if !bytes.is_empty() {
-            let _ = tx.try_send(bytes.clone());
-        }
-        rx
-    });
+    let input = req.run.stdin.clone().map(crate::live::whole_input);
     let live = crate::live::LiveRequest {
         run: &req.run,
         tty: false,

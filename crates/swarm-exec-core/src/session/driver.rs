@@ -93,7 +93,7 @@ where
             .map_err(SessionFailure::StartRelay)?
             .unwrap_or_default();
         let network = match req.network {
-            Some(name) => network::operators(api, name).await?,
+            Some(name) => network::ready(api, name, name).await?,
             None => {
                 let labels = [
                     (HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned()),
@@ -109,7 +109,7 @@ where
                     .asking(made_it, network::create_own(api, tag, &labels))
                     .await?;
                 made.network = Some(id.clone());
-                network::allocated(api, &network_name, &id).await?
+                network::ready(api, &network_name, &id).await?
             }
         };
         tracing::debug!(name = %network_name, ms = started.elapsed().as_millis(), "session network ready");

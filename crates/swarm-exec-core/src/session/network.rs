@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::error::SessionFailure;
 use super::request::POLL;
-use crate::engine::{ApiError, NetworkInfo, SwarmApi};
+use crate::engine::{ApiError, SwarmApi};
 
 /// The name sessions' own networks start with (and the network sessions shared before).
 pub const SESSION_NETWORK: &str = "swarm-exec-session";
@@ -39,7 +39,7 @@ fn random_subnet() -> String {
 }
 
 /// Makes the session's own attachable overlay (labelled with `labels`) and returns its ID
-/// (see [`allocated`] for when it can be used). A subnet already taken is drawn again.
+/// (see [`ready`] for when it can be used). A subnet already taken is drawn again.
 pub(super) async fn create_own<A: SwarmApi>(
     api: &A,
     tag: &str,
@@ -64,44 +64,24 @@ pub(super) async fn create_own<A: SwarmApi>(
     Ok(id)
 }
 
-/// Network `id` (named `name`) once the managers have allocated it.
-pub(super) async fn allocated<A: SwarmApi>(
+/// The ID of network `name_or_id` (`name` in messages) once it shows as an attachable
+/// overlay: the session's own by its ID, the operator's (`--network`) by its name. A swarm
+/// network just made has no driver until the managers have allocated it: that is waited
+/// for, briefly; anything else is not a network a session can use.
+pub(super) async fn ready<A: SwarmApi>(
     api: &A,
     name: &str,
-    id: &str,
-) -> Result<String, SessionFailure> {
-    let n = api
-        .inspect_network(id)
-        .await
-        .map_err(|source| SessionFailure::Network {
-            name: name.to_owned(),
-            source,
-        })?;
-    settled(api, name, n).await
-}
-
-/// The operator's network `name` (`--network`), which must be an attachable overlay.
-pub(super) async fn operators<A: SwarmApi>(api: &A, name: &str) -> Result<String, SessionFailure> {
-    let n = api
-        .inspect_network(name)
-        .await
-        .map_err(|source| SessionFailure::Network {
-            name: name.to_owned(),
-            source,
-        })?;
-    settled(api, name, n).await
-}
-
-/// The id of network `name` once it shows as an attachable overlay. A swarm network just
-/// made has no driver until the managers have allocated it: that is waited for, briefly;
-/// anything else is not a network a session can use.
-async fn settled<A: SwarmApi>(
-    api: &A,
-    name: &str,
-    mut n: NetworkInfo,
+    name_or_id: &str,
 ) -> Result<String, SessionFailure> {
     let until = Instant::now() + ALLOCATION;
     loop {
+        let n =
+            api.inspect_network(name_or_id)
+                .await
+                .map_err(|source| SessionFailure::Network {
+                    name: name.to_owned(),
+                    source,
+                })?;
         match (n.driver.as_str(), n.attachable) {
             ("overlay", true) if !n.id.is_empty() => return Ok(n.id),
             ("", _) if Instant::now() < until => {}
@@ -119,13 +99,6 @@ async fn settled<A: SwarmApi>(
             }
         }
         tokio::time::sleep(POLL).await;
-        n = api
-            .inspect_network(name)
-            .await
-            .map_err(|source| SessionFailure::Network {
-                name: name.to_owned(),
-                source,
-            })?;
     }
 }
 

@@ -132,7 +132,7 @@ pub(super) async fn start<A: SwarmApi, O: OutputSink>(
                 // The operator's network may have been made again under its name; the
                 // session's own is the one it made.
                 if let Some(name) = req.network {
-                    network = network::operators(api, name).await?;
+                    network = network::ready(api, name, name).await?;
                 }
             }
             Ok((id, attach)) => {

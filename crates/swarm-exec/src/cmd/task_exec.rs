@@ -30,12 +30,13 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     if let Err(swarm_exec_core::model::options::InvalidRun::StdinTooLarge(..)) = run.check() {
         // More stdin than a secret holds: streamed, the part read so far first.
         let prefix = run.stdin.take().unwrap_or_default();
-        return stream(global, &args.task, args.network.as_deref(), run, prefix).await;
+        let stdin = Stdin::Rest(prefix);
+        return stream(global, &args.task, args.network.as_deref(), run, stdin).await;
     }
     if args.via == "session" {
         run.check().map_err(|e| CliError::Usage(e.to_string()))?;
-        let stdin = run.stdin.take();
-        return via_session(global, &args.task, args.network.as_deref(), run, stdin).await;
+        let stdin = Stdin::Whole(run.stdin.take());
+        return stream(global, &args.task, args.network.as_deref(), run, stdin).await;
     }
     let req = ExecRequest {
         target: args.task,
@@ -112,15 +113,24 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
     Ok(Status::Outcome(outcome?))
 }
 
-/// `task-exec -i` with more stdin than a secret holds: attached on the engine swarm-exec
-/// talks to, or through a live session; stdin is streamed to the end (`prefix` first),
+/// Where a live plain run's stdin comes from.
+enum Stdin {
+    /// What `-i` read so far, then the rest of this process's stdin, streamed to its end
+    /// (more than a secret holds).
+    Rest(Vec<u8>),
+    /// All of it, read already (`--via session`); none without `-i`.
+    Whole(Option<Vec<u8>>),
+}
+
+/// A plain run live — `task-exec -i` with more stdin than a secret holds, or `--via
+/// session`: attached on the engine swarm-exec talks to, or through a live session;
 /// stdout and stderr kept apart.
 async fn stream(
     global: &Global,
     task: &swarm_exec_core::model::target::TaskRef,
     network: Option<&str>,
     run: RunOptions,
-    prefix: Vec<u8>,
+    stdin: Stdin,
 ) -> Result<Status, CliError> {
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
@@ -131,10 +141,16 @@ async fn stream(
         Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
     };
     // Directly, what was read goes first as it is; a session sends it itself, apart.
-    let (input, stdin_prefix) = if plan.direct() {
-        (crate::terminal::stdin_chunks_after(prefix), Vec::new())
-    } else {
-        (crate::terminal::stdin_rest(prefix.len() as u64), prefix)
+    let (input, stdin_prefix) = match stdin {
+        Stdin::Whole(bytes) => (bytes.map(live::whole_input), Vec::new()),
+        Stdin::Rest(prefix) if plan.direct() => (
+            Some(crate::terminal::stdin_chunks_after(prefix)),
+            Vec::new(),
+        ),
+        Stdin::Rest(prefix) => (
+            Some(crate::terminal::stdin_rest(prefix.len() as u64)),
+            prefix,
+        ),
     };
     let mut sink = StdSink::new(global.quiet);
     let req = LiveRequest {
@@ -142,51 +158,6 @@ async fn stream(
         tty: false,
         network,
         stdin_prefix,
-    };
-    let outcome = live::run(
-        &api,
-        &plan,
-        req,
-        Some(input),
-        futures_util::stream::empty(),
-        &mut sink,
-        Some(deadline),
-        &mut interrupted,
-    )
-    .await?;
-    Ok(Status::Outcome(outcome))
-}
-
-/// A plain run through a live session (`--via session`): what `-i` read, whole, is its
-/// stdin (none without `-i`), its output comes at the session's rate instead of the log's.
-async fn via_session(
-    global: &Global,
-    task: &swarm_exec_core::model::target::TaskRef,
-    network: Option<&str>,
-    run: RunOptions,
-    stdin: Option<Vec<u8>>,
-) -> Result<Status, CliError> {
-    let interrupted = interrupted().map_err(CliError::Runtime)?;
-    tokio::pin!(interrupted);
-    let deadline = tokio::time::Instant::now() + run.timeout;
-    let api = connect(global)?;
-    let plan = match live::find_route(&api, task, &run.helper, &mut interrupted).await? {
-        Ok(plan) => plan,
-        Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
-    };
-    let input = stdin.map(|bytes| {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        if !bytes.is_empty() {
-            let _ = tx.try_send(bytes);
-        }
-        rx
-    });
-    let mut sink = StdSink::new(global.quiet);
-    let req = LiveRequest {
-        run: &run,
-        tty: false,
-        network,
-        stdin_prefix: Vec::new(),
     };
     let outcome = live::run(
         &api,
