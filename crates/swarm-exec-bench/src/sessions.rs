@@ -203,22 +203,11 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
     };
     let mut data = vec![0u8; mb * 1_000_000];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut data)?;
-    let sum = {
-        let mut c = Command::new("sha256sum")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        c.stdin.take().ok_or("no stdin")?.write_all(&data)?;
-        let out = c.wait_with_output()?;
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let sum = sha256_of(&data)?;
     let echo = ["echo", "ready"];
     let mut m: std::collections::HashMap<&str, Vec<f64>> = Default::default();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut rec = |k: &'static str, v: f64| m.entry(k).or_default().push(v);
     // One of each first, unrecorded: the relay image, the network, the configs.
     first_output(&mut sx(
         &[&["task-exec", "-t", lab.worker_task][..], &echo].concat()
@@ -228,80 +217,42 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         let worker_t = [&["task-exec", "-t", lab.worker_task][..], &echo].concat();
         let manager_t = [&["task-exec", "-t", lab.manager_task][..], &echo].concat();
         let docker_t = [&["exec", "-t", lab.manager_container][..], &echo].concat();
-        m.entry("first worker")
-            .or_default()
-            .push(ms(first_output(&mut sx(&worker_t))?));
-        m.entry("first manager")
-            .or_default()
-            .push(ms(first_output(&mut sx(&manager_t))?));
-        m.entry("first docker")
-            .or_default()
-            .push(ms(first_output(&mut dx(lab.manager_host, &docker_t))?));
+        rec("first worker", ms(first_output(&mut sx(&worker_t))?));
+        rec("first manager", ms(first_output(&mut sx(&manager_t))?));
+        rec(
+            "first docker",
+            ms(first_output(&mut dx(lab.manager_host, &docker_t))?),
+        );
         // A plain run (no -t) into the manager's task: directly, no helper (issue 28).
         let plain = [&["task-exec", lab.manager_task][..], &echo].concat();
         let docker_plain = [&["exec", lab.manager_container][..], &echo].concat();
-        m.entry("plain manager")
-            .or_default()
-            .push(ms(to_the_end(&mut sx(&plain))?));
-        m.entry("plain docker")
-            .or_default()
-            .push(ms(to_the_end(&mut dx(lab.manager_host, &docker_plain))?));
+        rec("plain manager", ms(to_the_end(&mut sx(&plain))?));
+        rec(
+            "plain docker",
+            ms(to_the_end(&mut dx(lab.manager_host, &docker_plain))?),
+        );
         if round < 3 {
             let it = ["task-exec", "-it", lab.worker_task, "sh"];
-            m.entry("key worker")
-                .or_default()
-                .push(keystroke(&mut sx(&it), 20)?);
+            rec("key worker", keystroke(&mut sx(&it), 20)?);
             let dit = ["exec", "-it", lab.worker_container, "sh"];
-            m.entry("key docker")
-                .or_default()
-                .push(keystroke(&mut dx(&lab.worker_host, &dit), 20)?);
+            rec(
+                "key docker",
+                keystroke(&mut dx(&lab.worker_host, &dit), 20)?,
+            );
             let i = ["task-exec", "-i", lab.worker_task, "sha256sum"];
-            m.entry("i worker")
-                .or_default()
-                .push(ms(streamed(&mut sx(&i), &data, &sum)?));
+            rec("i worker", ms(streamed(&mut sx(&i), &data, &sum)?));
             // The same bytes out of the task: a plain run through a session (issue 28).
-            let blob = format!("/tmp/bench-via-{round}");
-            let put = ["exec", "-i", lab.worker_container, "sh", "-c"];
-            let keep = format!("cat > {blob}");
-            streamed_in(
-                &mut dx(&lab.worker_host, &[&put[..], &[keep.as_str()]].concat()),
-                &data,
-            )?;
-            let cat = format!("cat {blob}");
-            let via = [
-                "task-exec",
-                "--via",
-                "session",
-                lab.worker_task,
-                "sh",
-                "-c",
-                &cat,
-            ];
-            m.entry("via worker")
-                .or_default()
-                .push(ms(out_of(&mut sx(&via), &sum)?));
-            let dcat = ["exec", lab.worker_container, "sh", "-c", &cat];
-            m.entry("via docker")
-                .or_default()
-                .push(ms(out_of(&mut dx(&lab.worker_host, &dcat), &sum)?));
-            let rm = ["exec", lab.worker_container, "rm", "-f", &blob];
-            dx(&lab.worker_host, &rm).status()?;
+            let (via, direct) = via_session(lab, &sx, &data, &sum, round)?;
+            rec("via worker", ms(via));
+            rec("via docker", ms(direct));
             let di = ["exec", "-i", lab.worker_container, "sha256sum"];
-            m.entry("i docker").or_default().push(ms(streamed(
-                &mut dx(&lab.worker_host, &di),
-                &data,
-                &sum,
-            )?));
+            rec(
+                "i docker",
+                ms(streamed(&mut dx(&lab.worker_host, &di), &data, &sum)?),
+            );
         }
     }
-    // Opens in a row, as a user or a script opens them: the workers in turn.
-    let mut opens = Vec::with_capacity(OPENS);
-    for i in 0..OPENS {
-        let task = [lab.worker_task, lab.other_worker_task][i % 2];
-        let t = [&["task-exec", "-t", task][..], &echo].concat();
-        opens.push(ms(first_output(&mut sx(&t))?));
-    }
-    let opens = Opens::of(opens);
+    let opens = opens_in_a_row(lab, &sx, &echo)?;
     let mut med = |k: &str| crate::median(m.get_mut(k).map(Vec::as_mut_slice).unwrap_or(&mut []));
     let (fw, fm, fd) = (
         med("first worker"),
@@ -345,6 +296,71 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         vw / vd,
         opens.spread,
     ))
+}
+
+/// [`OPENS`] `-t` sessions in a row, as a user or a script opens them: the workers in turn.
+fn opens_in_a_row(lab: &Lab, sx: &dyn Fn(&[&str]) -> Command, echo: &[&str]) -> Res<Opens> {
+    let mut opens = Vec::with_capacity(OPENS);
+    for i in 0..OPENS {
+        let task = [lab.worker_task, lab.other_worker_task][i % 2];
+        let t = [&["task-exec", "-t", task][..], echo].concat();
+        opens.push(first_output(&mut sx(&t))?.as_secs_f64() * 1000.0);
+    }
+    Ok(Opens::of(opens))
+}
+
+/// `data` put in a file in the worker's task, then brought out of it by `task-exec --via
+/// session` and by `docker exec` on the worker's engine: how long each took.
+fn via_session(
+    lab: &Lab,
+    sx: &dyn Fn(&[&str]) -> Command,
+    data: &[u8],
+    sum: &str,
+    round: usize,
+) -> Res<(Duration, Duration)> {
+    let dx = |args: &[&str]| {
+        let mut c = Command::new("docker");
+        c.args(["-H", &lab.worker_host]).args(args);
+        c
+    };
+    let blob = format!("/tmp/bench-via-{round}");
+    let keep = format!("cat > {blob}");
+    streamed_in(
+        &mut dx(&["exec", "-i", lab.worker_container, "sh", "-c", &keep]),
+        data,
+    )?;
+    let cat = format!("cat {blob}");
+    let via = [
+        "task-exec",
+        "--via",
+        "session",
+        lab.worker_task,
+        "sh",
+        "-c",
+        &cat,
+    ];
+    let through = out_of(&mut sx(&via), sum)?;
+    let direct = out_of(
+        &mut dx(&["exec", lab.worker_container, "sh", "-c", &cat]),
+        sum,
+    )?;
+    dx(&["exec", lab.worker_container, "rm", "-f", &blob]).status()?;
+    Ok((through, direct))
+}
+
+/// The SHA-256 of `data`, as `sha256sum` prints it.
+fn sha256_of(data: &[u8]) -> Res<String> {
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    c.stdin.take().ok_or("no stdin")?.write_all(data)?;
+    let out = c.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// `data` into `cmd`'s stdin; it must succeed.
