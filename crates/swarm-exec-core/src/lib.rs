@@ -32,6 +32,7 @@
 pub mod cancel;
 pub mod connect;
 pub mod copy;
+pub mod direct;
 pub mod engine;
 pub mod error;
 pub mod escape;

@@ -135,19 +135,21 @@ where
     S: OutputSink,
     C: Future<Output = Interrupt> + Unpin,
 {
-    let plan = Plan {
-        task,
-        route: Route::Direct,
-    };
-    let input = req.run.stdin.clone().map(crate::live::whole_input);
-    let live = crate::live::LiveRequest {
-        run: &req.run,
-        tty: false,
-        network: None,
-        stdin_prefix: Vec::new(),
-    };
+    let input = req.run.stdin.clone().map(crate::direct::whole_input);
     let sizes = futures_util::stream::empty();
-    crate::live::run(api, &plan, live, input, sizes, out, Some(deadline), cancel).await
+    let run = &req.run;
+    crate::direct::run(
+        api,
+        &task,
+        run,
+        false,
+        input,
+        sizes,
+        out,
+        Some(deadline),
+        cancel,
+    )
+    .await
 }
 
 /// Finds the task and, unless its container is on the engine `api` talks to (then `None`:

@@ -142,7 +142,7 @@ async fn stream(
     };
     // Directly, what was read goes first as it is; a session sends it itself, apart.
     let (input, stdin_prefix) = match stdin {
-        Stdin::Whole(bytes) => (bytes.map(live::whole_input), Vec::new()),
+        Stdin::Whole(bytes) => (bytes.map(swarm_exec_core::direct::whole_input), Vec::new()),
         Stdin::Rest(prefix) if plan.direct() => (
             Some(crate::terminal::stdin_chunks_after(prefix)),
             Vec::new(),
