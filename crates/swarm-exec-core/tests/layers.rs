@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("model", 0),
     ("connect", 0),
     ("sink", 0),
+    ("escape", 0),
     ("engine", 1),
     ("cancel", 1),
     ("lookup", 2),
@@ -18,12 +19,13 @@ const LAYERS: &[(&str, u32)] = &[
     ("session", 3),
     ("local", 3),
     ("error", 4),
-    ("task_exec", 5),
-    ("copy", 6),
-    ("live", 6),
-    ("gc", 6),
-    ("service_exec", 7),
-    ("multi", 8),
+    ("direct", 5),
+    ("task_exec", 6),
+    ("copy", 7),
+    ("live", 7),
+    ("gc", 7),
+    ("service_exec", 8),
+    ("multi", 9),
 ];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -161,7 +161,8 @@ fn timeout_exits_124_and_removes_the_helper() {
 fn sigint_and_sigterm_remove_the_helper() {
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
         let svc = Service::global();
-        let child = spawn_swarm_exec(&task_exec_args(&[], &svc.at("node3"), &["sleep", "60"]));
+        let at = svc.at(remote_worker());
+        let child = spawn_swarm_exec(&task_exec_args(&[], &at, &["sleep", "60"]));
         svc.await_helper();
         docker_ok(&["version", "--format", "{{.Server.Version}}"]);
         kill(&child, signal);
@@ -190,13 +191,13 @@ fn runs_from_the_image_on_a_manager_without_installing() {
     assert_eq!(out.stdout_str(), "from-image\n");
 }
 
-/// Issue 28: a task on the engine swarm-exec talks to (the lab's manager) is exec'd there
+/// Issue 28: a task on the engine swarm-exec talks to (a manager of the lab) is exec'd there
 /// directly, as `docker exec` would: no helper and no envelope secret are ever made, and
 /// output, stdin and exit code are exact.
 #[test]
 fn a_task_on_the_clients_own_engine_needs_no_helper() {
     let svc = Service::global();
-    let at = svc.at("node1");
+    let at = svc.at(client_node());
     let child = spawn_swarm_exec_stdin(
         &task_exec_args(
             &["-i"],

@@ -52,6 +52,25 @@ pub fn node_socket(n: u32) -> String {
     format!("unix://{}/node{n}/docker.sock", lab_dir())
 }
 
+/// The lab node whose engine `DOCKER_HOST` names: swarm-exec runs a command in a task there
+/// directly, without a helper. The test script also runs the task-exec tests through node3.
+pub fn client_node() -> &'static str {
+    static NODE: OnceLock<String> = OnceLock::new();
+    NODE.get_or_init(|| {
+        docker_ok(&["info", "--format", "{{.Name}}"])
+            .trim()
+            .to_owned()
+    })
+}
+
+/// A worker that is not the client's own node: a run there goes through a helper.
+pub fn remote_worker() -> &'static str {
+    WORKERS
+        .into_iter()
+        .find(|w| *w != client_node())
+        .expect("two workers")
+}
+
 /// `n` random hex digits, for names no other run uses.
 pub fn unique_hex(n: usize) -> String {
     uuid::Uuid::new_v4().simple().to_string()[..n].to_owned()
