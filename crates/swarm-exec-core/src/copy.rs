@@ -53,7 +53,7 @@ async fn locate<'a, A: SwarmApi, C: Future<Output = Interrupt> + Unpin>(
     req: &CopyRequest<'a>,
     cancel: &mut C,
 ) -> Result<Result<CopyTarget<'a>, Interrupt>, ExecError> {
-    let plan = match find_route(api, req.task, &req.run.helper, cancel).await? {
+    let plan = match find_route(api, req.task, &req.run.helper, false, cancel).await? {
         Ok(plan) => plan,
         Err(i) => return Ok(Err(i)),
     };

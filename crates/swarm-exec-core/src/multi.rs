@@ -71,6 +71,7 @@ where
                 timeout: args.timeout,
                 helper: args.helper.clone(),
                 stdin: None,
+                debug: None,
             },
         };
         async move {

@@ -159,8 +159,14 @@ pub(crate) async fn prepare<A: SwarmApi>(
     api: &A,
     req: &ExecRequest,
 ) -> Result<(Resolved, Option<Carrier>), ExecError> {
-    // Which node this engine is, beside the task's look-up; unknown means a helper.
-    let here = async { api.own_node_id().await.ok().flatten() };
+    // Which node this engine is, beside the task's look-up; unknown means a helper, as
+    // does `debug` (its container is made by a helper).
+    let here = async {
+        match req.run.debug {
+            Some(_) => None,
+            None => api.own_node_id().await.ok().flatten(),
+        }
+    };
     let program = match &req.run.helper {
         HelperSource::Image(image) => {
             // The image lookup does not depend on the task: do all at once.
@@ -307,12 +313,14 @@ impl Plan {
 }
 
 /// Finds the task named by `target` and the way to it for a live command or a copy: directly
-/// when its container is on this engine, else a session, whose helper's program is readied
-/// now. Nothing is created; `cancel` ends the search.
+/// when its container is on this engine (unless `helper_only`: `debug`'s container is made
+/// by a helper), else a session, whose helper's program is readied now. Nothing is
+/// created; `cancel` ends the search.
 pub async fn find_route<A, C>(
     api: &A,
     target: &TaskRef,
     helper: &HelperSource,
+    helper_only: bool,
     cancel: &mut C,
 ) -> Result<Result<Plan, Interrupt>, ExecError>
 where
@@ -323,7 +331,7 @@ where
         r = local_task(api, target) => r?,
         i = &mut *cancel => return Ok(Err(i)),
     };
-    if here {
+    if here && !helper_only {
         return Ok(Ok(Plan {
             task,
             route: Route::Direct,

@@ -59,8 +59,8 @@ pub async fn node_exec<W: Write>(
     }
     let budget = budget.min(Duration::from_millis(envelope.not_after_ms - now_ms));
 
-    // Which exec runs in which container, for stopping them at the deadline.
-    let started = RefCell::new(Vec::<(String, String)>::new());
+    // What runs where, for stopping it at the deadline.
+    let started = RefCell::new(Vec::<Running>::new());
     let runs = exec.containers.iter().enumerate().map(|(i, container)| {
         let target = Target {
             docker,
@@ -69,7 +69,7 @@ pub async fn node_exec<W: Write>(
             index: i,
             container,
         };
-        target.run(&out, &started)
+        target.run(&out, &started, tag)
     });
     let all = join_all(runs);
     tokio::pin!(all);
@@ -155,18 +155,29 @@ impl<W: Write> FrameOut<'_, W> {
     }
 }
 
-/// Stops every exec still `running` (exec ID, container) at once — the helper has only its
-/// stop grace period for this; whether they are all gone.
-async fn stop_all(
-    docker: &Docker,
-    stopper: &Stopper,
-    running: &[(String, String)],
-    tag: &str,
-) -> bool {
-    let stops = running
-        .iter()
-        .map(|(exec_id, container)| stopper.terminate(docker, exec_id, container, tag));
-    join_all(stops).await.iter().all(|r| r.is_ok())
+/// A command started in a target.
+enum Running {
+    /// An exec (its ID) in a container.
+    Exec { id: String, container: String },
+    /// A debug container beside the target.
+    Debug(String),
+}
+
+/// Stops everything still `running` at once — the helper has only its stop grace period
+/// for this; whether they are all gone.
+async fn stop_all(docker: &Docker, stopper: &Stopper, running: &[Running], tag: &str) -> bool {
+    let stops = running.iter().map(|r| async move {
+        match r {
+            Running::Exec { id, container } => {
+                stopper.terminate(docker, id, container, tag).await.is_ok()
+            }
+            Running::Debug(id) => {
+                crate::debug::remove(docker, id).await;
+                true
+            }
+        }
+    });
+    join_all(stops).await.iter().all(|&gone| gone)
 }
 
 /// One target of the run.
@@ -184,21 +195,36 @@ impl Target<'_> {
     async fn run<W: Write>(
         self,
         out: &RefCell<FrameOut<'_, W>>,
-        started: &RefCell<Vec<(String, String)>>,
+        started: &RefCell<Vec<Running>>,
+        tag: &str,
     ) -> Option<i64> {
         let (i, container) = (self.index, self.container);
+        let on_output = |stream: Stream, bytes: Option<&[u8]>| {
+            out.borrow_mut().frame(|w, b| match bytes {
+                Some(bytes) => w.output(i, stream, bytes, b),
+                None => w.flush(i, stream, b),
+            })
+        };
         // The helper only ever execs into the containers it was created for, named by full
         // ID; anything else is refused before the socket is touched.
-        let result = if is_container_id(container) {
-            let on_created = |id: &str| {
-                started
-                    .borrow_mut()
-                    .push((id.to_owned(), container.clone()))
+        let result = if !is_container_id(container) {
+            Err(TargetError::BadContainer(container.clone()))
+        } else if let Some(image) = &self.exec.debug {
+            let debug = crate::debug::Debug {
+                image,
+                exec: self.exec,
+                target: container,
+                tag,
+                tty: false,
+                stdin: self.stdin.is_some(),
             };
-            let on_output = |stream: Stream, bytes: Option<&[u8]>| {
-                out.borrow_mut().frame(|w, b| match bytes {
-                    Some(bytes) => w.output(i, stream, bytes, b),
-                    None => w.flush(i, stream, b),
+            let on_created = |id: &str| started.borrow_mut().push(Running::Debug(id.to_owned()));
+            crate::debug::run(self.docker, &debug, self.stdin, on_created, on_output).await
+        } else {
+            let on_created = |id: &str| {
+                started.borrow_mut().push(Running::Exec {
+                    id: id.to_owned(),
+                    container: container.clone(),
                 })
             };
             exec_in_container(
@@ -210,8 +236,6 @@ impl Target<'_> {
                 on_output,
             )
             .await
-        } else {
-            Err(TargetError::BadContainer(container.clone()))
         };
         let mut o = out.borrow_mut();
         match &result {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::Docker;
@@ -25,7 +26,7 @@ pub async fn exec_in_container(
     container: &str,
     stdin: Option<&[u8]>,
     on_created: impl FnOnce(&str),
-    mut on_output: impl FnMut(Stream, Option<&[u8]>),
+    on_output: impl FnMut(Stream, Option<&[u8]>),
 ) -> Result<i64, TargetError> {
     let config = ExecConfig {
         attach_stdin: Some(stdin.is_some()),
@@ -57,13 +58,27 @@ pub async fn exec_in_container(
         )
         .await
         .map_err(TargetError::Start)?;
-    let StartExecResults::Attached {
-        mut output,
-        mut input,
-    } = started
-    else {
+    let StartExecResults::Attached { output, input } = started else {
         return Err(TargetError::NotAttached);
     };
+    pump(output, input, stdin, on_output).await?;
+    exit_code(docker, &created.id).await
+}
+
+/// The attached output stream of a command.
+pub type Output = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// Feeds `stdin` to an attached command (then closes it) while its output goes to
+/// `on_output` as it comes, with a `None` when the caller is to flush, until the output
+/// ends.
+pub async fn pump(
+    mut output: Output,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    stdin: Option<&[u8]>,
+    mut on_output: impl FnMut(Stream, Option<&[u8]>),
+) -> Result<(), TargetError> {
     // The input is written while the output is read (a command may not read all of its
     // input before it writes), then closed, so the command sees end of file.
     let feed = async {
@@ -75,7 +90,6 @@ pub async fn exec_in_container(
         }
     };
     let read = async {
-        use bollard::container::LogOutput;
         let mut next = output.next().await;
         // Since when output has been held unflushed.
         let mut held: Option<tokio::time::Instant> = None;
@@ -107,8 +121,7 @@ pub async fn exec_in_container(
         Ok(())
     };
     let ((), read) = tokio::join!(feed, read);
-    read?;
-    exit_code(docker, &created.id).await
+    read
 }
 
 /// The exec's exit code (its output can end a moment before the engine records it).

@@ -87,12 +87,22 @@ pub enum TargetError {
     Inspect(#[source] bollard::errors::Error),
     #[error("the engine reported no exit code for the command")]
     NoExitCode,
-    #[error("{}", archive_message(.0))]
+    #[error("{}", engine_words(.0))]
     Archive(#[source] bollard::errors::Error),
+    #[error("cannot create a debug container of {image}: {}", engine_words(.source))]
+    Debug {
+        image: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("cannot pull the debug image {image}: {why}")]
+    Pull { image: String, why: String },
+    #[error("cannot start the debug container: {}", engine_words(.0))]
+    DebugStart(#[source] bollard::errors::Error),
 }
 
 /// The engine's own words for a failed archive call ("Could not find the file …").
-fn archive_message(e: &bollard::errors::Error) -> String {
+fn engine_words(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),

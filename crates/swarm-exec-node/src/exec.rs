@@ -41,9 +41,13 @@ pub async fn run(args: &HelperArgs) -> NodeEnd {
         Ok(d) => d,
         Err(e) => return NodeEnd::Failed(NodeError::Connect(e)),
     };
-    // Alongside the run: stoppers left on this node by helpers killed mid-stop.
+    // Alongside the run: stoppers and debug containers left on this node by helpers that
+    // were killed.
     let collector = docker.clone();
-    tokio::spawn(async move { crate::stop::collect_left_stoppers(&collector).await });
+    tokio::spawn(async move {
+        crate::stop::collect_left_stoppers(&collector).await;
+        crate::debug::collect_left(&collector).await;
+    });
     // Removing the helper service sends it SIGTERM: the commands are stopped, not left.
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

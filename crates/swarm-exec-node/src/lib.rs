@@ -11,6 +11,8 @@
 //! - [`session`]: the helper of a live session (`-t`, streamed `-i`): it dials the relay
 //!   and bridges an attached exec to sealed frames; [`relay`]: `node-relay`, the relay
 //!   container on the manager that pairs that connection with the client's attach stream.
+//! - [`debug`]: `debug`'s container beside the target, in its namespaces, in place of an
+//!   exec (both paths).
 //! - [`stop`]: stopping commands that outlive their helper: the stopper container and the
 //!   `node-kill` it runs.
 //! - [`main`]: the entry point (of `swarm-exec-node` and of `swarm-exec`'s hidden
@@ -20,6 +22,7 @@
 //! only show in the helper task's state, for whoever looks at it.
 
 pub mod batch;
+pub mod debug;
 pub mod docker_exec;
 pub mod end;
 pub mod exec;

@@ -63,7 +63,7 @@ pub async fn run(
             return NodeEnd::Done(vec![None]);
         }
     };
-    let exec_id = exec.id.clone();
+    let (exec_id, debug) = (exec.id.clone(), exec.debug);
     let mut counts = [0u64; 2];
     let ended = bridge(
         docker,
@@ -77,7 +77,14 @@ pub async fn run(
     .await;
     match ended {
         Ok(()) => {
-            let msg = match exit_code(docker, &exec_id).await {
+            let code = match debug {
+                true => crate::debug::exit_code(docker, &exec_id).await,
+                false => exit_code(docker, &exec_id).await,
+            };
+            if debug {
+                crate::debug::remove(docker, &exec_id).await;
+            }
+            let msg = match code {
                 Ok(code) => Msg::Exit {
                     code,
                     stdout: counts[0],
@@ -94,10 +101,15 @@ pub async fn run(
         }
         Err(ending) => {
             // The command is not left running, whoever went away.
-            let stopped = stopper
-                .terminate(docker, &exec_id, container, tag)
-                .await
-                .is_ok();
+            let stopped = if debug {
+                crate::debug::remove(docker, &exec_id).await;
+                true
+            } else {
+                stopper
+                    .terminate(docker, &exec_id, container, tag)
+                    .await
+                    .is_ok()
+            };
             match ending {
                 Ending::Deadline => {
                     link.last(&Msg::TimedOut { stopped }).await;
@@ -218,9 +230,11 @@ async fn serve_copy<S: std::future::Future<Output = ()> + Unpin>(
     end
 }
 
-/// The command's exec, started attached.
+/// The command's exec, started attached — or, for `debug`, its container.
 struct Exec {
+    /// The exec's ID, or the debug container's.
     id: String,
+    debug: bool,
     output: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
     >,
@@ -238,6 +252,27 @@ async fn start_exec(
 ) -> Result<Exec, TargetError> {
     let mut env = envelope.exec.env.clone();
     env.push(format!("{RUN_ENV}={tag}"));
+    if let Some(image) = &envelope.exec.debug {
+        let exec = swarm_exec_proto::ExecSpec {
+            env,
+            ..envelope.exec.clone()
+        };
+        let debug = crate::debug::Debug {
+            image,
+            exec: &exec,
+            target: container,
+            tag,
+            tty: spec.tty,
+            stdin: spec.stdin,
+        };
+        let a = debug.start(docker, |_| {}).await?;
+        return Ok(Exec {
+            id: a.id,
+            debug: true,
+            output: a.output,
+            input: a.input,
+        });
+    }
     let config = ExecConfig {
         attach_stdin: Some(spec.stdin),
         attach_stdout: Some(true),
@@ -268,7 +303,12 @@ async fn start_exec(
         .await
         .map_err(TargetError::Start)?
     {
-        StartExecResults::Attached { output, input } => Ok(Exec { id, output, input }),
+        StartExecResults::Attached { output, input } => Ok(Exec {
+            id,
+            debug: false,
+            output,
+            input,
+        }),
         StartExecResults::Detached => Err(TargetError::NotAttached),
     }
 }
@@ -288,6 +328,7 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
 ) -> Result<(), Ending> {
     let Exec {
         id: exec_id,
+        debug,
         mut output,
         mut input,
     } = exec;
@@ -326,12 +367,19 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
                     let _ = input.shutdown().await;
                     stdin_open = false;
                 }
+                // A resize as the command ends changes nothing.
+                Msg::Resize { rows, cols } if spec.tty && debug => {
+                    let size = bollard::query_parameters::ResizeContainerTTYOptions {
+                        h: i32::from(rows),
+                        w: i32::from(cols),
+                    };
+                    let _ = docker.resize_container_tty(&exec_id, size).await;
+                }
                 Msg::Resize { rows, cols } if spec.tty => {
                     let size = ResizeExecOptions {
                         height: rows,
                         width: cols,
                     };
-                    // A resize as the exec ends changes nothing.
                     let _ = docker.resize_exec(&exec_id, size).await;
                 }
                 _ => {}

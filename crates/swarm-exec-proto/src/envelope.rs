@@ -30,6 +30,10 @@ pub struct ExecSpec {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub privileged: bool,
+    /// `debug`: instead of an exec in the target, a container of this image beside it,
+    /// in its PID and network namespaces (and IPC, when the target shares it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<String>,
 }
 
 /// One run's envelope.
@@ -178,6 +182,7 @@ mod tests {
                 workdir: Some("/srv".into()),
                 user: Some("1000:1000".into()),
                 privileged: true,
+                debug: None,
             },
             stdin,
             not_after_ms: 1_800_000_000_123,
@@ -189,6 +194,10 @@ mod tests {
     #[test]
     fn round_trips_with_and_without_stdin() {
         for stdin in [None, Some(Vec::new()), Some(b"\x00\xffbinary\n".to_vec())] {
+            let mut e = sample(stdin.clone());
+            e.exec.debug = Some("busybox:1.36".into());
+            let back = Envelope::decode(&e.encode(), e.exec.containers.clone()).unwrap();
+            assert_eq!(back, e);
             let e = sample(stdin);
             let back = Envelope::decode(&e.encode(), e.exec.containers.clone()).unwrap();
             assert_eq!(back, e);

@@ -69,6 +69,13 @@ pub enum Command {
     /// Copy files or directories between a task's container and here (like docker cp)
     #[command(after_help = CP_EXAMPLES)]
     Cp(CpArgs),
+    /// Run a debug container beside a task, in its PID and network namespaces (for images
+    /// without a shell or tools)
+    #[command(
+        after_help = DEBUG_EXAMPLES,
+        override_usage = "swarm-exec debug [OPTIONS] <TASK> [-- <COMMAND> [ARG]...]"
+    )]
+    Debug(DebugArgs),
     /// Remove helper services left behind (e.g. by a killed client)
     #[command(after_help = GC_EXAMPLES)]
     Gc(GcArgs),
@@ -298,6 +305,79 @@ pub struct ServiceExecArgs {
     pub args: Vec<OsString>,
 }
 
+const DEBUG_EXAMPLES: &str = "\
+Examples:
+  swarm-exec debug -it web.1
+  swarm-exec debug api.2 -- sh -c 'ps; ls /proc/1/root/app'
+  swarm-exec debug --image nicolaka/netshoot -it db@node3 -- tcpdump -i any port 5432
+  swarm-exec debug -u 1000 web.1 -- wget -qO- http://localhost:8080/health
+
+The debug container runs IMAGE (busybox unless --image says otherwise) on the task's node,
+in the task's PID and network namespaces, and its IPC namespace when the task shares it:
+`ps` shows the task's processes, /proc/1/root its files, localhost its ports (a task that
+runs as another user than root lets only that user, -u, or --privileged into its files). Its own file system is IMAGE's; the task's container is not
+changed. The command (sh unless given) is run as is, whatever entrypoint IMAGE names.
+A node that lacks IMAGE pulls it, as for a task. The container is removed when the command
+ends, times out or is interrupted; a helper on the node runs it, also for a task on the
+engine swarm-exec talks to (its program as for task-exec: zero-install, or
+SWARM_EXEC_IMAGE).
+
+Exit codes: the command's own; 124 timeout; 125 swarm-exec failed (no such task, IMAGE
+cannot be had on the node); 126/127 cannot invoke / not found; 130/143/129 interrupted.";
+
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    /// The image to run beside the task
+    #[arg(long, value_name = "IMAGE", default_value = "busybox")]
+    pub image: String,
+
+    /// Pass this process's stdin to the command (with -t: keys as typed)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Allocate a terminal; no timeout unless given
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// Set an environment variable in the command (KEY=VALUE; KEY alone passes on this
+    /// process's value)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Working directory inside the debug container
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User to run as (name or UID, optionally :GROUP)
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// Give extended privileges to the debug container
+    #[arg(long)]
+    pub privileged: bool,
+
+    /// Give up after this long (e.g. 30s, 5m); exit code 124 [default: 300s without -t]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// The attachable overlay network a live session uses (see task-exec --network)
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+
+    /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
+    #[arg(value_name = "TASK", value_parser = parse_task)]
+    pub task: TaskRef,
+
+    /// The command and its arguments, passed as is (no shell) [default: sh]
+    #[arg(
+        value_name = "COMMAND",
+        num_args = 0..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
 /// The node side's arguments, passed as they are to `swarm_exec_node`, which defines them
 /// (`swarm_exec_proto::args`).
 #[derive(Debug, Args)]
@@ -511,6 +591,7 @@ mod help_snapshots {
             "task-exec",
             "service-exec",
             "cp",
+            "debug",
             "gc",
             "exec",
             "completions",

@@ -5,6 +5,7 @@ mod util;
 
 mod channel;
 mod cp;
+mod debug;
 mod ecosystem;
 mod example;
 mod faults;

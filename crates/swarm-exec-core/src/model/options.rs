@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub helper: HelperSource,
     /// What the command reads on its stdin (at most [`MAX_STDIN`] bytes); `None`: nothing.
     pub stdin: Option<Vec<u8>>,
+    /// `debug`: the command runs in a container of this image beside the task, in its
+    /// namespaces, instead of in the task's container (always through a helper).
+    pub debug: Option<String>,
 }
 
 /// The kernel's limit on one argument or environment entry (MAX_ARG_STRLEN, with its NUL).
@@ -45,6 +48,8 @@ pub enum InvalidRun {
     EmptyCommand,
     #[error("invalid helper image reference {0:?}")]
     BadImage(String),
+    #[error("invalid image reference {0:?}")]
+    BadDebugImage(String),
     #[error(
         "stdin holds {0} bytes or more; at most {MAX_STDIN} bytes fit in a swarm secret, {1} of them beside this command"
     )]
@@ -67,6 +72,11 @@ impl RunOptions {
         if let HelperSource::Image(image) = &self.helper {
             if !crate::model::target::is_image_ref(image) {
                 return Err(InvalidRun::BadImage(image.clone()));
+            }
+        }
+        if let Some(image) = &self.debug {
+            if !crate::model::target::is_image_ref(image) {
+                return Err(InvalidRun::BadDebugImage(image.clone()));
             }
         }
         let long = |words: &[String]| {
@@ -108,6 +118,7 @@ impl RunOptions {
                 workdir: self.workdir.clone(),
                 user: self.user.clone(),
                 privileged: self.privileged,
+                debug: self.debug.clone(),
             },
             stdin: None,
             not_after_ms,

@@ -44,6 +44,7 @@ fn run_options() -> RunOptions {
         timeout: Duration::from_secs(300),
         helper: HelperSource::Image("swarm-exec:test".into()),
         stdin: None,
+        debug: None,
     }
 }
 

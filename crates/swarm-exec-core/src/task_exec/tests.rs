@@ -25,6 +25,7 @@ fn request(target: &str, timeout: u64) -> ExecRequest {
             timeout: Duration::from_secs(timeout),
             helper: HelperSource::Image("swarm-exec:test".into()),
             stdin: None,
+            debug: None,
         },
     }
 }
@@ -621,4 +622,29 @@ async fn a_task_on_the_engines_own_node_is_exec_d_there_with_no_helper_or_secret
     let (r, _) = run(&fake, &request("web.1", 60)).await;
     assert_eq!(r.unwrap(), Outcome::Exited(7));
     assert_eq!(fake.created(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn debug_goes_through_a_helper_even_on_the_engines_own_node() {
+    let fake = fake_with(running_with(vec![(0, Some(Record::Exit(4)))]));
+    *fake.own_node.lock().unwrap() = Some(NODE.into());
+    let mut req = request("web.1", 60);
+    req.run.debug = Some("busybox".into());
+    let (r, _) = run(&fake, &req).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(4));
+    assert_eq!(fake.created(), 1, "the debug container is made by a helper");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_debug_image_is_refused_before_anything_is_made() {
+    let fake = fake_with(running_with(vec![(0, Some(Record::Exit(0)))]));
+    let mut req = request("web.1", 60);
+    req.run.debug = Some("Not An Image".into());
+    let (r, _) = run(&fake, &req).await;
+    assert!(
+        matches!(r, Err(ExecError::Invalid(InvalidRun::BadDebugImage(_)))),
+        "{r:?}"
+    );
+    assert_eq!(fake.created(), 0);
+    assert!(fake.secrets.lock().unwrap().is_empty());
 }

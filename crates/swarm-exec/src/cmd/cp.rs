@@ -63,6 +63,7 @@ pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
         timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
         helper,
         stdin: None,
+        debug: None,
     };
     let (task, path, into) = match (src, dst) {
         (Side::Task(t, p), local @ (Side::Local(_) | Side::Stream)) => (t, p, Err(local)),

@@ -2,6 +2,7 @@
 //! what they all set up (the engine, the runtime, tracing) is in `setup`.
 
 mod cp;
+mod debug;
 mod exec;
 mod gc;
 mod plugin;
@@ -55,6 +56,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::Exec(args) => rt.block_on(exec::run(&cli.global, args)),
         Command::Gc(args) => rt.block_on(gc::run(&cli.global, args)),
         Command::Cp(args) => rt.block_on(cp::run(&cli.global, args)),
+        Command::Debug(args) => rt.block_on(debug::run(&cli.global, args)),
         Command::NodeExec(_) | Command::NodeKill(_) | Command::NodeRelay(_) => {
             unreachable!("handled above")
         }

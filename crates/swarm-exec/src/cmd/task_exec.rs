@@ -16,8 +16,31 @@ use crate::output::StdSink;
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
+    run_in(global, args, None).await
+}
+
+/// `debug`: as task-exec, with the command in a container of `image` beside the task.
+pub async fn run_debug(
+    global: &Global,
+    args: TaskExecArgs,
+    image: String,
+) -> Result<Status, CliError> {
+    run_in(global, args, Some(image)).await
+}
+
+/// task-exec, or (`debug` an image) debug.
+async fn run_in(
+    global: &Global,
+    args: TaskExecArgs,
+    debug: Option<String>,
+) -> Result<Status, CliError> {
+    if let Some(image) = debug.as_deref() {
+        if !swarm_exec_core::model::target::is_image_ref(image) {
+            return Err(CliError::Usage(format!("invalid --image {image:?}")));
+        }
+    }
     if args.tty {
-        return session(global, args).await;
+        return session(global, args, debug).await;
     }
     // stdin (-i) is read first, while Ctrl-C still simply ends the process; then signals
     // are caught, before anything exists on the swarm.
@@ -27,6 +50,7 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         .map(utf8_arg)
         .collect::<Result<_, _>>()?;
     let mut run = run_options(args.exec, command)?;
+    run.debug = debug;
     if let Err(swarm_exec_core::model::options::InvalidRun::StdinTooLarge(..)) = run.check() {
         // More stdin than a secret holds: streamed, the part read so far first.
         let prefix = run.stdin.take().unwrap_or_default();
@@ -50,7 +74,11 @@ pub async fn run(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
 
 /// `task-exec -t`: a terminal session, attached on the engine swarm-exec talks to or
 /// through a live session (core decides which); here only the terminal is readied.
-async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError> {
+async fn session(
+    global: &Global,
+    args: TaskExecArgs,
+    debug: Option<String>,
+) -> Result<Status, CliError> {
     use crate::terminal;
 
     let (interactive, timeout) = (args.exec.interactive, args.exec.timeout);
@@ -67,17 +95,22 @@ async fn session(global: &Global, args: TaskExecArgs) -> Result<Status, CliError
         .map(utf8_arg)
         .collect::<Result<_, _>>()?;
     // The same checks as any task-exec's; stdin is not read whole here but streamed.
-    let run = run_options(
+    let mut run = run_options(
         ExecOptions {
             interactive: false,
             ..args.exec
         },
         command,
     )?;
+    run.debug = debug;
+    run.check().map_err(|e| CliError::Usage(e.to_string()))?;
     let interrupted = interrupted().map_err(CliError::Runtime)?;
     tokio::pin!(interrupted);
     let api = connect(global)?;
-    let plan = match live::find_route(&api, &args.task, &run.helper, &mut interrupted).await? {
+    let helper_only = run.debug.is_some();
+    let plan = match live::find_route(&api, &args.task, &run.helper, helper_only, &mut interrupted)
+        .await?
+    {
         Ok(plan) => plan,
         Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
     };
@@ -136,10 +169,12 @@ async fn stream(
     tokio::pin!(interrupted);
     let deadline = tokio::time::Instant::now() + run.timeout;
     let api = connect(global)?;
-    let plan = match live::find_route(&api, task, &run.helper, &mut interrupted).await? {
-        Ok(plan) => plan,
-        Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
-    };
+    let helper_only = run.debug.is_some();
+    let plan =
+        match live::find_route(&api, task, &run.helper, helper_only, &mut interrupted).await? {
+            Ok(plan) => plan,
+            Err(i) => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+        };
     // Directly, what was read goes first as it is; a session sends it itself, apart.
     let (input, stdin_prefix) = match stdin {
         Stdin::Whole(bytes) => (bytes.map(swarm_exec_core::direct::whole_input), Vec::new()),
@@ -208,6 +243,7 @@ pub fn run_options(o: ExecOptions, command: Vec<String>) -> Result<RunOptions, C
         } else {
             None
         },
+        debug: None,
     })
 }
 

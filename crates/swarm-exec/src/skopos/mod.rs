@@ -27,21 +27,14 @@ fn is_cli_word(arg: &str) -> bool {
     arg.contains('-') || is_cli_name(arg)
 }
 
+/// A subcommand of swarm-exec's own command line (taken from its definition, so that a new
+/// one is never read as a plugin action).
 fn is_cli_name(arg: &str) -> bool {
-    matches!(
-        arg,
-        "task-exec"
-            | "service-exec"
-            | "gc"
-            | "cp"
-            | "exec"
-            | "node-exec"
-            | "node-kill"
-            | "node-relay"
-            | "completions"
-            | "man"
-            | "help"
-    )
+    use clap::CommandFactory;
+    arg == "help"
+        || crate::cli::Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == arg)
 }
 
 /// The plugin protocol's reading of `args` (without argv[0]), unless they are a
