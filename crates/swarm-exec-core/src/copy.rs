@@ -237,6 +237,7 @@ where
             path: path.to_owned(),
             decide,
         }),
+        forward: None,
     };
     let none = futures_util::stream::empty();
     let task = &target.task;

@@ -26,7 +26,8 @@
 //!   overlay the helper dials it on, frames sealed end to end.
 //! - [`local`]: an attached exec on the engine the client talks to.
 //! - Entry points, each one command: [`task_exec`](mod@task_exec), [`live`] (`-t` and streamed `-i`,
-//!   directly or through a session), [`service_exec`], [`copy`] (`cp`), [`gc`], [`multi`]
+//!   directly or through a session), [`service_exec`], [`copy`] (`cp`), [`forward`]
+//!   (`port-forward`; `debug` is `task_exec` and `live` with a debug image), [`gc`], [`multi`]
 //!   (what the Skopos plugin runs); [`error`] is theirs: only they build [`ExecError`].
 
 pub mod cancel;
@@ -36,6 +37,7 @@ pub mod direct;
 pub mod engine;
 pub mod error;
 pub mod escape;
+pub mod forward;
 pub mod gc;
 pub mod helper;
 pub mod live;

@@ -69,6 +69,7 @@ where
         network: req.network,
         stdin_prefix: req.stdin_prefix,
         copy: None,
+        forward: None,
     };
     Ok(remote_session(api, session, input, sizes, out, deadline, cancel).await?)
 }

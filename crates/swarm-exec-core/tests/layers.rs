@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("task_exec", 6),
     ("copy", 7),
     ("live", 7),
+    ("forward", 7),
     ("gc", 7),
     ("service_exec", 8),
     ("multi", 9),

@@ -174,7 +174,7 @@ async fn create(
 }
 
 /// Attached before it starts, so that nothing it writes is missed.
-async fn attach_and_start(
+pub(crate) async fn attach_and_start(
     docker: &Docker,
     id: &str,
     stdin: bool,
@@ -309,14 +309,15 @@ fn note_left(id: &str, e: &bollard::errors::Error) {
     }
 }
 
-/// Removes the debug containers on this node whose helper is gone (killed before it could
-/// remove its own): a debug container is its helper's while a running container's command
-/// names the same run tag.
+/// Removes the debug containers and forwarders on this node whose helper is gone (killed
+/// before it could remove its own): one is its helper's while a running container's
+/// command names the same run tag.
 pub async fn collect_left(docker: &Docker) {
-    let label = format!("{HELPER_LABEL}={DEBUG}");
+    // Values of one filter key are alternatives.
+    let labels = [DEBUG, crate::forward::FORWARD].map(|v| format!("{HELPER_LABEL}={v}"));
     let opts = ListContainersOptions {
         all: true,
-        filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
+        filters: Some(HashMap::from([("label".to_owned(), labels.to_vec())])),
         ..Default::default()
     };
     let Ok(debugs) = docker.list_containers(Some(opts)).await else {

@@ -99,6 +99,10 @@ pub enum TargetError {
     Pull { image: String, why: String },
     #[error("cannot start the debug container: {}", engine_words(.0))]
     DebugStart(#[source] bollard::errors::Error),
+    #[error("cannot start the forwarder: {0}")]
+    Forwarder(String),
+    #[error("the task's container is no longer running")]
+    TargetEnded,
 }
 
 /// The engine's own words for a failed archive call ("Could not find the file …").

@@ -13,6 +13,8 @@
 //!   container on the manager that pairs that connection with the client's attach stream.
 //! - [`debug`]: `debug`'s container beside the target, in its namespaces, in place of an
 //!   exec (both paths).
+//! - [`forward`]: `port-forward`'s forwarder, a container in the target's network
+//!   namespace that the helper bridges to the session, and `node-forward`, which it runs.
 //! - [`stop`]: stopping commands that outlive their helper: the stopper container and the
 //!   `node-kill` it runs.
 //! - [`main`]: the entry point (of `swarm-exec-node` and of `swarm-exec`'s hidden
@@ -26,6 +28,7 @@ pub mod debug;
 pub mod docker_exec;
 pub mod end;
 pub mod exec;
+pub mod forward;
 pub mod relay;
 pub mod session;
 pub mod stop;
@@ -61,6 +64,24 @@ pub fn main(args: &[String]) -> u8 {
                 1
             }
         },
+        Ok(NodeCommand::Forward(f)) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let ended = match rt {
+                Ok(rt) => rt
+                    .block_on(forward::node_forward(&f))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match ended {
+                Ok(()) => 0,
+                Err(e) => {
+                    say(&e);
+                    HELPER_FAILED
+                }
+            }
+        }
         Ok(NodeCommand::Exec(a)) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -56,16 +56,27 @@ pub async fn run(
     if let Some(copy) = &spec.copy {
         return serve_copy(docker, container, copy, link, deadline, &mut stop).await;
     }
-    let exec = match start_exec(docker, envelope, spec, tag, container).await {
+    let started = match &spec.forward {
+        Some(ports) => crate::forward::start(docker, stopper, container, tag, ports)
+            .await
+            .map(|a| Exec {
+                id: a.id,
+                own: true,
+                output: a.output,
+                input: a.input,
+            }),
+        None => start_exec(docker, envelope, spec, tag, container).await,
+    };
+    let exec = match started {
         Ok(exec) => exec,
         Err(e) => {
             link.last(&Msg::Failed(e.to_string())).await;
             return NodeEnd::Done(vec![None]);
         }
     };
-    let (exec_id, debug) = (exec.id.clone(), exec.debug);
+    let (exec_id, own) = (exec.id.clone(), exec.own);
     let mut counts = [0u64; 2];
-    let ended = bridge(
+    let bridged = bridge(
         docker,
         spec,
         exec,
@@ -73,15 +84,24 @@ pub async fn run(
         &mut counts,
         deadline,
         &mut stop,
-    )
-    .await;
+    );
+    // A forward is over when its target is: the forwarder would hold a dead namespace.
+    let ended = match spec.forward {
+        Some(_) => tokio::select! {
+            r = bridged => r,
+            () = crate::forward::target_gone(docker, container) => {
+                Err(Ending::Target(TargetError::TargetEnded))
+            }
+        },
+        None => bridged.await,
+    };
     match ended {
         Ok(()) => {
-            let code = match debug {
+            let code = match own {
                 true => crate::debug::exit_code(docker, &exec_id).await,
                 false => exit_code(docker, &exec_id).await,
             };
-            if debug {
+            if own {
                 crate::debug::remove(docker, &exec_id).await;
             }
             let msg = match code {
@@ -101,7 +121,7 @@ pub async fn run(
         }
         Err(ending) => {
             // The command is not left running, whoever went away.
-            let stopped = if debug {
+            let stopped = if own {
                 crate::debug::remove(docker, &exec_id).await;
                 true
             } else {
@@ -230,11 +250,12 @@ async fn serve_copy<S: std::future::Future<Output = ()> + Unpin>(
     end
 }
 
-/// The command's exec, started attached — or, for `debug`, its container.
+/// The command's exec, started attached — or a container of the helper's own: `debug`'s,
+/// or `port-forward`'s forwarder.
 struct Exec {
-    /// The exec's ID, or the debug container's.
+    /// The exec's ID, or the container's.
     id: String,
-    debug: bool,
+    own: bool,
     output: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
     >,
@@ -268,7 +289,7 @@ async fn start_exec(
         let a = debug.start(docker, |_| {}).await?;
         return Ok(Exec {
             id: a.id,
-            debug: true,
+            own: true,
             output: a.output,
             input: a.input,
         });
@@ -305,7 +326,7 @@ async fn start_exec(
     {
         StartExecResults::Attached { output, input } => Ok(Exec {
             id,
-            debug: false,
+            own: false,
             output,
             input,
         }),
@@ -328,7 +349,7 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
 ) -> Result<(), Ending> {
     let Exec {
         id: exec_id,
-        debug,
+        own,
         mut output,
         mut input,
     } = exec;
@@ -368,7 +389,7 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
                     stdin_open = false;
                 }
                 // A resize as the command ends changes nothing.
-                Msg::Resize { rows, cols } if spec.tty && debug => {
+                Msg::Resize { rows, cols } if spec.tty && own => {
                     let size = bollard::query_parameters::ResizeContainerTTYOptions {
                         h: i32::from(rows),
                         w: i32::from(cols),

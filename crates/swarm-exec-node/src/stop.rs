@@ -56,16 +56,16 @@ pub enum Program {
 const LOADER: &str = "/.swarm-exec/load";
 /// Where the loader and the program (its one part) are copied in a zero-install stopper.
 const COPIED_DIR: &str = ".swarm-exec";
-const COPIED_LOADER: &str = "/.swarm-exec/load";
+pub(crate) const COPIED_LOADER: &str = "/.swarm-exec/load";
 
 /// What a zero-install stopper is given: the archive copied in, and the loader's argument.
-struct CopyIn {
-    tar: Vec<u8>,
-    loader_arg: String,
+pub(crate) struct CopyIn {
+    pub(crate) tar: Vec<u8>,
+    pub(crate) loader_arg: String,
 }
 
 impl Program {
-    fn copy_in(self) -> Result<CopyIn, StopError> {
+    pub(crate) fn copy_in(self) -> Result<CopyIn, StopError> {
         let (loader, program) = match self {
             Program::ThisOne => (
                 std::fs::read(LOADER).map_err(StopError::ReadSelf)?,
@@ -210,7 +210,11 @@ impl Stopper {
 
     /// The image the stopper runs: the helper's own, or (zero-install) the target's image by
     /// ID — exactly what the target runs, present on this node.
-    async fn image_for(&self, docker: &Docker, container: &str) -> Result<String, StopError> {
+    pub(crate) async fn image_for(
+        &self,
+        docker: &Docker,
+        container: &str,
+    ) -> Result<String, StopError> {
         if let Some(image) = &self.image {
             return Ok(image.clone());
         }

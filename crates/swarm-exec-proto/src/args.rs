@@ -9,6 +9,8 @@ pub const NODE_EXEC: &str = "node-exec";
 pub const NODE_KILL: &str = "node-kill";
 /// The subcommand a live session's relay container runs on the manager.
 pub const NODE_RELAY: &str = "node-relay";
+/// The subcommand `port-forward`'s forwarder container runs, in the target's network.
+pub const NODE_FORWARD: &str = "node-forward";
 /// Set to the helper's tag in the environment of every command it execs. Processes inherit
 /// it, also those that leave the command's process tree (a daemon that forks and detaches),
 /// so the stopper finds them all in the target container.
@@ -51,17 +53,25 @@ pub struct RelayArgs {
     pub wait: Duration,
 }
 
+/// `node-forward`: connect the streams its stdin asks for (see [`crate::forward`]) to
+/// these ports on localhost, and no others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardArgs {
+    pub ports: Vec<u16>,
+}
+
 /// What the node side was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeCommand {
     Exec(HelperArgs),
     Kill(KillArgs),
     Relay(RelayArgs),
+    Forward(ForwardArgs),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgsError {
-    #[error("expected {NODE_EXEC}, {NODE_KILL} or {NODE_RELAY}")]
+    #[error("expected {NODE_EXEC}, {NODE_KILL}, {NODE_RELAY} or {NODE_FORWARD}")]
     NoCommand,
     #[error("unknown argument {0:?}")]
     Unknown(String),
@@ -141,6 +151,17 @@ impl RelayArgs {
     }
 }
 
+impl ForwardArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let flags: Vec<(&str, String)> = self
+            .ports
+            .iter()
+            .map(|p| ("--port", p.to_string()))
+            .collect();
+        command_line(NODE_FORWARD, &flags)
+    }
+}
+
 impl NodeCommand {
     /// `args` without the program name.
     pub fn parse(args: &[String]) -> Result<NodeCommand, ArgsError> {
@@ -148,7 +169,7 @@ impl NodeCommand {
         let mut containers = Vec::new();
         let (mut tag, mut envelope, mut timeout, mut image, mut pid, mut grace, mut run) =
             (None, None, None, None, None, None, None);
-        let mut port = None;
+        let mut ports = Vec::new();
         let mut it = rest.iter();
         while let Some(flag) = it.next() {
             let name = FLAGS
@@ -164,7 +185,7 @@ impl NodeCommand {
                 "--image" => image = Some(value),
                 "--grace-ms" => grace = Some(Duration::from_millis(number(name, &value)?)),
                 "--run" => run = Some(value),
-                "--port" => port = Some(number::<u16>(name, &value)?),
+                "--port" => ports.push(number::<u16>(name, &value)?),
                 _ => pid = Some(number::<i32>(name, &value)?),
             }
         }
@@ -192,9 +213,11 @@ impl NodeCommand {
                 }))
             }
             NODE_RELAY => Ok(NodeCommand::Relay(RelayArgs {
-                port: port.ok_or(ArgsError::Missing("--port"))?,
+                port: ports.pop().ok_or(ArgsError::Missing("--port"))?,
                 wait: timeout.ok_or(ArgsError::Missing("--timeout-ms"))?,
             })),
+            NODE_FORWARD if ports.is_empty() => Err(ArgsError::Missing("--port")),
+            NODE_FORWARD => Ok(NodeCommand::Forward(ForwardArgs { ports })),
             _ => Err(ArgsError::NoCommand),
         }
     }
@@ -242,6 +265,17 @@ mod tests {
         assert_eq!(
             NodeCommand::parse(&relay.to_args()),
             Ok(NodeCommand::Relay(relay))
+        );
+        let forward = ForwardArgs {
+            ports: vec![8080, 5432],
+        };
+        assert_eq!(
+            NodeCommand::parse(&forward.to_args()),
+            Ok(NodeCommand::Forward(forward))
+        );
+        assert_eq!(
+            NodeCommand::parse(&["node-forward".into()]),
+            Err(ArgsError::Missing("--port"))
         );
     }
 

@@ -63,6 +63,11 @@ pub struct SessionSpec {
     /// `cp` instead of a command: the target's archive API, for this path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopySpec>,
+    /// `port-forward` instead of a command: a forwarder in the target's network namespace
+    /// that connects to these ports of its localhost (and no others), its stdin and stdout
+    /// the streams of [`crate::forward`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Vec<u16>>,
 }
 
 /// A `cp` through a session.
@@ -210,6 +215,7 @@ mod tests {
                         out: false,
                         path: "/srv/".into(),
                     }),
+                    forward: Some(vec![80, 5432]),
                 }),
                 ..e
             };

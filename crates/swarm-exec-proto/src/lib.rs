@@ -1,5 +1,5 @@
-//! The wire between swarm-exec's two sides, with no I/O: what the manager hands a helper
-//! and what the helper sends back.
+//! The wire between swarm-exec's two sides: what the manager hands a helper and what the
+//! helper sends back (no I/O but port-forward's sockets, in `forward`).
 //!
 //! # Layout
 //!
@@ -13,11 +13,14 @@
 //! - [`tar`]: a one-file tar archive (the program, for a stopper or the relay image).
 //! - [`session`]: the sealed two-way stream of a live session (`-t`, streamed `-i`)
 //!   between the client and a helper on another node, through a relay that cannot read it.
+//! - [`forward`]: `port-forward`'s connections as streams with windows inside a session,
+//!   and the pumps that move them, the same at both ends.
 //!
 //! Both sides depend on this crate; nothing that talks to an engine belongs here.
 
 pub mod args;
 pub mod envelope;
+pub mod forward;
 pub mod frame;
 pub mod lines;
 pub mod session;

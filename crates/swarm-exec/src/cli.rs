@@ -76,6 +76,9 @@ pub enum Command {
         override_usage = "swarm-exec debug [OPTIONS] <TASK> [-- <COMMAND> [ARG]...]"
     )]
     Debug(DebugArgs),
+    /// Forward local ports to ports of a task (like kubectl port-forward)
+    #[command(after_help = PORT_FORWARD_EXAMPLES)]
+    PortForward(PortForwardArgs),
     /// Remove helper services left behind (e.g. by a killed client)
     #[command(after_help = GC_EXAMPLES)]
     Gc(GcArgs),
@@ -102,6 +105,9 @@ pub enum Command {
     /// (internal) A live session's relay on the manager
     #[command(hide = true, disable_help_flag = true)]
     NodeRelay(NodeArgs),
+    /// (internal) port-forward's forwarder, in the task's network namespace
+    #[command(hide = true, disable_help_flag = true)]
+    NodeForward(NodeArgs),
 }
 
 const TOP_HELP: &str = "\
@@ -378,6 +384,67 @@ pub struct DebugArgs {
     pub command: Vec<OsString>,
 }
 
+const PORT_FORWARD_EXAMPLES: &str = "\
+Examples:
+  swarm-exec port-forward db.1 5432                # localhost:5432 to db.1's port 5432
+  swarm-exec port-forward web.1 8080:80 :9090      # 8080 to 80, a free port to 9090
+  swarm-exec port-forward --address 0.0.0.0 api@node3 8000
+  swarm-exec -H ssh://ops@manager1 port-forward db.1 15432:5432
+
+Each PORT is [LOCAL:]REMOTE: REMOTE alone listens on the same port here; an empty LOCAL or
+0 picks a free one. Each listening address and port is printed as it opens (\"Forwarding
+from 127.0.0.1:5432 -> 5432\"). Every connection accepted is carried to REMOTE on the
+task's own localhost, inside one live session: a helper on the task's node makes a
+forwarder in the task's network namespace; nothing listens on any node. A connection the
+task refuses is reported and closed, and forwarding goes on. It runs until interrupted
+(Ctrl-C: 130, SIGTERM: 143), and removes what it made; a task that stops ends it (125).";
+
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// Listen on these addresses here (comma-separated IPs, or localhost for 127.0.0.1 and
+    /// ::1)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1",
+        value_delimiter = ','
+    )]
+    pub address: Vec<String>,
+
+    /// The attachable overlay network the session uses (see task-exec --network)
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+
+    /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
+    #[arg(value_name = "TASK", value_parser = parse_task)]
+    pub task: TaskRef,
+
+    /// [LOCAL:]REMOTE port pairs
+    #[arg(value_name = "PORT", required = true, num_args = 1.., value_parser = parse_port_pair)]
+    pub ports: Vec<(u16, u16)>,
+}
+
+/// `[LOCAL:]REMOTE`, as kubectl: REMOTE alone listens on the same port; an empty LOCAL, or
+/// 0, on a free one. REMOTE must be a port (1-65535).
+pub fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
+    let port = |p: &str, what: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{what} port {p:?} is not a number from 0 to 65535"))
+    };
+    let (local, remote) = match s.split_once(':') {
+        Some(("", r)) => (0, port(r, "remote")?),
+        Some((l, r)) => (port(l, "local")?, port(r, "remote")?),
+        None => {
+            let p = port(s, "remote")?;
+            (p, p)
+        }
+    };
+    if remote == 0 {
+        return Err(format!("{s:?}: the remote port must be from 1 to 65535"));
+    }
+    Ok((local, remote))
+}
+
 /// The node side's arguments, passed as they are to `swarm_exec_node`, which defines them
 /// (`swarm_exec_proto::args`).
 #[derive(Debug, Args)]
@@ -592,6 +659,7 @@ mod help_snapshots {
             "service-exec",
             "cp",
             "debug",
+            "port-forward",
             "gc",
             "exec",
             "completions",
@@ -600,6 +668,17 @@ mod help_snapshots {
             let text = help(&[sub]);
             assert!(text.contains("Example"), "{sub} --help has no examples");
             insta::assert_snapshot!(format!("help_{sub}"), text);
+        }
+    }
+
+    #[test]
+    fn port_pairs_as_kubectl_writes_them() {
+        assert_eq!(parse_port_pair("5432"), Ok((5432, 5432)));
+        assert_eq!(parse_port_pair("8080:80"), Ok((8080, 80)));
+        assert_eq!(parse_port_pair(":80"), Ok((0, 80)));
+        assert_eq!(parse_port_pair("0:80"), Ok((0, 80)));
+        for bad in ["", "80:", "x", "70000", "1:0", "0", "-1:80", "1:2:3"] {
+            assert!(parse_port_pair(bad).is_err(), "{bad:?}");
         }
     }
 

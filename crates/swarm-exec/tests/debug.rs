@@ -24,43 +24,6 @@ fn debug_args<'a>(options: &[&'a str], task: &'a str, command: &[&'a str]) -> Ve
     args
 }
 
-/// The debug containers beside `svc`'s tasks, on every node.
-fn debug_containers(svc: &Service, all: bool) -> Vec<String> {
-    let mut found = Vec::new();
-    for task in &svc.tasks {
-        let target = format!(
-            "label=swarm-exec.target.container={}",
-            container_of(&task.id)
-        );
-        let n: u32 = task.node.trim_start_matches("node").parse().unwrap();
-        let host = node_socket(n);
-        let mut args = vec!["-H", &host, "ps", "-q"];
-        if all {
-            args.push("-a");
-        }
-        args.extend([
-            "--filter",
-            "label=swarm-exec.helper=debug",
-            "--filter",
-            &target,
-        ]);
-        found.extend(
-            docker(&args)
-                .stdout_str()
-                .split_whitespace()
-                .map(str::to_owned),
-        );
-    }
-    found
-}
-
-/// No debug container beside `svc`'s tasks: the helper removes its own on every path.
-fn no_debug_container_left(svc: &Service) {
-    eventually("debug containers to go", Duration::from_secs(20), || {
-        debug_containers(svc, true).is_empty().then_some(())
-    });
-}
-
 #[test]
 fn a_task_without_a_shell_is_seen_from_beside_it() {
     let svc = scratch_server();
@@ -114,7 +77,7 @@ fn a_task_without_a_shell_is_seen_from_beside_it() {
     assert_exit(&out, 6);
     assert_eq!(out.stdout_str(), "from-sh\n");
     assert!(svc.helpers().is_empty(), "helper left: {:?}", svc.helpers());
-    no_debug_container_left(&svc);
+    no_container_beside(&svc, "debug");
 }
 
 #[test]
@@ -131,7 +94,7 @@ fn a_debug_shell_in_a_terminal() {
         out.stdout_str()
     );
     no_session_left(&svc.name);
-    no_debug_container_left(&svc);
+    no_container_beside(&svc, "debug");
 }
 
 #[test]
@@ -144,7 +107,7 @@ fn timeouts_interrupts_and_missing_images_leave_nothing() {
     svc.await_helper();
     // The debug container is there while its command runs.
     eventually("the debug container", Duration::from_secs(30), || {
-        (!debug_containers(&svc, false).is_empty()).then_some(())
+        (!containers_beside(&svc, "debug", false).is_empty()).then_some(())
     });
     kill(&child, "INT");
     let out = wait(child, Duration::from_secs(30));
@@ -165,5 +128,5 @@ fn timeouts_interrupts_and_missing_images_leave_nothing() {
     let out = swarm_exec(&["debug", "--image", "Not An Image", &at]);
     assert_exit(&out, 125);
     assert!(svc.helpers().is_empty(), "helper left: {:?}", svc.helpers());
-    no_debug_container_left(&svc);
+    no_container_beside(&svc, "debug");
 }

@@ -9,6 +9,7 @@ mod debug;
 mod ecosystem;
 mod example;
 mod faults;
+mod forward;
 mod interactive;
 mod plugin;
 mod scale;

@@ -632,3 +632,38 @@ pub fn in_a_terminal(inner: &str, keys: &[(u64, &[u8])]) -> Output {
     assert_eq!(before, after, "the terminal was not restored");
     out
 }
+
+/// The containers of `kind` (`debug`, `forward`) that helpers made beside `svc`'s tasks, on
+/// their nodes; `all`: also those that are not running.
+pub fn containers_beside(svc: &Service, kind: &str, all: bool) -> Vec<String> {
+    let mut found = Vec::new();
+    for task in &svc.tasks {
+        let target = format!(
+            "label=swarm-exec.target.container={}",
+            container_of(&task.id)
+        );
+        let n: u32 = task.node.trim_start_matches("node").parse().unwrap();
+        let (host, kind) = (node_socket(n), format!("label=swarm-exec.helper={kind}"));
+        let mut args = vec!["-H", &host, "ps", "-q"];
+        if all {
+            args.push("-a");
+        }
+        args.extend(["--filter", &kind, "--filter", &target]);
+        found.extend(
+            docker(&args)
+                .stdout_str()
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+    }
+    found
+}
+
+/// None of `kind` beside `svc`'s tasks: the helper removes its own on every path.
+pub fn no_container_beside(svc: &Service, kind: &str) {
+    eventually(
+        &format!("{kind} containers to go"),
+        Duration::from_secs(20),
+        || containers_beside(svc, kind, true).is_empty().then_some(()),
+    );
+}

@@ -199,6 +199,7 @@ async fn start_helper<A: SwarmApi>(
             out: c.out,
             path: c.path.clone(),
         }),
+        forward: req.forward.clone(),
     });
     // Its relay's liveness is the session's: see SESSION_LABEL.
     let target_labels = vec![

@@ -32,6 +32,9 @@ pub struct SessionRequest<'a> {
     pub stdin_prefix: Vec<u8>,
     /// `cp` instead of a command.
     pub copy: Option<Copy>,
+    /// `port-forward` instead of a command: the remote ports its forwarder may connect to;
+    /// the streams travel as the session's input and output.
+    pub forward: Option<Vec<u16>>,
 }
 
 /// A `cp` through a session. Out of the container: its archive of `path` comes as stdout.

@@ -93,6 +93,7 @@ async fn session(fake: &Arc<Fake>, call: Call) -> (Result<Outcome, SessionError>
         network: None,
         stdin_prefix: call.stdin_prefix,
         copy: None,
+        forward: None,
     };
     let mut sink = Sink::default();
     let cancel = async move {

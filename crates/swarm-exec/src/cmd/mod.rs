@@ -6,6 +6,7 @@ mod debug;
 mod exec;
 mod gc;
 mod plugin;
+mod port_forward;
 mod service_exec;
 mod setup;
 mod task_exec;
@@ -47,6 +48,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::NodeExec(ref a) => return Ok(node(swarm_exec_proto::args::NODE_EXEC, a)),
         Command::NodeKill(ref a) => return Ok(node(swarm_exec_proto::args::NODE_KILL, a)),
         Command::NodeRelay(ref a) => return Ok(node(swarm_exec_proto::args::NODE_RELAY, a)),
+        Command::NodeForward(ref a) => return Ok(node(swarm_exec_proto::args::NODE_FORWARD, a)),
         _ => {}
     }
     let rt = runtime()?;
@@ -57,7 +59,11 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::Gc(args) => rt.block_on(gc::run(&cli.global, args)),
         Command::Cp(args) => rt.block_on(cp::run(&cli.global, args)),
         Command::Debug(args) => rt.block_on(debug::run(&cli.global, args)),
-        Command::NodeExec(_) | Command::NodeKill(_) | Command::NodeRelay(_) => {
+        Command::PortForward(args) => rt.block_on(port_forward::run(&cli.global, args)),
+        Command::NodeExec(_)
+        | Command::NodeKill(_)
+        | Command::NodeRelay(_)
+        | Command::NodeForward(_) => {
             unreachable!("handled above")
         }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
