@@ -76,6 +76,23 @@ pub struct Target {
 }
 
 impl Target {
+    /// The task as task-exec finds it, for the direct path.
+    fn resolved(&self) -> crate::lookup::resolve::Resolved {
+        crate::lookup::resolve::Resolved {
+            task_id: self.task_id.clone(),
+            service_id: String::new(),
+            service_name: self.service.clone(),
+            display: self.name(),
+            node_id: self.node_id.clone(),
+            node_name: self.node.clone(),
+            node_os: self.node_os.clone(),
+            node_arch: self.node_arch.clone(),
+            container_id: self.container_id.clone(),
+            image: self.image.clone(),
+            chosen_from: None,
+        }
+    }
+
     /// As `docker service logs` names a task: `web.2@node3`, or `agent@node3` when global.
     pub fn name(&self) -> String {
         if self.slot > 0 {
@@ -313,30 +330,49 @@ fn labels_match(wanted: &[(String, Option<String>)], have: &[(String, String)]) 
 
 /// The selected tasks and the helpers' program; nothing is created but zero-install's
 /// configs, once the targets are fit for them.
+/// The selected tasks, which node this engine is (its tasks are exec'd directly), and how
+/// the helpers for the others get their program (`None`: no task needs one).
+struct Prepared {
+    targets: Vec<Target>,
+    own_node: Option<String>,
+    carrier: Option<Carrier>,
+}
+
 async fn prepare<A: SwarmApi>(
     api_: &A,
     req: &ServiceExecRequest,
-) -> Result<(Vec<Target>, Carrier), ServiceExecError> {
-    match &req.run.helper {
-        HelperSource::Image(image) => {
-            let (targets, pinned) = tokio::join!(
-                select(api_, &req.services, &req.filters),
-                pin_image(api_, image)
-            );
-            let pinned = pinned.map_err(api("read the helper image on the manager"))?;
-            Ok((targets?, Carrier::Image(pinned)))
+) -> Result<Prepared, ServiceExecError> {
+    // Unknown means a helper for every task.
+    let here = async { api_.own_node_id().await.ok().flatten() };
+    let (targets, own_node) = tokio::join!(select(api_, &req.services, &req.filters), here);
+    let targets = targets?;
+    let remote: Vec<&Target> = targets
+        .iter()
+        .filter(|t| own_node.as_ref() != Some(&t.node_id))
+        .collect();
+    let carrier = match (&req.run.helper, remote.is_empty()) {
+        (_, true) => None,
+        (HelperSource::Image(image), false) => {
+            let pinned = pin_image(api_, image)
+                .await
+                .map_err(api("read the helper image on the manager"))?;
+            Some(Carrier::Image(pinned))
         }
-        HelperSource::Embedded(program) => {
-            let targets = select(api_, &req.services, &req.filters).await?;
-            let checked = targets
+        (HelperSource::Embedded(program), false) => {
+            let checked = remote
                 .iter()
                 .map(|t| (&t.node, &t.node_os, &t.node_arch, &t.image));
             let carrier = zero_install(api_, program, "service-exec", checked)
                 .await
                 .map_err(|e| ServiceExecError::Program(Box::new(e)))?;
-            Ok((targets, carrier))
+            Some(carrier)
         }
-    }
+    };
+    Ok(Prepared {
+        targets,
+        own_node,
+        carrier,
+    })
 }
 
 /// Runs the command in every selected task. `sink_for` gives each task its output sink;
@@ -364,23 +400,36 @@ where
     let hub = CancelHub::default();
     let prepare = prepare(api_, req);
     tokio::pin!(cancel);
-    let (targets, carrier) = tokio::select! {
+    let Prepared {
+        targets,
+        own_node,
+        carrier,
+    } = tokio::select! {
         r = prepare => r?,
         // Nothing was created yet (configs of the node-side build are kept anyway).
         i = &mut cancel => return Err(ServiceExecError::Interrupted(i)),
     };
-    // One envelope for every helper; it lives until the last wave could end.
-    let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
-    let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
-    let envelope = req.run.envelope(budget)?;
-    let mut services: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
-    services.sort_unstable();
-    services.dedup();
-    let labels = [("swarm-exec.target.service".to_owned(), services.join(","))];
-    let secret = create_envelope(api_, &envelope, &labels, budget)
-        .await
-        .map_err(api("create the run's envelope secret"))?;
-    drop(envelope);
+    // One envelope for every helper, if any; it lives until the last wave could end.
+    let helpers = match carrier {
+        Some(carrier) => {
+            let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
+            let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
+            let envelope = req.run.envelope(budget)?;
+            let mut services: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
+            services.sort_unstable();
+            services.dedup();
+            let labels = [("swarm-exec.target.service".to_owned(), services.join(","))];
+            let secret = create_envelope(api_, &envelope, &labels, budget)
+                .await
+                .map_err(api("create the run's envelope secret"))?;
+            Some((carrier, secret))
+        }
+        None => None,
+    };
+    let ways = Ways {
+        own_node: own_node.as_deref(),
+        helpers: helpers.as_ref(),
+    };
 
     let mut runs: Vec<TaskRun<S>> = targets
         .into_iter()
@@ -407,7 +456,7 @@ where
                 }
             }
             first = false;
-            run_wave(api_, req, &carrier, &secret, wave, &hub, &ended).await;
+            run_wave(api_, req, &ways, wave, &hub, &ended).await;
             ran += wave.len();
             let interrupted = wave.iter().any(|r| r.outcome.interrupt().is_some());
             let failed = wave.iter().any(|r| r.outcome != TaskOutcome::Exited(0));
@@ -431,10 +480,17 @@ where
     for r in &mut runs[ran..] {
         ended(r);
     }
-    if let Some(first) = runs.first_mut() {
+    if let (Some((_, secret)), Some(first)) = (&helpers, runs.first_mut()) {
         remove_envelope(api_, &secret.id, &mut first.sink).await;
     }
     Ok(runs)
+}
+
+/// How a wave's tasks are reached: those on `own_node` directly, the others through
+/// helpers with this program and envelope.
+struct Ways<'a> {
+    own_node: Option<&'a str>,
+    helpers: Option<&'a (Carrier, RunSecret)>,
 }
 
 fn mark<S>(runs: &mut [TaskRun<S>], outcome: TaskOutcome) {
@@ -443,12 +499,11 @@ fn mark<S>(runs: &mut [TaskRun<S>], outcome: TaskOutcome) {
     }
 }
 
-/// One wave: a helper per node, all at once.
+/// One wave: a helper per node, all at once; the tasks on the client's own engine directly.
 async fn run_wave<A: SwarmApi, S: OutputSink>(
     api_: &A,
     req: &ServiceExecRequest,
-    carrier: &Carrier,
-    envelope: &RunSecret,
+    ways: &Ways<'_>,
     wave: &mut [TaskRun<S>],
     hub: &CancelHub,
     ended: &impl Fn(&mut TaskRun<S>),
@@ -460,50 +515,100 @@ async fn run_wave<A: SwarmApi, S: OutputSink>(
     for r in wave.iter_mut() {
         by_node.entry(r.target.node_id.clone()).or_default().push(r);
     }
-    let jobs = by_node.into_values().map(|mut group| {
-        let first = &group[0].target;
-        let services: Vec<&str> = {
-            let mut s: Vec<&str> = group.iter().map(|r| r.target.service.as_str()).collect();
-            s.dedup();
-            s
-        };
-        let job = HelperJob {
-            node_id: first.node_id.clone(),
-            node_name: first.node.clone(),
-            target: format!("{} task(s) of {}", group.len(), services.join(", ")),
-            labels: vec![
-                ("swarm-exec.target.service".to_owned(), services.join(",")),
-                (
-                    "swarm-exec.target.tasks".to_owned(),
-                    group.len().to_string(),
-                ),
-            ],
-            containers: group
-                .iter()
-                .map(|r| r.target.container_id.clone())
-                .collect(),
-            carrier: carrier.clone(),
-            target_image: first.image.clone(),
-            envelope: envelope.clone(),
-        };
-        let cancelled = hub.subscribe();
-        async move {
-            let end = {
-                let mut sinks: Vec<&mut S> = group.iter_mut().map(|r| &mut r.sink).collect();
-                run_helper(api_, &job, &mut sinks, deadline, cancelled).await
-            };
-            for (i, r) in group.iter_mut().enumerate() {
-                let (outcome, at) = match &end {
-                    Ok(ends) => (TaskOutcome::from(&ends[i].result), ends[i].at),
-                    Err(e) => (TaskOutcome::Failed(e.to_string()), Instant::now()),
-                };
-                r.outcome = outcome;
-                r.duration = at.saturating_duration_since(started);
-                ended(r);
+    let jobs = by_node.into_iter().map(|(node_id, mut group)| async move {
+        let helpers = match ways.helpers {
+            Some(h) if ways.own_node != Some(node_id.as_str()) => h,
+            // On this engine (without helpers, every task is).
+            _ => {
+                let runs = group
+                    .iter_mut()
+                    .map(|r| run_direct(api_, req, r, deadline, started, hub, ended));
+                join_all(runs).await;
+                return;
             }
+        };
+        let job = helper_job(&group, helpers);
+        let end = {
+            let mut sinks: Vec<&mut S> = group.iter_mut().map(|r| &mut r.sink).collect();
+            run_helper(api_, &job, &mut sinks, deadline, hub.subscribe()).await
+        };
+        for (i, r) in group.iter_mut().enumerate() {
+            let (outcome, at) = match &end {
+                Ok(ends) => (TaskOutcome::from(&ends[i].result), ends[i].at),
+                Err(e) => (TaskOutcome::Failed(e.to_string()), Instant::now()),
+            };
+            r.outcome = outcome;
+            r.duration = at.saturating_duration_since(started);
+            ended(r);
         }
     });
     join_all(jobs).await;
+}
+
+/// The helper for one node's tasks of a wave.
+fn helper_job<S>(
+    group: &[&mut TaskRun<S>],
+    (carrier, envelope): &(Carrier, RunSecret),
+) -> HelperJob {
+    let first = &group[0].target;
+    let services: Vec<&str> = {
+        let mut s: Vec<&str> = group.iter().map(|r| r.target.service.as_str()).collect();
+        s.dedup();
+        s
+    };
+    HelperJob {
+        node_id: first.node_id.clone(),
+        node_name: first.node.clone(),
+        target: format!("{} task(s) of {}", group.len(), services.join(", ")),
+        labels: vec![
+            ("swarm-exec.target.service".to_owned(), services.join(",")),
+            (
+                "swarm-exec.target.tasks".to_owned(),
+                group.len().to_string(),
+            ),
+        ],
+        containers: group
+            .iter()
+            .map(|r| r.target.container_id.clone())
+            .collect(),
+        carrier: carrier.clone(),
+        target_image: first.image.clone(),
+        envelope: envelope.clone(),
+    }
+}
+
+/// One task on the client's own engine, exec'd there as task-exec does (no helper).
+async fn run_direct<A: SwarmApi, S: OutputSink>(
+    api_: &A,
+    req: &ServiceExecRequest,
+    r: &mut TaskRun<S>,
+    deadline: Instant,
+    started: Instant,
+    hub: &CancelHub,
+    ended: &impl Fn(&mut TaskRun<S>),
+) {
+    let task = r.target.resolved();
+    let input = req.run.stdin.clone().map(crate::direct::whole_input);
+    let mut cancelled = Box::pin(hub.subscribe());
+    let sizes = futures_util::stream::empty();
+    let result = crate::direct::run(
+        api_,
+        &task,
+        &req.run,
+        false,
+        input,
+        sizes,
+        &mut r.sink,
+        Some(deadline),
+        &mut cancelled,
+    )
+    .await;
+    r.outcome = match result {
+        Ok(outcome) => TaskOutcome::from(&Ok(outcome)),
+        Err(e) => TaskOutcome::Failed(e.to_string()),
+    };
+    r.duration = started.elapsed();
+    ended(r);
 }
 
 #[cfg(test)]
@@ -511,7 +616,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::engine::fake::{task, Fake, TASK};
+    use crate::engine::fake::{task, Fake, Sink, NODE, TASK};
 
     fn two_tasks() -> Arc<Fake> {
         let mut second = task("task2aaaaaaaaaaaaaaaaaaaa", 2, "running", "running");
@@ -548,5 +653,45 @@ mod tests {
             "{msg}"
         );
         assert_eq!(fake.created(), 0);
+    }
+
+    /// Tasks on the engine the client talks to are exec'd there: no helper, no envelope,
+    /// no configs — the fake has no execs, so each says why its direct exec failed.
+    #[tokio::test(start_paused = true)]
+    async fn tasks_on_the_clients_own_engine_need_no_helper() {
+        let fake = two_tasks();
+        *fake.own_node.lock().unwrap() = Some(NODE.into());
+        let req = ServiceExecRequest {
+            services: Services::Named("web".into()),
+            filters: Filters::default(),
+            run: RunOptions {
+                command: vec!["true".into()],
+                env: vec![],
+                workdir: None,
+                user: None,
+                privileged: false,
+                timeout: Duration::from_secs(60),
+                helper: HelperSource::Image("swarm-exec:test".into()),
+                stdin: None,
+                debug: None,
+            },
+            parallel: None,
+            delay: Duration::ZERO,
+            fail_fast: false,
+        };
+        let never = std::future::pending();
+        let runs = service_exec(&fake, &req, |_| Sink::default(), |_| {}, never)
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 2);
+        for r in &runs {
+            assert!(
+                matches!(&r.outcome, TaskOutcome::Failed(why) if why.contains("creating the exec")),
+                "{:?}",
+                r.outcome
+            );
+        }
+        assert_eq!(fake.created(), 0, "no helper");
+        assert!(fake.secrets.lock().unwrap().is_empty(), "no envelope");
     }
 }

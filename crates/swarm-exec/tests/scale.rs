@@ -14,7 +14,8 @@ const SCRIPT: &str =
     "echo \"$SWARM_EXEC_RUN $(hostname)\"; exit $(( 0x$(hostname | cut -c1-2) % 7 ))";
 
 /// `service-exec` over `svc`'s `tasks` tasks, which cover all 10 nodes: every task's output
-/// and exit code its own, one helper per node.
+/// and exit code its own, one helper per node but the client's own, whose tasks are exec'd
+/// directly (each with a mark of its own).
 fn fans_out_with_one_helper_per_node(svc: &Service, tasks: usize) {
     let mut args = vec!["service-exec", "--format", "json", &svc.name];
     args.extend(sh(SCRIPT));
@@ -44,11 +45,27 @@ fn fans_out_with_one_helper_per_node(svc: &Service, tasks: usize) {
         helpers.entry(node).or_default().insert(tag.to_owned());
     }
     assert_eq!(helpers.len(), 10, "tasks on every node: {helpers:?}");
+    let direct = helpers
+        .remove(client_node())
+        .expect("tasks on the client's node");
+    let on_client = results
+        .iter()
+        .filter(|r| r["node"] == client_node())
+        .count();
+    assert_eq!(
+        direct.len(),
+        on_client,
+        "a mark per direct exec: {direct:?}"
+    );
     for (node, tags) in &helpers {
         assert_eq!(tags.len(), 1, "one helper on {node}: {tags:?}");
     }
-    let all: BTreeSet<&String> = helpers.values().flatten().collect();
-    assert_eq!(all.len(), 10, "a helper of its own per node: {helpers:?}");
+    let all: BTreeSet<&String> = helpers.values().flatten().chain(&direct).collect();
+    assert_eq!(
+        all.len(),
+        9 + on_client,
+        "a helper of its own per node: {helpers:?}"
+    );
     assert_eq!(out.code, i32::from(any_failed), "{}", out.stderr_str());
 }
 
