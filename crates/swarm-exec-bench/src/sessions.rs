@@ -245,6 +245,10 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
             let (via, direct) = via_session(lab, &sx, &data, &sum, round)?;
             rec("via worker", ms(via));
             rec("via docker", ms(direct));
+            let f = forwarded(lab, &sx, &data, &sum, round)?;
+            rec("forward worker", ms(f.through));
+            rec("forward docker", ms(f.direct));
+            rec("forward first", f.first_byte);
             let di = ["exec", "-i", lab.worker_container, "sha256sum"];
             rec(
                 "i docker",
@@ -263,6 +267,11 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
     let (kw, kd) = (med("key worker"), med("key docker"));
     let (iw, id) = (med("i worker"), med("i docker"));
     let (vw, vd) = (med("via worker"), med("via docker"));
+    let (pw, pdk, pf) = (
+        med("forward worker"),
+        med("forward docker"),
+        med("forward first"),
+    );
     let rate = |t: f64| mb as f64 / (t / 1000.0);
     Ok(format!(
         "## Live sessions: `task-exec -t` / `-it` / streamed `-i`\n\n\
@@ -274,10 +283,14 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
          | plain `task-exec … echo ready` to its end, task on the manager (direct) | {pm:.0} ms | {pd:.0} ms (manager) | {:.2} | ≤ 1.5× |\n\
          | keystroke echo round trip, `-it … sh` on a worker | {kw:.1} ms | {kd:.1} ms (worker's engine) | {:.1} | ≤ 50 ms |\n\
          | `-i` {mb} MB random into `sha256sum` on a worker | {iw:.0} ms ({:.0} MB/s) | {id:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | — |\n\
-         | `--via session`: {mb} MB random out of a task on a worker (`cat`) | {vw:.0} ms ({:.0} MB/s) | {vd:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | ≥ 40 MB/s |\n\n\
+         | `--via session`: {mb} MB random out of a task on a worker (`cat`) | {vw:.0} ms ({:.0} MB/s) | {vd:.0} ms ({:.0} MB/s, worker's engine) | {:.2} | ≥ 40 MB/s |\n\
+         | `port-forward`: {mb} MB random over HTTP from a task on a worker | {pw:.0} ms ({:.0} MB/s) | {pdk:.0} ms ({:.0} MB/s, `wget` in the task on the worker's engine) | {:.2} | — |\n\
+         | `port-forward`: a new connection's first byte, forward open | {pf:.1} ms | — | — | — |\n\n\
          Measured by `scripts/bench --sessions` on {date}: {rounds} rounds of first output and of a plain run, 3 of \
-         keystrokes (20 each, median), of `-i` and of `--via session` (the same bytes, kept in \
-         the task first), interleaved; medians. The worker session's \
+         keystrokes (20 each, median), of `-i`, of `--via session` (the same bytes, kept in \
+         the task first) and of `port-forward` (the same bytes served by busybox httpd in the \
+         task; the first byte: the median of {FIRST_BYTES} connections, each a GET of a \
+         2-byte page), interleaved; medians. The worker session's \
          first output includes creating the relay, the envelope secret and the helper and the \
          helper joining the overlay on its node (`RUST_LOG=swarm_exec_core=debug` prints each \
          step's time). The {OPENS} in a row follow the rounds, one after the other; how their \
@@ -294,6 +307,9 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         rate(vw),
         rate(vd),
         vw / vd,
+        rate(pw),
+        rate(pdk),
+        pw / pdk,
         opens.spread,
     ))
 }
@@ -346,6 +362,151 @@ fn via_session(
     )?;
     dx(&["exec", lab.worker_container, "rm", "-f", &blob]).status()?;
     Ok((through, direct))
+}
+
+/// Connections for the time to a forward's first byte.
+const FIRST_BYTES: usize = 10;
+
+/// What one round of `port-forward` measured.
+struct Forwarded {
+    through: Duration,
+    direct: Duration,
+    /// Median, ms.
+    first_byte: f64,
+}
+
+/// `data` served by busybox httpd in the worker's task, fetched through `swarm-exec
+/// port-forward` from here and by `wget` in the task itself (`docker exec` on the worker's
+/// engine); and the median time to the first byte of a new connection through the forward
+/// once it is open.
+fn forwarded(
+    lab: &Lab,
+    sx: &dyn Fn(&[&str]) -> Command,
+    data: &[u8],
+    sum: &str,
+    round: usize,
+) -> Res<Forwarded> {
+    let dx = |args: &[&str]| {
+        let mut c = Command::new("docker");
+        c.args(["-H", &lab.worker_host]).args(args);
+        c
+    };
+    let dir = format!("/tmp/bench-www-{round}");
+    let keep = format!("mkdir -p {dir} && echo x > {dir}/one && cat > {dir}/blob");
+    streamed_in(
+        &mut dx(&["exec", "-i", lab.worker_container, "sh", "-c", &keep]),
+        data,
+    )?;
+    let server = [
+        "exec",
+        "-d",
+        lab.worker_container,
+        "httpd",
+        "-f",
+        "-p",
+        "9000",
+        "-h",
+        &dir,
+    ];
+    dx(&server).status()?;
+    let mut fwd = sx(&["port-forward", lab.worker_task, "0:9000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let measured = (|| -> Res<Forwarded> {
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(fwd.stdout.take().ok_or("no stdout")?);
+        std::io::BufRead::read_line(&mut out, &mut line)?;
+        let at = line
+            .split_whitespace()
+            .nth(2)
+            .ok_or_else(|| format!("no address in {line:?}"))?
+            .to_owned();
+        // Open once a page comes back.
+        let until = Instant::now() + Duration::from_secs(60);
+        while http_get(&at, "/one", |_| {}).is_err() {
+            if Instant::now() > until {
+                return Err("the forward did not open within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut firsts = Vec::new();
+        for _ in 0..FIRST_BYTES {
+            let t = Instant::now();
+            let mut first = None;
+            http_get(&at, "/one", |_| {
+                first.get_or_insert_with(|| t.elapsed());
+            })?;
+            firsts.push(first.ok_or("no byte")?.as_secs_f64() * 1000.0);
+        }
+        let t = Instant::now();
+        let mut hasher = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut sink = hasher.stdin.take().ok_or("no stdin")?;
+        let mut body = false;
+        let mut head = Vec::new();
+        http_get(&at, "/blob", |chunk| {
+            // The body starts after the header's blank line.
+            let chunk = if body {
+                chunk
+            } else {
+                head.extend_from_slice(chunk);
+                let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return;
+                };
+                body = true;
+                let rest = head.split_off(end + 4);
+                let _ = sink.write_all(&rest);
+                return;
+            };
+            let _ = sink.write_all(chunk);
+        })?;
+        let through = t.elapsed();
+        drop(sink);
+        let got = hasher.wait_with_output()?;
+        let got = String::from_utf8_lossy(&got.stdout);
+        if got.split_whitespace().next() != Some(sum) {
+            return Err(format!("through the forward: sha256 {got}").into());
+        }
+        let url = "http://127.0.0.1:9000/blob";
+        let wget = ["exec", lab.worker_container, "wget", "-q", "-O", "-", url];
+        let direct = out_of(&mut dx(&wget), sum)?;
+        Ok(Forwarded {
+            through,
+            direct,
+            first_byte: crate::median(&mut firsts),
+        })
+    })();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(fwd.id() as i32, libc::SIGINT) };
+    fwd.wait()?;
+    let stop = format!("kill $(pidof httpd); rm -rf {dir}");
+    dx(&["exec", lab.worker_container, "sh", "-c", &stop]).status()?;
+    measured
+}
+
+/// An HTTP/1.0 GET of `path` at `addr`, each piece of the answer to `each`.
+fn http_get(addr: &str, path: &str, mut each: impl FnMut(&[u8])) -> Res<()> {
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n")?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut any = false;
+    loop {
+        let n = c.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        any = true;
+        each(&buf[..n]);
+    }
+    if !any {
+        return Err(format!("nothing came back from {addr}{path}").into());
+    }
+    Ok(())
 }
 
 /// The SHA-256 of `data`, as `sha256sum` prints it.

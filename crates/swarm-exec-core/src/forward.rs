@@ -91,7 +91,16 @@ where
         () = opener => unreachable!("pending"),
     };
     mux.close_all();
-    Ok(outcome?)
+    match outcome? {
+        // The forwarder ends only when its input does, which this side never closes: it
+        // failed, and said why on its stderr.
+        Outcome::Exited(code) => Err(ExecError::CannotRun {
+            target: req.plan.task.describe(),
+            node: req.plan.task.node_name.clone(),
+            reason: crate::model::outcome::NotRun(format!("the forwarder ended with {code}")),
+        }),
+        other => Ok(other),
+    }
 }
 
 /// The session's output: the forwarder's stdout is the streams' frames; the rest goes to

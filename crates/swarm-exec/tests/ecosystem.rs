@@ -184,6 +184,19 @@ fn ssh_endpoints_reach_the_engine_through_dial_stdio() {
     let out = exec(&["--context", "viassh"], &echo_x, Some(cfg.path()));
     assert_exit(&out, 0);
     assert_eq!(out.stdout_str(), "x\nx\nx\n");
+    // debug, as any command.
+    let debug = [
+        "debug",
+        "--image",
+        TARGET_IMAGE,
+        &at3,
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ];
+    let out = exec(&["--context", "viassh"], &debug, Some(cfg.path()));
+    assert_exit(&out, 3);
     // Nothing listening: 125, with ssh's own words.
     let true_at3 = task_exec_args(&[], &at3, &["true"]);
     let out = exec(&["-H", "ssh://root@127.0.0.1:2299"], &true_at3, None);

@@ -261,27 +261,52 @@ fn a_plain_service_name_runs_in_one_of_its_tasks_and_says_which() {
 
 #[test]
 fn image_mode_still_works_where_the_image_is() {
-    // The manager has the swarm-exec image (the workers do not): --image runs there. A
-    // task-exec there needs no helper at all (issue 28), so service-exec's helper, on node1
-    // only, is what runs from the image.
+    // The manager has the swarm-exec image (the workers do not): --image runs there. Plain
+    // commands on the client's own engine need no helper at all (issue 28); debug and
+    // port-forward always have one: theirs run from the image, with the image's own
+    // entrypoint for the forwarder.
     let svc = Service::global();
     let image = format!("swarm-exec:{}", env!("CARGO_PKG_VERSION"));
-    let on1 = format!("node={}", svc.on("node1").node);
-    let out = service_exec(
-        &["--image", &image, "--filter", &on1],
-        &svc.name,
-        &["sh", "-c", "exit 6"],
-    );
-    assert_exit(&out, 1);
-    assert_stderr_has(&out, "exited with 6");
+    let on1 = svc.at("node1");
     let out = run(std::process::Command::new(SWARM_EXEC)
-        .args(service_exec_args(
-            &["--filter", &on1],
-            &svc.name,
-            &["sh", "-c", "exit 0"],
-        ))
+        .args([
+            "debug",
+            "--image",
+            TARGET_IMAGE,
+            &on1,
+            "--",
+            "sh",
+            "-c",
+            "exit 6",
+        ])
         .env("SWARM_EXEC_IMAGE", &image));
-    assert_exit(&out, 0);
+    assert_exit(&out, 6);
+    // A port nothing listens on: the forwarder from the image says so, per connection.
+    let mut fwd = std::process::Command::new(SWARM_EXEC);
+    fwd.args(["port-forward", &on1, ":7"])
+        .env("SWARM_EXEC_IMAGE", &image)
+        .stdin(std::process::Stdio::null());
+    let mut child = spawn_piped(&mut fwd);
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let at = line
+        .split_whitespace()
+        .nth(2)
+        .expect("an address")
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&at).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    assert!(matches!(
+        std::io::Read::read(&mut conn, &mut buf),
+        Ok(0) | Err(_)
+    ));
+    kill(&child, "TERM");
+    let out = wait(child, Duration::from_secs(30));
+    assert_eq!(out.code, 143, "{}", out.stderr_str());
+    assert_stderr_has(&out, "a connection to port 7 failed");
     assert!(svc.helpers().is_empty());
 }
 
