@@ -97,6 +97,19 @@ impl TaskState {
     }
 }
 
+/// Whether a failed task's `Status.Err` says its container's process never started: the
+/// engine or the runtime could not even create its task, so nothing of it ran and a new
+/// helper may be tried. The secrets tmpfs is remounted read-only while the spec is built,
+/// before the runtime is asked, and under load that remount fails with EBUSY (moby/moby
+/// #48783; engines before 29.4.1 do not retry it). A failure of the start itself is not
+/// matched: the process may have run by then.
+pub fn never_started(err: &str) -> bool {
+    err.starts_with("starting container failed")
+        && (err.contains("failed to create task for container")
+            || err.contains("OCI runtime create failed")
+            || err.contains("unable to remount dir as readonly"))
+}
+
 impl From<&str> for TaskState {
     fn from(s: &str) -> Self {
         TaskState::parse(s)

@@ -379,15 +379,8 @@ impl Follower {
                 format!(" ({})", task.err)
             },
         );
-        // The engine's or the runtime's words when it could not even create the
-        // container's task: its process (the helper's program) never started, so nothing
-        // ran. The secrets tmpfs is remounted read-only while the spec is built, before the
-        // runtime is asked; under load that remount can fail with EBUSY. A failure of the
-        // start itself is not matched: the process may have run by then.
-        let not_created = task.err.starts_with("starting container failed")
-            && (task.err.contains("failed to create task for container")
-                || task.err.contains("OCI runtime create failed")
-                || task.err.contains("unable to remount dir as readonly"));
+        // The helper's program never started, so nothing ran (see `never_started`).
+        let not_created = crate::model::state::never_started(&task.err);
         if self.reader.next_seq() == 0 && not_created {
             return RunError::ContainerNotStarted {
                 at: Box::new(at.clone()),

@@ -144,7 +144,8 @@ where
         network: &network,
         node: &relay_node,
     };
-    let helper = start_helper(api, req, tag, key, &at, budget, io.input.is_some(), made).await?;
+    let stdin = io.input.is_some();
+    let mut helper = start_helper(api, req, tag, key, &at, budget, stdin, made).await?;
     tracing::debug!(helper = %helper, ms = started.elapsed().as_millis(), "helper created");
 
     let (mut seal, open) = halves(&key, Side::Client);
@@ -153,7 +154,22 @@ where
         open,
         relay_said: String::new(),
     };
-    await_hello(api, req, &helper, &mut link, out, started).await?;
+    let mut retried = false;
+    loop {
+        match await_hello(api, req, &helper, &mut link, out, started).await {
+            // Its program never started, so nothing ran: one new helper (and envelope),
+            // as the log path does. The relay still waits for its one connection.
+            Err(SessionFailure::HelperEnded { reason, .. })
+                if !retried && crate::model::state::never_started(&reason) =>
+            {
+                retried = true;
+                tracing::debug!(%reason, "helper never started; a new one");
+                made.remove_helper(api, out).await;
+                helper = start_helper(api, req, tag, key, &at, budget, stdin, made).await?;
+            }
+            r => break r?,
+        }
+    }
     tracing::debug!(ms = started.elapsed().as_millis(), "helper connected");
     let mut wire = Vec::new();
     seal.seal(&Msg::Start, &mut wire);

@@ -46,12 +46,8 @@ impl Made {
         r
     }
 
-    pub(super) async fn remove<A: SwarmApi, O: OutputSink>(&mut self, api: &A, out: &mut O) {
-        // First: a helper asked for would hold the secret; a secret or relay asked for is
-        // the last thing the session did.
-        if let Some(asked) = self.asked.take() {
-            remove_asked(api, &asked, out).await;
-        }
+    /// The helper and its envelope, made again when a helper never started.
+    pub(super) async fn remove_helper<A: SwarmApi, O: OutputSink>(&mut self, api: &A, out: &mut O) {
         if let Some(helper) = self.helper.take() {
             // Removing the helper stops the command if it still runs (SIGTERM → stopper).
             if let Err(e) = api.remove_service(&helper).await {
@@ -63,6 +59,15 @@ impl Made {
         if let Some(secret) = self.secret.take() {
             remove_envelope(api, &secret, out).await;
         }
+    }
+
+    pub(super) async fn remove<A: SwarmApi, O: OutputSink>(&mut self, api: &A, out: &mut O) {
+        // First: a helper asked for would hold the secret; a secret or relay asked for is
+        // the last thing the session did.
+        if let Some(asked) = self.asked.take() {
+            remove_asked(api, &asked, out).await;
+        }
+        self.remove_helper(api, out).await;
         if let Some(relay) = self.relay.take() {
             remove_relay(api, &relay, out).await;
         }

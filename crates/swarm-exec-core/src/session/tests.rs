@@ -347,6 +347,38 @@ async fn a_rejected_helper_ends_the_session_with_the_nodes_reason() {
         other => panic!("{other:?}"),
     }
     assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(fake.created(), 1, "no second helper: the node said why");
+    nothing_left(&fake);
+}
+
+/// A helper whose container the engine could not even create (the secrets tmpfs remount
+/// race, moby/moby#48783) ran nothing: one new helper and envelope are tried, and the
+/// first pair is removed before it.
+#[tokio::test(start_paused = true)]
+async fn a_helper_that_never_started_is_tried_once_more() {
+    const RACE: &str = "starting container failed: unable to remount dir as readonly: mount \
+                        tmpfs:/var/lib/docker/containers/x/mounts/secrets, flags: 0x21";
+    let fake = fake(vec![(0, "pending", "", None), (300, "failed", RACE, None)]);
+    let (r, _) = session(&fake, Call::default()).await;
+    // The fake's second helper fails the same way: then the session does.
+    match failure(r) {
+        SessionFailure::HelperEnded { state, reason } => {
+            assert_eq!(state, "failed");
+            assert!(reason.contains("unable to remount"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.created(), 2, "one new helper, no more");
+    let secrets = fake.secrets.lock().unwrap().clone();
+    assert_eq!(secrets.len(), 2, "an envelope for each: {secrets:?}");
+    // The first helper and its envelope went before the second pair was made.
+    let order = fake.removal_order();
+    let first_secret = format!("secret-{}", secrets[0]);
+    assert_eq!(
+        order[..2],
+        [HELPER_ID.to_owned(), first_secret],
+        "{order:?}"
+    );
     nothing_left(&fake);
 }
 
