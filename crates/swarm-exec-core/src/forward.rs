@@ -55,7 +55,7 @@ where
         workdir: None,
         user: None,
         privileged: false,
-        // Unused: the session has no deadline (its helper renews a lease instead).
+        // Unused: the session has no deadline (a year, as a `-t` session's).
         timeout: std::time::Duration::from_secs(86_400 * 365),
         helper: req.helper.clone(),
         stdin: None,
@@ -80,26 +80,53 @@ where
         }
         std::future::pending::<()>().await
     };
+    let (broken_tx, broken) = tokio::sync::oneshot::channel();
     let mut sink = StreamsSink {
         mux: mux.clone(),
         out,
+        broken: Some(broken_tx),
     };
     let sizes = futures_util::stream::empty();
-    let ran = remote_session(api, session, Some(input), sizes, &mut sink, None, cancel);
+    // Frames that do not parse end it (what follows them cannot be read either), as an
+    // interrupt would: the session removes what it made.
+    let why_broken = std::sync::Mutex::new(None);
+    let stop = async {
+        tokio::select! {
+            i = cancel => i,
+            Ok(why) = broken => {
+                *why_broken.lock().expect("not poisoned") = Some(why);
+                Interrupt::Sigterm
+            }
+        }
+    };
+    let ran = remote_session(api, session, Some(input), sizes, &mut sink, None, stop);
     let outcome = tokio::select! {
-        r = ran => r,
+        r = ran => r?,
         () = opener => unreachable!("pending"),
     };
+    if let Some(why) = why_broken.lock().expect("not poisoned").take() {
+        mux.close_all();
+        return Err(failed(
+            &req,
+            format!("the forwarder's streams broke: {why}"),
+        ));
+    }
     mux.close_all();
-    match outcome? {
+    match outcome {
         // The forwarder ends only when its input does, which this side never closes: it
         // failed, and said why on its stderr.
-        Outcome::Exited(code) => Err(ExecError::CannotRun {
-            target: req.plan.task.describe(),
-            node: req.plan.task.node_name.clone(),
-            reason: crate::model::outcome::NotRun(format!("the forwarder ended with {code}")),
-        }),
+        Outcome::Exited(code) => Err(failed(&req, format!("the forwarder ended with {code}"))),
+        // No deadline of ours: the helper was stopped by someone else.
+        Outcome::TimedOut => Err(failed(&req, "the helper was stopped".to_owned())),
         other => Ok(other),
+    }
+}
+
+fn failed(req: &ForwardRequest<'_>, why: String) -> ExecError {
+    ExecError::CannotRun {
+        target: req.plan.task.describe(),
+        node: req.plan.task.node_name.clone(),
+        reason: crate::model::outcome::NotRun(why),
     }
 }
 
@@ -108,6 +135,8 @@ where
 struct StreamsSink<'a, O> {
     mux: Mux,
     out: &'a mut O,
+    /// Told once when the streams' frames stop making sense.
+    broken: Option<tokio::sync::oneshot::Sender<String>>,
 }
 
 impl<O: OutputSink> OutputSink for StreamsSink<'_, O> {
@@ -124,8 +153,10 @@ impl<O: OutputSink> OutputSink for StreamsSink<'_, O> {
             }
             // Sealed frames that do not parse come from no forwarder of ours.
             Err(e) => {
-                self.out.warn(&format!("forward: {e}; connections closed"));
                 self.mux.close_all();
+                if let Some(tx) = self.broken.take() {
+                    let _ = tx.send(e.to_string());
+                }
             }
         }
     }

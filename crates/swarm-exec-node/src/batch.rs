@@ -171,10 +171,7 @@ async fn stop_all(docker: &Docker, stopper: &Stopper, running: &[Running], tag: 
             Running::Exec { id, container } => {
                 stopper.terminate(docker, id, container, tag).await.is_ok()
             }
-            Running::Debug(id) => {
-                crate::debug::remove(docker, id).await;
-                true
-            }
+            Running::Debug(id) => crate::debug::remove(docker, id).await,
         }
     });
     join_all(stops).await.iter().all(|&gone| gone)

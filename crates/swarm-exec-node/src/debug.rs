@@ -79,7 +79,7 @@ impl Debug<'_> {
             Err(source) => {
                 let refused = start_refused(docker, &id, source).await;
                 if refused.is_err() {
-                    remove(docker, &id).await;
+                    let _ = remove(docker, &id).await;
                 }
                 refused
             }
@@ -139,8 +139,13 @@ impl Debug<'_> {
 
     /// Pulls the image as the node would for a task (anonymously).
     async fn pull(&self, docker: &Docker) -> Result<(), TargetError> {
+        // Without a tag the engine would pull every tag of the repository: `latest`, as
+        // `docker run` takes it.
+        let name_part = self.image.rsplit('/').next().unwrap_or(self.image);
+        let tagged = self.image.contains('@') || name_part.contains(':');
         let opts = CreateImageOptions {
             from_image: Some(self.image.to_owned()),
+            tag: (!tagged).then(|| "latest".to_owned()),
             ..Default::default()
         };
         let mut progress = docker.create_image(Some(opts), None, None);
@@ -255,7 +260,7 @@ pub async fn run(
         Err(e) => Err(e),
     };
     if let Some(id) = made {
-        remove(docker, &id).await;
+        let _ = remove(docker, &id).await;
     }
     result
 }
@@ -280,32 +285,27 @@ pub async fn exit_code(docker: &Docker, id: &str) -> Result<i64, TargetError> {
 
 /// Removes a debug container, stopping what runs in it (with the target's PID namespace
 /// shared, the engine kills every process of the container, not only its first). Its
-/// anonymous volumes go with it. Best effort: one already gone is what was wanted.
-pub async fn remove(docker: &Docker, id: &str) {
+/// anonymous volumes go with it. Whether it is gone (one already gone is).
+pub async fn remove(docker: &Docker, id: &str) -> bool {
     let opts = RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
     };
-    if let Err(e) = docker.remove_container(id, Some(opts)).await {
-        note_left(id, &e);
-    }
-}
-
-fn note_left(id: &str, e: &bollard::errors::Error) {
-    if !matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
+    match docker.remove_container(id, Some(opts)).await {
+        Ok(()) => true,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => true,
+        Err(e) => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "swarm-exec node: cannot remove container {}: {e}",
+                short(id)
+            );
+            false
         }
-    ) {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "swarm-exec node: cannot remove debug container {}: {e}",
-            short(id)
-        );
     }
 }
 
@@ -340,7 +340,7 @@ pub async fn collect_left(docker: &Docker) {
             })
         });
         if let (false, Some(id)) = (helper_there, &d.id) {
-            remove(docker, id).await;
+            let _ = remove(docker, id).await;
         }
     }
 }

@@ -28,12 +28,14 @@ pub const FORWARD: &str = "forward";
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Creates, attaches to and starts the forwarder for `target`, allowed `ports`.
+/// `on_created` is told its ID as soon as it exists.
 pub async fn start(
     docker: &Docker,
     stopper: &Stopper,
     target: &str,
     tag: &str,
     ports: &[u16],
+    on_created: impl FnOnce(&str),
 ) -> Result<Attached, TargetError> {
     let failed = |e: &dyn std::fmt::Display| TargetError::Forwarder(e.to_string());
     let image = stopper
@@ -84,7 +86,8 @@ pub async fn start(
             cap_drop: Some(vec!["ALL".to_owned()]),
             // The copy needs a writable layer; it goes with the container.
             readonly_rootfs: Some(copy.is_none()),
-            memory: Some(64 << 20),
+            // Each connection may hold its window each way and a read buffer (~0.6 MB).
+            memory: Some(256 << 20),
             ..Default::default()
         }),
         ..Default::default()
@@ -97,6 +100,7 @@ pub async fn start(
         .await
         .map_err(|e| failed(&e))?
         .id;
+    on_created(&id);
     let started = async {
         if let Some(c) = copy {
             let opts = bollard::query_parameters::UploadToContainerOptions {
@@ -112,7 +116,7 @@ pub async fn start(
     match started.await {
         Ok(a) => Ok(a),
         Err(e) => {
-            crate::debug::remove(docker, &id).await;
+            let _ = crate::debug::remove(docker, &id).await;
             Err(failed(&e))
         }
     }

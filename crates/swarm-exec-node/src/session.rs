@@ -56,22 +56,52 @@ pub async fn run(
     if let Some(copy) = &spec.copy {
         return serve_copy(docker, container, copy, link, deadline, &mut stop).await;
     }
-    let started = match &spec.forward {
-        Some(ports) => crate::forward::start(docker, stopper, container, tag, ports)
-            .await
-            .map(|a| Exec {
-                id: a.id,
-                own: true,
-                output: a.output,
-                input: a.input,
-            }),
-        None => start_exec(docker, envelope, spec, tag, container).await,
+    // A container of the helper's own (debug's, the forwarder) is noted as soon as it
+    // exists, so that one made while the helper is told to stop is not left behind.
+    let made = std::sync::Mutex::new(None::<String>);
+    let note = |id: &str| *made.lock().expect("not poisoned") = Some(id.to_owned());
+    let starting = async {
+        match &spec.forward {
+            Some(ports) => crate::forward::start(docker, stopper, container, tag, ports, note)
+                .await
+                .map(|a| Exec {
+                    id: a.id,
+                    own: true,
+                    output: a.output,
+                    input: a.input,
+                }),
+            None => start_exec(docker, envelope, spec, tag, container, note).await,
+        }
+    };
+    // Making a container of its own may take long (a pull): the helper's stop and the
+    // deadline end it. A plain exec is started as it is (then the bridge stops it).
+    let own = spec.forward.is_some() || envelope.exec.debug.is_some();
+    let started = match own {
+        true => tokio::select! {
+            r = starting => Some(r),
+            _ = tokio::time::sleep_until(deadline) => None,
+            () = &mut stop => None,
+        },
+        false => Some(starting.await),
     };
     let exec = match started {
-        Ok(exec) => exec,
-        Err(e) => {
-            link.last(&Msg::Failed(e.to_string())).await;
-            return NodeEnd::Done(vec![None]);
+        Some(Ok(exec)) => exec,
+        ended => {
+            let made = made.lock().expect("not poisoned").take();
+            let gone = match made {
+                Some(id) => crate::debug::remove(docker, &id).await,
+                None => true,
+            };
+            return match ended {
+                Some(Err(e)) => {
+                    link.last(&Msg::Failed(e.to_string())).await;
+                    NodeEnd::Done(vec![None])
+                }
+                _ => {
+                    link.last(&Msg::TimedOut { stopped: gone }).await;
+                    NodeEnd::TimedOut
+                }
+            };
         }
     };
     let (exec_id, own) = (exec.id.clone(), exec.own);
@@ -102,7 +132,7 @@ pub async fn run(
                 false => exit_code(docker, &exec_id).await,
             };
             if own {
-                crate::debug::remove(docker, &exec_id).await;
+                let _ = crate::debug::remove(docker, &exec_id).await;
             }
             let msg = match code {
                 Ok(code) => Msg::Exit {
@@ -122,8 +152,7 @@ pub async fn run(
         Err(ending) => {
             // The command is not left running, whoever went away.
             let stopped = if own {
-                crate::debug::remove(docker, &exec_id).await;
-                true
+                crate::debug::remove(docker, &exec_id).await
             } else {
                 stopper
                     .terminate(docker, &exec_id, container, tag)
@@ -270,6 +299,7 @@ async fn start_exec(
     spec: &SessionSpec,
     tag: &str,
     container: &str,
+    on_created: impl FnOnce(&str),
 ) -> Result<Exec, TargetError> {
     let mut env = envelope.exec.env.clone();
     env.push(format!("{RUN_ENV}={tag}"));
@@ -286,7 +316,7 @@ async fn start_exec(
             tty: spec.tty,
             stdin: spec.stdin,
         };
-        let a = debug.start(docker, |_| {}).await?;
+        let a = debug.start(docker, on_created).await?;
         return Ok(Exec {
             id: a.id,
             own: true,

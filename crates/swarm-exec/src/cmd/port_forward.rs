@@ -95,6 +95,7 @@ fn addresses(given: &[String]) -> Result<Vec<IpAddr>, CliError> {
             })?),
         }
     }
-    out.dedup();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|ip| seen.insert(*ip));
     Ok(out)
 }
