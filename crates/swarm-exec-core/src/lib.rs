@@ -27,7 +27,8 @@
 //! - [`local`]: an attached exec on the engine the client talks to.
 //! - Entry points, each one command: [`task_exec`](mod@task_exec), [`live`] (`-t` and streamed `-i`,
 //!   directly or through a session), [`service_exec`], [`copy`] (`cp`), [`forward`]
-//!   (`port-forward`; `debug` is `task_exec` and `live` with a debug image), [`gc`], [`multi`]
+//!   (`port-forward`; `debug` is `task_exec` and `live` with a debug image), [`gc`], [`wait`]
+//!   (until services have converged), [`multi`]
 //!   (what the Skopos plugin runs); [`error`] is theirs: only they build [`ExecError`].
 
 pub mod cancel;
@@ -50,6 +51,7 @@ pub mod service_exec;
 pub mod session;
 pub mod sink;
 pub mod task_exec;
+pub mod wait;
 
 pub use engine::bollard::BollardApi;
 pub use engine::{ApiError, SwarmApi};

@@ -191,7 +191,8 @@ fn api(step: &'static str) -> impl Fn(ApiError) -> ServiceExecError {
 }
 
 /// The services named, as they are now.
-async fn fetch_services<A: SwarmApi>(
+/// The services `services` names: one by name, or a stack's (by name).
+pub(crate) async fn fetch_services<A: SwarmApi>(
     api_: &A,
     services: &Services,
 ) -> Result<Vec<ServiceInfo>, ServiceExecError> {

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("gc", 7),
     ("service_exec", 8),
     ("multi", 9),
+    ("wait", 9),
 ];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -76,6 +76,13 @@ pub enum Command {
         override_usage = "swarm-exec debug [OPTIONS] <TASK> [-- <COMMAND> [ARG]...]"
     )]
     Debug(DebugArgs),
+    /// Wait until services have converged: every task running (and healthy) on the
+    /// current spec, no update under way
+    #[command(
+        after_help = WAIT_EXAMPLES,
+        override_usage = "swarm-exec wait [OPTIONS] (<SERVICE>... | --stack <NAME>)"
+    )]
+    Wait(WaitArgs),
     /// Forward local ports to ports of a task (like kubectl port-forward)
     #[command(after_help = PORT_FORWARD_EXAMPLES)]
     PortForward(PortForwardArgs),
@@ -321,11 +328,12 @@ Examples:
 The debug container runs IMAGE (busybox unless --image says otherwise) on the task's node,
 in the task's PID and network namespaces, and its IPC namespace when the task shares it:
 `ps` shows the task's processes, /proc/1/root its files, localhost its ports (a task that
-runs as another user than root lets only that user, -u, or --privileged into its files). Its own file system is IMAGE's; the task's container is not
-changed. The command (sh unless given) is run as is, whatever entrypoint IMAGE names.
-A node that lacks IMAGE pulls it, as for a task. The container is removed when the command
-ends, times out or is interrupted; a helper on the node runs it, also for a task on the
-engine swarm-exec talks to (its program as for task-exec: zero-install, or
+runs as another user than root lets only that user, -u, or --privileged into its files).
+Its own file system is IMAGE's; the task's container is not changed. The command (sh
+unless given) is run as is, whatever entrypoint IMAGE names. A node that lacks IMAGE pulls
+it (anonymously: a private image must be on the node already). The container is removed
+when the command ends, times out or is interrupted; a helper on the node runs it, also for
+a task on the engine swarm-exec talks to (its program as for task-exec: zero-install, or
 SWARM_EXEC_IMAGE).
 
 Exit codes: the command's own; 124 timeout; 125 swarm-exec failed (no such task, IMAGE
@@ -382,6 +390,40 @@ pub struct DebugArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
+}
+
+const WAIT_EXAMPLES: &str = "\
+Examples:
+  docker service update --image app:2 web && swarm-exec wait web && swarm-exec task-exec web ./migrate
+  docker stack deploy -c shop.yml shop && swarm-exec wait --timeout 10m --stack shop
+  swarm-exec wait web worker || echo 'not converged'
+
+A service has converged when no update or rollback is under way, every task it wants
+running runs the service's current spec, no task of an earlier spec still runs, and a
+replicated service has as many as it asks for. A task with a health check counts once it
+has passed it: the engine keeps it starting until its container is healthy, and replaces
+it when it turns unhealthy. A task's spec is compared as far as the engine shows it on a
+task: its container spec (not its health check or stop grace period) and the force-update
+counter (`docker service update --force`); restart policy, resources and placement are not
+compared.
+
+Exit codes: 0 converged; 1 not converged at the timeout (stderr names each task that is
+not there yet, and why); 125 swarm-exec failed (no such service, engine unreachable);
+130/143/129 interrupted.";
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// All services of this stack (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub stack: Vec<String>,
+
+    /// Give up after this long (e.g. 90s, 10m); exit code 1
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// The services, by name
+    #[arg(value_name = "SERVICE", required_unless_present = "stack")]
+    pub services: Vec<String>,
 }
 
 const PORT_FORWARD_EXAMPLES: &str = "\
@@ -660,6 +702,7 @@ mod help_snapshots {
             "cp",
             "debug",
             "port-forward",
+            "wait",
             "gc",
             "exec",
             "completions",

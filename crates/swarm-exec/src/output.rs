@@ -71,7 +71,7 @@ impl StdSink {
         }
     }
 
-    fn clear_status(&mut self) {
+    pub fn clear_status(&mut self) {
         if self.status_shown {
             let mut e = io::stderr().lock();
             let _ = e.write_all(b"\r\x1b[K").and_then(|()| e.flush());

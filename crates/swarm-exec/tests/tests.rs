@@ -16,4 +16,5 @@ mod scale;
 mod service_exec;
 mod session;
 mod task_exec;
+mod wait;
 mod zero_install;

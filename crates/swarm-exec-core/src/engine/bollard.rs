@@ -226,7 +226,41 @@ fn state_of(state: Option<TaskState>) -> crate::model::state::TaskState {
     crate::model::state::TaskState::parse(&state.map(|s| s.to_string()).unwrap_or_default())
 }
 
+/// A task spec as far as the engine shows it on a task (see [`ServiceInfo::template`]):
+/// the engine reports a task's container spec without some of what a service's carries
+/// (`StopGracePeriod`, at times an empty `DNSConfig`), and no restart policy, resources or
+/// placement at all; so those are left out of both. (Nor does its health check show: the
+/// engine names it `Healthcheck`, the models `HealthCheck`.)
+fn spec_key(spec: Option<&bollard::models::TaskSpec>) -> String {
+    fn prune(v: &mut serde_json::Value) {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                m.values_mut().for_each(prune);
+                m.retain(|_, x| {
+                    !(x.is_null()
+                        || x.as_object().is_some_and(|o| o.is_empty())
+                        || x.as_array().is_some_and(|a| a.is_empty())
+                        || x.as_str() == Some(""))
+                });
+            }
+            Value::Array(a) => a.iter_mut().for_each(prune),
+            _ => {}
+        }
+    }
+    let Some(spec) = spec else {
+        return String::new();
+    };
+    let mut container = serde_json::to_value(&spec.container_spec).unwrap_or_default();
+    if let Some(c) = container.as_object_mut() {
+        c.remove("StopGracePeriod");
+    }
+    prune(&mut container);
+    format!("{container}#{}", spec.force_update.unwrap_or(0))
+}
+
 fn task_info(t: bollard::models::Task) -> TaskInfo {
+    let spec = spec_key(t.spec.as_ref());
     let container_spec = t.spec.and_then(|s| s.container_spec).unwrap_or_default();
     let mut container_labels: Vec<(String, String)> = container_spec
         .labels
@@ -250,6 +284,7 @@ fn task_info(t: bollard::models::Task) -> TaskInfo {
         updated: t.updated_at.map(|d| d.to_string()).unwrap_or_default(),
         container_labels,
         image: container_spec.image.unwrap_or_default(),
+        spec,
     }
 }
 
@@ -278,7 +313,13 @@ fn stored_object(
 
 fn service_info(s: bollard::models::Service) -> ServiceInfo {
     let spec = s.spec.unwrap_or_default();
+    let template = spec_key(spec.task_template.as_ref());
     let mode = spec.mode.unwrap_or_default();
+    let replicas = mode
+        .replicated
+        .as_ref()
+        .and_then(|r| r.replicas)
+        .and_then(|n| u64::try_from(n).ok());
     let mut labels: Vec<(String, String)> = spec.labels.unwrap_or_default().into_iter().collect();
     labels.sort();
     let container = spec
@@ -295,6 +336,8 @@ fn service_info(s: bollard::models::Service) -> ServiceInfo {
             use bollard::models::ServiceUpdateStatusStateEnum as U;
             matches!(st, U::UPDATING | U::ROLLBACK_STARTED)
         }),
+        replicas,
+        template,
         args: container.args.unwrap_or_default(),
         binds: container
             .mounts

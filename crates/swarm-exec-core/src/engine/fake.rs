@@ -119,6 +119,8 @@ pub(crate) struct RelayEnds {
 pub(crate) struct Fake {
     pub(crate) tasks: Mutex<Vec<TaskInfo>>,
     pub(crate) global: bool,
+    /// The service's current task template (see `ServiceInfo::template`).
+    pub(crate) template: Mutex<String>,
     pub(crate) script: Script,
     pub(crate) create_error: Mutex<Option<ApiError>>,
     pub(crate) created: Mutex<Vec<HelperSpec>>,
@@ -263,6 +265,7 @@ impl SwarmApi for Arc<Fake> {
                 id: SVC.into(),
                 name: "web".into(),
                 global: self.global,
+                template: self.template.lock().unwrap().clone(),
                 ..Default::default()
             })
         } else {

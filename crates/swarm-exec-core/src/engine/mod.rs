@@ -39,6 +39,9 @@ pub struct TaskInfo {
     /// The image of the task's spec, as swarm runs it (`name:tag@sha256:…` when the
     /// service was deployed with its digest).
     pub image: String,
+    /// What of its spec tells it from a task of another version of its service: see
+    /// [`ServiceInfo::template`].
+    pub spec: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,6 +55,12 @@ pub struct ServiceInfo {
     pub created_at: Option<u64>,
     /// An update (or its rollback) is under way: tasks are being replaced.
     pub updating: bool,
+    /// How many tasks a replicated service asks for (`None`: global, or a job).
+    pub replicas: Option<u64>,
+    /// Its task template as far as a task's spec shows it (the container spec, empty
+    /// values left out, and the force-update counter): a task whose [`TaskInfo::spec`]
+    /// differs is of an earlier version.
+    pub template: String,
     /// Its container's arguments and bind-mount sources (empty for a secret).
     pub args: Vec<String>,
     pub binds: Vec<String>,

@@ -315,8 +315,10 @@ async fn find<A: SwarmApi>(
 }
 
 /// The service named exactly `name`, if there is one, and the running task of its lowest
-/// slot (a global service's: of the lowest node ID) with how many it was chosen from. Only
-/// when none runs, the lowest one on its way there, which resolving waits for.
+/// slot (a global service's: of the lowest node ID) with how many it was chosen from —
+/// of the service's current spec when any such runs (mid-update, an old task may be about
+/// to be replaced). Only when none runs, the lowest one on its way there, which resolving
+/// waits for.
 async fn by_service_name<A: SwarmApi>(
     api: &A,
     name: &str,
@@ -343,7 +345,8 @@ async fn by_service_name<A: SwarmApi>(
     if running.is_empty() {
         running = wanted.collect();
     }
-    running.sort_by(|a, b| (a.slot, &a.node_id).cmp(&(b.slot, &b.node_id)));
+    let key = |t: &TaskInfo| (t.spec != svc.template, t.slot, t.node_id.clone());
+    running.sort_by_key(|t| key(t));
     match running.first() {
         Some(t) => Ok(Some(((*t).clone(), Some(running.len())))),
         None => Err(ResolveError::NoRunningTask { service: svc.name }),

@@ -648,3 +648,30 @@ async fn a_bad_debug_image_is_refused_before_anything_is_made() {
     assert_eq!(fake.created(), 0);
     assert!(fake.secrets.lock().unwrap().is_empty());
 }
+
+/// Mid-update, a service named alone runs in a task of its current spec, though an older
+/// one holds a lower slot.
+#[tokio::test(start_paused = true)]
+async fn a_service_named_alone_runs_in_a_task_of_its_current_spec() {
+    let fake = fake_with(running_with(vec![(0, Some(Record::Exit(0)))]));
+    let mut new = task("task2aaaaaaaaaaaaaaaaaaaa", 2, "running", "running");
+    new.container_id = "d".repeat(64);
+    new.spec = "v2".into();
+    {
+        let mut tasks = fake.tasks.lock().unwrap();
+        tasks[0].spec = "v1".into();
+        tasks.push(new);
+    }
+    *fake.template.lock().unwrap() = "v2".into();
+    let (r, _) = run(&fake, &request("web", 60)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    let spec = fake.created.lock().unwrap()[0].clone();
+    assert!(spec.args.contains(&"d".repeat(64)), "{:?}", spec.args);
+    // With no task of the current spec running, the lowest slot as before.
+    *fake.template.lock().unwrap() = "v3".into();
+    fake.created.lock().unwrap().clear();
+    let (r, _) = run(&fake, &request("web", 60)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    let spec = fake.created.lock().unwrap()[0].clone();
+    assert!(spec.args.contains(&"c".repeat(64)), "{:?}", spec.args);
+}

@@ -10,6 +10,7 @@ mod port_forward;
 mod service_exec;
 mod setup;
 mod task_exec;
+mod wait;
 
 use crate::cli::Command;
 use crate::exit::{CliError, Status};
@@ -60,6 +61,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::Cp(args) => rt.block_on(cp::run(&cli.global, args)),
         Command::Debug(args) => rt.block_on(debug::run(&cli.global, args)),
         Command::PortForward(args) => rt.block_on(port_forward::run(&cli.global, args)),
+        Command::Wait(args) => rt.block_on(wait::run(&cli.global, args)),
         Command::NodeExec(_)
         | Command::NodeKill(_)
         | Command::NodeRelay(_)
