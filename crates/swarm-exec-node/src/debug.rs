@@ -18,8 +18,10 @@ use swarm_exec_proto::{short_id as short, ExecSpec, HELPER_LABEL};
 
 use crate::end::TargetError;
 
-/// The label value that marks a debug container; the run's tag is under [`RUN_LABEL`].
+/// The label values that mark a debug container and a forwarder (`port-forward`'s, see
+/// [`crate::forward`]), the helper's own containers; the run's tag is under [`RUN_LABEL`].
 pub const DEBUG: &str = "debug";
+pub const FORWARD: &str = "forward";
 pub const RUN_LABEL: &str = "swarm-exec.run";
 
 /// A debug container, started and attached.
@@ -314,7 +316,7 @@ pub async fn remove(docker: &Docker, id: &str) -> bool {
 /// command names the same run tag.
 pub async fn collect_left(docker: &Docker) {
     // Values of one filter key are alternatives.
-    let labels = [DEBUG, crate::forward::FORWARD].map(|v| format!("{HELPER_LABEL}={v}"));
+    let labels = [DEBUG, FORWARD].map(|v| format!("{HELPER_LABEL}={v}"));
     let opts = ListContainersOptions {
         all: true,
         filters: Some(HashMap::from([("label".to_owned(), labels.to_vec())])),

@@ -18,12 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::debug::{Attached, RUN_LABEL};
+use crate::debug::{Attached, FORWARD, RUN_LABEL};
 use crate::end::TargetError;
 use crate::stop::{Stopper, COPIED_LOADER};
 
-/// The label value that marks a forwarder (collected as debug containers are).
-pub const FORWARD: &str = "forward";
 /// How long one connection to the target's port may take.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 

@@ -56,52 +56,22 @@ pub async fn run(
     if let Some(copy) = &spec.copy {
         return serve_copy(docker, container, copy, link, deadline, &mut stop).await;
     }
-    // A container of the helper's own (debug's, the forwarder) is noted as soon as it
-    // exists, so that one made while the helper is told to stop is not left behind.
-    let made = std::sync::Mutex::new(None::<String>);
-    let note = |id: &str| *made.lock().expect("not poisoned") = Some(id.to_owned());
-    let starting = async {
-        match &spec.forward {
-            Some(ports) => crate::forward::start(docker, stopper, container, tag, ports, note)
-                .await
-                .map(|a| Exec {
-                    id: a.id,
-                    own: true,
-                    output: a.output,
-                    input: a.input,
-                }),
-            None => start_exec(docker, envelope, spec, tag, container, note).await,
+    let at = Where {
+        docker,
+        envelope,
+        spec,
+        tag,
+        container,
+    };
+    let exec = match start(&at, stopper, deadline, &mut stop).await {
+        Started::Running(exec) => exec,
+        Started::Failed(e) => {
+            link.last(&Msg::Failed(e.to_string())).await;
+            return NodeEnd::Done(vec![None]);
         }
-    };
-    // Making a container of its own may take long (a pull): the helper's stop and the
-    // deadline end it. A plain exec is started as it is (then the bridge stops it).
-    let own = spec.forward.is_some() || envelope.exec.debug.is_some();
-    let started = match own {
-        true => tokio::select! {
-            r = starting => Some(r),
-            _ = tokio::time::sleep_until(deadline) => None,
-            () = &mut stop => None,
-        },
-        false => Some(starting.await),
-    };
-    let exec = match started {
-        Some(Ok(exec)) => exec,
-        ended => {
-            let made = made.lock().expect("not poisoned").take();
-            let gone = match made {
-                Some(id) => crate::debug::remove(docker, &id).await,
-                None => true,
-            };
-            return match ended {
-                Some(Err(e)) => {
-                    link.last(&Msg::Failed(e.to_string())).await;
-                    NodeEnd::Done(vec![None])
-                }
-                _ => {
-                    link.last(&Msg::TimedOut { stopped: gone }).await;
-                    NodeEnd::TimedOut
-                }
-            };
+        Started::Stopped { gone } => {
+            link.last(&Msg::TimedOut { stopped: gone }).await;
+            return NodeEnd::TimedOut;
         }
     };
     let (exec_id, own) = (exec.id.clone(), exec.own);
@@ -170,6 +140,82 @@ pub async fn run(
                 }
                 Ending::Failure(f) => NodeEnd::Failed(NodeError::Session(f)),
             }
+        }
+    }
+}
+
+/// What a session's command runs in, and as what.
+struct Where<'a> {
+    docker: &'a Docker,
+    envelope: &'a Envelope,
+    spec: &'a SessionSpec,
+    tag: &'a str,
+    container: &'a str,
+}
+
+/// How starting the command went.
+enum Started {
+    Running(Exec),
+    Failed(TargetError),
+    /// The helper was told to stop, or its deadline passed, while it made a container of
+    /// its own; `gone`: that container is removed.
+    Stopped {
+        gone: bool,
+    },
+}
+
+/// Starts the command: an exec in the target, or a container of the helper's own
+/// (debug's, the forwarder). Making one of those may take long (a pull), so the helper's
+/// stop and the deadline end it, and what was made is removed; a plain exec is started as
+/// it is (the bridge then stops it).
+async fn start<S: std::future::Future<Output = ()> + Unpin>(
+    at: &Where<'_>,
+    stopper: &Stopper,
+    deadline: tokio::time::Instant,
+    stop: &mut S,
+) -> Started {
+    let Where {
+        docker,
+        envelope,
+        spec,
+        tag,
+        container,
+    } = *at;
+    // Noted as soon as it exists, so that one made as the helper is stopped is not left.
+    let made = std::sync::Mutex::new(None::<String>);
+    let note = |id: &str| *made.lock().expect("not poisoned") = Some(id.to_owned());
+    let starting = async {
+        match &spec.forward {
+            Some(ports) => crate::forward::start(docker, stopper, container, tag, ports, note)
+                .await
+                .map(|a| Exec {
+                    id: a.id,
+                    own: true,
+                    output: a.output,
+                    input: a.input,
+                }),
+            None => start_exec(docker, envelope, spec, tag, container, note).await,
+        }
+    };
+    let own = spec.forward.is_some() || envelope.exec.debug.is_some();
+    let started = match own {
+        true => tokio::select! {
+            r = starting => Some(r),
+            _ = tokio::time::sleep_until(deadline) => None,
+            () = &mut *stop => None,
+        },
+        false => Some(starting.await),
+    };
+    match started {
+        Some(Ok(exec)) => Started::Running(exec),
+        Some(Err(e)) => Started::Failed(e),
+        None => {
+            let made = made.lock().expect("not poisoned").take();
+            let gone = match made {
+                Some(id) => crate::debug::remove(docker, &id).await,
+                None => true,
+            };
+            Started::Stopped { gone }
         }
     }
 }
