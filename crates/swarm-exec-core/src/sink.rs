@@ -22,6 +22,21 @@ pub trait OutputSink: Send {
     /// What the run is waiting on, e.g. "waiting for helper … on node3: pending"; called
     /// on every poll. Sinks may show it (on a terminal, when quiet for a while) or not.
     fn progress(&mut self, _status: &str) {}
+    /// The task the command is about to run in, once found (`task-exec`), for sinks that
+    /// report it (`--format json`).
+    fn runs_in(&mut self, _task: &RunsIn<'_>) {}
+}
+
+/// The task a run was found to run in: see [`OutputSink::runs_in`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunsIn<'a> {
+    pub task_id: &'a str,
+    pub service: &'a str,
+    /// `web.2` or `web@node2`.
+    pub name: &'a str,
+    pub node: &'a str,
+    pub node_id: &'a str,
+    pub container_id: &'a str,
 }
 
 impl<S: OutputSink + ?Sized> OutputSink for &mut S {
@@ -39,6 +54,9 @@ impl<S: OutputSink + ?Sized> OutputSink for &mut S {
     }
     fn progress(&mut self, status: &str) {
         (**self).progress(status);
+    }
+    fn runs_in(&mut self, task: &RunsIn<'_>) {
+        (**self).runs_in(task);
     }
 }
 

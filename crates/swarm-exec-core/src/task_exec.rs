@@ -50,6 +50,14 @@ where
         i = &mut cancel => return Ok(Outcome::Interrupted(i)),
     };
     let target = resolved.describe();
+    out.runs_in(&crate::sink::RunsIn {
+        task_id: &resolved.task_id,
+        service: &resolved.service_name,
+        name: &resolved.display,
+        node: &resolved.node_name,
+        node_id: &resolved.node_id,
+        container_id: &resolved.container_id,
+    });
     if let Some(n) = resolved.chosen_from.filter(|&n| n > 1) {
         out.note(&format!(
             "service {} has {n} running tasks; running in {}",

@@ -181,6 +181,7 @@ Examples:
   swarm-exec task-exec agent@node3 sh -c 'kill -HUP 1'
   swarm-exec task-exec -e LEVEL=debug -u nobody -w /app web.1 ./reload
   swarm-exec task-exec --timeout 30s web.1 ./migrate --check
+  swarm-exec task-exec --format json web ./migrate | jq -e '.exit_code == 0'
   docker run --rm -v /var/run/docker.sock:/var/run/docker.sock \\
       swarm-exec:0.1.0 task-exec web.1 true
 
@@ -216,6 +217,21 @@ pub struct TaskExecArgs {
     /// overlay network: faster for large output that does not compress)
     #[arg(long, value_name = "WAY", default_value = "log", value_parser = ["log", "session"])]
     pub via: String,
+
+    /// Output format: text (the command's output as it comes) or json (one object at the
+    /// end: the task, its outcome and exit code, its output; for pipelines)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+
+    /// With --format json: keep at most SIZE bytes of the output (stdout and stderr
+    /// together; 512, 64K, 16M, 1G), and mark the result truncated
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub max_output: usize,
+
+    /// Wait up to this long for the task's service to converge (see `wait`) before
+    /// running; 125 if it has not
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub wait_ready: Option<Duration>,
 
     /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
     #[arg(value_name = "TASK", value_parser = parse_task)]
@@ -292,6 +308,11 @@ pub struct ServiceExecArgs {
     /// Start no further wave after a task failed
     #[arg(long)]
     pub fail_fast: bool,
+
+    /// Wait up to this long for the services to converge (see `wait`) before running; 125
+    /// if they have not
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub wait_ready: Option<Duration>,
 
     /// Do not prefix output lines with the task's name
     #[arg(long)]

@@ -102,6 +102,7 @@ pub fn code(
             }
         }
         Ok(Status::PluginFailed) => PLUGIN_FAILED,
+        Ok(Status::FailedReported) => FAILED,
         Err(err) => {
             report(&err);
             FAILED
@@ -122,6 +123,8 @@ pub enum Status {
     PluginDone,
     /// A plugin action failed (its one-line reason is printed).
     PluginFailed,
+    /// swarm-exec failed, and its `--format json` object said so already.
+    FailedReported,
     /// `service-exec`: how many tasks did not succeed, and whether it was interrupted.
     Tasks {
         failed: usize,

@@ -218,3 +218,83 @@ fn a_task_on_the_clients_own_engine_needs_no_helper() {
     assert_eq!(out.stdout, b"\x00bytes\xff through stdin\n");
     assert_eq!(out.stderr_str(), "to stderr");
 }
+
+/// Issue 29: every helper names who started it (`SWARM_EXEC_ACTOR`, else user@host) and
+/// for which subcommand, never the command; a bad actor is refused before anything exists.
+#[test]
+fn helpers_name_their_actor_and_subcommand() {
+    let svc = Service::global();
+    let at = svc.at(remote_worker());
+    let args = task_exec_args(&[], &at, &["sh", "-c", "sleep 4; echo secret-arg-done"]);
+    let mut cmd = std::process::Command::new(SWARM_EXEC);
+    cmd.args(&args)
+        .env("SWARM_EXEC_ACTOR", "deploy-pipeline#42");
+    let child = spawn_piped(&mut cmd);
+    let helper = svc.await_helper();
+    let labels = docker_ok(&["service", "inspect", "-f", "{{json .Spec.Labels}}", &helper]);
+    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(labels["swarm-exec.actor"], "deploy-pipeline#42", "{labels}");
+    assert_eq!(labels["swarm-exec.command"], "task-exec", "{labels}");
+    assert!(!labels.to_string().contains("secret-arg"), "{labels}");
+    let out = wait(child, Duration::from_secs(60));
+    assert_exit(&out, 0);
+    let mut cmd = std::process::Command::new(SWARM_EXEC);
+    cmd.args(&args).env("SWARM_EXEC_ACTOR", "bad\u{1b}[2J");
+    let out = run(&mut cmd);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "SWARM_EXEC_ACTOR");
+    assert!(svc.helpers().is_empty());
+}
+
+/// Issue 29: `--format json` gives one object at the end, field by field as documented;
+/// the exit code is the command's, or 125 when swarm-exec failed (then too an object).
+#[test]
+fn format_json_is_one_object_with_the_task_and_its_result() {
+    let svc = Service::global();
+    let worker = remote_worker();
+    let at = svc.at(worker);
+    let task = svc.on(worker);
+    let script = "printf 'out\\n'; printf 'err' >&2; exit 3";
+    let out = task_exec(&["--format", "json"], &at, &sh(script));
+    assert_exit(&out, 3);
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one object: {}", out.stdout_str());
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["task_id"], task.id.as_str(), "{v}");
+    assert_eq!(v["service"], svc.name.as_str(), "{v}");
+    assert_eq!(v["name"], at.as_str(), "{v}");
+    assert_eq!(v["node"], worker, "{v}");
+    assert_eq!(v["container_id"], container_of(&task.id).trim(), "{v}");
+    assert_eq!(v["outcome"], "exited", "{v}");
+    assert_eq!(v["exit_code"], 3, "{v}");
+    assert_eq!(v["error"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["stdout"], "out\n", "{v}");
+    assert_eq!(v["stderr"], "err", "{v}");
+    assert_eq!(v["stdout_bytes"], 4, "{v}");
+    assert_eq!(v["stderr_bytes"], 3, "{v}");
+    assert_eq!(v["truncated"], false, "{v}");
+    assert!(v["duration_s"].as_f64().is_some_and(|d| d > 0.0), "{v}");
+    // Bytes that are not UTF-8 come as base64 too; --max-output cuts and says so.
+    let bytes = "printf '\\377\\376abcdefgh'";
+    let out = task_exec(&["--format", "json", "--max-output", "4"], &at, &sh(bytes));
+    assert_exit(&out, 0);
+    let v: serde_json::Value = serde_json::from_str(out.stdout_str().trim()).unwrap();
+    assert_eq!(v["stdout_base64"], "//5hYg==", "{v}");
+    assert_eq!(v["stdout_bytes"], 10, "{v}");
+    assert_eq!(v["truncated"], true, "{v}");
+    // A task that does not exist: an object saying so, and 125.
+    let out = task_exec(&["--format", "json"], "sxt-no-such-task.1", &["true"]);
+    assert_exit(&out, 125);
+    let v: serde_json::Value = serde_json::from_str(out.stdout_str().trim()).unwrap();
+    assert_eq!(v["outcome"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sxt-no-such-task")),
+        "{v}"
+    );
+    // Not with -t.
+    let out = task_exec(&["--format", "json", "-t"], &at, &["true"]);
+    assert_exit(&out, 125);
+}

@@ -125,6 +125,11 @@ fn wait_returns_once_every_task_runs_the_new_spec_healthy() {
         assert!(Instant::now() < until, "no task of the new spec: {view:?}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // --wait-ready: every task, once the service has converged, is of the new spec.
+    let echo_v = ["sh", "-c", "echo $V"];
+    let out = service_exec(&["--wait-ready", "90s", "--no-prefix"], &svc.name, &echo_v);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout_str(), "2\n2\n", "{}", out.stderr_str());
     let start = Instant::now();
     let out = swarm_exec(&["wait", "--timeout", "90s", &svc.name]);
     assert_exit(&out, 0);
@@ -155,6 +160,10 @@ fn a_service_that_never_becomes_healthy_is_named_at_the_timeout() {
     );
     assert_stderr_has(&out, &format!("{}: not converged after 20s", svc.name));
     assert_stderr_has(&out, "health check has not passed");
+    // Nothing is run in a service that does not converge in --wait-ready.
+    let out = task_exec(&["--wait-ready", "3s"], &svc.name, &["true"]);
+    assert_exit(&out, 125);
+    assert_stderr_has(&out, "not converged after --wait-ready 3s");
     // Bad input, before anything: no such service, no service at all.
     let out = swarm_exec(&["wait", "sxt-no-such-service"]);
     assert_exit(&out, 125);

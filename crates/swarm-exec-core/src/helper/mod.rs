@@ -87,6 +87,7 @@ pub fn helper_spec(
         ("swarm-exec.target.node".to_owned(), node_id.to_owned()),
     ];
     labels.extend_from_slice(target_labels);
+    labels.extend_from_slice(crate::model::labels::origin());
     HelperSpec {
         name: format!("swarm-exec-{tag}"),
         tag,
@@ -195,6 +196,30 @@ mod tests {
         let hub = image("sha256:2222", &["busybox@sha256:4444"]);
         assert_eq!(pinned("busybox:latest", &hub), "busybox:latest@sha256:4444");
         assert_eq!(pinned("x@sha256:5555", &local), "x@sha256:5555");
+    }
+
+    #[test]
+    fn helpers_carry_who_made_them_and_for_what_never_the_command() {
+        crate::model::labels::set_origin("ci@runner-7", "task-exec");
+        let carrier = Carrier::Image("swarm-exec:test".into());
+        let h = helper_spec(
+            "node2",
+            &[],
+            &["c".repeat(64)],
+            &carrier,
+            "app:1",
+            "0123456789abcdef",
+            Duration::from_secs(60),
+            ("sid", "sname"),
+        );
+        let label = |k: &str| {
+            h.labels
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(label("swarm-exec.actor"), Some("ci@runner-7"));
+        assert_eq!(label("swarm-exec.command"), Some("task-exec"));
     }
 
     #[test]

@@ -25,3 +25,27 @@ pub const RELAY_NODE_LABEL: &str = "swarm-exec.relay-node";
 pub const TARGET_TASK_LABEL: &str = "swarm-exec.target.task";
 pub const TARGET_SERVICE_LABEL: &str = "swarm-exec.target.service";
 pub const TARGET_CONTAINER_LABEL: &str = "swarm-exec.target.container";
+
+/// Who started a helper: `SWARM_EXEC_ACTOR` when set, else `user@host` of the client.
+pub const ACTOR_LABEL: &str = "swarm-exec.actor";
+/// What kind of thing a helper does: the client's subcommand (`task-exec`, `debug`, …),
+/// never the command it runs.
+pub const COMMAND_LABEL: &str = "swarm-exec.command";
+
+/// The origin every helper of this process is labelled with (see [`set_origin`]).
+static ORIGIN: std::sync::OnceLock<[(String, String); 2]> = std::sync::OnceLock::new();
+
+/// Names, once per process, who runs swarm-exec and which subcommand: every helper made
+/// after carries them as [`ACTOR_LABEL`] and [`COMMAND_LABEL`], so `docker service
+/// inspect` and the engine's events show who ran what kind of thing where.
+pub fn set_origin(actor: &str, command: &str) {
+    let _ = ORIGIN.set([
+        (ACTOR_LABEL.to_owned(), actor.to_owned()),
+        (COMMAND_LABEL.to_owned(), command.to_owned()),
+    ]);
+}
+
+/// The labels [`set_origin`] gave, if any.
+pub fn origin() -> &'static [(String, String)] {
+    ORIGIN.get().map_or(&[], |o| o.as_slice())
+}

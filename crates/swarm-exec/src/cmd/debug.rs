@@ -29,6 +29,9 @@ pub async fn run(global: &Global, args: DebugArgs) -> Result<Status, CliError> {
         tty: args.tty,
         network: args.network,
         via: "log".to_owned(),
+        format: "text".to_owned(),
+        max_output: 0,
+        wait_ready: None,
         task: args.task,
         command,
     };

@@ -5,6 +5,7 @@ mod cp;
 mod debug;
 mod exec;
 mod gc;
+mod json;
 mod plugin;
 mod port_forward;
 mod service_exec;
@@ -51,6 +52,18 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::NodeRelay(ref a) => return Ok(node(swarm_exec_proto::args::NODE_RELAY, a)),
         Command::NodeForward(ref a) => return Ok(node(swarm_exec_proto::args::NODE_FORWARD, a)),
         _ => {}
+    }
+    // Who runs what kind of thing, on every helper made from here on.
+    let makes_helpers = match &cli.command {
+        Command::TaskExec(_) => Some("task-exec"),
+        Command::ServiceExec(_) => Some("service-exec"),
+        Command::Cp(_) => Some("cp"),
+        Command::Debug(_) => Some("debug"),
+        Command::PortForward(_) => Some("port-forward"),
+        _ => None,
+    };
+    if let Some(name) = makes_helpers {
+        setup::set_origin(name)?;
     }
     let rt = runtime()?;
     match cli.command {

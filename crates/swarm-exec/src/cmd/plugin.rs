@@ -66,6 +66,11 @@ pub fn run(args: PluginArgs) -> Status {
         Ok(i) => i,
         Err(e) => return fail(&e.to_string()),
     };
+    if run_action {
+        if let Err(e) = crate::cmd::setup::set_origin("inst_exec") {
+            return fail(&e.to_string());
+        }
+    }
     let output = if run_action {
         match inst_exec(input, &streams) {
             Ok(o) => o,

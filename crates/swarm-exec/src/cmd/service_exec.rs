@@ -7,7 +7,7 @@ use swarm_exec_core::service_exec::{
     service_exec, Filters, ServiceExecError, ServiceExecRequest, Services, Target, TaskOutcome,
     TaskRun,
 };
-use swarm_exec_core::sink::{bytes_json, Captured, Cut};
+use swarm_exec_core::sink::Captured;
 use swarm_exec_core::{Interrupt, OutputSink};
 
 use crate::cli::{Global, ServiceExecArgs};
@@ -43,7 +43,15 @@ pub async fn run(global: &Global, args: ServiceExecArgs) -> Result<Status, CliEr
         fail_fast: args.fail_fast,
     };
     let cancel = interrupted().map_err(CliError::Runtime)?;
+    tokio::pin!(cancel);
     let api = connect(global)?;
+    if let Some(d) = args.wait_ready {
+        let which = std::slice::from_ref(&req.services);
+        tokio::select! {
+            r = crate::cmd::wait::ready_first(&api, which, d) => r?,
+            i = &mut cancel => return Ok(interrupted_early(i)),
+        }
+    }
     let json = args.format == "json";
     let max_output = args.max_output;
     let status = if json {
@@ -182,18 +190,7 @@ fn to_json(r: &mut TaskRun<JsonTask>) -> serde_json::Value {
     }) else {
         unreachable!("a JSON object literal")
     };
-    let cut = |kept: &[u8], total: u64| {
-        if total > kept.len() as u64 {
-            Cut::KeptStart
-        } else {
-            Cut::None
-        }
-    };
-    bytes_json(&mut obj, "stdout", &stdout, cut(&stdout, c.stdout_total));
-    bytes_json(&mut obj, "stderr", &stderr, cut(&stderr, c.stderr_total));
-    obj.insert("stdout_bytes".to_owned(), c.stdout_total.into());
-    obj.insert("stderr_bytes".to_owned(), c.stderr_total.into());
-    obj.insert("truncated".to_owned(), c.truncated().into());
+    crate::cmd::json::output_fields(&mut obj, c, &stdout, &stderr);
     serde_json::Value::Object(obj)
 }
 

@@ -54,3 +54,45 @@ pub fn init_tracing(default: Option<&str>) {
             .try_init();
     }
 }
+
+/// The most of `SWARM_EXEC_ACTOR` that is taken (a label, not a document).
+const ACTOR_MAX: usize = 256;
+
+/// Labels every helper this process makes with who made it and for which subcommand
+/// (see `swarm_exec_core::model::labels::set_origin`): `SWARM_EXEC_ACTOR` when a pipeline
+/// sets it, else `user@host` of this client.
+pub fn set_origin(command: &str) -> Result<(), CliError> {
+    let actor = match std::env::var("SWARM_EXEC_ACTOR") {
+        Ok(a) if a.is_empty() || a.len() > ACTOR_MAX || a.chars().any(char::is_control) => {
+            return Err(CliError::Usage(format!(
+                "SWARM_EXEC_ACTOR must be 1 to {ACTOR_MAX} bytes without control characters"
+            )));
+        }
+        Ok(a) => a,
+        Err(_) => format!("{}@{}", user_name(), host_name()),
+    };
+    swarm_exec_core::model::labels::set_origin(&actor, command);
+    Ok(())
+}
+
+/// The user this process runs as: `USER` (or `LOGNAME`), else its numeric ID.
+fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty() && !u.chars().any(char::is_control))
+        // SAFETY: getuid has no preconditions and cannot fail.
+        .unwrap_or_else(|| unsafe { libc::getuid() }.to_string())
+}
+
+/// This machine's host name, or `unknown`.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: a buffer of the length given; the name is NUL-terminated when it fits.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    match (ok, std::str::from_utf8(&buf[..end])) {
+        (true, Ok(name)) if !name.is_empty() => name.to_owned(),
+        _ => "unknown".to_owned(),
+    }
+}

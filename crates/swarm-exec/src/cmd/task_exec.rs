@@ -39,6 +39,17 @@ async fn run_in(
             return Err(CliError::Usage(format!("invalid --image {image:?}")));
         }
     }
+    let json = args.format == "json";
+    if args.wait_ready.is_some() && (args.tty || args.via == "session") {
+        return Err(CliError::Usage(
+            "--wait-ready takes a plain run on the log path (not -t, not --via session)".into(),
+        ));
+    }
+    if json && (args.tty || args.via == "session") {
+        return Err(CliError::Usage(
+            "--format json takes a plain run on the log path (not -t, not --via session)".into(),
+        ));
+    }
     if args.tty {
         return session(global, args, debug).await;
     }
@@ -52,6 +63,11 @@ async fn run_in(
     let mut run = run_options(args.exec, command)?;
     run.debug = debug;
     if let Err(swarm_exec_core::model::options::InvalidRun::StdinTooLarge(..)) = run.check() {
+        if json {
+            return Err(CliError::Usage(
+                "--format json takes stdin up to a swarm secret's worth (500 KiB)".into(),
+            ));
+        }
         // More stdin than a secret holds: streamed, the part read so far first.
         let prefix = run.stdin.take().unwrap_or_default();
         let stdin = Stdin::Rest(prefix);
@@ -67,7 +83,21 @@ async fn run_in(
         run,
     };
     let interrupted = interrupted().map_err(CliError::Runtime)?;
+    tokio::pin!(interrupted);
     let api = connect(global)?;
+    if let Some(d) = args.wait_ready {
+        let which = [crate::cmd::wait::service_of(&req.target)];
+        tokio::select! {
+            r = crate::cmd::wait::ready_first(&api, &which, d) => r?,
+            i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+        }
+    }
+    if json {
+        let mut sink = crate::cmd::json::JsonRun::new(args.max_output);
+        let started = std::time::Instant::now();
+        let result = task_exec(&api, &req, &mut sink, interrupted).await;
+        return Ok(sink.finish(result, started.elapsed()));
+    }
     let outcome = task_exec(&api, &req, &mut StdSink::new(global.quiet), interrupted).await?;
     Ok(Status::Outcome(outcome))
 }

@@ -58,3 +58,38 @@ pub async fn run(global: &Global, args: WaitArgs) -> Result<Status, CliError> {
         interrupted: None,
     })
 }
+
+/// `--wait-ready D`: waits up to `d` for `which` to converge before anything runs; a
+/// service that has not is an error naming what it still waits on.
+pub async fn ready_first(
+    api: &swarm_exec_core::BollardApi,
+    which: &[Services],
+    d: std::time::Duration,
+) -> Result<(), CliError> {
+    let pending = wait_converged(api, which, d, |_| {})
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let why: Vec<String> = pending
+        .iter()
+        .map(|p| format!("{}: {}", p.service, p.why.join("; ")))
+        .collect();
+    Err(CliError::Failed(format!(
+        "not converged after --wait-ready {d:?}, so nothing was run: {}",
+        why.join(" | ")
+    )))
+}
+
+/// The service a task reference names, for `--wait-ready` (a bare ID is taken as a name:
+/// a service may be named like one).
+pub fn service_of(task: &swarm_exec_core::model::target::TaskRef) -> Services {
+    use swarm_exec_core::model::target::TaskRef;
+    match task {
+        TaskRef::Slot { service, .. } | TaskRef::OnNode { service, .. } => {
+            Services::Named(service.clone())
+        }
+        TaskRef::Service(name) | TaskRef::Id(name) => Services::Named(name.clone()),
+    }
+}
