@@ -10,7 +10,7 @@ use swarm_exec_core::{BollardApi, Interrupt, Outcome, OutputSink, RunOptions};
 use crate::archive::{pack, ChannelReader, ChannelWriter, Destination, UnpackOptions};
 use crate::cli::{CpArgs, Global};
 use crate::cmd::setup::connect;
-use crate::cmd::task_exec::interrupted;
+use crate::cmd::setup::interrupted;
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 

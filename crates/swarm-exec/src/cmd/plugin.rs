@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use swarm_exec_core::model::target::TaskRef;
 
 use crate::cli::Global;
+use crate::cmd::setup::interrupted;
 use crate::cmd::setup::{connect, init_tracing, runtime};
-use crate::cmd::task_exec::interrupted;
 use crate::exit::Status;
 use crate::output::{line, stream, PrefixedSink, Stream};
 use crate::skopos::PluginArgs;

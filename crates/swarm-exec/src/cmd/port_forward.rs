@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::{Global, PortForwardArgs};
 use crate::cmd::setup::connect;
-use crate::cmd::task_exec::interrupted;
+use crate::cmd::setup::interrupted;
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 

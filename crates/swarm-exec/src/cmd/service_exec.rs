@@ -12,7 +12,8 @@ use swarm_exec_core::{Interrupt, OutputSink};
 
 use crate::cli::{Global, ServiceExecArgs};
 use crate::cmd::setup::connect;
-use crate::cmd::task_exec::{interrupted, run_options, utf8_arg};
+use crate::cmd::setup::interrupted;
+use crate::cmd::task_exec::{run_options, utf8_arg};
 use crate::exit::{CliError, Status};
 use crate::output::{note, stream, PrefixedSink};
 

@@ -2,7 +2,8 @@
 //! runtime, the tracing of API steps.
 
 use swarm_exec_core::connect::{self, EndpointFlags};
-use swarm_exec_core::BollardApi;
+use swarm_exec_core::{BollardApi, Interrupt};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::Global;
 use crate::exit::CliError;
@@ -95,4 +96,18 @@ fn host_name() -> String {
         (true, Ok(name)) if !name.is_empty() => name.to_owned(),
         _ => "unknown".to_owned(),
     }
+}
+
+/// A future that resolves on the first SIGINT, SIGTERM or SIGHUP; handlers are installed now.
+pub fn interrupted() -> std::io::Result<impl std::future::Future<Output = Interrupt>> {
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => Interrupt::Sigint,
+            _ = term.recv() => Interrupt::Sigterm,
+            _ = hup.recv() => Interrupt::Sighup,
+        }
+    })
 }

@@ -1,14 +1,12 @@
 //! `swarm-exec task-exec`.
 
 use std::ffi::OsString;
-use std::future::Future;
 
 use swarm_exec_core::live::{self, LiveRequest};
-use swarm_exec_core::{task_exec, ExecRequest, Interrupt, Outcome, RunOptions};
-use tokio::signal::unix::{signal, SignalKind};
+use swarm_exec_core::{task_exec, ExecRequest, Outcome, RunOptions};
 
 use crate::cli::{ExecOptions, Global, TaskExecArgs};
-use crate::cmd::setup::connect;
+use crate::cmd::setup::{connect, interrupted};
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
@@ -236,20 +234,6 @@ async fn stream(
     )
     .await?;
     Ok(Status::Outcome(outcome))
-}
-
-/// A future that resolves on the first SIGINT, SIGTERM or SIGHUP; handlers are installed now.
-pub fn interrupted() -> std::io::Result<impl Future<Output = Interrupt>> {
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => Interrupt::Sigint,
-            _ = term.recv() => Interrupt::Sigterm,
-            _ = hup.recv() => Interrupt::Sighup,
-        }
-    })
 }
 
 /// [`ExecOptions`], checked, with the command; reads stdin for `-i`.

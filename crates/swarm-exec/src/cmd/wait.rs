@@ -8,7 +8,7 @@ use swarm_exec_core::OutputSink;
 
 use crate::cli::{Global, WaitArgs};
 use crate::cmd::setup::connect;
-use crate::cmd::task_exec::interrupted;
+use crate::cmd::setup::interrupted;
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
 
