@@ -6,6 +6,7 @@
 
 use std::future::Future;
 
+use swarm_exec_proto::args::NODE_FORWARD;
 use swarm_exec_proto::forward::{Event, Mux};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -48,19 +49,9 @@ where
     let Route::Session(carrier) = &req.plan.route else {
         unreachable!("port-forward's route is always a session (helper_only)");
     };
-    // Only what a helper needs of a run: its program; no command is run, no deadline.
-    let run = RunOptions {
-        command: vec![swarm_exec_proto::args::NODE_FORWARD.to_owned()],
-        env: Vec::new(),
-        workdir: None,
-        user: None,
-        privileged: false,
-        // Unused: the session has no deadline (a year, as a `-t` session's).
-        timeout: std::time::Duration::from_secs(86_400 * 365),
-        helper: req.helper.clone(),
-        stdin: None,
-        debug: None,
-    };
+    // Unused timeout: the session has no deadline (a year, as a `-t` session's).
+    let year = std::time::Duration::from_secs(86_400 * 365);
+    let run = RunOptions::helper_only(NODE_FORWARD, req.helper.clone(), year);
     let (to_session, input) = mpsc::channel::<Vec<u8>>(64);
     let mux = Mux::new(to_session);
     let session = SessionRequest {

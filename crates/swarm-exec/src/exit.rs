@@ -148,16 +148,22 @@ fn outcome_code(outcome: Outcome) -> u8 {
 
 /// The error and its causes, on one line each, on stderr.
 fn report(err: &(dyn std::error::Error + 'static)) {
-    let mut msg = format!("swarm-exec: error: {err}");
+    let msg = format!("swarm-exec: error: {}", causes(err).join("\n  caused by: "));
+    eprintln!("{}", clip(&msg));
+}
+
+/// An error and each of its causes that does not repeat what came before it.
+pub fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut said = vec![err.to_string()];
     let mut source = err.source();
     while let Some(s) = source {
         let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(&format!("\n  caused by: {text}"));
+        if !said.iter().any(|t| t.contains(&text)) {
+            said.push(text);
         }
         source = s.source();
     }
-    eprintln!("{}", clip(&msg));
+    said
 }
 
 /// Failures of the binary's own layer, around the library's.

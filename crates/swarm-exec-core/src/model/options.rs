@@ -65,6 +65,22 @@ pub enum InvalidRun {
 }
 
 impl RunOptions {
+    /// What a helper needs of a run that runs no command of the user's (`cp`,
+    /// `port-forward`): its program and its budget; `word` stands in for the command.
+    pub fn helper_only(word: &str, helper: HelperSource, timeout: Duration) -> Self {
+        RunOptions {
+            command: vec![word.to_owned()],
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            privileged: false,
+            timeout,
+            helper,
+            stdin: None,
+            debug: None,
+        }
+    }
+
     pub fn check(&self) -> Result<(), InvalidRun> {
         if self.command.is_empty() {
             return Err(InvalidRun::EmptyCommand);

@@ -53,18 +53,7 @@ pub fn side(arg: &str) -> Result<Side, CliError> {
 pub async fn run(global: &Global, args: CpArgs) -> Result<Status, CliError> {
     let (src, dst) = (side(&args.src)?, side(&args.dst)?);
     let helper = crate::node_program::helper_source(args.image.filter(|i| !i.is_empty()));
-    // Only what a helper needs of a run: its program and its budget; no command is run.
-    let run = RunOptions {
-        command: vec!["cp".into()],
-        env: Vec::new(),
-        workdir: None,
-        user: None,
-        privileged: false,
-        timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
-        helper,
-        stdin: None,
-        debug: None,
-    };
+    let run = RunOptions::helper_only("cp", helper, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
     let (task, path, into) = match (src, dst) {
         (Side::Task(t, p), local @ (Side::Local(_) | Side::Stream)) => (t, p, Err(local)),
         (local @ (Side::Local(_) | Side::Stream), Side::Task(t, p)) => (t, p, Ok(local)),

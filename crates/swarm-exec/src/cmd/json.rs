@@ -74,7 +74,12 @@ impl JsonRun {
                     Status::Outcome(Outcome::Interrupted(i)),
                 )
             }
-            (Err(e), None) => ("failed", None, Some(chain(e)), Status::FailedReported),
+            (Err(e), None) => (
+                "failed",
+                None,
+                Some(crate::exit::causes(e).join(": ")),
+                Status::FailedReported,
+            ),
         };
         let mut obj = self.task.take().unwrap_or_default();
         obj.insert("outcome".to_owned(), outcome.into());
@@ -87,21 +92,6 @@ impl JsonRun {
         note(writeln!(out, "{}", Value::Object(obj)).and_then(|()| out.flush()));
         status
     }
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }
 
 impl OutputSink for JsonRun {
