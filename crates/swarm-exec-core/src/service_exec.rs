@@ -220,14 +220,24 @@ pub(crate) async fn fetch_services<A: SwarmApi>(
 /// How often the tasks are listed again while some are starting or a service is updating.
 const START_POLL: Duration = Duration::from_millis(250);
 
+/// The selected tasks, and those left out because they run an earlier spec.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub targets: Vec<Target>,
+    /// One line each (`task ID of SERVICE (slot N)`), for a note.
+    pub earlier: Vec<String>,
+}
+
 /// Selects the tasks; nothing is created on the swarm until this has succeeded. Tasks
 /// that are still starting, and services in the middle of an update, are waited for (up
-/// to [`TARGET_START_WAIT`]): a task that is selected is never silently skipped.
+/// to [`TARGET_START_WAIT`]): a task that is selected is never silently skipped. Where a
+/// service runs tasks of its current spec beside ones of an earlier spec (an update that
+/// paused), only the current ones are selected, and the others named.
 pub async fn select<A: SwarmApi>(
     api_: &A,
     wanted: &Services,
     filters: &Filters,
-) -> Result<Vec<Target>, ServiceExecError> {
+) -> Result<Selection, ServiceExecError> {
     let mut services_now = fetch_services(api_, wanted).await?;
     let mut filter_nodes = Vec::new();
     for n in &filters.nodes {
@@ -287,8 +297,7 @@ pub async fn select<A: SwarmApi>(
         sleep(START_POLL).await;
         services_now = fetch_services(api_, wanted).await?;
     };
-    let picked: Vec<(&ServiceInfo, TaskInfo)> =
-        picked.into_iter().map(|(i, t)| (&services[i], t)).collect();
+    let (picked, earlier) = current_spec_first(&services, picked);
     if picked.is_empty() {
         let what = match services.as_slice() {
             [one] => format!("service {}", one.name),
@@ -319,7 +328,36 @@ pub async fn select<A: SwarmApi>(
         })
         .collect();
     targets.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
-    Ok(targets)
+    Ok(Selection { targets, earlier })
+}
+
+/// The picked tasks with their services; of a service that runs any task of its current
+/// spec, those of an earlier spec are left out (and named in the second list).
+fn current_spec_first(
+    services: &[ServiceInfo],
+    picked: Vec<(usize, TaskInfo)>,
+) -> (Vec<(&ServiceInfo, TaskInfo)>, Vec<String>) {
+    let has_current = |i: usize| {
+        picked
+            .iter()
+            .any(|(j, t)| *j == i && t.spec == services[i].template)
+    };
+    let keep: Vec<bool> = (0..services.len()).map(has_current).collect();
+    let mut earlier = Vec::new();
+    let mut kept = Vec::new();
+    for (i, t) in picked {
+        let svc = &services[i];
+        if keep[i] && t.spec != svc.template {
+            let slot = match t.slot {
+                0 => format!("on node {}", t.node_id),
+                n => format!("slot {n}"),
+            };
+            earlier.push(format!("task {} of {} ({slot})", t.id, svc.name));
+        } else {
+            kept.push((svc, t));
+        }
+    }
+    (kept, earlier)
 }
 
 fn labels_match(wanted: &[(String, Option<String>)], have: &[(String, String)]) -> bool {
@@ -335,6 +373,8 @@ fn labels_match(wanted: &[(String, Option<String>)], have: &[(String, String)]) 
 /// the helpers for the others get their program (`None`: no task needs one).
 struct Prepared {
     targets: Vec<Target>,
+    /// Left out: they run an earlier spec than other tasks of their service.
+    earlier: Vec<String>,
     own_node: Option<String>,
     carrier: Option<Carrier>,
 }
@@ -345,8 +385,8 @@ async fn prepare<A: SwarmApi>(
 ) -> Result<Prepared, ServiceExecError> {
     // Unknown means a helper for every task.
     let here = async { api_.own_node_id().await.ok().flatten() };
-    let (targets, own_node) = tokio::join!(select(api_, &req.services, &req.filters), here);
-    let targets = targets?;
+    let (selection, own_node) = tokio::join!(select(api_, &req.services, &req.filters), here);
+    let Selection { targets, earlier } = selection?;
     let remote: Vec<&Target> = targets
         .iter()
         .filter(|t| own_node.as_ref() != Some(&t.node_id))
@@ -371,6 +411,7 @@ async fn prepare<A: SwarmApi>(
     };
     Ok(Prepared {
         targets,
+        earlier,
         own_node,
         carrier,
     })
@@ -403,6 +444,7 @@ where
     tokio::pin!(cancel);
     let Prepared {
         targets,
+        earlier,
         own_node,
         carrier,
     } = tokio::select! {
@@ -441,6 +483,13 @@ where
             duration: Duration::ZERO,
         })
         .collect();
+    if let (false, Some(first)) = (earlier.is_empty(), runs.first_mut()) {
+        first.sink.note(&format!(
+            "left out, as they run an earlier spec than their service's other tasks (an \
+             update that paused?): {}",
+            earlier.join(", ")
+        ));
+    }
     let wave_size = req.parallel.unwrap_or(runs.len()).max(1);
     let work = async {
         // How many runs (from the first) went through a wave, and so were reported.
@@ -636,8 +685,29 @@ mod tests {
         let targets = select(&fake, &Services::Named("web".into()), &Filters::default())
             .await
             .unwrap();
-        assert_eq!(targets.len(), 2);
+        assert_eq!(targets.targets.len(), 2);
         assert_eq!(start.elapsed(), START_POLL * 3);
+    }
+
+    /// An update that paused leaves tasks of two specs running: the current ones are
+    /// selected and the others named; with none of the current spec running, all are.
+    #[tokio::test(start_paused = true)]
+    async fn tasks_of_an_earlier_spec_are_left_out_when_current_ones_run() {
+        let fake = two_tasks();
+        *fake.template.lock().unwrap() = "v2".into();
+        for (t, spec) in fake.tasks.lock().unwrap().iter_mut().zip(["v1", "v2"]) {
+            t.spec = spec.into();
+        }
+        let web = Services::Named("web".into());
+        let sel = select(&fake, &web, &Filters::default()).await.unwrap();
+        let slots: Vec<u64> = sel.targets.iter().map(|t| t.slot).collect();
+        assert_eq!(slots, [2]);
+        assert_eq!(sel.earlier, [format!("task {TASK} of web (slot 1)")]);
+        // None of the current spec runs: every running task is selected, none named.
+        fake.tasks.lock().unwrap()[1].spec = "v1".into();
+        let sel = select(&fake, &web, &Filters::default()).await.unwrap();
+        assert_eq!(sel.targets.len(), 2);
+        assert!(sel.earlier.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -83,6 +83,13 @@ pub enum Command {
         override_usage = "swarm-exec wait [OPTIONS] (<SERVICE>... | --stack <NAME>)"
     )]
     Wait(WaitArgs),
+    /// List a service's named actions, or run one (declared in its labels
+    /// swarm-exec.action.NAME)
+    #[command(
+        after_help = ACTION_EXAMPLES,
+        override_usage = "swarm-exec action [OPTIONS] <SERVICE> [<NAME> [ARG]...]"
+    )]
+    Action(ActionArgs),
     /// Forward local ports to ports of a task (like kubectl port-forward)
     #[command(after_help = PORT_FORWARD_EXAMPLES)]
     PortForward(PortForwardArgs),
@@ -447,6 +454,95 @@ pub struct WaitArgs {
     pub services: Vec<String>,
 }
 
+const ACTION_EXAMPLES: &str = "\
+Examples:
+  swarm-exec action web                          # the actions web declares
+  swarm-exec action web migrate                  # run one in a task of web
+  swarm-exec action --wait-ready 5m web migrate  # once web has converged
+  swarm-exec action --all --parallel 1 web reload
+  swarm-exec action web manage -- check --deploy # extra arguments where it has \"...\"
+  SWARM_EXEC_ACTOR=ci/pipeline-812 swarm-exec action --format json web migrate
+
+A service declares an action in a label swarm-exec.action.NAME holding its command as a
+JSON array of strings (in a stack file: deploy.labels), e.g.
+  swarm-exec.action.migrate: '[\"./manage.py\", \"migrate\", \"--noinput\"]'
+  swarm-exec.action.manage:  '[\"./manage.py\", \"...\"]'
+Only declared actions run, exactly as declared: no shell, and extra arguments only in
+place of an element that is exactly \"...\" (an action without one takes none). Without
+--all the action runs in one task, as task-exec SERVICE picks it (a running task of the
+current spec, the lowest slot); with --all in every task, as service-exec. Helpers are
+labelled with the actor (SWARM_EXEC_ACTOR, else user@host) and the action's name, never
+its command.
+
+Exit codes: the command's own (with --all: 0 when every task's exited 0, else 1); 124
+timeout; 125 swarm-exec failed, the action is not declared or takes no arguments
+(nothing is run); 130/143/129 interrupted.";
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub exec: ExecOptions,
+
+    /// Run in every task of the service (as service-exec), not in one
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --all, select tasks: node=NAME|ID, slot=N, label=KEY[=VALUE] (repeatable)
+    #[arg(
+        short = 'f',
+        long = "filter",
+        value_name = "KEY=VALUE",
+        requires = "all"
+    )]
+    pub filter: Vec<String>,
+
+    /// With --all, run at most N tasks at a time, in waves
+    #[arg(long, value_name = "N", requires = "all")]
+    pub parallel: Option<usize>,
+
+    /// Wait this long between waves (with --parallel), e.g. 5s
+    #[arg(long, value_name = "DURATION", value_parser = parse_delay, requires = "parallel")]
+    pub delay: Option<Duration>,
+
+    /// With --all, start no further wave after a task failed
+    #[arg(long, requires = "all")]
+    pub fail_fast: bool,
+
+    /// Wait up to this long for the service to converge (see `wait`) before running; 125 if
+    /// it has not
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub wait_ready: Option<Duration>,
+
+    /// With --all, do not prefix output lines with the task's name
+    #[arg(long, requires = "all")]
+    pub no_prefix: bool,
+
+    /// Output format: text, or json (the list of actions; a run's result as task-exec's
+    /// or, with --all, service-exec's)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+
+    /// With --format json: keep at most SIZE bytes of a task's output (512, 64K, 16M, 1G)
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub max_output: usize,
+
+    /// The service that declares the action
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+
+    /// The action to run; without it, the service's actions are listed
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Extra arguments, for an action whose command has a "..." element
+    #[arg(
+        value_name = "ARG",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<OsString>,
+}
+
 const PORT_FORWARD_EXAMPLES: &str = "\
 Examples:
   swarm-exec port-forward db.1 5432                # localhost:5432 to db.1's port 5432
@@ -724,6 +820,7 @@ mod help_snapshots {
             "debug",
             "port-forward",
             "wait",
+            "action",
             "gc",
             "exec",
             "completions",

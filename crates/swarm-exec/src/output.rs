@@ -261,6 +261,10 @@ impl OutputSink for PrefixedSink {
         let p = self.prefix.as_deref().unwrap_or("");
         line(&self.err, &format!("{p}swarm-exec: warning: {message}"));
     }
+    /// About the whole run, not this task: no prefix.
+    fn note(&mut self, message: &str) {
+        line(&self.err, &format!("swarm-exec: {message}"));
+    }
 }
 
 #[cfg(test)]

@@ -307,3 +307,74 @@ fn right_after_an_update_every_replica_runs_or_the_run_fails_naming_them() {
     }
     assert!(svc.helpers().is_empty());
 }
+
+/// Issue 29: an update that paused leaves tasks of the new spec beside ones of the old:
+/// service-exec (and task-exec SERVICE) run in the new ones, and say which were left out.
+#[test]
+fn after_an_update_paused_only_tasks_of_the_current_spec_are_run_in() {
+    let svc = Service::create_of(
+        None,
+        TARGET_IMAGE,
+        &["--replicas", "2", "--replicas-max-per-node", "1"],
+        &["sleep", "3600"],
+        2,
+    );
+    let name = svc.name.clone();
+    // The first task updated passes its health check (and keeps passing: it marks itself);
+    // the second starts after the deadline and fails it, so the update pauses with one
+    // task of each spec running (start-first keeps the old one).
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 8;
+    let health = format!(
+        "--health-cmd=test -e /tmp/ok || {{ test $(date +%s) -lt {deadline} && touch /tmp/ok; }}"
+    );
+    docker_ok(&[
+        "service",
+        "update",
+        "--detach",
+        "--quiet",
+        "--env-add",
+        "V=2",
+        &health,
+        "--health-interval=1s",
+        "--health-retries=1",
+        "--health-timeout=2s",
+        "--update-order=start-first",
+        "--update-failure-action=pause",
+        "--update-monitor=15s",
+        "--update-parallelism=1",
+        "--update-delay=10s",
+        "--restart-condition=none",
+        &name,
+    ]);
+    eventually("the update to pause", Duration::from_secs(90), || {
+        let state = docker_ok(&["service", "inspect", "-f", "{{.UpdateStatus.State}}", &name]);
+        (state.trim() == "paused").then_some(())
+    });
+    let echo_v = ["sh", "-c", "echo V=${V:-1}"];
+    // Both specs run: the engines' own view.
+    let all = docker_ok(&[
+        "service",
+        "ps",
+        &name,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.CurrentState}}",
+    ]);
+    assert_eq!(
+        all.lines().filter(|l| l.starts_with("Running")).count(),
+        2,
+        "{all}"
+    );
+    let out = service_exec(&["--no-prefix"], &name, &echo_v);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout_str(), "V=2\n", "{}", out.stderr_str());
+    assert_stderr_has(&out, "left out, as they run an earlier spec");
+    let out = task_exec(&[], &name, &echo_v);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout_str(), "V=2\n", "{}", out.stderr_str());
+}

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod action;
 mod channel;
 mod cp;
 mod debug;

@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn helpers_carry_who_made_them_and_for_what_never_the_command() {
-        crate::model::labels::set_origin("ci@runner-7", "task-exec");
+        crate::model::labels::set_origin("ci@runner-7", "action", Some("migrate"));
         let carrier = Carrier::Image("swarm-exec:test".into());
         let h = helper_spec(
             "node2",
@@ -219,7 +219,8 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(label("swarm-exec.actor"), Some("ci@runner-7"));
-        assert_eq!(label("swarm-exec.command"), Some("task-exec"));
+        assert_eq!(label("swarm-exec.command"), Some("action"));
+        assert_eq!(label("swarm-exec.action"), Some("migrate"));
     }
 
     #[test]

@@ -32,17 +32,25 @@ pub const ACTOR_LABEL: &str = "swarm-exec.actor";
 /// never the command it runs.
 pub const COMMAND_LABEL: &str = "swarm-exec.command";
 
-/// The origin every helper of this process is labelled with (see [`set_origin`]).
-static ORIGIN: std::sync::OnceLock<[(String, String); 2]> = std::sync::OnceLock::new();
+/// Which named action a helper runs (`swarm-exec action`): its name, never its command.
+pub const ACTION_LABEL: &str = "swarm-exec.action";
 
-/// Names, once per process, who runs swarm-exec and which subcommand: every helper made
-/// after carries them as [`ACTOR_LABEL`] and [`COMMAND_LABEL`], so `docker service
-/// inspect` and the engine's events show who ran what kind of thing where.
-pub fn set_origin(actor: &str, command: &str) {
-    let _ = ORIGIN.set([
+/// The origin every helper of this process is labelled with (see [`set_origin`]).
+static ORIGIN: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Names, once per process, who runs swarm-exec, which subcommand and (for `action`) which
+/// action: every helper made after carries them as [`ACTOR_LABEL`], [`COMMAND_LABEL`] and
+/// [`ACTION_LABEL`], so `docker service inspect` and the engine's events show who ran what
+/// kind of thing where.
+pub fn set_origin(actor: &str, command: &str, action: Option<&str>) {
+    let mut labels = vec![
         (ACTOR_LABEL.to_owned(), actor.to_owned()),
         (COMMAND_LABEL.to_owned(), command.to_owned()),
-    ]);
+    ];
+    if let Some(a) = action {
+        labels.push((ACTION_LABEL.to_owned(), a.to_owned()));
+    }
+    let _ = ORIGIN.set(labels);
 }
 
 /// The labels [`set_origin`] gave, if any.

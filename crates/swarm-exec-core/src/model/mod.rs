@@ -2,6 +2,7 @@
 //! ([`target`]), durations, what to run ([`options`]), how a run ends ([`outcome`]), task
 //! states, labels, the node-side build and the helper spec.
 
+pub mod action;
 pub mod duration;
 pub mod labels;
 pub mod node_program;

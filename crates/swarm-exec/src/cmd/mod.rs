@@ -1,6 +1,7 @@
 //! The dispatcher: one module per subcommand, each a thin adapter over `swarm_exec_core`;
 //! what they all set up (the engine, the runtime, tracing) is in `setup`.
 
+mod action;
 mod cp;
 mod debug;
 mod exec;
@@ -55,15 +56,16 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
     }
     // Who runs what kind of thing, on every helper made from here on.
     let makes_helpers = match &cli.command {
-        Command::TaskExec(_) => Some("task-exec"),
-        Command::ServiceExec(_) => Some("service-exec"),
-        Command::Cp(_) => Some("cp"),
-        Command::Debug(_) => Some("debug"),
-        Command::PortForward(_) => Some("port-forward"),
+        Command::TaskExec(_) => Some(("task-exec", None)),
+        Command::ServiceExec(_) => Some(("service-exec", None)),
+        Command::Cp(_) => Some(("cp", None)),
+        Command::Debug(_) => Some(("debug", None)),
+        Command::PortForward(_) => Some(("port-forward", None)),
+        Command::Action(a) => a.name.as_deref().map(|n| ("action", Some(n))),
         _ => None,
     };
-    if let Some(name) = makes_helpers {
-        setup::set_origin(name)?;
+    if let Some((name, action)) = makes_helpers {
+        setup::set_origin(name, action)?;
     }
     let rt = runtime()?;
     match cli.command {
@@ -75,6 +77,7 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::Debug(args) => rt.block_on(debug::run(&cli.global, args)),
         Command::PortForward(args) => rt.block_on(port_forward::run(&cli.global, args)),
         Command::Wait(args) => rt.block_on(wait::run(&cli.global, args)),
+        Command::Action(args) => rt.block_on(action::run(&cli.global, args)),
         Command::NodeExec(_)
         | Command::NodeKill(_)
         | Command::NodeRelay(_)

@@ -67,7 +67,7 @@ pub fn run(args: PluginArgs) -> Status {
         Err(e) => return fail(&e.to_string()),
     };
     if run_action {
-        if let Err(e) = crate::cmd::setup::set_origin("inst_exec") {
+        if let Err(e) = crate::cmd::setup::set_origin("inst_exec", None) {
             return fail(&e.to_string());
         }
     }

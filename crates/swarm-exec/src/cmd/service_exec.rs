@@ -161,6 +161,9 @@ impl OutputSink for JsonTask {
     fn warn(&mut self, message: &str) {
         eprintln!("swarm-exec: warning: {}: {message}", self.name);
     }
+    fn note(&mut self, message: &str) {
+        eprintln!("swarm-exec: {message}");
+    }
 }
 
 /// The task's JSON object; its kept output is taken from the sink.

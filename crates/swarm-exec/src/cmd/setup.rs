@@ -59,10 +59,10 @@ pub fn init_tracing(default: Option<&str>) {
 /// The most of `SWARM_EXEC_ACTOR` that is taken (a label, not a document).
 const ACTOR_MAX: usize = 256;
 
-/// Labels every helper this process makes with who made it and for which subcommand
-/// (see `swarm_exec_core::model::labels::set_origin`): `SWARM_EXEC_ACTOR` when a pipeline
-/// sets it, else `user@host` of this client.
-pub fn set_origin(command: &str) -> Result<(), CliError> {
+/// Labels every helper this process makes with who made it, for which subcommand and which
+/// named action (see `swarm_exec_core::model::labels::set_origin`): `SWARM_EXEC_ACTOR` when
+/// a pipeline sets it, else `user@host` of this client.
+pub fn set_origin(command: &str, action: Option<&str>) -> Result<(), CliError> {
     let actor = match std::env::var("SWARM_EXEC_ACTOR") {
         Ok(a) if a.is_empty() || a.len() > ACTOR_MAX || a.chars().any(char::is_control) => {
             return Err(CliError::Usage(format!(
@@ -72,7 +72,7 @@ pub fn set_origin(command: &str) -> Result<(), CliError> {
         Ok(a) => a,
         Err(_) => format!("{}@{}", user_name(), host_name()),
     };
-    swarm_exec_core::model::labels::set_origin(&actor, command);
+    swarm_exec_core::model::labels::set_origin(&actor, command, action);
     Ok(())
 }
 
