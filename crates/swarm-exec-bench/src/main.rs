@@ -78,6 +78,8 @@ fn main() -> Res<()> {
     let sessions_only = args.iter().any(|a| a == "--sessions-only");
     // Only the bulk-output figures, into their section.
     let bulk_only = args.iter().any(|a| a == "--bulk-only");
+    // Only the memory of service-exec's JSON over many tasks, into its section.
+    let memory_only = args.iter().any(|a| a == "--memory-only");
     let bulk = Bulk {
         rounds: opt("--bulk-rounds", "5").parse()?,
         bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
@@ -97,6 +99,7 @@ fn main() -> Res<()> {
                 fan: fan_only,
                 sessions: sessions_only,
                 bulk: bulk_only,
+                memory: memory_only,
             },
         ))
 }
@@ -116,6 +119,7 @@ struct Only {
     fan: bool,
     sessions: bool,
     bulk: bool,
+    memory: bool,
 }
 
 async fn run(
@@ -228,6 +232,12 @@ async fn measure(
         }
         let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
         let section = sessions::section(&lab, rounds, 200, &date, &engines.join(", "))?;
+        splice(out, &section)?;
+        println!("{section}");
+        return Ok(());
+    }
+    if only.memory {
+        let section = memory_section(bin, manager_host, max_fan, rounds)?;
         splice(out, &section)?;
         println!("{section}");
         return Ok(());
@@ -384,7 +394,7 @@ async fn measure(
     );
     // Sections measured on their own (`--fan-only` on 10 nodes, `--sessions-only`) stay.
     let old = std::fs::read_to_string(out).unwrap_or_default();
-    let kept: String = ["\n## Fan-out on ", "\n## Live sessions"]
+    let kept: String = ["\n## Fan-out on ", "\n## Live sessions", "\n## Memory"]
         .iter()
         .filter_map(|h| {
             let rest = &old[old.find(h)? + 1..];
@@ -495,6 +505,45 @@ fn run_swarm_exec(bin: &str, host: &str, args: &[&str]) -> Res<(Duration, i64)> 
         return Err(format!("swarm-exec {args:?} failed: {status}").into());
     }
     Ok((elapsed, usage.ru_maxrss))
+}
+
+/// How much output each task prints in the memory measurement.
+const MEMORY_TASK_BYTES: usize = 4 << 20;
+
+/// `service-exec --format json` over `tasks` tasks that each print 4 MiB: its peak RSS
+/// (the most of `rounds` runs) against its target, as a section of its own.
+fn memory_section(bin: &str, host: &str, tasks: usize, rounds: usize) -> Res<String> {
+    let script = format!("yes 0123456789abcdef | head -c {MEMORY_TASK_BYTES}");
+    let args = [
+        "service-exec",
+        "--format",
+        "json",
+        FAN_SERVICE,
+        "sh",
+        "-c",
+        &script,
+    ];
+    let mut kb = Vec::new();
+    let mut ms = Vec::new();
+    for round in 0..rounds {
+        eprintln!("bench: memory round {}/{rounds}", round + 1);
+        let (d, k) = run_swarm_exec(bin, host, &args)?;
+        kb.push(k);
+        ms.push(d.as_secs_f64() * 1000.0);
+    }
+    let peak = kb.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
+    let total = (tasks * MEMORY_TASK_BYTES) >> 20;
+    Ok(format!(
+        "## Memory: `service-exec --format json` over {tasks} tasks\n\n\
+         | what | peak RSS (most of {rounds} runs) | target |\n|---|---:|---:|\n\
+         | {tasks} tasks printing 4 MiB each ({total} MiB of output, every byte in the objects) \
+         | {peak:.1} MiB | < 64 MiB |\n\n\
+         Each task's object is printed as it ends and its output let go; past 64 KiB a task's \
+         output waits in an unlinked temporary file. Wall time median {:.0} ms. Measured by \
+         `scripts/bench --memory` on {}.\n",
+        median(&mut ms),
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    ))
 }
 
 /// `docker exec <container> true` through the node's own engine.
@@ -968,7 +1017,7 @@ fn splice(out: &str, section: &str) -> Res<()> {
                 &report[end..]
             )
         }
-        None => format!("{}\n{}\n", report.trim_end(), section.trim_end()),
+        None => format!("{}\n\n{}\n", report.trim_end(), section.trim_end()),
     };
     std::fs::write(out, new)?;
     Ok(())
