@@ -19,8 +19,8 @@ use tokio_retry::RetryIf;
 
 use crate::connect::{Endpoint, EndpointError};
 use crate::engine::{
-    ApiError, Attach, ExecOptions, ExecState, ImageImport, Listed, LogStream, Named, NetworkInfo,
-    NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo,
+    ApiError, Attach, ExecOptions, ExecState, ImageImport, Listed, LogPiece, LogStream, Named,
+    NetworkInfo, NodeInfo, ServiceInfo, SwarmApi, TaskFilter, TaskInfo,
 };
 use crate::escape;
 use crate::model::spec::{HelperSpec, ImageInfo, RelaySpec};
@@ -352,6 +352,24 @@ fn service_info(s: bollard::models::Service) -> ServiceInfo {
 
 /// Unix seconds of an RFC 3339 time as the engine writes them
 /// (`2026-12-01T21:07:13.123456789Z`, or with a `+01:00` offset).
+/// A log entry asked for with timestamps: `2026-12-04T07:30:00.123456789Z <entry>`. An
+/// entry without one (which the engine does not send) is left whole.
+fn split_timestamp(message: &[u8]) -> (Option<i64>, &[u8]) {
+    let parsed = message
+        .iter()
+        .take(40)
+        .position(|&b| b == b' ')
+        .and_then(|i| {
+            let t = std::str::from_utf8(&message[..i]).ok()?;
+            let secs = i64::try_from(unix_seconds(t)?).ok()?;
+            Some((secs, &message[i + 1..]))
+        });
+    match parsed {
+        Some((secs, rest)) => (Some(secs), rest),
+        None => (None, message),
+    }
+}
+
 pub fn unix_seconds(t: &str) -> Option<u64> {
     let (date, rest) = t.split_once('T')?;
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
@@ -673,27 +691,33 @@ impl SwarmApi for BollardApi {
         &self,
         id: &str,
         follow: bool,
-    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
+        since: Option<i64>,
+    ) -> BoxStream<'static, Result<LogPiece, ApiError>> {
         let opts = LogsOptions {
             follow,
             stdout: true,
             stderr: true,
+            // Each entry's time: a read again asks only for what follows the last frame.
+            timestamps: true,
+            since: since.map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
             ..Default::default()
         };
         self.docker
             .service_logs(id, Some(opts))
             .filter_map(|item| async move {
                 use bollard::container::LogOutput;
-                match item {
-                    Ok(LogOutput::StdOut { message }) => {
-                        Some(Ok((LogStream::Stdout, message.to_vec())))
-                    }
-                    Ok(LogOutput::StdErr { message }) => {
-                        Some(Ok((LogStream::Stderr, message.to_vec())))
-                    }
-                    Ok(_) => None,
-                    Err(e) => Some(Err(classify(e))),
-                }
+                let (stream, message) = match item {
+                    Ok(LogOutput::StdOut { message }) => (LogStream::Stdout, message),
+                    Ok(LogOutput::StdErr { message }) => (LogStream::Stderr, message),
+                    Ok(_) => return None,
+                    Err(e) => return Some(Err(classify(e))),
+                };
+                let (logged, bytes) = split_timestamp(&message);
+                Some(Ok(LogPiece {
+                    stream,
+                    bytes: bytes.to_vec(),
+                    logged,
+                }))
             })
             .boxed()
     }

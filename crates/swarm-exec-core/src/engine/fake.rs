@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use crate::engine::{ApiError, SwarmApi};
 use crate::engine::{
-    Attach, ExecOptions, ExecState, ImageImport, Listed, LogStream, Named, NetworkInfo, NodeInfo,
-    ServiceInfo, TaskFilter, TaskInfo,
+    Attach, ExecOptions, ExecState, ImageImport, Listed, LogPiece, LogStream, Named, NetworkInfo,
+    NodeInfo, ServiceInfo, TaskFilter, TaskInfo,
 };
 use crate::model::spec::{HelperSpec, ImageInfo, RelaySpec};
 use crate::sink::OutputSink;
@@ -65,6 +65,11 @@ pub(crate) struct Script {
 
 /// The helper's log lines, each with its offset from creation, as a real helper would
 /// write them with the run's key.
+/// The Unix second the fake's node logged an entry scripted at `at` ms.
+pub(crate) fn logged_at(at: u64) -> i64 {
+    1_700_000_000 + i64::try_from(at / 1000).unwrap()
+}
+
 pub(crate) fn frames(script: &Script, key: &[u8; 32], tag: &str) -> Vec<(u64, Option<Vec<u8>>)> {
     let mut w = Writer::new(key, tag, 1);
     let mut out = Vec::new();
@@ -132,6 +137,10 @@ pub(crate) struct Fake {
     pub(crate) envelope: Mutex<Option<Envelope>>,
     /// Frames (by sequence number) a followed log stream skips; a plain read has them.
     pub(crate) follow_skips: Mutex<Vec<usize>>,
+    /// Each log read asked for: (followed, since).
+    pub(crate) log_reads: Mutex<Vec<(bool, Option<i64>)>>,
+    /// From this frame on, the node's clock is a minute behind (it was set back).
+    pub(crate) clock_back_from: Mutex<Option<usize>>,
     /// The engine's clock; services and secrets listed by label.
     pub(crate) engine_time: Mutex<u64>,
     pub(crate) listed_services: Mutex<Vec<ServiceInfo>>,
@@ -553,7 +562,9 @@ impl SwarmApi for Arc<Fake> {
         &self,
         _id: &str,
         follow: bool,
-    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>> {
+        since: Option<i64>,
+    ) -> BoxStream<'static, Result<LogPiece, ApiError>> {
+        self.log_reads.lock().unwrap().push((follow, since));
         let spec = self.created.lock().unwrap().last().cloned().unwrap();
         let key = self.envelope.lock().unwrap().as_ref().unwrap().key;
         let created = self.created_at.lock().unwrap().unwrap();
@@ -563,20 +574,31 @@ impl SwarmApi for Arc<Fake> {
             Vec::new()
         };
         let lost = self.lost.lock().unwrap().clone();
-        let mut logs: Vec<(u64, Option<Vec<u8>>)> = frames(&self.script, &key, &spec.tag)
+        let back_from = *self.clock_back_from.lock().unwrap();
+        // (scripted at, line or the end, when the node logged it)
+        let mut logs: Vec<(u64, Option<Vec<u8>>, i64)> = frames(&self.script, &key, &spec.tag)
             .into_iter()
             .enumerate()
             .filter(|(seq, _)| !skips.contains(seq) && !lost.contains(seq))
-            .map(|(_, f)| f)
+            .map(|(seq, (at, l))| {
+                let back = back_from.is_some_and(|from| seq >= from);
+                (at, l, logged_at(at) - if back { 60 } else { 0 })
+            })
+            .filter(|(.., logged)| since.is_none_or(|s| *logged >= s))
             .collect();
+        let piece = |(l, logged): (Vec<u8>, i64)| LogPiece {
+            stream: LogStream::Stdout,
+            bytes: l,
+            logged: Some(logged),
+        };
         if !follow {
             // What is retained now, at once; then the stream ends.
             let now = created.elapsed().as_millis() as u64;
-            logs.retain(|(at, _)| *at <= now);
+            logs.retain(|(at, ..)| *at <= now);
             return futures_util::stream::iter(
                 logs.into_iter()
-                    .map_while(|(_, l)| l)
-                    .map(|l| Ok((LogStream::Stdout, l))),
+                    .map_while(|(_, l, logged)| Some((l?, logged)))
+                    .map(move |x| Ok(piece(x))),
             )
             .boxed();
         }
@@ -593,12 +615,12 @@ impl SwarmApi for Arc<Fake> {
             breaks.then(|| Err(ApiError::Connect("connection reset".into()))),
         );
         futures_util::stream::iter(logs)
-            .then(move |(at, line)| async move {
+            .then(move |(at, line, logged)| async move {
                 tokio::time::sleep_until(created + Duration::from_millis(at)).await;
-                line
+                line.map(|l| (l, logged))
             })
             .take_while(|l| std::future::ready(l.is_some()))
-            .map(|l| Ok((LogStream::Stdout, l.unwrap())))
+            .map(move |l| Ok(piece(l.unwrap())))
             .chain(broken)
             // After the script, the stream stays open like a followed log does.
             .chain(futures_util::stream::pending())

@@ -88,6 +88,15 @@ pub enum LogStream {
     Stderr,
 }
 
+/// One entry of a service's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPiece {
+    pub stream: LogStream,
+    pub bytes: Vec<u8>,
+    /// When the node logged it, in Unix seconds (when the engine said).
+    pub logged: Option<i64>,
+}
+
 /// A stream of output from the engine (an attached container or exec): chunks as they
 /// come, each with its stream. It ends when the other side does.
 pub type OutputStream = BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>>;
@@ -275,13 +284,15 @@ pub trait SwarmApi: Send + Sync {
     /// The engine's clock, in Unix seconds (gc measures staleness on the managers' clock).
     fn engine_time(&self) -> impl Future<Output = Result<u64, ApiError>> + Send;
 
-    /// The helper's log from its start: followed as it is written (`follow`; such a stream
-    /// never ends by itself), or what is retained now (it ends).
+    /// The helper's log from its start (or from the entries of Unix second `since` on):
+    /// followed as it is written (`follow`; such a stream never ends by itself), or what is
+    /// retained now (it ends). Each piece carries the time its entry was logged.
     fn service_logs(
         &self,
         id: &str,
         follow: bool,
-    ) -> BoxStream<'static, Result<(LogStream, Vec<u8>), ApiError>>;
+        since: Option<i64>,
+    ) -> BoxStream<'static, Result<LogPiece, ApiError>>;
 
     // The engine the client talks to, for sessions, the direct path and `cp`: one call
     // each, no retries (their callers decide what a failure means).

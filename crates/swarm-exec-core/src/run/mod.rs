@@ -16,7 +16,7 @@ use swarm_exec_proto::frame::{ReadError, Step};
 use swarm_exec_proto::lines::Lines;
 use swarm_exec_proto::{Event, Reader, Stream};
 
-use crate::engine::{LogStream, SwarmApi, TaskFilter, TaskInfo};
+use crate::engine::{LogPiece, LogStream, SwarmApi, TaskFilter, TaskInfo};
 use crate::helper::lifecycle::{create_or_stop, remove_helper, Created, RunSecret, Stop};
 use crate::helper::{helper_spec, Carrier};
 use crate::model::outcome::{Interrupt, NotRun, Outcome, TargetEnd};
@@ -52,8 +52,10 @@ pub const HELPER_START_WAIT: Duration = Duration::from_secs(30);
 const POLL_STARTING: Duration = Duration::from_millis(50);
 const POLL_RUNNING: Duration = Duration::from_millis(250);
 /// After the helper task ended, how long the followed log stream may stay quiet before the
-/// helper's retained log is read again, whole (a follow never ends by itself).
-const LOG_DRAIN: Duration = Duration::from_secs(3);
+/// helper's retained log is read again from its last frame (a follow never ends by itself,
+/// and Docker 20.10's stops for good at a rotation of the log). Short: a reader that is
+/// merely slow costs a read of one second's entries, a stalled one costs this wait.
+const LOG_DRAIN: Duration = Duration::from_secs(1);
 /// After the run's deadline, how long the helper's own report is waited for: it stops the
 /// commands (SIGTERM, SIGKILL after 5 s) and says whether they are gone.
 pub const REPORT_GRACE: Duration = Duration::from_secs(12);
@@ -312,7 +314,10 @@ impl Follower {
             at,
             deadline,
             reading: Reading::Follow,
-            logs: api.service_logs(helper_id, true),
+            logs: api.service_logs(helper_id, true, None),
+            resume_at: None,
+            partial_reads: true,
+            read_since: None,
             logs_open: true,
             reopen_at: None,
             reopens: 0,
@@ -419,10 +424,14 @@ struct Course<'a, A> {
     at: &'a HelperRef,
     deadline: Instant,
     reading: Reading,
-    logs: futures_util::stream::BoxStream<
-        'static,
-        Result<(LogStream, Vec<u8>), crate::engine::ApiError>,
-    >,
+    logs: futures_util::stream::BoxStream<'static, Result<LogPiece, crate::engine::ApiError>>,
+    /// When the last frame read in order was logged: a read again starts at that second,
+    /// not from the log's start (hundreds of MB, once a node's engine stopped
+    /// following its rotated log file: Docker 20.10). `None` once such a read came short.
+    resume_at: Option<i64>,
+    partial_reads: bool,
+    /// Where the stream being read starts (`None`: the log's start).
+    read_since: Option<i64>,
     logs_open: bool,
     /// When a broken stream is opened again.
     reopen_at: Option<Instant>,
@@ -448,9 +457,15 @@ impl<A: SwarmApi> Course<'_, A> {
         }
     }
 
-    /// Opens the helper's log again from its start: followed, or read whole once.
+    /// Opens the helper's log again, from the second of the last frame read in order (from
+    /// its start if that is not known or came short): followed, or read once.
     fn read_again(&mut self, f: &mut Follower, follow: bool) {
-        self.logs = self.api.service_logs(self.helper_id, follow);
+        // The whole second of that frame: entries are whole lines (a frame's line is
+        // shorter than the engine's 16 KiB copy buffer, so it is never split).
+        let since = self.resume_at.filter(|_| self.partial_reads);
+        tracing::debug!(follow, since, "reading the helper's log again");
+        self.read_since = since;
+        self.logs = self.api.service_logs(self.helper_id, follow, since);
         self.logs_open = true;
         f.reopened();
     }
@@ -470,12 +485,20 @@ impl<A: SwarmApi> Course<'_, A> {
     fn on_log<S: OutputSink>(
         &mut self,
         f: &mut Follower,
-        item: Option<Result<(LogStream, Vec<u8>), crate::engine::ApiError>>,
+        item: Option<Result<LogPiece, crate::engine::ApiError>>,
         sinks: &mut [S],
     ) -> End {
-        let bytes = match item {
-            Some(Ok((LogStream::Stdout, bytes))) => bytes,
-            Some(Ok((LogStream::Stderr, bytes))) => {
+        let (bytes, logged) = match item {
+            Some(Ok(LogPiece {
+                stream: LogStream::Stdout,
+                bytes,
+                logged,
+            })) => (bytes, logged),
+            Some(Ok(LogPiece {
+                stream: LogStream::Stderr,
+                bytes,
+                ..
+            })) => {
                 f.diagnostics.extend_from_slice(&bytes);
                 return None;
             }
@@ -492,6 +515,7 @@ impl<A: SwarmApi> Course<'_, A> {
         };
         if f.reader.next_seq() != before {
             self.progress = Instant::now();
+            self.resume_at = logged.or(self.resume_at);
         }
         match fed {
             Fed::More => None,
@@ -500,11 +524,17 @@ impl<A: SwarmApi> Course<'_, A> {
                 Some(f.finished(self.at, sinks))
             }
             Fed::Gap { expected } => {
-                if self.reading
-                    == (Reading::Again {
-                        gap: Some(expected),
-                    })
-                {
+                let again = Reading::Again {
+                    gap: Some(expected),
+                };
+                if self.reading == again && self.read_since.is_some() {
+                    // Not there from that second on (a node's clock that went back?): the
+                    // whole log, then.
+                    self.partial_reads = false;
+                    self.read_again(f, false);
+                    return None;
+                }
+                if self.reading == again {
                     let why = "frames are missing from the helper's log".to_owned();
                     return Some(Err(self.incomplete(f, why)));
                 }
@@ -521,6 +551,12 @@ impl<A: SwarmApi> Course<'_, A> {
     /// The log stream ended: a whole read is done, or a follow stopped early.
     fn on_log_end(&mut self, f: &mut Follower) -> End {
         match self.reading {
+            Reading::Again { .. } if self.ended.is_some() && self.read_since.is_some() => {
+                // Not in the log from that second on: the whole log, then.
+                self.partial_reads = false;
+                self.read_again(f, false);
+                None
+            }
             Reading::Again { .. } if self.ended.is_some() => {
                 // The whole retained log was read and the end is not in it.
                 let task = self.ended.as_ref().expect("checked");

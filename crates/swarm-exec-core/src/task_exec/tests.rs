@@ -346,6 +346,49 @@ async fn a_stream_that_goes_quiet_after_the_helper_ended_is_read_again_whole() {
     assert_bulk_arrives_whole_despite(vec![8, 9, 10, 11], 10).await;
 }
 
+/// Chunks a second apart, then the exit: a follow that stops after `followed` frames
+/// (Docker 20.10 stops following a helper's rotated log) is read again from the second of
+/// the last frame it brought, not from the log's start; where that part lacks the
+/// rest (a node clock set back), the whole log is read.
+async fn stalled_follow(followed: usize, clock_back_from: Option<usize>) -> Arc<Fake> {
+    let mut logs: Vec<(u64, Option<Record>)> = (0..6)
+        .map(|i| {
+            (
+                1000 * i,
+                Some(Record::Stdout(format!("chunk {i}\n").into_bytes())),
+            )
+        })
+        .collect();
+    logs.push((6000, Some(Record::Exit(0))));
+    logs.push((6000, Some(Record::Done)));
+    let fake = fake_with(Script {
+        states: vec![(0, "running", "", None), (7000, "complete", "", Some(0))],
+        logs,
+    });
+    *fake.follow_skips.lock().unwrap() = (followed..8).collect();
+    *fake.clock_back_from.lock().unwrap() = clock_back_from;
+    let (r, sink) = run(&fake, &request("web.1", 300)).await;
+    assert_eq!(r.unwrap(), Outcome::Exited(0));
+    assert_eq!(sink.out, bulk_text(6));
+    fake
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_follow_is_read_again_from_its_last_frame_not_from_the_start() {
+    let fake = stalled_follow(4, None).await;
+    // The fourth frame (chunk 3) was logged at second 3.
+    let from = crate::engine::fake::logged_at(3000);
+    assert_eq!(
+        *fake.log_reads.lock().unwrap(),
+        [(true, None), (false, Some(from))]
+    );
+    let fake = stalled_follow(4, Some(4)).await;
+    assert_eq!(
+        *fake.log_reads.lock().unwrap(),
+        [(true, None), (false, Some(from)), (false, None)]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn frames_lost_for_good_are_reported_with_what_is_missing_never_as_success() {
     for lost in [vec![3], vec![10], vec![11]] {
