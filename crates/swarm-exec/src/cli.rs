@@ -484,7 +484,7 @@ pub struct ActionArgs {
     pub exec: ExecOptions,
 
     /// Run in every task of the service (as service-exec), not in one
-    #[arg(long)]
+    #[arg(long, requires = "name")]
     pub all: bool,
 
     /// With --all, select tasks: node=NAME|ID, slot=N, label=KEY[=VALUE] (repeatable)
@@ -510,7 +510,7 @@ pub struct ActionArgs {
 
     /// Wait up to this long for the service to converge (see `wait`) before running; 125 if
     /// it has not
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, requires = "name")]
     pub wait_ready: Option<Duration>,
 
     /// With --all, do not prefix output lines with the task's name
