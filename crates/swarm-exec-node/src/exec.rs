@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use swarm_exec_proto::args::HelperArgs;
+use swarm_exec_proto::args::{HelperArgs, HELPER_LOG_MAX_MB, ROTATED_LINGER};
 use swarm_exec_proto::Envelope;
 
 use crate::batch::{node_exec, NodeRun};
@@ -54,9 +54,16 @@ pub async fn run(args: &HelperArgs) -> NodeEnd {
         Ok(t) => t,
         Err(e) => return NodeEnd::Failed(NodeError::Signal(e)),
     };
-    let stop = async move {
+    // Stopped once: the run is told, and so is a helper that stays after it (below).
+    let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         term.recv().await;
+        let _ = stopped_tx.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
+    let stop = until_stopped(stopped.clone());
     let stopper = Stopper {
         image: args.image.clone(),
         program: Program::ThisOne,
@@ -83,5 +90,33 @@ pub async fn run(args: &HelperArgs) -> NodeEnd {
         budget: args.budget,
         stopper: &stopper,
     };
-    node_exec(&docker, run, stop, &mut std::io::stdout()).await
+    let mut out = Counted {
+        inner: std::io::stdout(),
+        bytes: 0,
+    };
+    let end = node_exec(&docker, run, stop, &mut out).await;
+    // Frames enough to have rotated the log: stay until removed, so the node's engine goes
+    // on following it (see ROTATED_LINGER).
+    let rotated = out.bytes >= HELPER_LOG_MAX_MB * 7 / 8 * 1024 * 1024;
+    if rotated && !matches!(end, NodeEnd::Failed(_)) {
+        let _ = tokio::time::timeout(ROTATED_LINGER, until_stopped(stopped)).await;
+    }
+    end
+}
+
+/// The helper's stdout, counting what was written to it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -16,6 +16,14 @@ pub const NODE_FORWARD: &str = "node-forward";
 /// so the stopper finds them all in the target container.
 pub const RUN_ENV: &str = "SWARM_EXEC_RUN";
 
+/// The helper's log rotates at this many MiB (its service's `max-size`, two files kept). A
+/// helper whose frames came to most of that stays, idle, until it is removed (at most
+/// [`ROTATED_LINGER`]): Docker 20.10 stops following a log at its rotation when the
+/// container has already exited, and the client, behind, would then wait for a read again.
+pub const HELPER_LOG_MAX_MB: u64 = 256;
+/// How long such a helper stays after its last frame, unless removed first.
+pub const ROTATED_LINGER: Duration = Duration::from_secs(60);
+
 /// `node-exec`: run the envelope's command in these containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperArgs {

@@ -16,6 +16,13 @@ pub const ENVELOPE_FILE_NAME: &str = "envelope";
 pub const LOG_DRIVER: &str = "json-file";
 pub const LOG_OPTIONS: [(&str, &str); 2] = [("max-size", "256m"), ("max-file", "2")];
 
+#[cfg(test)]
+#[test]
+fn the_helper_knows_when_its_log_rotates() {
+    let max = format!("{}m", swarm_exec_proto::args::HELPER_LOG_MAX_MB);
+    assert_eq!(LOG_OPTIONS[0], ("max-size", max.as_str()));
+}
+
 /// Everything the helper service is made of; the engine turns it into an Engine API spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperSpec {
