@@ -452,21 +452,8 @@ where
         // Nothing was created yet (configs of the node-side build are kept anyway).
         i = &mut cancel => return Err(ServiceExecError::Interrupted(i)),
     };
-    // One envelope for every helper, if any; it lives until the last wave could end.
     let helpers = match carrier {
-        Some(carrier) => {
-            let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
-            let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
-            let envelope = req.run.envelope(budget)?;
-            let mut services: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
-            services.sort_unstable();
-            services.dedup();
-            let labels = [("swarm-exec.target.service".to_owned(), services.join(","))];
-            let secret = create_envelope(api_, &envelope, &labels, budget)
-                .await
-                .map_err(api("create the run's envelope secret"))?;
-            Some((carrier, secret))
-        }
+        Some(carrier) => Some((carrier, envelope_for(api_, req, &targets).await?)),
         None => None,
     };
     let ways = Ways {
@@ -483,13 +470,7 @@ where
             duration: Duration::ZERO,
         })
         .collect();
-    if let (false, Some(first)) = (earlier.is_empty(), runs.first_mut()) {
-        first.sink.note(&format!(
-            "left out, as they run an earlier spec than their service's other tasks (an \
-             update that paused?): {}",
-            earlier.join(", ")
-        ));
-    }
+    note_earlier(&mut runs, &earlier);
     let wave_size = req.parallel.unwrap_or(runs.len()).max(1);
     let work = async {
         // How many runs (from the first) went through a wave, and so were reported.
@@ -534,6 +515,35 @@ where
         remove_envelope(api_, &secret.id, &mut first.sink).await;
     }
     Ok(runs)
+}
+
+/// Tasks left out for their earlier spec are named once, through the first run's sink.
+fn note_earlier<S: OutputSink>(runs: &mut [TaskRun<S>], earlier: &[String]) {
+    if let (false, Some(first)) = (earlier.is_empty(), runs.first_mut()) {
+        first.sink.note(&format!(
+            "left out, as they run an earlier spec than their service's other tasks (an \
+             update that paused?): {}",
+            earlier.join(", ")
+        ));
+    }
+}
+
+/// One envelope for every helper; it lives until the last wave could end.
+async fn envelope_for<A: SwarmApi>(
+    api_: &A,
+    req: &ServiceExecRequest,
+    targets: &[Target],
+) -> Result<RunSecret, ServiceExecError> {
+    let waves = req.parallel.map_or(1, |p| targets.len().div_ceil(p.max(1)));
+    let budget = (req.run.timeout + req.delay) * u32::try_from(waves).unwrap_or(u32::MAX);
+    let envelope = req.run.envelope(budget)?;
+    let mut services: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
+    services.sort_unstable();
+    services.dedup();
+    let labels = [("swarm-exec.target.service".to_owned(), services.join(","))];
+    create_envelope(api_, &envelope, &labels, budget)
+        .await
+        .map_err(api("create the run's envelope secret"))
 }
 
 /// How a wave's tasks are reached: those on `own_node` directly, the others through
