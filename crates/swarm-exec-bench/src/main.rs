@@ -83,6 +83,12 @@ fn main() -> Res<()> {
     let bulk = Bulk {
         rounds: opt("--bulk-rounds", "5").parse()?,
         bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
+        // With --bulk-only: which node's task (2: the first worker; 3: the 20.10 one).
+        node: if bulk_only {
+            opt("--bulk-node", "2").parse::<usize>()?.saturating_sub(1)
+        } else {
+            1
+        },
     };
     let lab = std::env::var("SWARM_EXEC_LAB").unwrap_or_else(|_| "/var/tmp/swarm-exec-lab".into());
     tokio::runtime::Builder::new_current_thread()
@@ -109,6 +115,8 @@ fn main() -> Res<()> {
 struct Bulk {
     rounds: usize,
     bytes: u64,
+    /// The node (index) whose task `--bulk-only` measures.
+    node: usize,
 }
 
 const TEXT: &str = "yes 'a line of text, much like a dump has'";
@@ -249,12 +257,22 @@ async fn measure(
                 .or_default()
                 .push(d.as_secs_f64() * 1000.0)
         };
+        let node = nodes.get(bulk.node).ok_or("no such --bulk-node")?;
+        let worker = one
+            .iter()
+            .find(|t| t.node == node.name)
+            .ok_or("no bench task on that node")?;
+        let bulk_at = BulkAt {
+            worker,
+            worker_docker: &node.docker,
+            ..bulk_at
+        };
         // One run first, unrecorded: the program's configs, connections, caches.
         run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
         let mut rss = Vec::new();
         let rss_1gb = bulk_rounds(&bulk_at, bulk, &mut rec, &mut rss).await?;
-        let v = worker_docker.version().await?.version.unwrap_or_default();
-        let mut section = bulk_section(&m, bulk, rss_1gb, &format!("{} Docker {v}", nodes[1].name));
+        let v = node.docker.version().await?.version.unwrap_or_default();
+        let mut section = bulk_section(&m, bulk, rss_1gb, &format!("{} Docker {v}", node.name));
         let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
         let _ = writeln!(section, "\nMeasured by `scripts/bench --bulk` on {date}.");
         splice(out, &section)?;
@@ -394,14 +412,19 @@ async fn measure(
     );
     // Sections measured on their own (`--fan-only` on 10 nodes, `--sessions-only`) stay.
     let old = std::fs::read_to_string(out).unwrap_or_default();
-    let kept: String = ["\n## Fan-out on ", "\n## Live sessions", "\n## Memory"]
-        .iter()
-        .filter_map(|h| {
-            let rest = &old[old.find(h)? + 1..];
-            let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
-            Some(rest[..end].trim_end().to_owned() + "\n\n")
-        })
-        .collect();
+    let kept: String = [
+        "\n## Fan-out on ",
+        "\n## Live sessions",
+        "\n## Memory",
+        "\n## Bulk output on another worker",
+    ]
+    .iter()
+    .filter_map(|h| {
+        let rest = &old[old.find(h)? + 1..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
+        Some(rest[..end].trim_end().to_owned() + "\n\n")
+    })
+    .collect();
     std::fs::write(
         out,
         format!("{report}\n{kept}").trim_end().to_owned() + "\n",
@@ -960,9 +983,15 @@ fn bulk_section(m: &HashMap<String, Vec<f64>>, bulk: Bulk, rss_1gb: i64, worker:
     };
     let mut s = String::new();
     let mb = bulk.bytes / 1_000_000;
+    // The first worker's section is the report's own; another's is kept beside it.
+    let title = if bulk.node == 1 {
+        "Bulk output"
+    } else {
+        "Bulk output on another worker"
+    };
     let _ = writeln!(
         s,
-        "\n## Bulk output: {mb} MB from a task on a worker ({worker})\n"
+        "\n## {title}: {mb} MB from a task on a worker ({worker})\n"
     );
     let _ = writeln!(
         s,
