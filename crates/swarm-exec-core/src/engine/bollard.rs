@@ -1250,6 +1250,22 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
+    fn a_log_entrys_time_is_split_off_and_an_entry_without_one_left_whole() {
+        let (at, rest) = split_timestamp(b"2026-12-04T07:30:05.123456789Z swx2 tag AAAA\n");
+        assert_eq!(at, Some(1_796_369_405));
+        assert_eq!(rest, b"swx2 tag AAAA\n");
+        // A frame line itself, or anything else, is never cut.
+        for whole in [
+            &b"swx2 tag AAAA\n"[..],
+            b"no time here\n",
+            b"",
+            b"2026-12-04 x",
+        ] {
+            assert_eq!(split_timestamp(whole), (None, whole));
+        }
+    }
+
+    #[test]
     fn classification() {
         let e = |status_code: u16, message: &str| {
             classify(bollard::errors::Error::DockerResponseServerError {
