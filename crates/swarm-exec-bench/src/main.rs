@@ -251,33 +251,7 @@ async fn measure(
         return Ok(());
     }
     if only.bulk {
-        let mut m: HashMap<String, Vec<f64>> = HashMap::new();
-        let mut rec = |k: &str, d: Duration| {
-            m.entry(k.to_owned())
-                .or_default()
-                .push(d.as_secs_f64() * 1000.0)
-        };
-        let node = nodes.get(bulk.node).ok_or("no such --bulk-node")?;
-        let worker = one
-            .iter()
-            .find(|t| t.node == node.name)
-            .ok_or("no bench task on that node")?;
-        let bulk_at = BulkAt {
-            worker,
-            worker_docker: &node.docker,
-            ..bulk_at
-        };
-        // One run first, unrecorded: the program's configs, connections, caches.
-        run_swarm_exec(bin, manager_host, &["task-exec", &worker.id, "true"])?;
-        let mut rss = Vec::new();
-        let rss_1gb = bulk_rounds(&bulk_at, bulk, &mut rec, &mut rss).await?;
-        let v = node.docker.version().await?.version.unwrap_or_default();
-        let mut section = bulk_section(&m, bulk, rss_1gb, &format!("{} Docker {v}", node.name));
-        let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-        let _ = writeln!(section, "\nMeasured by `scripts/bench --bulk` on {date}.");
-        splice(out, &section)?;
-        println!("{section}");
-        return Ok(());
+        return bulk_alone(nodes, &one, bulk_at, bulk, out).await;
     }
     let by_name: HashMap<&str, &Docker> =
         nodes.iter().map(|n| (n.name.as_str(), &n.docker)).collect();
@@ -528,6 +502,44 @@ fn run_swarm_exec(bin: &str, host: &str, args: &[&str]) -> Res<(Duration, i64)> 
         return Err(format!("swarm-exec {args:?} failed: {status}").into());
     }
     Ok((elapsed, usage.ru_maxrss))
+}
+
+/// `--bulk-only`: the bulk rounds from the task on node `bulk.node`, spliced into that
+/// worker's section.
+async fn bulk_alone(
+    nodes: &[Node],
+    one: &[Task],
+    at: BulkAt<'_>,
+    bulk: Bulk,
+    out: &str,
+) -> Res<()> {
+    let mut m: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut rec = |k: &str, d: Duration| {
+        m.entry(k.to_owned())
+            .or_default()
+            .push(d.as_secs_f64() * 1000.0)
+    };
+    let node = nodes.get(bulk.node).ok_or("no such --bulk-node")?;
+    let worker = one
+        .iter()
+        .find(|t| t.node == node.name)
+        .ok_or("no bench task on that node")?;
+    let at = BulkAt {
+        worker,
+        worker_docker: &node.docker,
+        ..at
+    };
+    // One run first, unrecorded: the program's configs, connections, caches.
+    run_swarm_exec(at.bin, at.manager_host, &["task-exec", &worker.id, "true"])?;
+    let mut rss = Vec::new();
+    let rss_1gb = bulk_rounds(&at, bulk, &mut rec, &mut rss).await?;
+    let v = node.docker.version().await?.version.unwrap_or_default();
+    let mut section = bulk_section(&m, bulk, rss_1gb, &format!("{} Docker {v}", node.name));
+    let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let _ = writeln!(section, "\nMeasured by `scripts/bench --bulk` on {date}.");
+    splice(out, &section)?;
+    println!("{section}");
+    Ok(())
 }
 
 /// How much output each task prints in the memory measurement.
