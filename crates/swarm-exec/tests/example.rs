@@ -21,4 +21,14 @@ fn stack_file_deploys_and_its_tasks_take_task_exec() {
     let out = task_exec(&[], &format!("{agent}@node3"), &["cat", "/etc/hostname"]);
     assert_exit(&out, 0);
     assert_eq!(out.stdout_str().trim().len(), 12, "{}", out.stdout_str());
+    // Its declared action, listed and run by name in every task.
+    let out = swarm_exec(&["action", &web]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout_str(), "hostname  [\"cat\",\"/etc/hostname\"]\n");
+    let out = swarm_exec(&["action", "--all", "--no-prefix", &web, "hostname"]);
+    assert_exit(&out, 0);
+    let text = out.stdout_str();
+    let names: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(names.len(), 3, "{text}");
+    assert!(names.iter().all(|n| n.len() == 12), "{names:?}");
 }
