@@ -172,6 +172,13 @@ fn streamed(cmd: &mut Command, data: &[u8], sum: &str) -> Res<Duration> {
     Ok(d)
 }
 
+/// `docker -H HOST ARGS...`.
+fn docker_at(host: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("docker");
+    c.args(["-H", host]).args(args);
+    c
+}
+
 /// What the section measures on.
 pub struct Lab<'a> {
     pub bin: &'a str,
@@ -196,11 +203,7 @@ pub fn section(lab: &Lab, rounds: usize, mb: usize, date: &str, engines: &str) -
         docker_host(c.args(args), lab.manager_host);
         c
     };
-    let dx = |host: &str, args: &[&str]| {
-        let mut c = Command::new("docker");
-        c.args(["-H", host]).args(args);
-        c
-    };
+    let dx = docker_at;
     let mut data = vec![0u8; mb * 1_000_000];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut data)?;
     let sum = sha256_of(&data)?;
@@ -334,11 +337,7 @@ fn via_session(
     sum: &str,
     round: usize,
 ) -> Res<(Duration, Duration)> {
-    let dx = |args: &[&str]| {
-        let mut c = Command::new("docker");
-        c.args(["-H", &lab.worker_host]).args(args);
-        c
-    };
+    let dx = |args: &[&str]| docker_at(&lab.worker_host, args);
     let blob = format!("/tmp/bench-via-{round}");
     let keep = format!("cat > {blob}");
     streamed_in(
@@ -386,11 +385,7 @@ fn forwarded(
     sum: &str,
     round: usize,
 ) -> Res<Forwarded> {
-    let dx = |args: &[&str]| {
-        let mut c = Command::new("docker");
-        c.args(["-H", &lab.worker_host]).args(args);
-        c
-    };
+    let dx = |args: &[&str]| docker_at(&lab.worker_host, args);
     let dir = format!("/tmp/bench-www-{round}");
     let keep = format!("mkdir -p {dir} && echo x > {dir}/one && cat > {dir}/blob");
     streamed_in(

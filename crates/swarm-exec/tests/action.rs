@@ -35,17 +35,7 @@ fn deploy() -> (String, Stack) {
     let name = format!("sxa{}", unique_hex(8));
     let file = std::env::temp_dir().join(format!("{name}.yml"));
     std::fs::write(&file, stack_file(client_node())).unwrap();
-    let stack = Stack(name.clone());
-    let path = file.to_str().unwrap();
-    docker_ok(&[
-        "stack",
-        "deploy",
-        "--resolve-image",
-        "never",
-        "-c",
-        path,
-        &name,
-    ]);
+    let stack = deploy_stack(&name, file.to_str().unwrap());
     let _ = std::fs::remove_file(&file);
     let service = format!("{name}_app");
     eventually("two running tasks", Duration::from_secs(60), || {

@@ -523,8 +523,15 @@ impl Drop for Stack {
 
 /// Deploys example/stack.yml as stack `name`, removed when the result is dropped.
 pub fn deploy_example_stack(name: &str) -> Stack {
+    deploy_stack(
+        name,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../example/stack.yml"),
+    )
+}
+
+/// Deploys the stack file `file` as stack `name`, removed when the result is dropped.
+pub fn deploy_stack(name: &str, file: &str) -> Stack {
     let stack = Stack(name.to_owned());
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../example/stack.yml");
     docker_ok(&[
         "stack",
         "deploy",

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use swarm_exec_core::lookup::{self, LookupError};
+use swarm_exec_core::lookup;
 use swarm_exec_core::model::action::{self, is_action_name};
 use swarm_exec_core::model::target::{check_service_name, TaskRef};
 
@@ -25,13 +25,10 @@ pub async fn run(global: &Global, mut args: ActionArgs) -> Result<Status, CliErr
         .map(utf8_arg)
         .collect::<Result<_, _>>()?;
     let api = connect(global)?;
-    let labels = match lookup::service(&api, &args.service).await {
-        Ok(s) => s.labels,
-        Err(LookupError::NoService(s)) => {
-            return Err(CliError::Failed(format!("no service named {s}")))
-        }
-        Err(e) => return Err(CliError::Failed(e.to_string())),
-    };
+    let labels = lookup::service(&api, &args.service)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .labels;
     let Some(name) = args.name.clone() else {
         if !extra.is_empty() {
             return Err(CliError::Usage(
