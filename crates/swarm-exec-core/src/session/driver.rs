@@ -86,35 +86,7 @@ where
         .network
         .map_or_else(|| network::own_name(tag), str::to_owned);
     // The relay's node, then the network, which names it; meanwhile the relay's image.
-    let network = async {
-        let node = api
-            .own_node_id()
-            .await
-            .map_err(SessionFailure::StartRelay)?
-            .unwrap_or_default();
-        let network = match req.network {
-            Some(name) => network::ready(api, name, name).await?,
-            None => {
-                let labels = [
-                    (HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned()),
-                    (SESSION_LABEL.to_owned(), tag.to_owned()),
-                    (RELAY_NODE_LABEL.to_owned(), node.clone()),
-                    (
-                        TARGET_SERVICE_LABEL.to_owned(),
-                        req.task.service_name.clone(),
-                    ),
-                ];
-                let made_it = Asked::Network(network_name.clone());
-                let id = made
-                    .asking(made_it, network::create_own(api, tag, &labels))
-                    .await?;
-                made.network = Some(id.clone());
-                network::ready(api, &network_name, &id).await?
-            }
-        };
-        tracing::debug!(name = %network_name, ms = started.elapsed().as_millis(), "session network ready");
-        Ok((network, node))
-    };
+    let network = session_network(api, req, tag, &network_name, made, started);
     let (image, (network, relay_node)) =
         tokio::try_join!(relay::image(api, &req.run.helper), network)?;
     let budget = deadline.saturating_duration_since(Instant::now());
@@ -182,6 +154,45 @@ where
         "session open: command started"
     );
     pump(req, link, to_relay, seal, io, out).await
+}
+
+/// The network the session uses (the operator's, or one of its own made now) once it is
+/// ready, and the swarm node of the engine the relay will run on.
+async fn session_network<A: SwarmApi>(
+    api: &A,
+    req: &SessionRequest<'_>,
+    tag: &str,
+    network_name: &str,
+    made: &mut Made,
+    started: Instant,
+) -> Result<(String, String), SessionFailure> {
+    let node = api
+        .own_node_id()
+        .await
+        .map_err(SessionFailure::StartRelay)?
+        .unwrap_or_default();
+    let network = match req.network {
+        Some(name) => network::ready(api, name, name).await?,
+        None => {
+            let labels = [
+                (HELPER_LABEL.to_owned(), NETWORK_KIND.to_owned()),
+                (SESSION_LABEL.to_owned(), tag.to_owned()),
+                (RELAY_NODE_LABEL.to_owned(), node.clone()),
+                (
+                    TARGET_SERVICE_LABEL.to_owned(),
+                    req.task.service_name.clone(),
+                ),
+            ];
+            let made_it = Asked::Network(network_name.to_owned());
+            let id = made
+                .asking(made_it, network::create_own(api, tag, &labels))
+                .await?;
+            made.network = Some(id.clone());
+            network::ready(api, network_name, &id).await?
+        }
+    };
+    tracing::debug!(name = %network_name, ms = started.elapsed().as_millis(), "session network ready");
+    Ok((network, node))
 }
 
 /// Where the session's relay is: its address, its network, the swarm node of its engine.
