@@ -96,29 +96,7 @@ pub async fn run(
         None => bridged.await,
     };
     match ended {
-        Ok(()) => {
-            let code = match own {
-                true => crate::debug::exit_code(docker, &exec_id).await,
-                false => exit_code(docker, &exec_id).await,
-            };
-            if own {
-                let _ = crate::debug::remove(docker, &exec_id).await;
-            }
-            let msg = match code {
-                Ok(code) => Msg::Exit {
-                    code,
-                    stdout: counts[0],
-                    stderr: counts[1],
-                },
-                Err(e) => Msg::Failed(e.to_string()),
-            };
-            let code = match &msg {
-                Msg::Exit { code, .. } => Some(*code),
-                _ => None,
-            };
-            link.last(&msg).await;
-            NodeEnd::Done(vec![code])
-        }
+        Ok(()) => exited(docker, &exec_id, own, counts, link).await,
         Err(ending) => {
             // The command is not left running, whoever went away.
             let stopped = if own {
@@ -142,6 +120,38 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The command ended by itself: its exit code and how many bytes of each stream went out,
+/// as the session's last message (a container of the helper's own is removed first).
+async fn exited(
+    docker: &Docker,
+    exec_id: &str,
+    own: bool,
+    counts: [u64; 2],
+    link: Link,
+) -> NodeEnd {
+    let code = match own {
+        true => crate::debug::exit_code(docker, exec_id).await,
+        false => exit_code(docker, exec_id).await,
+    };
+    if own {
+        let _ = crate::debug::remove(docker, exec_id).await;
+    }
+    let msg = match code {
+        Ok(code) => Msg::Exit {
+            code,
+            stdout: counts[0],
+            stderr: counts[1],
+        },
+        Err(e) => Msg::Failed(e.to_string()),
+    };
+    let code = match &msg {
+        Msg::Exit { code, .. } => Some(*code),
+        _ => None,
+    };
+    link.last(&msg).await;
+    NodeEnd::Done(vec![code])
 }
 
 /// What a session's command runs in, and as what.
