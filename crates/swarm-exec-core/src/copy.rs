@@ -238,6 +238,7 @@ where
             decide,
         }),
         forward: None,
+        serve: false,
     };
     let none = futures_util::stream::empty();
     let task = &target.task;

@@ -63,6 +63,7 @@ where
         stdin_prefix: Vec::new(),
         copy: None,
         forward: Some(req.ports.clone()),
+        serve: false,
     };
     let opener = async {
         while let Some((conn, port)) = accepted.recv().await {

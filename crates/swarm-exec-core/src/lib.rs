@@ -28,7 +28,7 @@
 //! - Entry points, each one command: [`task_exec`](mod@task_exec), [`live`] (`-t` and streamed `-i`,
 //!   directly or through a session), [`service_exec`], [`copy`] (`cp`), [`forward`]
 //!   (`port-forward`; `debug` is `task_exec` and `live` with a debug image), [`gc`], [`wait`]
-//!   (until services have converged), [`multi`]
+//!   (until services have converged), [`persist`] (`--persist`'s keeper), [`multi`]
 //!   (what the Skopos plugin runs); [`error`] is theirs: only they build [`ExecError`].
 
 pub mod cancel;
@@ -46,6 +46,7 @@ pub mod local;
 pub mod lookup;
 pub mod model;
 pub mod multi;
+pub mod persist;
 pub mod run;
 pub mod service_exec;
 pub mod session;

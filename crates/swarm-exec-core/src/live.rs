@@ -70,6 +70,7 @@ where
         stdin_prefix: req.stdin_prefix,
         copy: None,
         forward: None,
+        serve: false,
     };
     Ok(remote_session(api, session, input, sizes, out, deadline, cancel).await?)
 }

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("copy", 7),
     ("live", 7),
     ("forward", 7),
+    ("persist", 7),
     ("gc", 7),
     ("service_exec", 8),
     ("multi", 9),

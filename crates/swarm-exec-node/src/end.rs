@@ -128,4 +128,6 @@ pub enum SessionFailure {
     Refused(#[source] swarm_exec_proto::session::SessionError),
     #[error("the client went away")]
     ClientGone,
+    #[error("the keeper's run frames do not parse: {0}")]
+    Frames(String),
 }

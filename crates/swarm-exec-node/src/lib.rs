@@ -11,6 +11,8 @@
 //! - [`session`]: the helper of a live session (`-t`, streamed `-i`): it dials the relay
 //!   and bridges an attached exec to sealed frames; [`relay`]: `node-relay`, the relay
 //!   container on the manager that pairs that connection with the client's attach stream.
+//! - [`serve`]: `--persist`'s standing helper, which runs many commands in containers on
+//!   its node over one session.
 //! - [`debug`]: `debug`'s container beside the target, in its namespaces, in place of an
 //!   exec (both paths).
 //! - [`forward`]: `port-forward`'s forwarder, a container in the target's network
@@ -30,6 +32,7 @@ pub mod end;
 pub mod exec;
 pub mod forward;
 pub mod relay;
+pub mod serve;
 pub mod session;
 pub mod stop;
 

@@ -53,6 +53,9 @@ pub async fn run(
         link.last(&Msg::Failed(why)).await;
         return NodeEnd::Done(vec![None]);
     };
+    if spec.serve {
+        return crate::serve::serve(docker, stopper, link, deadline, &mut stop).await;
+    }
     if let Some(copy) = &spec.copy {
         return serve_copy(docker, container, copy, link, deadline, &mut stop).await;
     }
@@ -231,17 +234,17 @@ async fn start<S: std::future::Future<Output = ()> + Unpin>(
 }
 
 /// The helper's end of a session: the connection to the relay and its sealing halves.
-struct Link {
-    rx: tokio::net::tcp::OwnedReadHalf,
-    tx: tokio::net::tcp::OwnedWriteHalf,
-    seal: Sealer,
-    open: Opener,
+pub(crate) struct Link {
+    pub(crate) rx: tokio::net::tcp::OwnedReadHalf,
+    pub(crate) tx: tokio::net::tcp::OwnedWriteHalf,
+    pub(crate) seal: Sealer,
+    pub(crate) open: Opener,
 }
 
 impl Link {
     /// The helper's last frame, then the end of the session (see [`finish`]). A client
     /// already gone cannot be told: nothing more to do.
-    async fn last(mut self, msg: &Msg) {
+    pub(crate) async fn last(mut self, msg: &Msg) {
         let mut b = Vec::new();
         self.seal.seal(msg, &mut b);
         let _ = self.tx.write_all(&b).await;

@@ -68,6 +68,11 @@ pub struct SessionSpec {
     /// the streams of [`crate::forward`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<Vec<u16>>,
+    /// `--persist`'s standing helper instead of a command: it runs what the session's
+    /// input asks for (see [`crate::serve`]), in any container on its node, until that
+    /// input ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub serve: bool,
 }
 
 /// A `cp` through a session.
@@ -216,6 +221,7 @@ mod tests {
                         path: "/srv/".into(),
                     }),
                     forward: Some(vec![80, 5432]),
+                    serve: true,
                 }),
                 ..e
             };

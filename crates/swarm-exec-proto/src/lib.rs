@@ -15,6 +15,7 @@
 //!   between the client and a helper on another node, through a relay that cannot read it.
 //! - [`forward`]: `port-forward`'s connections as streams with windows inside a session,
 //!   and the pumps that move them, the same at both ends.
+//! - [`serve`]: `--persist`'s runs, many at once inside one session with a standing helper.
 //!
 //! Both sides depend on this crate; nothing that talks to an engine belongs here.
 
@@ -23,6 +24,7 @@ pub mod envelope;
 pub mod forward;
 pub mod frame;
 pub mod lines;
+pub mod serve;
 pub mod session;
 pub mod tar;
 

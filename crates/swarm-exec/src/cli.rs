@@ -96,6 +96,9 @@ pub enum Command {
     /// Remove helper services left behind (e.g. by a killed client)
     #[command(after_help = GC_EXAMPLES)]
     Gc(GcArgs),
+    /// What a --persist keeper holds (status), or end it now (stop)
+    #[command(after_help = PERSIST_EXAMPLES)]
+    Persist(PersistArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(
         after_help = "Examples:\n  swarm-exec completions bash > /etc/bash_completion.d/swarm-exec\n  swarm-exec completions zsh > \"${fpath[1]}/_swarm-exec\"\n  swarm-exec completions fish > ~/.config/fish/completions/swarm-exec.fish"
@@ -240,6 +243,13 @@ pub struct TaskExecArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub wait_ready: Option<Duration>,
 
+    /// Keep a helper standing on the task's node for later runs, until this long passes
+    /// with none (like ssh's ControlPersist): a background keeper of yours holds it, and runs
+    /// from any of your processes go through it at nearly docker exec's speed. Plain runs
+    /// only (not -t, --via session, --format json, --image); see `persist`
+    #[arg(long, value_name = "DURATION", env = "SWARM_EXEC_PERSIST", value_parser = parse_timeout)]
+    pub persist: Option<Duration>,
+
     /// The task: ID or unique ID prefix, SERVICE.SLOT, SERVICE@NODE, or SERVICE
     #[arg(value_name = "TASK", value_parser = parse_task)]
     pub task: TaskRef,
@@ -253,6 +263,27 @@ pub struct TaskExecArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct PersistArgs {
+    #[command(subcommand)]
+    pub command: PersistCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersistCommand {
+    /// List the keeper's standing helpers (exit 1 when no keeper stands)
+    Status {
+        /// One JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the keeper now: its helpers, relays, networks and secrets are removed
+    Stop,
+    /// (internal) Be the keeper (started by the first --persist run)
+    #[command(hide = true)]
+    Keep,
 }
 
 /// The options `task-exec` and `service-exec` share with `docker exec`.
@@ -513,6 +544,11 @@ pub struct ActionArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout, requires = "name")]
     pub wait_ready: Option<Duration>,
 
+    /// Keep the helper standing for later runs until this long passes with none (see
+    /// task-exec --persist; not with --all)
+    #[arg(long, value_name = "DURATION", env = "SWARM_EXEC_PERSIST", value_parser = parse_timeout)]
+    pub persist: Option<Duration>,
+
     /// With --all, do not prefix output lines with the task's name
     #[arg(long, requires = "all")]
     pub no_prefix: bool,
@@ -653,6 +689,20 @@ pub struct CpArgs {
     #[arg(long)]
     pub force: bool,
 }
+
+const PERSIST_EXAMPLES: &str = "\
+Examples:
+  export SWARM_EXEC_PERSIST=10m           # every task-exec in this shell keeps its helper
+  swarm-exec task-exec web.1 cat /etc/hostname   # opens the session (~1.5 s)
+  swarm-exec task-exec web.2 date         # any task on that node: nearly docker exec's speed
+  swarm-exec task-exec --persist 30s api.1 ./healthcheck
+  swarm-exec persist status               # the keeper's helpers, one per node
+  swarm-exec persist stop                 # remove them now
+
+The keeper is your own process, reached through a socket only you can open
+($XDG_RUNTIME_DIR/swarm-exec or /tmp/swarm-exec-UID); each standing helper holds its
+node's docker socket for as long as it stands. What it made is labelled and leased:
+`swarm-exec gc` removes it if the keeper is killed.";
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
@@ -822,6 +872,7 @@ mod help_snapshots {
             "wait",
             "action",
             "gc",
+            "persist",
             "exec",
             "completions",
             "man",

@@ -12,6 +12,7 @@ mod example;
 mod faults;
 mod forward;
 mod interactive;
+mod persist;
 mod plugin;
 mod scale;
 mod service_exec;

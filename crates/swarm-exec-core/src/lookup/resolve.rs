@@ -13,7 +13,7 @@ use crate::model::target::{is_container_id, is_swarm_id, TaskRef};
 pub const TARGET_START_WAIT: Duration = Duration::from_secs(60);
 
 /// A task ready to exec into.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     pub task_id: String,
     pub service_id: String,

@@ -227,6 +227,7 @@ async fn start_helper<A: SwarmApi>(
             path: c.path.clone(),
         }),
         forward: req.forward.clone(),
+        serve: req.serve,
     });
     // Its relay's liveness is the session's: see SESSION_LABEL.
     let target_labels = vec![

@@ -35,6 +35,9 @@ pub struct SessionRequest<'a> {
     /// `port-forward` instead of a command: the remote ports its forwarder may connect to;
     /// the streams travel as the session's input and output.
     pub forward: Option<Vec<u16>>,
+    /// `--persist`'s standing helper instead of a command: it runs what the session's
+    /// input asks for (see [`swarm_exec_proto::serve`]).
+    pub serve: bool,
 }
 
 /// A `cp` through a session. Out of the container: its archive of `path` comes as stdout.

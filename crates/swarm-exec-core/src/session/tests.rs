@@ -94,6 +94,7 @@ async fn session(fake: &Arc<Fake>, call: Call) -> (Result<Outcome, SessionError>
         stdin_prefix: call.stdin_prefix,
         copy: None,
         forward: None,
+        serve: false,
     };
     let mut sink = Sink::default();
     let cancel = async move {

@@ -66,6 +66,7 @@ pub async fn run(global: &Global, mut args: ActionArgs) -> Result<Status, CliErr
         format: args.format,
         max_output: args.max_output,
         wait_ready: args.wait_ready,
+        persist: args.persist,
         task: TaskRef::Service(args.service),
         command,
     };

@@ -32,6 +32,7 @@ pub async fn run(global: &Global, args: DebugArgs) -> Result<Status, CliError> {
         format: "text".to_owned(),
         max_output: 0,
         wait_ready: None,
+        persist: None,
         task: args.task,
         command,
     };

@@ -7,6 +7,7 @@ mod debug;
 mod exec;
 mod gc;
 mod json;
+mod persist;
 mod plugin;
 mod port_forward;
 mod service_exec;
@@ -62,10 +63,15 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         Command::Debug(_) => Some(("debug", None)),
         Command::PortForward(_) => Some(("port-forward", None)),
         Command::Action(a) => a.name.as_deref().map(|n| ("action", Some(n))),
+        Command::Persist(_) => Some(("persist", None)),
         _ => None,
     };
     if let Some((name, action)) = makes_helpers {
         setup::set_origin(name, action)?;
+    }
+    // The keeper makes its own runtime (with a set for its local tasks).
+    if let Command::Persist(args) = cli.command {
+        return persist::run(&cli.global, args);
     }
     let rt = runtime()?;
     match cli.command {
@@ -84,7 +90,9 @@ pub fn run(invocation: Invocation) -> Result<Status, CliError> {
         | Command::NodeForward(_) => {
             unreachable!("handled above")
         }
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man | Command::Persist(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

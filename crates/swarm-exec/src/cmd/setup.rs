@@ -10,6 +10,13 @@ use crate::exit::CliError;
 
 /// The engine the flags and environment name (see [`Global`]).
 pub fn connect(global: &Global) -> Result<BollardApi, CliError> {
+    let endpoint = endpoint(global)?;
+    tracing::debug!(host = %endpoint.host, source = %endpoint.source, "engine");
+    BollardApi::connect(&endpoint).map_err(CliError::Endpoint)
+}
+
+/// Where the flags and environment say the engine is.
+pub fn endpoint(global: &Global) -> Result<connect::Endpoint, CliError> {
     let flags = EndpointFlags {
         host: global.host.clone(),
         context: global.context.clone(),
@@ -21,9 +28,7 @@ pub fn connect(global: &Global) -> Result<BollardApi, CliError> {
         "DOCKER_TLS_VERIFY" if global.tls_verify => Some("1".to_owned()),
         _ => std::env::var(k).ok(),
     };
-    let endpoint = connect::resolve(&flags, &env).map_err(CliError::Endpoint)?;
-    tracing::debug!(host = %endpoint.host, source = %endpoint.source, "engine");
-    BollardApi::connect(&endpoint).map_err(CliError::Endpoint)
+    connect::resolve(&flags, &env).map_err(CliError::Endpoint)
 }
 
 /// A runtime for one command: one thread is plenty (the work is waiting on sockets), and it

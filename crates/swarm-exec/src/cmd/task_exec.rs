@@ -9,6 +9,7 @@ use crate::cli::{ExecOptions, Global, TaskExecArgs};
 use crate::cmd::setup::{connect, interrupted};
 use crate::exit::{CliError, Status};
 use crate::output::StdSink;
+use swarm_exec_core::sink::OutputSink as _;
 
 /// `--timeout`'s default for a command (a `-t` session has none).
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -90,6 +91,12 @@ async fn run_in(
             i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
         }
     }
+    let keeps = !json && req.run.debug.is_none();
+    if let (Some(idle), true) = (args.persist, keeps) {
+        if let swarm_exec_core::HelperSource::Embedded(_) = req.run.helper {
+            return persisted(global, &api, req, idle, interrupted).await;
+        }
+    }
     if json {
         let mut sink = crate::cmd::json::JsonRun::new(args.max_output);
         let started = std::time::Instant::now();
@@ -97,6 +104,44 @@ async fn run_in(
         return Ok(sink.finish(result, started.elapsed()));
     }
     let outcome = task_exec(&api, &req, &mut StdSink::new(global.quiet), interrupted).await?;
+    Ok(Status::Outcome(outcome))
+}
+
+/// `--persist`: a task on another node through the keeper's standing helper; one on this
+/// engine directly, as always.
+async fn persisted<C>(
+    global: &Global,
+    api: &swarm_exec_core::BollardApi,
+    req: ExecRequest,
+    idle: std::time::Duration,
+    interrupted: std::pin::Pin<&mut C>,
+) -> Result<Status, CliError>
+where
+    C: std::future::Future<Output = swarm_exec_core::Interrupt>,
+{
+    let mut interrupted = interrupted;
+    req.run
+        .check()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let found = tokio::select! {
+        r = swarm_exec_core::task_exec::local_task(api, &req.target) => r?,
+        i = &mut interrupted => return Ok(Status::Outcome(Outcome::Interrupted(i))),
+    };
+    let mut sink = StdSink::new(global.quiet);
+    let outcome = match found {
+        (_, true) => task_exec(api, &req, &mut sink, interrupted).await?,
+        (task, false) => {
+            if let Some(n) = task.chosen_from.filter(|&n| n > 1) {
+                sink.note(&format!(
+                    "service {} has {n} running tasks; running in {}",
+                    task.service_name,
+                    task.describe()
+                ));
+            }
+            let run = &req.run;
+            crate::cmd::persist::task_exec(global, task, run, idle, &mut sink, interrupted).await?
+        }
+    };
     Ok(Status::Outcome(outcome))
 }
 
