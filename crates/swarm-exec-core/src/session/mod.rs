@@ -36,7 +36,7 @@ mod request;
 mod teardown;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use error::{SessionError, SessionFailure};
 pub use network::SESSION_NETWORK;

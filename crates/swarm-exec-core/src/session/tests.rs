@@ -18,7 +18,7 @@ use crate::helper::Carrier;
 use crate::lookup::resolve::Resolved;
 use crate::model::options::{HelperSource, RunOptions};
 
-fn resolved() -> Resolved {
+pub(crate) fn resolved() -> Resolved {
     Resolved {
         task_id: TASK.into(),
         service_id: SVC.into(),
@@ -57,7 +57,7 @@ fn fake(states: Vec<(u64, &'static str, &'static str, Option<i64>)>) -> Arc<Fake
     Fake::with_task(task(TASK, 1, "running", "running"), script)
 }
 
-fn running() -> Arc<Fake> {
+pub(crate) fn running() -> Arc<Fake> {
     fake(vec![(0, "running", "", None)])
 }
 
@@ -119,7 +119,7 @@ async fn session(fake: &Arc<Fake>, call: Call) -> (Result<Outcome, SessionError>
 }
 
 /// The helper's end of the relay, as the test plays it.
-struct FarEnd {
+pub(crate) struct FarEnd {
     seal: Sealer,
     open: Opener,
     to_client: UnboundedSender<Result<(LogStream, Vec<u8>), ApiError>>,
@@ -129,7 +129,7 @@ struct FarEnd {
 impl FarEnd {
     /// Once the client is attached to the relay and the helper exists: the client's relay
     /// token is checked, and the keys are the run's (from the envelope the helper reads).
-    async fn connect(fake: &Arc<Fake>) -> FarEnd {
+    pub(crate) async fn connect(fake: &Arc<Fake>) -> FarEnd {
         loop {
             let attached = fake.relay.lock().unwrap().is_some();
             if attached && fake.created() > 0 {
@@ -154,23 +154,23 @@ impl FarEnd {
         }
     }
 
-    fn sealed(&mut self, msg: &Msg) -> Vec<u8> {
+    pub(crate) fn sealed(&mut self, msg: &Msg) -> Vec<u8> {
         let mut wire = Vec::new();
         self.seal.seal(msg, &mut wire);
         wire
     }
 
-    fn send_wire(&self, wire: Vec<u8>) {
+    pub(crate) fn send_wire(&self, wire: Vec<u8>) {
         self.to_client.send(Ok((LogStream::Stdout, wire))).unwrap();
     }
 
-    fn send(&mut self, msg: &Msg) {
+    pub(crate) fn send(&mut self, msg: &Msg) {
         let wire = self.sealed(msg);
         self.send_wire(wire);
     }
 
     /// The next frame from the client but its heartbeats (as the helper takes them).
-    async fn recv(&mut self) -> Msg {
+    pub(crate) async fn recv(&mut self) -> Msg {
         loop {
             match self.recv_any().await {
                 Msg::Heartbeat => {}
@@ -180,7 +180,7 @@ impl FarEnd {
     }
 
     /// The next frame from the client.
-    async fn recv_any(&mut self) -> Msg {
+    pub(crate) async fn recv_any(&mut self) -> Msg {
         loop {
             if let Some(m) = self.open.next_msg() {
                 return m.expect("the client's frames open with the run's key");
@@ -193,7 +193,7 @@ impl FarEnd {
     }
 
     /// Hello, and the client's start in answer.
-    async fn open(fake: &Arc<Fake>) -> FarEnd {
+    pub(crate) async fn open(fake: &Arc<Fake>) -> FarEnd {
         let mut far = FarEnd::connect(fake).await;
         far.send(&Msg::Hello);
         assert_eq!(far.recv().await, Msg::Start);
@@ -204,7 +204,7 @@ impl FarEnd {
 use swarm_exec_proto::session::Msg;
 
 /// Nothing the session made is left: its helper, its envelope secret, its relay.
-fn nothing_left(fake: &Fake) {
+pub(crate) fn nothing_left(fake: &Fake) {
     let order = fake.removal_order();
     if fake.created() > 0 {
         assert!(fake.removed().contains(&HELPER_ID.to_owned()), "{order:?}");

@@ -506,3 +506,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
