@@ -83,13 +83,8 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
         let reader = async {
             let mut decoder = Decoder::default();
             let mut buf = vec![0u8; 64 * 1024];
+            // Frames that came with the keeper's start are in the opener already.
             loop {
-                let n = match rx.read(&mut buf).await {
-                    Ok(0) => return Err(SessionFailure::ClientGone),
-                    Err(e) => return Err(SessionFailure::Conn(e)),
-                    Ok(n) => n,
-                };
-                open.feed(&buf[..n]);
                 while let Some(msg) = open.next_msg() {
                     match msg.map_err(SessionFailure::Refused)? {
                         Msg::Stdin(bytes) => {
@@ -103,6 +98,11 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
                         Msg::StdinEof => return Ok(()),
                         _ => {}
                     }
+                }
+                match rx.read(&mut buf).await {
+                    Ok(0) => return Err(SessionFailure::ClientGone),
+                    Err(e) => return Err(SessionFailure::Conn(e)),
+                    Ok(n) => open.feed(&buf[..n]),
                 }
             }
         };

@@ -446,13 +446,9 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<Msg>(16);
     let reader = async {
         let mut buf = vec![0u8; 64 * 1024];
+        // Frames that came with the client's start (a streamed -i's first input) are in
+        // the opener already: taken before anything is read, not when the next bytes come.
         loop {
-            let n = match rx.read(&mut buf).await {
-                Ok(0) => return Ending::Failure(SessionFailure::ClientGone),
-                Err(e) => return Ending::Failure(SessionFailure::Conn(e)),
-                Ok(n) => n,
-            };
-            open.feed(&buf[..n]);
             while let Some(msg) = open.next_msg() {
                 match msg {
                     Err(e) => return Ending::Failure(SessionFailure::Refused(e)),
@@ -462,6 +458,11 @@ async fn bridge<S: std::future::Future<Output = ()> + Unpin>(
                         }
                     }
                 }
+            }
+            match rx.read(&mut buf).await {
+                Ok(0) => return Ending::Failure(SessionFailure::ClientGone),
+                Err(e) => return Ending::Failure(SessionFailure::Conn(e)),
+                Ok(n) => open.feed(&buf[..n]),
             }
         }
     };
