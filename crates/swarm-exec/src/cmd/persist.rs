@@ -300,13 +300,14 @@ fn start_keeper(global: &Global) -> Result<std::process::Child, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Failed(format!("cannot find this program to keep: {e}")))?;
     let mut cmd = std::process::Command::new(exe);
+    // The endpoint the flags chose, as the variables that stand for them (a docker CLI
+    // plugin takes no flags of ours before its name).
     if let Some(h) = &global.host {
-        cmd.args(["--host", h]);
+        cmd.env("DOCKER_HOST", h).env_remove("DOCKER_CONTEXT");
     }
     if let Some(c) = &global.context {
-        cmd.args(["--context", c]);
+        cmd.env("DOCKER_CONTEXT", c).env_remove("DOCKER_HOST");
     }
-    // The docker CLI's flags, as a plugin, stand for its variables.
     if let Some(c) = &global.config {
         cmd.env("DOCKER_CONFIG", c);
     }
@@ -315,6 +316,11 @@ fn start_keeper(global: &Global) -> Result<std::process::Child, CliError> {
     }
     if global.tls_verify {
         cmd.env("DOCKER_TLS_VERIFY", "1");
+    }
+    // As a docker CLI plugin (`docker-swarmexec`), the plugin's name comes first.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(name) = crate::docker_plugin::cli_plugin_name(&args) {
+        cmd.arg(name);
     }
     cmd.args(["persist", "keep"])
         .env_remove("SWARM_EXEC_PERSIST")
