@@ -29,6 +29,7 @@ use bollard::Docker;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 
+mod persist;
 mod sessions;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -80,6 +81,8 @@ fn main() -> Res<()> {
     let bulk_only = args.iter().any(|a| a == "--bulk-only");
     // Only the memory of service-exec's JSON over many tasks, into its section.
     let memory_only = args.iter().any(|a| a == "--memory-only");
+    // Only the runs through a standing helper (`--persist`), into their section.
+    let persist_only = args.iter().any(|a| a == "--persist-only");
     let bulk = Bulk {
         rounds: opt("--bulk-rounds", "5").parse()?,
         bytes: opt("--bulk-mb", "200").parse::<u64>()? * 1_000_000,
@@ -106,6 +109,7 @@ fn main() -> Res<()> {
                 sessions: sessions_only,
                 bulk: bulk_only,
                 memory: memory_only,
+                persist: persist_only,
             },
         ))
 }
@@ -128,6 +132,7 @@ struct Only {
     sessions: bool,
     bulk: bool,
     memory: bool,
+    persist: bool,
 }
 
 async fn run(
@@ -240,6 +245,27 @@ async fn measure(
         }
         let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
         let section = sessions::section(&lab, rounds, 200, &date, &engines.join(", "))?;
+        splice(out, &section)?;
+        println!("{section}");
+        return Ok(());
+    }
+    if only.persist {
+        let mut workers = Vec::new();
+        for n in nodes.iter().skip(1).take(2) {
+            let t = one
+                .iter()
+                .find(|t| t.node == n.name)
+                .ok_or("no bench task on a worker")?;
+            let v = n.docker.version().await?.version.unwrap_or_default();
+            workers.push(persist::Worker {
+                label: format!("{} (Docker {v})", n.name),
+                task: &t.id,
+                container: &t.container,
+                docker: &n.docker,
+            });
+        }
+        let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let section = persist::section(bin, manager_host, &workers, rounds, &date).await?;
         splice(out, &section)?;
         println!("{section}");
         return Ok(());
@@ -391,6 +417,7 @@ async fn measure(
         "\n## Live sessions",
         "\n## Memory",
         "\n## Bulk output on another worker",
+        "\n## Persist",
     ]
     .iter()
     .filter_map(|h| {
