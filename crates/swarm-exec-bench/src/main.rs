@@ -250,25 +250,7 @@ async fn measure(
         return Ok(());
     }
     if only.persist {
-        let mut workers = Vec::new();
-        for n in nodes.iter().skip(1).take(2) {
-            let t = one
-                .iter()
-                .find(|t| t.node == n.name)
-                .ok_or("no bench task on a worker")?;
-            let v = n.docker.version().await?.version.unwrap_or_default();
-            workers.push(persist::Worker {
-                label: format!("{} (Docker {v})", n.name),
-                task: &t.id,
-                container: &t.container,
-                docker: &n.docker,
-            });
-        }
-        let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-        let section = persist::section(bin, manager_host, &workers, rounds, &date).await?;
-        splice(out, &section)?;
-        println!("{section}");
-        return Ok(());
+        return persist::alone(nodes, &one, bin, manager_host, rounds, out).await;
     }
     if only.memory {
         let section = memory_section(bin, manager_host, max_fan, rounds)?;

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 
-use crate::{direct_exec, exec_output, median, percentile, Res};
+use crate::{direct_exec, exec_output, median, percentile, sh, splice, Node, Res, Task};
 
 /// One worker's task, and that worker's own engine.
-pub struct Worker<'a> {
-    pub label: String,
-    pub task: &'a str,
-    pub container: &'a str,
-    pub docker: &'a Docker,
+struct Worker<'a> {
+    label: String,
+    task: &'a str,
+    container: &'a str,
+    docker: &'a Docker,
 }
 
 /// How the runs go: the binary, the manager, and a private runtime directory for the
@@ -62,9 +62,39 @@ impl Runner<'_> {
 
 const BIG: usize = 3_000_000;
 
+/// `--persist-only`: the section for the lab's two workers, spliced into the report.
+pub async fn alone(
+    nodes: &[Node],
+    one: &[Task],
+    bin: &str,
+    manager_host: &str,
+    rounds: usize,
+    out: &str,
+) -> Res<()> {
+    let mut workers = Vec::new();
+    for n in nodes.iter().skip(1).take(2) {
+        let t = one
+            .iter()
+            .find(|t| t.node == n.name)
+            .ok_or("no bench task on a worker")?;
+        let v = n.docker.version().await?.version.unwrap_or_default();
+        workers.push(Worker {
+            label: format!("{} (Docker {v})", n.name),
+            task: &t.id,
+            container: &t.container,
+            docker: &n.docker,
+        });
+    }
+    let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let section = section(bin, manager_host, &workers, rounds, &date).await?;
+    splice(out, &section)?;
+    println!("{section}");
+    Ok(())
+}
+
 /// The section: per worker, `true` and 3 MB of output through the keeper, beside
 /// `docker exec` on the worker's engine and a plain run.
-pub async fn section(
+async fn section(
     bin: &str,
     host: &str,
     workers: &[Worker<'_>],

@@ -234,57 +234,8 @@ async fn run_one(docker: &Docker, stopper: &Stopper, spec: &RunSpec, ends: Ends)
         Err(e) => return failed(e.to_string()),
     };
     let mut counts = [0u64; 2];
-    let pump = async {
-        while let Some(item) = output.next().await {
-            let (which, message) = match item {
-                Ok(LogOutput::StdErr { message }) => (1, message),
-                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => (0, message),
-                Ok(LogOutput::StdIn { .. }) => continue,
-                Err(e) => return Err(TargetError::Read(e)),
-            };
-            for piece in message.chunks(CHUNK) {
-                // Closed only with the session, whose end stops this run.
-                if let Ok(p) = window.acquire_many(piece.len() as u32).await {
-                    p.forget();
-                }
-                counts[which] += piece.len() as u64;
-                let bytes = piece.to_vec();
-                let f = match which {
-                    0 => Frame::Stdout { id, bytes },
-                    _ => Frame::Stderr { id, bytes },
-                };
-                if out.send(f).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    };
-    let feed = async {
-        let (mut open, mut owed) = (spec.stdin, 0u32);
-        while let Some(f) = inbox.recv().await {
-            match f {
-                // A command that stopped reading is no error of ours; the bytes are
-                // granted again all the same, or the keeper would wait for ever.
-                Frame::Input { bytes, .. } => {
-                    if open && input.write_all(&bytes).await.is_err() {
-                        open = false;
-                    }
-                    owed += bytes.len() as u32;
-                    if owed >= GRANT_EVERY {
-                        let _ = out.send(Frame::Grant { id, bytes: owed }).await;
-                        owed = 0;
-                    }
-                }
-                Frame::InputEof { .. } if open => {
-                    let _ = input.shutdown().await;
-                    open = false;
-                }
-                _ => {}
-            }
-        }
-        std::future::pending::<()>().await
-    };
+    let pump = send_output(&mut output, &window, &out, id, &mut counts);
+    let feed = feed_input(&mut inbox, &mut input, spec.stdin, &out, id);
     let stopped = |gone: bool, timed_out: bool| match timed_out {
         true => Frame::TimedOut { id, stopped: gone },
         false => Frame::Stopped { id, gone },
@@ -312,6 +263,74 @@ async fn run_one(docker: &Docker, stopper: &Stopper, spec: &RunSpec, ends: Ends)
             failed(e.to_string())
         }
     }
+}
+
+/// The run's output to the keeper as it comes, within its grant, counted.
+async fn send_output(
+    output: &mut Output,
+    window: &Semaphore,
+    out: &mpsc::Sender<Frame>,
+    id: u32,
+    counts: &mut [u64; 2],
+) -> Result<(), TargetError> {
+    while let Some(item) = output.next().await {
+        let (which, message) = match item {
+            Ok(LogOutput::StdErr { message }) => (1, message),
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => (0, message),
+            Ok(LogOutput::StdIn { .. }) => continue,
+            Err(e) => return Err(TargetError::Read(e)),
+        };
+        for piece in message.chunks(CHUNK) {
+            // Closed only with the session, whose end stops this run.
+            if let Ok(p) = window.acquire_many(piece.len() as u32).await {
+                p.forget();
+            }
+            counts[which] += piece.len() as u64;
+            let bytes = piece.to_vec();
+            let f = match which {
+                0 => Frame::Stdout { id, bytes },
+                _ => Frame::Stderr { id, bytes },
+            };
+            if out.send(f).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The keeper's input for the run, written to its exec (when it has stdin) and granted
+/// again; never resolves.
+async fn feed_input(
+    inbox: &mut mpsc::UnboundedReceiver<Frame>,
+    input: &mut Input,
+    stdin: bool,
+    out: &mpsc::Sender<Frame>,
+    id: u32,
+) {
+    let (mut open, mut owed) = (stdin, 0u32);
+    while let Some(f) = inbox.recv().await {
+        match f {
+            // A command that stopped reading is no error of ours; the bytes are granted
+            // again all the same, or the keeper would wait for ever.
+            Frame::Input { bytes, .. } => {
+                if open && input.write_all(&bytes).await.is_err() {
+                    open = false;
+                }
+                owed += bytes.len() as u32;
+                if owed >= GRANT_EVERY {
+                    let _ = out.send(Frame::Grant { id, bytes: owed }).await;
+                    owed = 0;
+                }
+            }
+            Frame::InputEof { .. } if open => {
+                let _ = input.shutdown().await;
+                open = false;
+            }
+            _ => {}
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// A run's tag goes into the command's environment and the stopper's arguments.
