@@ -214,6 +214,22 @@ fn a_stopped_or_killed_keeper_leaves_nothing_and_a_run_after_starts_afresh() {
     no_session_left(&svc.name);
     assert!(keeps.status().is_none());
 
+    // A helper removed by someone else: its session is dropped, the next run opens another.
+    assert_exit(&keeps.run("5m", &task_exec_args(&[], &task, &["true"])), 0);
+    let first = svc.helpers();
+    assert_eq!(first.len(), 1);
+    docker_ok(&["service", "rm", &first[0]]);
+    eventually("the session dropped", Duration::from_secs(30), || {
+        let s = keeps.status().expect("a keeper stands");
+        s["sessions"].as_array().unwrap().is_empty().then_some(())
+    });
+    let out = keeps.run("5m", &task_exec_args(&[], &task, &sh("echo anew; exit 2")));
+    assert_exit(&out, 2);
+    assert_eq!(out.stdout_str(), "anew\n");
+    let second = svc.helpers();
+    assert_eq!(second.len(), 1);
+    assert_ne!(first, second, "a new helper");
+
     // A run whose client is killed is stopped on its node.
     let mut cmd = keeps.cmd(
         "5m",
