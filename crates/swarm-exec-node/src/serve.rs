@@ -13,7 +13,7 @@ use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::Docker;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use swarm_exec_proto::args::RUN_ENV;
 use swarm_exec_proto::serve::{Decoder, Frame, RunSpec, CHUNK, GRANT_EVERY, WINDOW};
 use swarm_exec_proto::session::{Msg, HEARTBEAT_EVERY};
@@ -58,6 +58,7 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
     } = link;
     let (out, mut frames) = mpsc::channel::<Frame>(64);
     let runs: Runs = Arc::default();
+    let tasks = Mutex::new(Vec::new());
     let mut sent = 0u64;
     let (ended, drained) = {
         // Every run's frames and the heartbeats, one writer; done once every run has ended
@@ -80,6 +81,13 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
             }
         };
         tokio::pin!(writer);
+        let serving = Serving {
+            docker,
+            stopper,
+            runs: &runs,
+            out: &out,
+            tasks: &tasks,
+        };
         let reader = async {
             let mut decoder = Decoder::default();
             let mut buf = vec![0u8; 64 * 1024];
@@ -91,7 +99,7 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
                             decoder.feed(&bytes);
                             while let Some(f) = decoder.next_frame() {
                                 let f = f.map_err(|e| SessionFailure::Frames(e.to_string()))?;
-                                take(docker, stopper, &runs, &out, f).await;
+                                serving.take(f).await;
                             }
                         }
                         // The keeper is done.
@@ -106,9 +114,14 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
                 }
             }
         };
+        // `Some` once the writer is done: it is not to be polled again.
+        let mut written = None;
         let ended = tokio::select! {
             r = reader => r,
-            r = &mut writer => r.and(Err(SessionFailure::ClientGone)),
+            r = &mut writer => {
+                written = Some(r);
+                Err(SessionFailure::ClientGone)
+            }
             _ = tokio::time::sleep_until(deadline) => Err(SessionFailure::ClientGone),
             () = &mut *stop => Err(SessionFailure::ClientGone),
         };
@@ -117,9 +130,16 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
             run.stop.notify_one();
         }
         drop(out);
-        let drained = tokio::time::timeout(STOP_WAIT, &mut writer).await;
+        let drained = match written {
+            Some(r) => Ok(r),
+            None => tokio::time::timeout(STOP_WAIT, &mut writer).await,
+        };
         (ended, drained)
     };
+    // The writer is gone, and with it the frames' receiver: a run that could not say how
+    // it ended goes on stopping its command all the same, and is waited for.
+    let tasks = std::mem::take(&mut *tasks.lock().expect("not poisoned"));
+    let _ = tokio::time::timeout(STOP_WAIT, futures_util::future::join_all(tasks)).await;
     match (ended, drained) {
         (Ok(()), Ok(Ok(()))) => {
             let link = Link { rx, tx, seal, open };
@@ -146,58 +166,72 @@ async fn send_msg(
     tx.write_all(&b).await.map_err(SessionFailure::Conn)
 }
 
-/// Acts on one frame from the keeper.
-async fn take(
-    docker: &Docker,
-    stopper: &Stopper,
-    runs: &Runs,
-    out: &mpsc::Sender<Frame>,
-    f: Frame,
-) {
-    let id = f.id();
-    let handle = |f: &dyn Fn(&RunHandle)| {
-        if let Some(run) = runs.lock().expect("not poisoned").get(&id) {
-            f(run);
+/// What the session's reader starts runs with.
+struct Serving<'a> {
+    docker: &'a Docker,
+    stopper: &'a Stopper,
+    runs: &'a Runs,
+    out: &'a mpsc::Sender<Frame>,
+    /// Every run's task, to wait for at the end.
+    tasks: &'a Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Serving<'_> {
+    /// Acts on one frame from the keeper.
+    async fn take(&self, f: Frame) {
+        let id = f.id();
+        let handle = |f: &dyn Fn(&RunHandle)| {
+            if let Some(run) = self.runs.lock().expect("not poisoned").get(&id) {
+                f(run);
+            }
+        };
+        match f {
+            Frame::Run { request, .. } => self.start(id, &request).await,
+            Frame::Input { .. } | Frame::InputEof { .. } => handle(&|run| {
+                let _ = run.input.send(f.clone());
+            }),
+            Frame::Stop { .. } => handle(&|run| run.stop.notify_one()),
+            Frame::Grant { bytes, .. } => handle(&|run| run.window.add_permits(bytes as usize)),
+            _ => {}
         }
-    };
-    match f {
-        Frame::Run { request, .. } => {
-            let spec = match RunSpec::from_json(&request) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    let reason = format!("not a run request: {e}");
-                    let _ = out.send(Frame::Failed { id, reason }).await;
-                    return;
-                }
-            };
-            let (input, inbox) = mpsc::unbounded_channel();
-            let run = RunHandle {
-                input,
-                window: Arc::new(Semaphore::new(WINDOW as usize)),
-                stop: Arc::default(),
-            };
-            let ends = Ends {
-                id,
-                out: out.clone(),
-                inbox,
-                window: run.window.clone(),
-                stop: run.stop.clone(),
-            };
-            runs.lock().expect("not poisoned").insert(id, run);
-            let (docker, stopper, runs) = (docker.clone(), stopper.clone(), runs.clone());
-            tokio::spawn(async move {
-                let out = ends.out.clone();
-                let last = run_one(&docker, &stopper, &spec, ends).await;
-                runs.lock().expect("not poisoned").remove(&id);
-                let _ = out.send(last).await;
-            });
-        }
-        Frame::Input { .. } | Frame::InputEof { .. } => handle(&|run| {
-            let _ = run.input.send(f.clone());
-        }),
-        Frame::Stop { .. } => handle(&|run| run.stop.notify_one()),
-        Frame::Grant { bytes, .. } => handle(&|run| run.window.add_permits(bytes as usize)),
-        _ => {}
+    }
+
+    /// Starts run `id` on a task of its own.
+    async fn start(&self, id: u32, request: &[u8]) {
+        let spec = match RunSpec::from_json(request) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let reason = format!("not a run request: {e}");
+                let _ = self.out.send(Frame::Failed { id, reason }).await;
+                return;
+            }
+        };
+        let (input, inbox) = mpsc::unbounded_channel();
+        let run = RunHandle {
+            input,
+            window: Arc::new(Semaphore::new(WINDOW as usize)),
+            stop: Arc::default(),
+        };
+        let ends = Ends {
+            id,
+            out: self.out.clone(),
+            inbox,
+            window: run.window.clone(),
+            stop: run.stop.clone(),
+        };
+        self.runs.lock().expect("not poisoned").insert(id, run);
+        let (docker, stopper) = (self.docker.clone(), self.stopper.clone());
+        let runs = self.runs.clone();
+        let task = tokio::spawn(async move {
+            let out = ends.out.clone();
+            let last = run_one(&docker, &stopper, &spec, ends).await;
+            runs.lock().expect("not poisoned").remove(&id);
+            let _ = out.send(last).await;
+        });
+        let mut tasks = self.tasks.lock().expect("not poisoned");
+        // A helper that stands for long serves many runs: only those going are kept.
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 }
 
@@ -229,6 +263,13 @@ async fn run_one(docker: &Docker, stopper: &Stopper, spec: &RunSpec, ends: Ends)
         return failed("not a run request: no command, or a bad tag".to_owned());
     }
     let deadline = Instant::now() + Duration::from_millis(spec.timeout_ms);
+    // A stop (or a deadline of nothing) that came with the run: nothing is started.
+    if stop.notified().now_or_never().is_some() {
+        return Frame::Stopped { id, gone: true };
+    }
+    if spec.timeout_ms == 0 {
+        return Frame::TimedOut { id, stopped: true };
+    }
     let (exec_id, mut output, mut input) = match start(docker, spec).await {
         Ok(started) => started,
         Err(e) => return failed(e.to_string()),
