@@ -30,6 +30,12 @@ use crate::session::{remote_session, SessionRequest};
 use crate::sink::OutputSink;
 use crate::task_exec::carrier_for;
 
+/// Why a run is refused by a keeper that is ending (its client starts another).
+pub const ENDING: &str = "the keeper is ending";
+
+/// The most input a run's client may send (its whole stdin, a secret's worth at most).
+const MAX_INPUT: usize = 4 << 20;
+
 /// What a client asks the keeper for one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeeperRun {
@@ -274,36 +280,50 @@ impl<A: SwarmApi + Clone + 'static> Keeper<A> {
         W: AsyncWrite + Unpin,
     {
         if *self.ending.borrow() {
-            return Some("the keeper is ending: run again".to_owned());
+            return Some(ENDING.to_owned());
         }
-        let link = self.link_for(&run.task);
-        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let (to_client, mut from_node) = mpsc::unbounded_channel();
         let input_window = Arc::new(Semaphore::new(WINDOW as usize));
-        {
-            if let Some(why) = link.ended.lock().expect("not poisoned").clone() {
-                return Some(why);
-            }
-            let slot = Slot {
-                to_client,
-                input_window: input_window.clone(),
-            };
-            link.runs.lock().expect("not poisoned").insert(id, slot);
-        }
+        let slot = Slot {
+            to_client,
+            input_window: input_window.clone(),
+        };
         let request = serde_json::to_vec(&run.run).expect("serializable");
-        if link
-            .input
-            .send(Frame::Run { id, request }.encode())
-            .await
-            .is_err()
-        {
-            link.runs.lock().expect("not poisoned").remove(&id);
-            return Some("the session to the node ended".to_owned());
-        }
+        let (link, id) = match self.ask(&run.task, slot, request).await {
+            Ok(asked) => asked,
+            Err(why) => return Some(why),
+        };
         // The client's input and stop go on while its output comes: a command that does
-        // not read its input must not hold up its output.
+        // not read its input must not hold up its output. Its input waits for the helper's
+        // grant apart from the rest, so that a stop never waits behind it.
+        let (queue, mut queued) = mpsc::unbounded_channel::<Frame>();
         let inbound = async {
+            let mut held = 0usize;
             while let Some(Ok(f)) = rx.next().await {
+                match f {
+                    Frame::Input { ref bytes, .. } => {
+                        // The client sends at most its whole stdin (a secret's worth).
+                        held += bytes.len();
+                        if held > MAX_INPUT {
+                            break;
+                        }
+                        let _ = queue.send(f.with_id(id));
+                    }
+                    Frame::InputEof { .. } => {
+                        let _ = queue.send(f.with_id(id));
+                    }
+                    Frame::Stop { .. } => {
+                        let _ = link.input.send(Frame::Stop { id }.encode()).await;
+                    }
+                    _ => {}
+                }
+            }
+            // The client is gone (or broke the protocol): its command is stopped.
+            let _ = link.input.send(Frame::Stop { id }.encode()).await;
+            std::future::pending::<()>().await
+        };
+        let forward_input = async {
+            while let Some(f) = queued.recv().await {
                 // The helper grants again what it has written (a frame is at most 64 KiB).
                 if let Frame::Input { bytes, .. } = &f {
                     let n = (bytes.len() as u32).min(WINDOW);
@@ -311,16 +331,10 @@ impl<A: SwarmApi + Clone + 'static> Keeper<A> {
                         p.forget();
                     }
                 }
-                if matches!(
-                    f,
-                    Frame::Input { .. } | Frame::InputEof { .. } | Frame::Stop { .. }
-                ) && link.input.send(f.with_id(id).encode()).await.is_err()
-                {
+                if link.input.send(f.encode()).await.is_err() {
                     break;
                 }
             }
-            // The client is gone (or broke the protocol): its command is stopped.
-            let _ = link.input.send(Frame::Stop { id }.encode()).await;
             std::future::pending::<()>().await
         };
         let outbound = async {
@@ -346,17 +360,54 @@ impl<A: SwarmApi + Clone + 'static> Keeper<A> {
         };
         tokio::select! {
             () = inbound => unreachable!("pending"),
+            () = forward_input => unreachable!("pending"),
             () = outbound => {}
         }
         link.runs.lock().expect("not poisoned").remove(&id);
         None
     }
 
+    /// Asks `task`'s node's session for a run (`request`), `slot` to take its frames: the
+    /// session and the run's id there. A session that ended before the run reached it
+    /// (nothing ran) is left for a new one, once.
+    async fn ask(
+        self: &Arc<Self>,
+        task: &Resolved,
+        slot: Slot,
+        request: Vec<u8>,
+    ) -> Result<(Arc<NodeLink>, u32), String> {
+        let mut slot = Some(slot);
+        for _ in 0..2 {
+            let link = self.link_for(task);
+            let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+            if let Some(why) = link.ended.lock().expect("not poisoned").clone() {
+                return Err(why);
+            }
+            let taken = slot.take().expect("put back after each try");
+            link.runs.lock().expect("not poisoned").insert(id, taken);
+            let frame = Frame::Run {
+                id,
+                request: request.clone(),
+            };
+            if link.input.send(frame.encode()).await.is_ok() {
+                return Ok((link, id));
+            }
+            slot = link.runs.lock().expect("not poisoned").remove(&id);
+            if slot.is_none() {
+                // Told already that the session ended (its runs were failed).
+                break;
+            }
+        }
+        Err("the session to the node ended before the run reached it".to_owned())
+    }
+
     /// The session to `task`'s node, opened now if there is none.
     fn link_for(self: &Arc<Self>, task: &Resolved) -> Arc<NodeLink> {
         let mut nodes = self.nodes.lock().expect("not poisoned");
         if let Some(link) = nodes.get(&task.node_id) {
-            if link.ended.lock().expect("not poisoned").is_none() {
+            // A session whose input is closed is over, though still being taken down.
+            let ended = link.ended.lock().expect("not poisoned").is_some();
+            if !ended && !link.input.is_closed() {
                 return link.clone();
             }
         }
@@ -373,7 +424,9 @@ impl<A: SwarmApi + Clone + 'static> Keeper<A> {
         nodes.insert(task.node_id.clone(), link.clone());
         let session = self.clone().hold(link.clone(), task.clone(), session_input);
         let handle = tokio::task::spawn_local(session);
-        self.sessions.lock().expect("not poisoned").push(handle);
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        sessions.retain(|s| !s.is_finished());
+        sessions.push(handle);
         link
     }
 
