@@ -214,11 +214,20 @@ fn a_stopped_or_killed_keeper_leaves_nothing_and_a_run_after_starts_afresh() {
     no_session_left(&svc.name);
     assert!(keeps.status().is_none());
 
-    // A helper removed by someone else: its session is dropped, the next run opens another.
-    assert_exit(&keeps.run("5m", &task_exec_args(&[], &task, &["true"])), 0);
+    // A helper removed by someone else mid-run: the run's outcome is not known (125, not
+    // the command's code nor a timeout), its command is stopped, and the session dropped;
+    // the next run opens another.
+    let t = svc.on(node);
+    let long = sh("echo up; exec sleep 3597");
+    let child = spawn_piped(&mut keeps.cmd("5m", &task_exec_args(&[], &task, &long)));
+    await_processes(t, &["sleep 3597"]);
     let first = svc.helpers();
     assert_eq!(first.len(), 1);
     docker_ok(&["service", "rm", &first[0]]);
+    let cut = wait(child, Duration::from_secs(60));
+    assert_exit(&cut, 125);
+    assert_stderr_has(&cut, "not known");
+    await_processes_gone(t, &["sleep 3597"]);
     eventually("the session dropped", Duration::from_secs(30), || {
         let s = keeps.status().expect("a keeper stands");
         s["sessions"].as_array().unwrap().is_empty().then_some(())
@@ -236,7 +245,6 @@ fn a_stopped_or_killed_keeper_leaves_nothing_and_a_run_after_starts_afresh() {
         &task_exec_args(&[], &task, &sh("echo up; exec sleep 3599")),
     );
     let child = spawn_piped(&mut cmd);
-    let t = svc.on(node);
     await_processes(t, &["sleep 3599"]);
     kill(&child, "KILL");
     assert_eq!(wait(child, Duration::from_secs(10)).code, -1, "killed");

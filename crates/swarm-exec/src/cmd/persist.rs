@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use swarm_exec_core::lookup::resolve::Resolved;
-use swarm_exec_core::persist::{Control, FrameReader, Keeper, KeeperRun, Standing};
+use swarm_exec_core::persist::{Control, FrameReader, Keeper, KeeperRun, Standing, ENDING};
 use swarm_exec_core::sink::OutputSink;
 use swarm_exec_core::{Interrupt, Outcome, RunOptions};
 use swarm_exec_proto::serve::{Frame, RunSpec, CHUNK};
@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 use crate::cli::{Global, PersistArgs, PersistCommand};
 use crate::exit::{CliError, Status};
 
-/// How long a client waits for a keeper it started to answer.
-const START_WAIT: Duration = Duration::from_secs(10);
+/// How long a client waits for a keeper it started to answer (one that finds another
+/// ending waits for it to end: the removal of its sessions).
+const START_WAIT: Duration = Duration::from_secs(60);
 /// After a stop is asked for (interrupted, or the deadline passed), how long a client
 /// waits for the run's end.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -42,10 +43,19 @@ impl Place {
         let endpoint = crate::cmd::setup::endpoint(global)?;
         let dir = own_dir()?;
         let build = crate::node_program::NODE_PROGRAM.build_id;
+        // The endpoint and the credentials it is reached with: another set of them is
+        // another keeper.
+        let mut id = endpoint.host.clone();
+        if let Some(tls) = &endpoint.tls {
+            for p in [&tls.ca, &tls.cert, &tls.key] {
+                id.push('\0');
+                id.push_str(&p.to_string_lossy());
+            }
+        }
         let name = format!(
             "keeper-{}-{:016x}",
             &build[..build.len().min(12)],
-            fnv1a(endpoint.host.as_bytes())
+            fnv1a(id.as_bytes())
         );
         Ok(Place {
             socket: dir.join(format!("{name}.sock")),
@@ -210,6 +220,9 @@ fn keep(global: &Global, place: &Place) -> Result<Status, CliError> {
         let keeper = Keeper::new(api, helper, Duration::from_secs(60));
         let done = keeper.done();
         tokio::pin!(done);
+        // A polite kill ends it as `persist stop` does: what it made goes first.
+        let signalled = crate::cmd::setup::interrupted().map_err(CliError::Runtime)?;
+        tokio::pin!(signalled);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -220,6 +233,7 @@ fn keep(global: &Global, place: &Place) -> Result<Status, CliError> {
                     tokio::task::spawn_local(keeper.clone().serve_client(conn));
                 }
                 () = &mut done => break,
+                _ = &mut signalled => break,
             }
         }
         // New clients start a new keeper (which waits for this one's lock).
@@ -328,11 +342,22 @@ fn start_keeper(global: &Global) -> Result<std::process::Child, CliError> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .current_dir("/");
-    // SAFETY: setsid is async-signal-safe; the keeper leaves the client's session, so the
-    // terminal's hangup or the client's process group's signals do not reach it.
+    // SAFETY: setsid, close_range and fcntl are async-signal-safe. The keeper leaves the
+    // client's session, so the terminal's hangup or the client's process group's signals
+    // do not reach it; and it keeps no descriptor it inherited but 0-2 (a CI harness's
+    // pipe would stay open until it ends): all are marked close-on-exec (close_range with
+    // CLOSE_RANGE_CLOEXEC, Linux 5.11; else one by one), which leaves the pipe that
+    // reports a failed exec working.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+            let marked = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+            if marked != 0 {
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
             Ok(())
         });
     }
@@ -374,13 +399,56 @@ where
         idle_ms: idle.as_millis() as u64,
     };
     let target = request.task.describe();
-    let conn = connect_or_start(global, &place).await?;
+    let request = serde_json::to_vec(&request).expect("serializable");
+    let deadline = started + run.timeout;
+    tokio::pin!(cancel);
+    // A keeper that was ending as this run came refuses it before anything ran: the run
+    // goes to the next keeper (started now), once.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut ended = Ended {
+            target: &target,
+            counts: [0, 0],
+            ending: false,
+        };
+        let conn = connect_or_start(global, &place).await?;
+        let r = once(
+            conn,
+            &request,
+            run.stdin.as_deref(),
+            &mut ended,
+            out,
+            cancel.as_mut(),
+            deadline,
+        )
+        .await;
+        if !(ended.ending && attempts < 2) {
+            return r;
+        }
+        tracing::debug!("the keeper was ending; to the next one");
+    }
+}
+
+/// One try of a run through the keeper at `conn`.
+async fn once<O, C>(
+    conn: UnixStream,
+    request: &[u8],
+    stdin: Option<&[u8]>,
+    ended: &mut Ended<'_>,
+    out: &mut O,
+    cancel: std::pin::Pin<&mut C>,
+    deadline: tokio::time::Instant,
+) -> Result<Outcome, CliError>
+where
+    O: OutputSink,
+    C: std::future::Future<Output = Interrupt>,
+{
     let (rx, tx) = conn.into_split();
     let (frames, to_keeper) = mpsc::channel::<Vec<u8>>(4);
-    let request = serde_json::to_vec(&request).expect("serializable");
+    let request = request.to_vec();
     let _ = frames.send(Frame::Run { id: 0, request }.encode()).await;
     let writer = write_frames(tx, to_keeper);
-    let stdin = run.stdin.clone();
     let feeder = async {
         if let Some(bytes) = stdin {
             for piece in bytes.chunks(CHUNK) {
@@ -394,11 +462,7 @@ where
         }
         std::future::pending::<()>().await
     };
-    let ended = Ended {
-        target: &target,
-        counts: [0, 0],
-    };
-    let deadline = started + run.timeout;
+    let target = ended.target;
     let reading = ended.read(FrameReader::new(rx), out, &frames, cancel, deadline);
     tokio::select! {
         r = reading => r,
@@ -436,29 +500,30 @@ async fn write_frames(mut tx: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Re
 struct Ended<'a> {
     target: &'a str,
     counts: [u64; 2],
+    /// Refused by a keeper that was ending, before anything ran.
+    ending: bool,
 }
 
 impl Ended<'_> {
     async fn read<O, C>(
-        mut self,
+        &mut self,
         mut rx: FrameReader<tokio::net::unix::OwnedReadHalf>,
         out: &mut O,
         frames: &mpsc::Sender<Vec<u8>>,
-        cancel: C,
+        mut cancel: std::pin::Pin<&mut C>,
         deadline: tokio::time::Instant,
     ) -> Result<Outcome, CliError>
     where
         O: OutputSink,
         C: std::future::Future<Output = Interrupt>,
     {
-        tokio::pin!(cancel);
         // Why the command was told to stop, once it was: an interrupt, or the deadline.
         let mut stopping: Option<Option<Interrupt>> = None;
         let mut until = deadline;
         loop {
             let f = tokio::select! {
                 f = rx.next() => f,
-                i = &mut cancel, if stopping.is_none() => {
+                i = cancel.as_mut(), if stopping.is_none() => {
                     stopping = Some(Some(i));
                     until = tokio::time::Instant::now() + STOP_WAIT;
                     let _ = frames.send(Frame::Stop { id: 0 }.encode()).await;
@@ -541,11 +606,20 @@ impl Ended<'_> {
                         self.target
                     ));
                 }
-                // Stopped at the deadline (the session took long to open), or interrupted.
-                return Ok(Some(match stopping {
-                    Some(Some(i)) => Outcome::Interrupted(i),
-                    _ => Outcome::TimedOut,
-                }));
+                // Stopped at the deadline (the session took long to open), or interrupted;
+                // stopped unasked (the helper itself was stopped), it did not end by itself.
+                return match stopping {
+                    Some(Some(i)) => Ok(Some(Outcome::Interrupted(i))),
+                    Some(None) => Ok(Some(Outcome::TimedOut)),
+                    None => Err(self.unknown("the helper stopped the command before it ended")),
+                };
+            }
+            Frame::Failed { reason, .. } if reason == ENDING && stopping.is_none() => {
+                self.ending = self.counts == [0, 0];
+                return Err(CliError::Failed(format!(
+                    "cannot run in {} through the persist keeper: {reason}",
+                    self.target
+                )));
             }
             Frame::Failed { reason, .. } => {
                 let reason = swarm_exec_core::escape::escape_control(&reason);
