@@ -12,7 +12,7 @@
 //!   and bridges an attached exec to sealed frames; [`relay`]: `node-relay`, the relay
 //!   container on the manager that pairs that connection with the client's attach stream.
 //! - [`serve`]: `--persist`'s standing helper, which runs many commands in containers on
-//!   its node over one session.
+//!   its node over one session; `link`: an open session's connection, shared by both.
 //! - [`debug`]: `debug`'s container beside the target, in its namespaces, in place of an
 //!   exec (both paths).
 //! - [`forward`]: `port-forward`'s forwarder, a container in the target's network
@@ -31,6 +31,7 @@ pub mod docker_exec;
 pub mod end;
 pub mod exec;
 pub mod forward;
+mod link;
 pub mod relay;
 pub mod serve;
 pub mod session;

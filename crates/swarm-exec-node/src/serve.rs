@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::docker_exec::exit_code;
 use crate::end::{NodeEnd, NodeError, SessionFailure, TargetError};
-use crate::session::Link;
+use crate::link::Link;
 use crate::stop::Stopper;
 
 /// How long the runs still going when the session ends get to stop their commands.
@@ -88,32 +88,7 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
             out: &out,
             tasks: &tasks,
         };
-        let reader = async {
-            let mut decoder = Decoder::default();
-            let mut buf = vec![0u8; 64 * 1024];
-            // Frames that came with the keeper's start are in the opener already.
-            loop {
-                while let Some(msg) = open.next_msg() {
-                    match msg.map_err(SessionFailure::Refused)? {
-                        Msg::Stdin(bytes) => {
-                            decoder.feed(&bytes);
-                            while let Some(f) = decoder.next_frame() {
-                                let f = f.map_err(|e| SessionFailure::Frames(e.to_string()))?;
-                                serving.take(f).await;
-                            }
-                        }
-                        // The keeper is done.
-                        Msg::StdinEof => return Ok(()),
-                        _ => {}
-                    }
-                }
-                match rx.read(&mut buf).await {
-                    Ok(0) => return Err(SessionFailure::ClientGone),
-                    Err(e) => return Err(SessionFailure::Conn(e)),
-                    Ok(n) => open.feed(&buf[..n]),
-                }
-            }
-        };
+        let reader = read_runs(&mut rx, &mut open, &serving);
         // `Some` once the writer is done: it is not to be polled again.
         let mut written = None;
         let ended = tokio::select! {
@@ -153,6 +128,38 @@ pub(crate) async fn serve<S: std::future::Future<Output = ()> + Unpin>(
         }
         (Err(e), _) | (Ok(()), Ok(Err(e))) => NodeEnd::Failed(NodeError::Session(e)),
         (Ok(()), Err(_)) => NodeEnd::TimedOut,
+    }
+}
+
+/// The keeper's frames, each acted on, until its input ends (`Ok`) or the session breaks.
+async fn read_runs(
+    rx: &mut tokio::net::tcp::OwnedReadHalf,
+    open: &mut swarm_exec_proto::session::Opener,
+    serving: &Serving<'_>,
+) -> Result<(), SessionFailure> {
+    let mut decoder = Decoder::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Frames that came with the keeper's start are in the opener already.
+    loop {
+        while let Some(msg) = open.next_msg() {
+            match msg.map_err(SessionFailure::Refused)? {
+                Msg::Stdin(bytes) => {
+                    decoder.feed(&bytes);
+                    while let Some(f) = decoder.next_frame() {
+                        let f = f.map_err(|e| SessionFailure::Frames(e.to_string()))?;
+                        serving.take(f).await;
+                    }
+                }
+                // The keeper is done.
+                Msg::StdinEof => return Ok(()),
+                _ => {}
+            }
+        }
+        match rx.read(&mut buf).await {
+            Ok(0) => return Err(SessionFailure::ClientGone),
+            Err(e) => return Err(SessionFailure::Conn(e)),
+            Ok(n) => open.feed(&buf[..n]),
+        }
     }
 }
 
