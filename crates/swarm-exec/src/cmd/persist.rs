@@ -275,9 +275,11 @@ fn same_user(conn: &UnixStream) -> bool {
 /// Connects to the keeper, starting one when none answers.
 async fn connect_or_start(global: &Global, place: &Place) -> Result<UnixStream, CliError> {
     if let Ok(conn) = UnixStream::connect(&place.socket).await {
+        tracing::debug!(socket = %place.socket.display(), "through the persist keeper");
         return Ok(conn);
     }
     let mut child = start_keeper(global)?;
+    tracing::debug!(pid = child.id(), socket = %place.socket.display(), "persist keeper started");
     let until = tokio::time::Instant::now() + START_WAIT;
     loop {
         if let Ok(conn) = UnixStream::connect(&place.socket).await {
