@@ -623,12 +623,11 @@ impl Ended<'_> {
                     self.target
                 )));
             }
+            // It did not run (a container gone), or its session broke under it: either
+            // way its outcome is not known to be anything.
             Frame::Failed { reason, .. } => {
                 let reason = swarm_exec_core::escape::escape_control(&reason);
-                return Err(CliError::Failed(format!(
-                    "cannot run in {} through the persist keeper: {reason}",
-                    self.target
-                )));
+                return Err(self.unknown(&format!("through the persist keeper: {reason}")));
             }
             _ => {}
         }
