@@ -27,7 +27,6 @@ const GRANT_EVERY: usize = 64 * 1024;
 const CHUNK: usize = 32 * 1024;
 /// The most a frame's payload may be: a data frame, or a reason.
 const MAX_PAYLOAD: usize = 64 * 1024;
-const HEADER: usize = 9;
 
 const OPEN: u8 = 1;
 const OPENED: u8 = 2;
@@ -85,13 +84,7 @@ impl Frame {
             Frame::Grant { id, bytes } => (GRANT, *id, &bytes.to_be_bytes()),
         };
         // A reason is cut to fit; data frames are never made larger than CHUNK.
-        let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.push(kind);
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
+        crate::mux::encode(kind, id, payload, MAX_PAYLOAD)
     }
 }
 
@@ -109,29 +102,21 @@ pub enum FrameError {
 /// Frames out of bytes as they come, in pieces of any size.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    buf: Vec<u8>,
+    frames: crate::mux::Splitter,
 }
 
 impl Decoder {
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.frames.feed(bytes);
     }
 
     /// The next whole frame, if one is in.
     pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
-        if self.buf.len() < HEADER {
-            return None;
-        }
-        let kind = self.buf[0];
-        let id = u32::from_be_bytes(self.buf[1..5].try_into().expect("4 bytes"));
-        let len = u32::from_be_bytes(self.buf[5..9].try_into().expect("4 bytes")) as usize;
-        if len > MAX_PAYLOAD {
-            return Some(Err(FrameError::TooLong(len)));
-        }
-        if self.buf.len() < HEADER + len {
-            return None;
-        }
-        let payload: Vec<u8> = self.buf.drain(..HEADER + len).skip(HEADER).collect();
+        let (kind, id, payload) = match self.frames.next(|_| MAX_PAYLOAD)? {
+            Ok(frame) => frame,
+            Err(e) => return Some(Err(FrameError::TooLong(e.len))),
+        };
+        let len = payload.len();
         let bad = || FrameError::Malformed { kind, len };
         Some(match kind {
             OPEN => <[u8; 2]>::try_from(payload.as_slice())

@@ -24,6 +24,7 @@ pub mod envelope;
 pub mod forward;
 pub mod frame;
 pub mod lines;
+mod mux;
 pub mod serve;
 pub mod session;
 pub mod tar;

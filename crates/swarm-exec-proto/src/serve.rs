@@ -9,7 +9,7 @@
 //! its client; input has one the other way. So a run whose reader is slow holds up only
 //! itself, and neither end holds more than a window per run.
 //!
-//! Frame: kind (1 byte), run id (4, big-endian), payload length (4), payload.
+//! Frames are laid out as port-forward's are (the crate's `mux`), with a run's id.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,6 @@ pub const CHUNK: usize = 32 * 1024;
 const MAX_REQUEST: usize = 4 << 20;
 /// The most any other frame's payload may be.
 const MAX_PAYLOAD: usize = 64 * 1024;
-const HEADER: usize = 9;
 
 const RUN: u8 = 1;
 const INPUT: u8 = 2;
@@ -184,18 +183,7 @@ impl Frame {
             Frame::Control { id, json } => (CONTROL, *id, json),
         };
         // A reason is cut to fit; data frames are never made larger than CHUNK.
-        let max = if kind == RUN {
-            MAX_REQUEST
-        } else {
-            MAX_PAYLOAD
-        };
-        let payload = &payload[..payload.len().min(max)];
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.push(kind);
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
+        crate::mux::encode(kind, id, payload, max_payload(kind))
     }
 }
 
@@ -213,35 +201,31 @@ pub enum FrameError {
 /// Frames out of bytes as they come, in pieces of any size.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    buf: Vec<u8>,
+    frames: crate::mux::Splitter,
 }
 
 impl Decoder {
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.frames.feed(bytes);
     }
 
     /// The next whole frame, if one is in.
     pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
-        if self.buf.len() < HEADER {
-            return None;
-        }
-        let kind = self.buf[0];
-        let id = u32::from_be_bytes(self.buf[1..5].try_into().expect("4 bytes"));
-        let len = u32::from_be_bytes(self.buf[5..9].try_into().expect("4 bytes")) as usize;
-        let max = if kind == RUN {
-            MAX_REQUEST
-        } else {
-            MAX_PAYLOAD
-        };
-        if len > max {
-            return Some(Err(FrameError::TooLong { kind, len }));
-        }
-        if self.buf.len() < HEADER + len {
-            return None;
-        }
-        let payload: Vec<u8> = self.buf.drain(..HEADER + len).skip(HEADER).collect();
-        Some(parse(kind, id, payload))
+        Some(match self.frames.next(max_payload)? {
+            Ok((kind, id, payload)) => parse(kind, id, payload),
+            Err(e) => Err(FrameError::TooLong {
+                kind: e.kind,
+                len: e.len,
+            }),
+        })
+    }
+}
+
+/// The most a payload of `kind` may be.
+fn max_payload(kind: u8) -> usize {
+    match kind {
+        RUN => MAX_REQUEST,
+        _ => MAX_PAYLOAD,
     }
 }
 
