@@ -125,7 +125,7 @@ pub fn run(global: &Global, args: PersistArgs) -> Result<Status, CliError> {
                 Some(s) => {
                     // Its sessions go before it exits; wait for that, so that what stood
                     // is gone when this returns.
-                    rt.block_on(gone(&place, s.pid));
+                    rt.block_on(gone(s.pid));
                     println!("stopped the keeper (pid {})", s.pid);
                     Ok(Status::Done)
                 }
@@ -178,13 +178,12 @@ async fn ask(place: &Place, what: Control) -> Result<Option<Standing>, CliError>
 }
 
 /// Until the keeper `pid` has exited (at most a minute: its sessions' removal).
-async fn gone(place: &Place, pid: u32) {
+async fn gone(pid: u32) {
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
     // SAFETY: signal 0 only asks whether the process exists.
     while unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = place;
 }
 
 /// `persist keep`: the keeper itself. One per user and endpoint: the lock file decides;
@@ -384,7 +383,8 @@ where
 {
     let started = tokio::time::Instant::now();
     let place = Place::of(global)?;
-    let tag = uuid_tag();
+    // The run's mark, as a helper's tag is: hex of a fresh UUID.
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
     let request = KeeperRun {
         run: RunSpec {
             container: task.container_id.clone(),
@@ -473,19 +473,6 @@ where
         ))),
         () = feeder => unreachable!("pending"),
     }
-}
-
-fn uuid_tag() -> String {
-    let mut bytes = [0u8; 8];
-    // SAFETY: a buffer of its length; getrandom fills it or fails.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        bytes = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes what comes to the keeper; resolves only if the connection fails.
